@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# The project's test command (`make test` runs it; so does CI).
+#
+# Installs what the tests need (Go modules, Kafka's jars from Maven Central,
+# chDB from PyPI, all cached under ~/.cache/ehrwatch), starts a real Kafka
+# broker and the ClickHouse engine (unless they already run), runs the static
+# checks and the whole Go test suite against them, and stops the services it
+# started. Extra arguments go to `go test` (e.g. -run Pipeline).
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+root=$(cd "$here/../.." && pwd)
+cd "$root"
+
+log() { printf '== %s %s\n' "$(date +%H:%M:%S)" "$*"; }
+
+started=()
+cleanup() {
+	if [ "${EHRWATCH_KEEP_SERVICES:-0}" != 1 ]; then
+		for svc in "${started[@]}"; do
+			bash "$here/$svc.sh" stop >/dev/null 2>&1 || true
+		done
+	fi
+}
+trap cleanup EXIT
+
+log "go modules"
+go mod download
+
+for svc in kafka clickhouse; do
+	if ! bash "$here/$svc.sh" status >/dev/null 2>&1; then
+		started+=("$svc")
+	fi
+	log "starting $svc"
+	bash "$here/$svc.sh" start
+	eval "$(bash "$here/$svc.sh" env)"
+done
+export EHRWATCH_TEST_KAFKA EHRWATCH_TEST_CLICKHOUSE
+
+log "gofmt"
+unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))
+if [ -n "$unformatted" ]; then
+	echo "gofmt would change:"; echo "$unformatted"; exit 1
+fi
+
+log "go vet"
+go vet ./...
+
+log "go test -race"
+go test -race -count=1 -timeout 25m "$@" ./...
+log "done"

@@ -1,0 +1,157 @@
+// Package store owns ehrwatch's ClickHouse side: connection settings, the
+// schema migrations (`ehrwatch migrate`), and the idempotent batch writers
+// for events, findings and dead-lettered messages.
+package store
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2"
+
+	"github.com/ehrwatch/ehrwatch/pipeline/credentials"
+	"github.com/ehrwatch/ehrwatch/schemas"
+)
+
+// Config is how ehrwatch reaches ClickHouse.
+type Config struct {
+	// Addrs are host:port pairs of the servers (or of a load balancer in
+	// front of a cluster). Port 9000 (9440 with TLS) for native, 8123 for HTTP.
+	Addrs []string `yaml:"addrs"`
+	// Protocol is "native" (production default) or "http".
+	Protocol     string          `yaml:"protocol"`
+	Database     string          `yaml:"database"`
+	Username     string          `yaml:"username"`
+	Password     string          `yaml:"password"`
+	PasswordFile string          `yaml:"password_file"`
+	TLS          credentials.TLS `yaml:"tls"`
+	DialTimeout  time.Duration   `yaml:"dial_timeout"`
+	// QueryTimeout bounds one INSERT or query.
+	QueryTimeout time.Duration `yaml:"query_timeout"`
+	MaxOpenConns int           `yaml:"max_open_conns"`
+	// RetentionDays is the TTL of events, findings and rollups, applied
+	// when the tables are created by `ehrwatch migrate`.
+	RetentionDays int `yaml:"retention_days"`
+	// DLQRetentionDays is the TTL of dead-lettered payloads.
+	DLQRetentionDays int `yaml:"dlq_retention_days"`
+}
+
+// DefaultConfig targets a local server over the native protocol.
+func DefaultConfig() Config {
+	p := schemas.DefaultMigrationParams()
+	return Config{
+		Addrs:            []string{"127.0.0.1:9000"},
+		Protocol:         "native",
+		Database:         "ehrwatch",
+		Username:         "default",
+		DialTimeout:      5 * time.Second,
+		QueryTimeout:     60 * time.Second,
+		MaxOpenConns:     8,
+		RetentionDays:    p.RetentionDays,
+		DLQRetentionDays: p.DLQRetentionDays,
+	}
+}
+
+// Validate reports the first bad setting, naming its key under prefix
+// (e.g. "clickhouse").
+func (c Config) Validate(prefix string) error {
+	if len(c.Addrs) == 0 {
+		return fmt.Errorf("%s.addrs: at least one host:port is required", prefix)
+	}
+	for i, a := range c.Addrs {
+		host, port, err := net.SplitHostPort(a)
+		if err != nil || host == "" {
+			return fmt.Errorf("%s.addrs[%d]: want host:port, got %q", prefix, i, a)
+		}
+		if n, err := strconv.Atoi(port); err != nil || n <= 0 || n > 65535 {
+			return fmt.Errorf("%s.addrs[%d]: bad port %q", prefix, i, port)
+		}
+	}
+	if c.Protocol != "native" && c.Protocol != "http" {
+		return fmt.Errorf("%s.protocol: want native or http, got %q", prefix, c.Protocol)
+	}
+	if c.Database == "" {
+		return fmt.Errorf("%s.database: required", prefix)
+	}
+	if c.Password != "" && c.PasswordFile != "" {
+		return fmt.Errorf("%s.password, %s.password_file: set one, not both", prefix, prefix)
+	}
+	if c.DialTimeout <= 0 {
+		return fmt.Errorf("%s.dial_timeout: must be > 0", prefix)
+	}
+	if c.QueryTimeout <= 0 {
+		return fmt.Errorf("%s.query_timeout: must be > 0", prefix)
+	}
+	if c.MaxOpenConns <= 0 {
+		return fmt.Errorf("%s.max_open_conns: must be > 0", prefix)
+	}
+	if c.RetentionDays <= 0 {
+		return fmt.Errorf("%s.retention_days: must be > 0", prefix)
+	}
+	if c.DLQRetentionDays <= 0 {
+		return fmt.Errorf("%s.dlq_retention_days: must be > 0", prefix)
+	}
+	return c.TLS.Validate(prefix + ".tls")
+}
+
+// Options turns the config into clickhouse-go options (reading secret files).
+func (c Config) Options() (*clickhouse.Options, error) {
+	password, err := credentials.Secret("clickhouse.password", c.Password, c.PasswordFile)
+	if err != nil {
+		return nil, err
+	}
+	tlsCfg, err := c.TLS.Config()
+	if err != nil {
+		return nil, fmt.Errorf("clickhouse.tls: %w", err)
+	}
+	opts := &clickhouse.Options{
+		Addr:         c.Addrs,
+		Protocol:     clickhouse.Native,
+		Auth:         clickhouse.Auth{Database: c.Database, Username: c.Username, Password: password},
+		TLS:          tlsCfg,
+		DialTimeout:  c.DialTimeout,
+		ReadTimeout:  c.QueryTimeout,
+		MaxOpenConns: c.MaxOpenConns,
+		MaxIdleConns: c.MaxOpenConns,
+	}
+	if c.Protocol == "http" {
+		opts.Protocol = clickhouse.HTTP
+	} else {
+		opts.Compression = &clickhouse.Compression{Method: clickhouse.CompressionLZ4}
+	}
+	return opts, nil
+}
+
+// MigrationParams are the placeholders the migrations need.
+func (c Config) MigrationParams() schemas.MigrationParams {
+	return schemas.MigrationParams{RetentionDays: c.RetentionDays, DLQRetentionDays: c.DLQRetentionDays}
+}
+
+// CreateDatabase runs CREATE DATABASE IF NOT EXISTS for c.Database,
+// connecting to the server's default database to do it.
+func CreateDatabase(ctx context.Context, c Config) error {
+	admin := c
+	admin.Database = "default"
+	opts, err := admin.Options()
+	if err != nil {
+		return err
+	}
+	conn, err := clickhouse.Open(opts)
+	if err != nil {
+		return fmt.Errorf("connect to clickhouse: %w", err)
+	}
+	defer conn.Close()
+	if err := conn.Exec(ctx, "CREATE DATABASE IF NOT EXISTS "+quoteIdent(c.Database)); err != nil {
+		return fmt.Errorf("create database: %w", err)
+	}
+	return nil
+}
+
+// quoteIdent quotes a ClickHouse identifier with backquotes.
+func quoteIdent(s string) string {
+	return "`" + strings.ReplaceAll(strings.ReplaceAll(s, `\`, `\\`), "`", "\\`") + "`"
+}
