@@ -29,12 +29,14 @@ DEP_PLUGIN="org.apache.maven.plugins:maven-dependency-plugin:3.8.1"
 
 SCRIPT_DIR="$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd)"
 REPO_ROOT="$(cd -- "${SCRIPT_DIR}/../.." && pwd)"
-CACHE_DIR="${EHRWATCH_CACHE:-${HOME:-/tmp}/.cache/ehrwatch}/kafka-${KAFKA_VERSION}"
+USER_HOME=~ # tilde also works when HOME is unset
+CACHE_DIR="${EHRWATCH_CACHE:-${USER_HOME}/.cache/ehrwatch}/kafka-${KAFKA_VERSION}"
 LIB_DIR="${CACHE_DIR}/libs"
 MARKER="${CACHE_DIR}/.complete"
 STATE_DIR="${EHRWATCH_DEV_STATE:-/tmp/ehrwatch-dev}/kafka"
 PID_FILE="${STATE_DIR}/kafka.pid"
 PORT_FILE="${STATE_DIR}/port"
+LAST_PORTS_FILE="${STATE_DIR}/last-ports"
 DATA_FILE="${STATE_DIR}/datadir"
 LOG_FILE="${STATE_DIR}/server.log"
 OUT_FILE="${STATE_DIR}/stdout.log"
@@ -239,9 +241,21 @@ do_start() {
 
   fetch_jars
 
-  local port cport data cluster_id pid
-  port="$(pick_port)"
-  cport="$(pick_port "${port}")"
+  local port="" cport="" data cluster_id pid
+  # Reuse the previous run's ports when free, so an exported
+  # EHRWATCH_TEST_KAFKA stays valid across stop/start.
+  if [[ -f "${LAST_PORTS_FILE}" ]]; then
+    read -r port cport <"${LAST_PORTS_FILE}" || true
+    if ! [[ "${port}" =~ ^[0-9]+$ && "${cport}" =~ ^[0-9]+$ ]] \
+        || ! port_free "${port}" || ! port_free "${cport}"; then
+      port="" cport=""
+    fi
+  fi
+  if [[ -z "${port}" ]]; then
+    port="$(pick_port)"
+    cport="$(pick_port "${port}")"
+  fi
+  printf '%s %s\n' "${port}" "${cport}" >"${LAST_PORTS_FILE}"
   data="$(mktemp -d "${STATE_DIR}/data.XXXXXX")"
   printf '%s\n' "${data}" >"${DATA_FILE}"
   mkdir -p "${data}/logs"
@@ -303,7 +317,12 @@ EOF
     -Dkafka.logs.dir="${STATE_DIR}"
     -cp "${LIB_DIR}/*")
 
-  cluster_id="$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n')"
+  # Random base64url UUID. Like Kafka's Uuid.randomUuid, avoid a leading '-':
+  # the storage tool's argument parser would take it for an option.
+  cluster_id="-"
+  while [[ "${cluster_id}" == -* ]]; do
+    cluster_id="$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n')"
+  done
   log "formatting storage (cluster id ${cluster_id})"
   if ! "${jvm[@]}" kafka.tools.StorageTool format --ignore-formatted \
       -t "${cluster_id}" -c "${STATE_DIR}/server.properties" \
@@ -335,6 +354,7 @@ EOF
     tail -n 20 "${OUT_FILE}" >&2 || true
     kill -KILL "${pid}" 2>/dev/null || true
     rm -f "${PID_FILE}" "${PORT_FILE}"
+    cleanup_data
     exit 1
   fi
   log "ready after ${SECONDS}s"

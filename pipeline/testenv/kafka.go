@@ -66,10 +66,10 @@ func pingKafka(addr string) error {
 	return nil
 }
 
-// kafkaClient returns an admin client with its own transport; done closes
-// the transport's pooled connections.
+// kafkaClient returns a client with its own transport, so its first metadata
+// request really goes to the broker; done closes the transport's connections.
 func kafkaClient(brokers string, timeout time.Duration) (*kafka.Client, func()) {
-	tr := &kafka.Transport{DialTimeout: timeout, MetadataTTL: time.Second}
+	tr := &kafka.Transport{DialTimeout: timeout}
 	c := &kafka.Client{
 		Addr:      kafka.TCP(strings.Split(brokers, ",")...),
 		Timeout:   timeout,
@@ -81,17 +81,20 @@ func kafkaClient(brokers string, timeout time.Duration) (*kafka.Client, func()) 
 // NewTopic creates a topic with a unique name derived from t.Name() and the
 // given number of partitions (replication factor 1), waits until every
 // partition has a leader, and deletes the topic when the test ends.
+//
+// The topic is created through kafka.DefaultTransport, which refreshes that
+// transport's metadata cache, so a kafka.Writer using the default transport
+// for the same address can produce to it at once.
 func NewTopic(t testing.TB, brokers string, partitions int) string {
 	t.Helper()
 	if partitions < 1 {
 		t.Fatalf("testenv: NewTopic: partitions must be >= 1, got %d", partitions)
 	}
 	name := topicName(t.Name())
-	c, done := kafkaClient(brokers, kafkaAdminTimeout)
-	defer done()
 	ctx, cancel := context.WithTimeout(context.Background(), kafkaAdminTimeout)
 	defer cancel()
 
+	c := &kafka.Client{Addr: kafka.TCP(strings.Split(brokers, ",")...), Timeout: kafkaAdminTimeout}
 	res, err := c.CreateTopics(ctx, &kafka.CreateTopicsRequest{
 		Topics: []kafka.TopicConfig{{Topic: name, NumPartitions: partitions, ReplicationFactor: 1}},
 	})
@@ -103,17 +106,17 @@ func NewTopic(t testing.TB, brokers string, partitions int) string {
 	}
 	t.Cleanup(func() { deleteTopic(t, brokers, name) })
 
-	if err := waitTopicReady(ctx, c, name, partitions); err != nil {
+	if err := waitTopicReady(ctx, brokers, name, partitions); err != nil {
 		t.Fatalf("testenv: topic %q not ready: %v", name, err)
 	}
 	return name
 }
 
-func waitTopicReady(ctx context.Context, c *kafka.Client, name string, partitions int) error {
+func waitTopicReady(ctx context.Context, brokers, name string, partitions int) error {
 	tick := time.NewTicker(50 * time.Millisecond)
 	defer tick.Stop()
 	for {
-		err := topicReady(ctx, c, name, partitions)
+		err := topicReady(ctx, brokers, name, partitions)
 		if err == nil {
 			return nil
 		}
@@ -125,7 +128,12 @@ func waitTopicReady(ctx context.Context, c *kafka.Client, name string, partition
 	}
 }
 
-func topicReady(ctx context.Context, c *kafka.Client, name string, partitions int) error {
+// topicReady asks the broker (through a fresh transport: kafka-go transports
+// answer metadata requests from their cache) whether every partition of the
+// topic has a leader.
+func topicReady(ctx context.Context, brokers, name string, partitions int) error {
+	c, done := kafkaClient(brokers, kafkaPingTimeout)
+	defer done()
 	md, err := c.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{name}})
 	if err != nil {
 		return err
