@@ -1,5 +1,8 @@
--- Per-user hourly activity for dashboards and peer baselines. Retried
--- batches carry a deduplication token that also deduplicates this view.
+-- Per-user hourly activity for dashboards and peer baselines. A retried
+-- batch carries the same deduplication token, which deduplicates this view
+-- too; events re-stored after a crash in a differently cut batch are
+-- collapsed in access_events but counted again here, so treat these
+-- counts as approximate and query access_events for exact answers.
 CREATE TABLE IF NOT EXISTS user_hourly_activity
 (
     hour             DateTime('UTC'),
@@ -14,7 +17,7 @@ CREATE TABLE IF NOT EXISTS user_hourly_activity
 )
 ENGINE = AggregatingMergeTree
 PARTITION BY toYYYYMM(hour)
-ORDER BY (facility_id, user_id, hour)
+ORDER BY (facility_id, user_id, hour, user_role, user_department)
 TTL hour + INTERVAL {{retention_days}} DAY;
 
 CREATE MATERIALIZED VIEW IF NOT EXISTS user_hourly_activity_mv TO user_hourly_activity AS

@@ -1,0 +1,110 @@
+package detectors
+
+import (
+	"context"
+	"errors"
+	"strings"
+
+	"github.com/ehrwatch/ehrwatch/schemas"
+)
+
+// CoworkerConfig configures the coworker detector: a user opening the
+// record of a patient who is also an employee (Patient.EmployeeUserID set,
+// and not the user), without a care relationship. Findings have the base
+// severity (default medium), or SameDepartmentSeverity (default high) when
+// the two work in the same department, raised one level for print or
+// export. Explained accesses follow Explained (default: no finding).
+type CoworkerConfig struct {
+	BaseConfig `yaml:",inline"`
+	// SameDepartmentSeverity replaces the base severity when the patient
+	// works in the user's department.
+	SameDepartmentSeverity schemas.Severity `yaml:"same_department_severity"`
+	// Explained says what to do when a care relationship explains the access.
+	Explained ExplainedPolicy `yaml:"explained"`
+}
+
+// DefaultCoworkerConfig returns the defaults.
+func DefaultCoworkerConfig() *CoworkerConfig {
+	return &CoworkerConfig{
+		BaseConfig:             BaseConfig{Enabled: true, Severity: schemas.SeverityMedium},
+		SameDepartmentSeverity: schemas.SeverityHigh,
+		Explained:              ExplainedPolicy{Report: false, Severity: schemas.SeverityInfo},
+	}
+}
+
+// Validate checks the configuration.
+func (c *CoworkerConfig) Validate() error {
+	var errs []error
+	errs = append(errs, c.BaseConfig.Validate(), c.Explained.Validate())
+	if !c.SameDepartmentSeverity.Valid() {
+		errs = append(errs, fieldErrorf("same_department_severity", "must be one of info, low, medium, high, critical (got %q)", c.SameDepartmentSeverity))
+	}
+	return errors.Join(errs...)
+}
+
+// Coworker is the coworker detector. It is stateless.
+type Coworker struct {
+	cfg CoworkerConfig
+	env Env
+}
+
+var _ Detector = (*Coworker)(nil)
+
+// NewCoworker builds the detector.
+func NewCoworker(cfg *CoworkerConfig, env Env) (*Coworker, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	return &Coworker{cfg: *cfg, env: env}, nil
+}
+
+// Detect returns a finding when the patient is another employee.
+func (d *Coworker) Detect(_ context.Context, ev *schemas.AccessEvent) ([]schemas.Finding, error) {
+	ref := refOf(d.env)
+	p, ok := ref.Patient(ev.PatientID)
+	if !ok || p.EmployeeUserID == "" || p.EmployeeUserID == ev.UserID {
+		return nil, nil
+	}
+	u, _ := ref.User(ev.UserID)
+	if isSelf(ev, u, p) != "" {
+		return nil, nil
+	}
+	care := ref.Care(ev)
+	if care.Explained && !d.cfg.Explained.Report {
+		return nil, nil
+	}
+	dept := userDepartment(ev, u)
+	sameDept := false
+	if cw, ok := ref.User(p.EmployeeUserID); ok && dept != "" && strings.EqualFold(strings.TrimSpace(cw.Department), strings.TrimSpace(dept)) {
+		sameDept = true
+	}
+	sev := d.cfg.Severity
+	switch {
+	case care.Explained:
+		sev = d.cfg.Explained.Severity
+	case sameDept:
+		sev = d.cfg.SameDepartmentSeverity
+	}
+	if !care.Explained && isDisclosure(ev.Action) {
+		sev = RaiseSeverity(sev, 1)
+	}
+	loc := locationOf(d.env, ev.FacilityID)
+	f := newAccessFinding(coworkerName, ev, loc, sev)
+	f.Evidence.Facts["relationship"] = "coworker"
+	f.Evidence.Facts["coworker_user_id"] = p.EmployeeUserID
+	f.Evidence.Facts["same_department"] = boolFact(sameDept)
+	setCareFacts(&f, care)
+	who := "an employee (account " + p.EmployeeUserID + ")"
+	if sameDept {
+		who += " who works in the user's own department"
+	}
+	f.Explanation = describeAccess(ev, u, loc) + ", who is " + who + "; " + careSentence(care) + "."
+	return []schemas.Finding{f}, nil
+}
+
+func boolFact(b bool) string {
+	if b {
+		return "true"
+	}
+	return "false"
+}

@@ -1,0 +1,237 @@
+package detectors
+
+import (
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/ehrwatch/ehrwatch/schemas"
+)
+
+// Names of the per-event detectors, as they appear in configuration and in
+// Finding.Detector.
+const (
+	breakGlassName = "break_glass"
+	selfAccessName = "self_access"
+	familyName     = "family"
+	coworkerName   = "coworker"
+	vipName        = "vip"
+	deceasedName   = "deceased"
+	terminatedName = "terminated"
+)
+
+// SeverityScore is the Finding.Score that goes with a severity: info 10,
+// low 30, medium 50, high 75, critical 95. Detectors that rank findings
+// within a severity may add to it, staying below the next severity's score.
+func SeverityScore(s schemas.Severity) uint8 {
+	switch s {
+	case schemas.SeverityInfo:
+		return 10
+	case schemas.SeverityLow:
+		return 30
+	case schemas.SeverityMedium:
+		return 50
+	case schemas.SeverityHigh:
+		return 75
+	case schemas.SeverityCritical:
+		return 95
+	}
+	return 0
+}
+
+var severitiesByRank = [...]schemas.Severity{
+	schemas.SeverityInfo, schemas.SeverityLow, schemas.SeverityMedium, schemas.SeverityHigh, schemas.SeverityCritical,
+}
+
+// RaiseSeverity returns s raised by n levels, capped at critical and
+// floored at info.
+func RaiseSeverity(s schemas.Severity, n int) schemas.Severity {
+	r := s.Rank() + n
+	if r < 1 {
+		r = 1
+	}
+	if r > len(severitiesByRank) {
+		r = len(severitiesByRank)
+	}
+	return severitiesByRank[r-1]
+}
+
+// isDisclosure reports whether the action copies data out of the EHR.
+func isDisclosure(a schemas.Action) bool {
+	return a == schemas.ActionPrint || a == schemas.ActionExport
+}
+
+// refOf returns the reference data the environment currently holds, or an
+// empty one.
+func refOf(env Env) Reference {
+	if env.Reference != nil {
+		if r := env.Reference(); r != nil {
+			return r
+		}
+	}
+	return emptyReferenceIndex
+}
+
+// locationOf returns the facility's time zone, UTC when unknown.
+func locationOf(env Env, facilityID string) *time.Location {
+	if env.Location != nil {
+		if loc := env.Location(facilityID); loc != nil {
+			return loc
+		}
+	}
+	return time.UTC
+}
+
+// LocalDay returns the facility-local calendar day containing t, as
+// [start, end) instants in UTC. Days around daylight-saving changes are 23
+// or 25 hours long.
+func LocalDay(t time.Time, loc *time.Location) (start, end time.Time) {
+	y, m, d := t.In(loc).Date()
+	return time.Date(y, m, d, 0, 0, 0, 0, loc).UTC(), time.Date(y, m, d+1, 0, 0, 0, 0, loc).UTC()
+}
+
+// newAccessFinding builds the finding a per-event detector emits for ev.
+//
+// Its window is the facility-local day of the event and its id is derived
+// from (detector, user, patient, day), so every access by one user to one
+// patient on one day maps to one finding; the Engine collapses the repeats
+// (see Engine). Facts always carry the action, outcome and the event time.
+func newAccessFinding(detector string, ev *schemas.AccessEvent, loc *time.Location, sev schemas.Severity) schemas.Finding {
+	start, end := LocalDay(ev.EventTime, loc)
+	// The ids are cloned: decoded events share one backing array for all
+	// their strings, free text included, and findings outlive events.
+	return schemas.Finding{
+		FindingID:   schemas.FindingID(detector, []string{ev.UserID, ev.PatientID}, start, end),
+		Detector:    detector,
+		Severity:    sev,
+		Score:       SeverityScore(sev),
+		FacilityID:  strings.Clone(ev.FacilityID),
+		UserID:      strings.Clone(ev.UserID),
+		PatientID:   strings.Clone(ev.PatientID),
+		WindowStart: start,
+		WindowEnd:   end,
+		EventIDs:    []string{strings.Clone(ev.EventID)},
+		Evidence: schemas.Evidence{
+			Facts: map[string]string{
+				"action":     string(ev.Action),
+				"outcome":    string(ev.Outcome),
+				"event_time": ev.EventTime.UTC().Format(time.RFC3339Nano),
+			},
+		},
+	}
+}
+
+// userRole returns the event's role, or the reference user's when the event
+// carries none.
+func userRole(ev *schemas.AccessEvent, u *schemas.User) string {
+	if ev.UserRole != "" || u == nil {
+		return ev.UserRole
+	}
+	return u.Role
+}
+
+// userDepartment returns the event's department, or the reference user's.
+func userDepartment(ev *schemas.AccessEvent, u *schemas.User) string {
+	if ev.UserDepartment != "" || u == nil {
+		return ev.UserDepartment
+	}
+	return u.Department
+}
+
+// describeAccess renders "User U1 (nurse, cardiology) viewed the record of
+// patient P1 at 2026-03-05 14:02 EST": ids, role and department only.
+func describeAccess(ev *schemas.AccessEvent, u *schemas.User, loc *time.Location) string {
+	var b strings.Builder
+	b.WriteString("User ")
+	b.WriteString(ev.UserID)
+	role, dept := userRole(ev, u), userDepartment(ev, u)
+	switch {
+	case role != "" && dept != "":
+		fmt.Fprintf(&b, " (%s, %s)", role, dept)
+	case role != "":
+		fmt.Fprintf(&b, " (%s)", role)
+	case dept != "":
+		fmt.Fprintf(&b, " (%s)", dept)
+	}
+	b.WriteByte(' ')
+	b.WriteString(actionPhrase(ev))
+	b.WriteString(" the record of patient ")
+	b.WriteString(ev.PatientID)
+	b.WriteString(" at ")
+	b.WriteString(ev.EventTime.In(loc).Format("2006-01-02 15:04 MST"))
+	return b.String()
+}
+
+// actionVerbs holds the past tense and the infinitive of each action.
+var actionVerbs = map[schemas.Action][2]string{
+	schemas.ActionView:   {"viewed", "view"},
+	schemas.ActionCreate: {"added to", "add to"},
+	schemas.ActionUpdate: {"updated", "update"},
+	schemas.ActionDelete: {"deleted from", "delete from"},
+	schemas.ActionPrint:  {"printed", "print"},
+	schemas.ActionExport: {"exported", "export"},
+	schemas.ActionQuery:  {"queried", "query"},
+}
+
+func actionPhrase(ev *schemas.AccessEvent) string {
+	verb := actionVerbs[ev.Action]
+	if verb[0] == "" {
+		verb = [2]string{"accessed", "access"}
+	}
+	if ev.Outcome == schemas.OutcomeFailure {
+		return "tried to " + verb[1] + " (and was refused)"
+	}
+	return verb[0]
+}
+
+// careSentence renders the care relationship for an explanation.
+func careSentence(c CareRelationship) string {
+	if c.Explained {
+		return "explained by " + c.Reason
+	}
+	return "no care relationship explains it (would have: " + c.Reason + ")"
+}
+
+// formatDuration renders d compactly ("24h", "1h30m", "720h").
+func formatDuration(d time.Duration) string {
+	s := d.String()
+	if strings.HasSuffix(s, "m0s") {
+		s = strings.TrimSuffix(s, "0s")
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = strings.TrimSuffix(s, "0m")
+	}
+	return s
+}
+
+// humanDuration renders d for a sentence: whole days as "30 days",
+// anything else compactly ("36h", "90m").
+func humanDuration(d time.Duration) string {
+	const day = 24 * time.Hour
+	switch {
+	case d == day:
+		return "1 day"
+	case d > 0 && d%day == 0:
+		return fmt.Sprintf("%d days", d/day)
+	}
+	return formatDuration(d)
+}
+
+// foldSet is a set of strings compared case-insensitively after trimming.
+type foldSet map[string]struct{}
+
+func newFoldSet(items []string) foldSet {
+	s := make(foldSet, len(items))
+	for _, it := range items {
+		s[strings.ToLower(strings.TrimSpace(it))] = struct{}{}
+	}
+	return s
+}
+
+func (s foldSet) has(v string) bool {
+	if len(s) == 0 || v == "" {
+		return false
+	}
+	_, ok := s[strings.ToLower(strings.TrimSpace(v))]
+	return ok
+}
