@@ -52,6 +52,14 @@ type Patient struct {
 	DeceasedAt  *time.Time `json:"deceased_at,omitempty"`
 	// EmployeeUserID links a patient who is also an employee to their account.
 	EmployeeUserID string `json:"employee_user_id,omitempty"`
+	// NextOfKinUserIDs are the accounts of employees recorded as this
+	// patient's next of kin or emergency contacts (optional; the family
+	// detector treats them as relatives).
+	NextOfKinUserIDs []string `json:"next_of_kin_user_ids,omitempty"`
+	// GuarantorUserID is the account of an employee who is this patient's
+	// financial guarantor or insurance subscriber, if any (optional; the
+	// family detector treats the guarantor as a relative).
+	GuarantorUserID string `json:"guarantor_user_id,omitempty"`
 }
 
 // Encounter is a patient's visit or stay in a department; it is what makes a

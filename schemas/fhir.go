@@ -1,0 +1,1235 @@
+package schemas
+
+import (
+	"bytes"
+	"strings"
+	"time"
+)
+
+// Extension URLs the FHIR decoder reads. They belong to ehrwatch; an EHR
+// integration that has the information puts it there.
+const (
+	// FHIRExtUserDepartment, on the requesting agent, carries the user's
+	// department as valueString or valueCode.
+	FHIRExtUserDepartment = "https://github.com/ehrwatch/ehrwatch/fhir/StructureDefinition/user-department"
+	// FHIRExtBreakGlassReason, on the AuditEvent, carries the free-text
+	// reason the user typed when breaking the glass, as valueString. Its
+	// presence marks the access as break-glass.
+	FHIRExtBreakGlassReason = "https://github.com/ehrwatch/ehrwatch/fhir/StructureDefinition/break-glass-reason"
+)
+
+// Code systems the FHIR decoder recognises.
+const (
+	sysDICOM        = "http://dicom.nema.org/resources/ontology/DCM"
+	sysRestful      = "http://hl7.org/fhir/restful-interaction"
+	sysActReason    = "http://terminology.hl7.org/CodeSystem/v3-ActReason"
+	sysActReasonOld = "http://hl7.org/fhir/v3/ActReason"
+	sysActReasonOID = "urn:oid:2.16.840.1.113883.5.8"
+	sysEntityType   = "http://terminology.hl7.org/CodeSystem/audit-entity-type"
+	sysObjectRole   = "http://terminology.hl7.org/CodeSystem/object-role"
+)
+
+// DecodeFHIR decodes one FHIR AuditEvent (R4 or R5, JSON) into ev.
+//
+// The version is told by shape: R4 has type/subtype/period/purposeOfEvent
+// or a string outcome; R5 has code/category/occurred[x]/patient/encounter/
+// authorization or an object outcome. A resource with markers of both, or
+// of neither, is rejected. Elements the mapping does not read are skipped
+// (but must still be valid JSON); elements it reads must have the right
+// type and must not be repeated.
+//
+// Mapping (both versions unless noted):
+//
+//	event_id           id (required)
+//	event_time         R4 period.start, R5 occurredDateTime or occurredPeriod.start; else recorded
+//	logged_time        recorded
+//	source             source.observer (identifier.value, else reference id, else display)
+//	facility_id        source.site: R4 string; R5 Reference (as source) — required
+//	user_id            the user agent's who: identifier.value, else the reference's id
+//	                   ("Practitioner/123" → "123"); the user agent is the first with
+//	                   requestor=true, else the first whose who is a Practitioner or
+//	                   PractitionerRole, else the only agent
+//	user_role          user agent role[0]: first coding code, else text
+//	user_department    user agent extension FHIRExtUserDepartment, else agent.location id
+//	client_ip          user agent R4 network.address when type is "2" or it parses as an IP;
+//	                   R5 networkString when it parses as an IP
+//	workstation_id     the same address when it is not an IP (R4 type "1"), R5
+//	                   networkReference id; else the first other agent whose who is a Device
+//	patient_id         R5 patient; any entity whose what is a Patient (reference type
+//	                   or Reference.type), or R4 entity type "1" with role "1"; all must
+//	                   agree (several patients: invalid_value "entity") — required
+//	encounter_id       R5 encounter; else an entity whose what is an Encounter
+//	resource           the first other entity's what.reference, verbatim
+//	action             type/subtype (R4) or category/code (R5) coding DICOM 110106 or a
+//	                   code/display "export" → export, "print" → print; else action code
+//	                   C→create R→view U→update D→delete E→query; else a
+//	                   restful-interaction coding (read→view, search→query, …)
+//	break_glass        a coding BTG (v3-ActReason) in R4 purposeOfEvent / agent.purposeOfUse
+//	                   or R5 authorization / agent.authorization; a type/subtype/code
+//	                   coding "emergency override" or "break-glass"; or the
+//	                   FHIRExtBreakGlassReason extension
+//	break_glass_reason the FHIRExtBreakGlassReason extension, else the text of the
+//	                   concept that carried BTG (what the user typed in the
+//	                   break-glass dialog); entity.description is never used
+//	outcome            R4 outcome, R5 outcome.code.code: "0" → success, "4"/"8"/"12" →
+//	                   failure; absent → success
+//
+// Errors are *DecodeError whose Field is the FHIR element path without
+// indexes ("agent.who", "source.site", "entity"), or the canonical field
+// name when a rule of AccessEvent.Validate failed on a value with no single
+// source element. On error *ev is zeroed.
+func DecodeFHIR(data []byte, ev *AccessEvent) error {
+	if _, de := decodeFHIR(data, ev, nil, nil); de != nil {
+		*ev = AccessEvent{}
+		return de
+	}
+	return nil
+}
+
+// decodeFHIR decodes data as a FHIR AuditEvent. If the top-level object has
+// no resourceType, it returns notFHIR when that is set (the canonical error
+// DecodeEvent met) and FormatCanonical.
+func decodeFHIR(data []byte, ev *AccessEvent, lt *time.Time, notFHIR *DecodeError) (Format, *DecodeError) {
+	if len(data) > MaxFHIRMessageSize {
+		return FormatUnknown, newErr("", ClassTooLarge, rMessageTooLarge, -1)
+	}
+	d := getDoc()
+	defer putDoc(d)
+	if de := d.parse(data); de != nil {
+		return FormatUnknown, de
+	}
+	if d.nodes[0].kind != jObject {
+		return FormatUnknown, newErr("", ClassWrongType, rNotObject, 0)
+	}
+	m := fhirMapper{d: d}
+	rt, de := m.get(0, "resourceType", "resourceType", jString, rWantString)
+	if de != nil {
+		return FormatUnknown, de
+	}
+	if rt < 0 {
+		if notFHIR != nil {
+			return FormatCanonical, notFHIR
+		}
+		return FormatUnknown, newErr("resourceType", ClassUnsupportedFormat, rNotFHIR, -1)
+	}
+	if string(d.text(rt)) != "AuditEvent" {
+		return FormatUnknown, newErr("resourceType", ClassUnsupportedFormat, rNotAuditEvent, int(d.nodes[rt].start))
+	}
+	f, de := m.run()
+	if de != nil {
+		return f, de
+	}
+	if m.hasLogged {
+		if lt == nil {
+			lt = new(time.Time)
+		}
+		*lt = m.logged
+		m.ev.LoggedTime = lt
+	}
+	*ev = m.ev
+	return f, nil
+}
+
+// fhirMapper holds one AuditEvent's mapping in progress.
+type fhirMapper struct {
+	d    *jdoc
+	r5   bool
+	vals [numEventFields][]byte // decoded text of each string field
+	src  [numEventFields]string // the FHIR path each value came from
+	ev   AccessEvent            // non-string fields
+
+	logged      time.Time // recorded, once read
+	hasLogged   bool
+	ipTentative bool // client_ip holds a network address that may not be an IP
+}
+
+// codeFlags is what a set of codings says about the access.
+type codeFlags uint16
+
+const (
+	flagPrint codeFlags = 1 << iota
+	flagExport
+	flagEmergency // break-glass named by a type code
+	flagBTG       // break-glass named by a purpose of use
+	flagView      // restful-interaction hints, used when there is no action code
+	flagCreate
+	flagUpdate
+	flagDelete
+	flagQuery
+)
+
+func (m *fhirMapper) run() (Format, *DecodeError) {
+	d := m.d
+	const root = int32(0)
+
+	// Version by shape.
+	r4, r5 := false, false
+	for _, k := range [...]string{"type", "subtype", "period", "purposeOfEvent", "outcomeDesc"} {
+		if c, _ := d.member(root, k); c >= 0 {
+			r4 = true
+		}
+	}
+	for _, k := range [...]string{"code", "category", "occurredDateTime", "occurredPeriod", "patient", "encounter", "authorization", "basedOn", "severity"} {
+		if c, _ := d.member(root, k); c >= 0 {
+			r5 = true
+		}
+	}
+	if c, _ := d.member(root, "outcome"); c >= 0 {
+		switch d.nodes[c].kind {
+		case jString:
+			r4 = true
+		case jObject:
+			r5 = true
+		}
+	}
+	if r4 == r5 {
+		return FormatUnknown, newErr("", ClassUnsupportedFormat, rFHIRVersion, -1)
+	}
+	m.r5 = r5
+	format := FormatFHIRR4
+	if r5 {
+		format = FormatFHIRR5
+	}
+
+	// id
+	if b, de := m.str(root, "id", "id"); de != nil {
+		return format, de
+	} else if b == nil {
+		return format, newErr("id", ClassMissingField, rRequired, -1)
+	} else if de := m.set(fEventID, b, "id"); de != nil {
+		return format, de
+	}
+
+	// Type codes: action hints and emergency override.
+	var typeFlags codeFlags
+	if !r5 {
+		t, de := m.get(root, "type", "type", jObject, rWantObject)
+		if de != nil {
+			return format, de
+		}
+		if t >= 0 {
+			fl, de := m.codingFlags(t, "type")
+			if de != nil {
+				return format, de
+			}
+			typeFlags |= fl
+		}
+		fl, de := m.codingArrayFlags(root, "subtype", "subtype")
+		if de != nil {
+			return format, de
+		}
+		typeFlags |= fl
+	} else {
+		fl, de := m.conceptArrayFlags(root, "category", "category", nil)
+		if de != nil {
+			return format, de
+		}
+		typeFlags |= fl
+		c, de := m.get(root, "code", "code", jObject, rWantObject)
+		if de != nil {
+			return format, de
+		}
+		if c >= 0 {
+			fl, _, de := m.conceptFlags(c, "code")
+			if de != nil {
+				return format, de
+			}
+			typeFlags |= fl
+		}
+	}
+
+	// Action.
+	var codeAction Action
+	if b, de := m.str(root, "action", "action"); de != nil {
+		return format, de
+	} else if b != nil {
+		switch string(b) {
+		case "C":
+			codeAction = ActionCreate
+		case "R":
+			codeAction = ActionView
+		case "U":
+			codeAction = ActionUpdate
+		case "D":
+			codeAction = ActionDelete
+		case "E":
+			codeAction = ActionQuery
+		default:
+			return format, newErr("action", ClassInvalidValue, rActionCode, -1)
+		}
+	}
+	switch {
+	case typeFlags&flagExport != 0:
+		m.ev.Action = ActionExport
+	case typeFlags&flagPrint != 0:
+		m.ev.Action = ActionPrint
+	case codeAction != "":
+		m.ev.Action = codeAction
+	case typeFlags&flagDelete != 0:
+		m.ev.Action = ActionDelete
+	case typeFlags&flagUpdate != 0:
+		m.ev.Action = ActionUpdate
+	case typeFlags&flagCreate != 0:
+		m.ev.Action = ActionCreate
+	case typeFlags&flagQuery != 0:
+		m.ev.Action = ActionQuery
+	case typeFlags&flagView != 0:
+		m.ev.Action = ActionView
+	default:
+		return format, newErr("action", ClassMissingField, rNoAction, -1)
+	}
+
+	// Times.
+	if de := m.times(); de != nil {
+		return format, de
+	}
+
+	// Outcome.
+	if de := m.outcome(); de != nil {
+		return format, de
+	}
+
+	// Purpose of use at the event level.
+	var reason []byte
+	purposeName := "purposeOfEvent"
+	if r5 {
+		purposeName = "authorization"
+	}
+	pf, ptext, de := m.purpose(root, purposeName, purposeName)
+	if de != nil {
+		return format, de
+	}
+	if pf&flagBTG != 0 && ptext != nil {
+		reason = ptext
+	}
+	breakGlass := (pf|typeFlags)&(flagBTG|flagEmergency) != 0
+
+	// The break-glass reason extension wins over concept text.
+	ext, de := m.extension(root, "extension", FHIRExtBreakGlassReason, false)
+	if de != nil {
+		return format, de
+	}
+	if ext != nil {
+		breakGlass = true
+		reason = ext
+	}
+
+	// Agents.
+	agentFlags, agentReason, de := m.agents()
+	if de != nil {
+		return format, de
+	}
+	if agentFlags&flagBTG != 0 {
+		breakGlass = true
+		if reason == nil {
+			reason = agentReason
+		}
+	}
+	m.ev.BreakGlass = breakGlass
+	if breakGlass && reason != nil {
+		if de := m.set(fBreakGlassReason, reason, "break_glass_reason"); de != nil {
+			return format, de
+		}
+	}
+
+	// Source.
+	if de := m.source(); de != nil {
+		return format, de
+	}
+
+	// Patient, encounter and resource.
+	if de := m.subjects(); de != nil {
+		return format, de
+	}
+
+	return format, m.finish()
+}
+
+// times sets event_time and logged_time.
+func (m *fhirMapper) times() *DecodeError {
+	const root = int32(0)
+	var start int32 = -1
+	startPath := ""
+	if !m.r5 {
+		p, de := m.get(root, "period", "period", jObject, rWantObject)
+		if de != nil {
+			return de
+		}
+		if p >= 0 {
+			if start, de = m.get(p, "start", "period.start", jString, rWantString); de != nil {
+				return de
+			}
+			startPath = "period.start"
+		}
+	} else {
+		dt, de := m.get(root, "occurredDateTime", "occurredDateTime", jString, rWantString)
+		if de != nil {
+			return de
+		}
+		p, de := m.get(root, "occurredPeriod", "occurredPeriod", jObject, rWantObject)
+		if de != nil {
+			return de
+		}
+		switch {
+		case dt >= 0:
+			start, startPath = dt, "occurredDateTime"
+		case p >= 0:
+			if start, de = m.get(p, "start", "occurredPeriod.start", jString, rWantString); de != nil {
+				return de
+			}
+			startPath = "occurredPeriod.start"
+		}
+	}
+	rec, de := m.get(root, "recorded", "recorded", jString, rWantString)
+	if de != nil {
+		return de
+	}
+	if rec >= 0 {
+		t, de := m.time(rec, "recorded")
+		if de != nil {
+			return de
+		}
+		if !InTimeRange(t) {
+			return newErr("recorded", ClassInvalidTime, rTimeRange, int(m.d.nodes[rec].start))
+		}
+		m.logged, m.hasLogged = t, true
+	}
+	switch {
+	case start >= 0:
+		t, de := m.time(start, startPath)
+		if de != nil {
+			return de
+		}
+		m.ev.EventTime = t
+		m.src[fEventTime] = startPath
+	case m.hasLogged:
+		m.ev.EventTime = m.logged
+		m.src[fEventTime] = "recorded"
+	default:
+		return newErr("recorded", ClassMissingField, rRequired, -1)
+	}
+	m.src[fLoggedTime] = "recorded"
+	return nil
+}
+
+func (m *fhirMapper) time(n int32, path string) (time.Time, *DecodeError) {
+	if m.d.nodes[n].dlen > maxTimeLen {
+		return time.Time{}, newErr(path, ClassInvalidTime, rTimeFormat, int(m.d.nodes[n].start))
+	}
+	t, r := parseTime(m.d.text(n))
+	if r != rNone {
+		return time.Time{}, newErr(path, ClassInvalidTime, r, int(m.d.nodes[n].start))
+	}
+	return t, nil
+}
+
+// outcome sets the outcome from R4 outcome or R5 outcome.code.code.
+func (m *fhirMapper) outcome() *DecodeError {
+	const root = int32(0)
+	m.ev.Outcome = OutcomeSuccess
+	var code []byte
+	path := "outcome"
+	if !m.r5 {
+		b, de := m.str(root, "outcome", "outcome")
+		if de != nil || b == nil {
+			return de
+		}
+		code = b
+	} else {
+		o, de := m.get(root, "outcome", "outcome", jObject, rWantObject)
+		if de != nil || o < 0 {
+			return de
+		}
+		c, de := m.get(o, "code", "outcome.code", jObject, rWantObject)
+		if de != nil {
+			return de
+		}
+		if c < 0 {
+			return newErr("outcome.code", ClassMissingField, rRequired, -1)
+		}
+		path = "outcome.code.code"
+		b, de := m.str(c, "code", path)
+		if de != nil {
+			return de
+		}
+		if b == nil {
+			return newErr(path, ClassMissingField, rRequired, -1)
+		}
+		code = b
+	}
+	switch string(code) {
+	case "0":
+	case "4", "8", "12":
+		m.ev.Outcome = OutcomeFailure
+	default:
+		return newErr(path, ClassInvalidValue, rOutcomeCode, -1)
+	}
+	return nil
+}
+
+// agents picks the user agent and maps it; it returns the purpose-of-use
+// flags and break-glass text of that agent.
+func (m *fhirMapper) agents() (codeFlags, []byte, *DecodeError) {
+	d := m.d
+	arr, de := m.get(0, "agent", "agent", jArray, rWantArray)
+	if de != nil {
+		return 0, nil, de
+	}
+	if arr < 0 || d.nodes[arr].count == 0 {
+		return 0, nil, newErr("agent", ClassMissingField, rRequired, -1)
+	}
+	user, byRole := int32(-1), int32(-1)
+	n := d.nodes[arr].count
+	for c, k := d.first(arr), int32(0); k < n; c, k = d.nodes[c].next, k+1 {
+		if d.nodes[c].kind != jObject {
+			return 0, nil, newErr("agent", ClassWrongType, rWantObject, int(d.nodes[c].start))
+		}
+		rq, de := m.get(c, "requestor", "agent.requestor", jTrue, rWantBool)
+		if de != nil {
+			return 0, nil, de
+		}
+		if rq >= 0 && user < 0 {
+			user = c
+		}
+		if byRole < 0 {
+			if who, de := m.refOf(c, "who", "agent.who", false); de != nil {
+				return 0, nil, de
+			} else if string(who.typ) == "Practitioner" || string(who.typ) == "PractitionerRole" {
+				byRole = c
+			}
+		}
+	}
+	switch {
+	case user >= 0:
+	case byRole >= 0:
+		user = byRole
+	case n == 1:
+		user = d.first(arr)
+	default:
+		return 0, nil, newErr("agent.requestor", ClassMissingField, rRequired, -1)
+	}
+
+	// who → user_id
+	who, de := m.refOf(user, "who", "agent.who", false)
+	if de != nil {
+		return 0, nil, de
+	}
+	if !who.present {
+		return 0, nil, newErr("agent.who", ClassMissingField, rRequired, -1)
+	}
+	if who.id == nil {
+		return 0, nil, newErr("agent.who", ClassInvalidValue, rBadReference, who.pos)
+	}
+	if de := m.set(fUserID, who.id, "agent.who"); de != nil {
+		return 0, nil, de
+	}
+
+	// role → user_role
+	roles, de := m.get(user, "role", "agent.role", jArray, rWantArray)
+	if de != nil {
+		return 0, nil, de
+	}
+	if roles >= 0 && d.nodes[roles].count > 0 {
+		cc := d.first(roles)
+		if d.nodes[cc].kind != jObject {
+			return 0, nil, newErr("agent.role", ClassWrongType, rWantObject, int(d.nodes[cc].start))
+		}
+		code, de := m.conceptCode(cc, "agent.role")
+		if de != nil {
+			return 0, nil, de
+		}
+		if de := m.set(fUserRole, code, "agent.role"); de != nil {
+			return 0, nil, de
+		}
+	}
+
+	// department: extension, else location
+	dept, de := m.extension(user, "agent.extension", FHIRExtUserDepartment, true)
+	if de != nil {
+		return 0, nil, de
+	}
+	deptPath := "agent.extension"
+	if dept == nil {
+		loc, de := m.refOf(user, "location", "agent.location", true)
+		if de != nil {
+			return 0, nil, de
+		}
+		dept, deptPath = loc.id, "agent.location"
+	}
+	if de := m.set(fUserDepartment, dept, deptPath); de != nil {
+		return 0, nil, de
+	}
+
+	// network → client_ip / workstation_id
+	if de := m.network(user); de != nil {
+		return 0, nil, de
+	}
+	if m.vals[fWorkstationID] == nil {
+		for c, k := d.first(arr), int32(0); k < n; c, k = d.nodes[c].next, k+1 {
+			if c == user {
+				continue
+			}
+			dev, de := m.refOf(c, "who", "agent.who", false)
+			if de != nil {
+				return 0, nil, de
+			}
+			if string(dev.typ) == "Device" && dev.id != nil {
+				if de := m.set(fWorkstationID, dev.id, "agent.who"); de != nil {
+					return 0, nil, de
+				}
+				break
+			}
+		}
+	}
+
+	// purpose of use of the user agent
+	name, path := "purposeOfUse", "agent.purposeOfUse"
+	if m.r5 {
+		name, path = "authorization", "agent.authorization"
+	}
+	return m.purpose(user, name, path)
+}
+
+// network maps the user agent's network address.
+func (m *fhirMapper) network(agent int32) *DecodeError {
+	if !m.r5 {
+		nw, de := m.get(agent, "network", "agent.network", jObject, rWantObject)
+		if de != nil || nw < 0 {
+			return de
+		}
+		addr, de := m.str(nw, "address", "agent.network.address")
+		if de != nil || addr == nil {
+			return de
+		}
+		typ, de := m.str(nw, "type", "agent.network.type")
+		if de != nil {
+			return de
+		}
+		return m.address(addr, string(typ) == "2", "agent.network.address")
+	}
+	s, de := m.str(agent, "networkString", "agent.networkString")
+	if de != nil {
+		return de
+	}
+	if s != nil {
+		return m.address(s, false, "agent.networkString")
+	}
+	ref, de := m.refOf(agent, "networkReference", "agent.networkReference", true)
+	if de != nil {
+		return de
+	}
+	return m.set(fWorkstationID, ref.id, "agent.networkReference")
+}
+
+// address stores addr as client_ip if it is (or must be) an IP address,
+// and as workstation_id otherwise. An address that merely looks like an IP
+// is stored as client_ip tentatively; finish parses it (on the final
+// string, saving an allocation) and moves it to workstation_id if it is
+// not one.
+func (m *fhirMapper) address(addr []byte, mustBeIP bool, path string) *DecodeError {
+	if mustBeIP || looksLikeIP(addr) {
+		m.ipTentative = !mustBeIP
+		return m.set(fClientIP, addr, path)
+	}
+	return m.set(fWorkstationID, addr, path)
+}
+
+// looksLikeIP is a cheap pre-filter: IP literals use only hex digits, '.'
+// and ':', and contain at least one '.' or ':'.
+func looksLikeIP(b []byte) bool {
+	if len(b) == 0 || len(b) > MaxClientIPLen {
+		return false
+	}
+	sep := false
+	for _, c := range b {
+		switch {
+		case c == '.' || c == ':':
+			sep = true
+		case c >= '0' && c <= '9', c >= 'a' && c <= 'f', c >= 'A' && c <= 'F':
+		default:
+			return false
+		}
+	}
+	return sep
+}
+
+// source maps source.site and source.observer.
+func (m *fhirMapper) source() *DecodeError {
+	src, de := m.get(0, "source", "source", jObject, rWantObject)
+	if de != nil {
+		return de
+	}
+	if src < 0 {
+		return newErr("source", ClassMissingField, rRequired, -1)
+	}
+	site, dup := m.d.member(src, "site")
+	if dup {
+		return newErr("source.site", ClassDuplicateField, rDuplicateField, -1)
+	}
+	var facility []byte
+	if site >= 0 {
+		switch m.d.nodes[site].kind {
+		case jString:
+			facility = m.d.text(site)
+		case jObject:
+			ref, de := m.refOf(src, "site", "source.site", true)
+			if de != nil {
+				return de
+			}
+			facility = ref.id
+		case jNull:
+		default:
+			return newErr("source.site", ClassWrongType, rWantStringOrObject, int(m.d.nodes[site].start))
+		}
+	}
+	if len(facility) == 0 {
+		return newErr("source.site", ClassMissingField, rRequired, -1)
+	}
+	if de := m.set(fFacilityID, facility, "source.site"); de != nil {
+		return de
+	}
+	obs, de := m.refOf(src, "observer", "source.observer", true)
+	if de != nil {
+		return de
+	}
+	return m.set(fSource, obs.id, "source.observer")
+}
+
+// subjects maps patient, encounter and resource from R5 patient/encounter
+// and from entity[].
+func (m *fhirMapper) subjects() *DecodeError {
+	d := m.d
+	var patient []byte
+	if m.r5 {
+		p, de := m.refOf(0, "patient", "patient", false)
+		if de != nil {
+			return de
+		}
+		if p.present && p.id == nil {
+			return newErr("patient", ClassInvalidValue, rBadReference, p.pos)
+		}
+		if p.id != nil {
+			patient = p.id
+			m.src[fPatientID] = "patient"
+		}
+		e, de := m.refOf(0, "encounter", "encounter", false)
+		if de != nil {
+			return de
+		}
+		if de := m.set(fEncounterID, e.id, "encounter"); de != nil {
+			return de
+		}
+	}
+	arr, de := m.get(0, "entity", "entity", jArray, rWantArray)
+	if de != nil {
+		return de
+	}
+	if arr >= 0 {
+		n := d.nodes[arr].count
+		for c, k := d.first(arr), int32(0); k < n; c, k = d.nodes[c].next, k+1 {
+			if d.nodes[c].kind != jObject {
+				return newErr("entity", ClassWrongType, rWantObject, int(d.nodes[c].start))
+			}
+			what, de := m.refOf(c, "what", "entity.what", false)
+			if de != nil {
+				return de
+			}
+			if !what.present {
+				continue
+			}
+			id, typ, ref := what.id, what.typ, what.ref
+			isPatient := string(typ) == "Patient"
+			if !isPatient && typ == nil {
+				if isPatient, de = m.patientRole(c); de != nil {
+					return de
+				}
+			}
+			switch {
+			case isPatient:
+				if id == nil {
+					return newErr("entity.what", ClassInvalidValue, rBadReference, what.pos)
+				}
+				if patient != nil && !bytes.Equal(patient, id) {
+					return newErr("entity", ClassInvalidValue, rSeveralPatients, int(d.nodes[c].start))
+				}
+				if patient == nil {
+					patient = id
+					m.src[fPatientID] = "entity.what"
+				}
+			case string(typ) == "Encounter":
+				if m.vals[fEncounterID] == nil {
+					if de := m.set(fEncounterID, id, "entity.what"); de != nil {
+						return de
+					}
+				}
+			default:
+				if m.vals[fResource] == nil && len(ref) > 0 {
+					if de := m.set(fResource, ref, "entity.what.reference"); de != nil {
+						return de
+					}
+				}
+			}
+		}
+	}
+	if patient == nil {
+		if m.r5 {
+			return newErr("patient", ClassMissingField, rRequired, -1)
+		}
+		return newErr("entity", ClassMissingField, rRequired, -1)
+	}
+	return m.set(fPatientID, patient, m.src[fPatientID])
+}
+
+// patientRole reports whether an entity is marked as the patient by code:
+// R4 type "1" (Person) with role "1" (Patient); R5 role "1" (Patient).
+func (m *fhirMapper) patientRole(entity int32) (bool, *DecodeError) {
+	role := false
+	if !m.r5 {
+		t, de := m.get(entity, "type", "entity.type", jObject, rWantObject)
+		if de != nil || t < 0 {
+			return false, de
+		}
+		sys, code, _, de := m.coding(t, "entity.type")
+		if de != nil {
+			return false, de
+		}
+		if string(code) != "1" || (sys != nil && string(sys) != sysEntityType) {
+			return false, nil
+		}
+		r, de := m.get(entity, "role", "entity.role", jObject, rWantObject)
+		if de != nil || r < 0 {
+			return false, de
+		}
+		sys, code, _, de = m.coding(r, "entity.role")
+		if de != nil {
+			return false, de
+		}
+		role = string(code) == "1" && (sys == nil || string(sys) == sysObjectRole)
+		return role, nil
+	}
+	r, de := m.get(entity, "role", "entity.role", jObject, rWantObject)
+	if de != nil || r < 0 {
+		return false, de
+	}
+	codings, de := m.get(r, "coding", "entity.role.coding", jArray, rWantArray)
+	if de != nil || codings < 0 {
+		return false, de
+	}
+	n := m.d.nodes[codings].count
+	for c, k := m.d.first(codings), int32(0); k < n; c, k = m.d.nodes[c].next, k+1 {
+		if m.d.nodes[c].kind != jObject {
+			return false, newErr("entity.role.coding", ClassWrongType, rWantObject, int(m.d.nodes[c].start))
+		}
+		sys, code, _, de := m.coding(c, "entity.role.coding")
+		if de != nil {
+			return false, de
+		}
+		if string(code) == "1" && (sys == nil || string(sys) == sysObjectRole) {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+// finish checks required fields and builds the strings of m.ev.
+func (m *fhirMapper) finish() *DecodeError {
+	total := 0
+	for _, v := range m.vals {
+		total += len(v)
+	}
+	var b strings.Builder
+	b.Grow(total)
+	for _, v := range m.vals {
+		b.Write(v)
+	}
+	all := b.String()
+	off := 0
+	take := func(f eventField) string {
+		s := all[off : off+len(m.vals[f])]
+		off += len(m.vals[f])
+		return s
+	}
+	for f := range numEventFields {
+		if len(m.vals[f]) == 0 {
+			continue
+		}
+		switch f {
+		case fEventID:
+			m.ev.EventID = take(f)
+		case fSource:
+			m.ev.Source = take(f)
+		case fFacilityID:
+			m.ev.FacilityID = take(f)
+		case fUserID:
+			m.ev.UserID = take(f)
+		case fUserRole:
+			m.ev.UserRole = take(f)
+		case fUserDepartment:
+			m.ev.UserDepartment = take(f)
+		case fWorkstationID:
+			m.ev.WorkstationID = take(f)
+		case fClientIP:
+			m.ev.ClientIP = take(f)
+		case fPatientID:
+			m.ev.PatientID = take(f)
+		case fEncounterID:
+			m.ev.EncounterID = take(f)
+		case fResource:
+			m.ev.Resource = take(f)
+		case fBreakGlassReason:
+			m.ev.BreakGlassReason = take(f)
+		}
+	}
+	if m.ipTentative && m.ev.ClientIP != "" && checkIP(m.ev.ClientIP) != rNone {
+		if m.ev.WorkstationID == "" {
+			m.ev.WorkstationID = m.ev.ClientIP
+			m.src[fWorkstationID] = m.src[fClientIP]
+		}
+		m.ev.ClientIP = ""
+	}
+	if de := m.ev.validate(checkControl); de != nil {
+		// Name the FHIR element the value came from, where there is one.
+		for f := range numEventFields {
+			if eventFields[f].name == de.Field && m.src[f] != "" {
+				de.Field = m.src[f]
+				break
+			}
+		}
+		return de
+	}
+	return nil
+}
+
+// set records the value of string field f, read from path. A nil or empty
+// value leaves the field unset.
+func (m *fhirMapper) set(f eventField, v []byte, path string) *DecodeError {
+	m.src[f] = path
+	if len(v) == 0 {
+		return nil
+	}
+	if len(v) > eventFields[f].limit {
+		return newErr(path, ClassTooLarge, rValueTooLarge, -1)
+	}
+	m.vals[f] = v
+	m.src[f] = path
+	return nil
+}
+
+// get returns member name of object obj, or -1 if it is absent or null. A
+// repeated member is a duplicate_field error and a member of another kind a
+// wrong_type error (jTrue stands for "boolean").
+func (m *fhirMapper) get(obj int32, name, path string, kind jkind, want reason) (int32, *DecodeError) {
+	c, dup := m.d.member(obj, name)
+	if dup {
+		return -1, newErr(path, ClassDuplicateField, rDuplicateField, int(m.d.nodes[c].start))
+	}
+	if c < 0 {
+		return -1, nil
+	}
+	k := m.d.nodes[c].kind
+	if k == jNull {
+		return -1, nil
+	}
+	if k != kind && !(kind == jTrue && k == jFalse) {
+		return -1, newErr(path, ClassWrongType, want, int(m.d.nodes[c].start))
+	}
+	if kind == jTrue && k == jFalse {
+		return -1, nil // requestor: false is as good as absent
+	}
+	return c, nil
+}
+
+// str returns the text of string member name, or nil if absent.
+func (m *fhirMapper) str(obj int32, name, path string) ([]byte, *DecodeError) {
+	c, de := m.get(obj, name, path, jString, rWantString)
+	if de != nil || c < 0 {
+		return nil, de
+	}
+	return m.d.text(c), nil
+}
+
+// refInfo is what refOf reads from a Reference.
+type refInfo struct {
+	id      []byte // identifier.value, else the reference's id, else (allowDisplay) display
+	typ     []byte // resource type, from reference or Reference.type
+	ref     []byte // the reference string verbatim
+	present bool   // the member exists (and is not null)
+	pos     int    // offset of the Reference object
+}
+
+// refOf reads the Reference in member name of obj.
+func (m *fhirMapper) refOf(obj int32, name, path string, allowDisplay bool) (refInfo, *DecodeError) {
+	var id, typ, ref []byte
+	r, de := m.get(obj, name, path, jObject, rWantObject)
+	if de != nil || r < 0 {
+		return refInfo{}, de
+	}
+	if ref, de = m.str(r, "reference", path); de != nil {
+		return refInfo{}, de
+	}
+	if len(ref) > 0 {
+		s := ref
+		if s[0] == '#' {
+			return refInfo{}, newErr(path, ClassInvalidValue, rContainedReference, int(m.d.nodes[r].start))
+		}
+		if i := bytes.Index(s, []byte("/_history/")); i >= 0 {
+			s = s[:i]
+		}
+		if bytes.HasPrefix(s, []byte("urn:")) {
+			id = s
+		} else {
+			i := bytes.LastIndexByte(s, '/')
+			id = s[i+1:]
+			if i > 0 {
+				t := s[:i]
+				typ = t[bytes.LastIndexByte(t, '/')+1:]
+			}
+		}
+		if len(id) == 0 {
+			return refInfo{}, newErr(path, ClassInvalidValue, rBadReference, int(m.d.nodes[r].start))
+		}
+	}
+	if typ == nil {
+		t, de := m.str(r, "type", path)
+		if de != nil {
+			return refInfo{}, de
+		}
+		if len(t) > 0 {
+			typ = t[bytes.LastIndexByte(t, '/')+1:]
+		}
+	}
+	ident, de := m.get(r, "identifier", path, jObject, rWantObject)
+	if de != nil {
+		return refInfo{}, de
+	}
+	if ident >= 0 {
+		v, de := m.str(ident, "value", path)
+		if de != nil {
+			return refInfo{}, de
+		}
+		if len(v) > 0 {
+			id = v
+		}
+	}
+	if id == nil && allowDisplay {
+		if id, de = m.str(r, "display", path); de != nil {
+			return refInfo{}, de
+		}
+	}
+	if len(id) == 0 {
+		id = nil
+	}
+	return refInfo{id: id, typ: typ, ref: ref, present: true, pos: int(m.d.nodes[r].start)}, nil
+}
+
+// coding reads a Coding object.
+func (m *fhirMapper) coding(c int32, path string) (system, code, display []byte, _ *DecodeError) {
+	var de *DecodeError
+	if system, de = m.str(c, "system", path); de != nil {
+		return nil, nil, nil, de
+	}
+	if code, de = m.str(c, "code", path); de != nil {
+		return nil, nil, nil, de
+	}
+	if display, de = m.str(c, "display", path); de != nil {
+		return nil, nil, nil, de
+	}
+	return system, code, display, nil
+}
+
+// codingFlags classifies one Coding object.
+func (m *fhirMapper) codingFlags(c int32, path string) (codeFlags, *DecodeError) {
+	sys, code, display, de := m.coding(c, path)
+	if de != nil {
+		return 0, de
+	}
+	return classifyCoding(sys, code, display), nil
+}
+
+// codingArrayFlags classifies every Coding in array member name of obj.
+func (m *fhirMapper) codingArrayFlags(obj int32, name, path string) (codeFlags, *DecodeError) {
+	arr, de := m.get(obj, name, path, jArray, rWantArray)
+	if de != nil || arr < 0 {
+		return 0, de
+	}
+	var f codeFlags
+	n := m.d.nodes[arr].count
+	for c, k := m.d.first(arr), int32(0); k < n; c, k = m.d.nodes[c].next, k+1 {
+		if m.d.nodes[c].kind != jObject {
+			return 0, newErr(path, ClassWrongType, rWantObject, int(m.d.nodes[c].start))
+		}
+		sys, code, display, de := m.coding(c, path)
+		if de != nil {
+			return 0, de
+		}
+		f |= classifyCoding(sys, code, display)
+	}
+	return f, nil
+}
+
+// conceptFlags classifies the codings of CodeableConcept cc and returns its
+// text.
+func (m *fhirMapper) conceptFlags(cc int32, path string) (codeFlags, []byte, *DecodeError) {
+	f, de := m.codingArrayFlags(cc, "coding", path)
+	if de != nil {
+		return 0, nil, de
+	}
+	text, de := m.str(cc, "text", path)
+	if de != nil {
+		return 0, nil, de
+	}
+	return f, text, nil
+}
+
+// conceptArrayFlags classifies every CodeableConcept in array member name
+// of obj. If textOf is not nil, it receives the text of the first concept
+// whose flags include flagBTG.
+func (m *fhirMapper) conceptArrayFlags(obj int32, name, path string, textOf *[]byte) (codeFlags, *DecodeError) {
+	arr, de := m.get(obj, name, path, jArray, rWantArray)
+	if de != nil || arr < 0 {
+		return 0, de
+	}
+	var f codeFlags
+	n := m.d.nodes[arr].count
+	for c, k := m.d.first(arr), int32(0); k < n; c, k = m.d.nodes[c].next, k+1 {
+		if m.d.nodes[c].kind != jObject {
+			return 0, newErr(path, ClassWrongType, rWantObject, int(m.d.nodes[c].start))
+		}
+		cf, text, de := m.conceptFlags(c, path)
+		if de != nil {
+			return 0, de
+		}
+		if textOf != nil && *textOf == nil && cf&flagBTG != 0 && len(text) > 0 {
+			*textOf = text
+		}
+		f |= cf
+	}
+	return f, nil
+}
+
+// purpose reads a purpose-of-use array; it returns its flags and the text
+// of the concept that carried BTG.
+func (m *fhirMapper) purpose(obj int32, name, path string) (codeFlags, []byte, *DecodeError) {
+	var text []byte
+	f, de := m.conceptArrayFlags(obj, name, path, &text)
+	return f, text, de
+}
+
+// conceptCode returns the first coding's code of CodeableConcept cc, else
+// its text.
+func (m *fhirMapper) conceptCode(cc int32, path string) ([]byte, *DecodeError) {
+	codings, de := m.get(cc, "coding", path, jArray, rWantArray)
+	if de != nil {
+		return nil, de
+	}
+	if codings >= 0 {
+		n := m.d.nodes[codings].count
+		for c, k := m.d.first(codings), int32(0); k < n; c, k = m.d.nodes[c].next, k+1 {
+			if m.d.nodes[c].kind != jObject {
+				return nil, newErr(path, ClassWrongType, rWantObject, int(m.d.nodes[c].start))
+			}
+			code, de := m.str(c, "code", path)
+			if de != nil {
+				return nil, de
+			}
+			if len(code) > 0 {
+				return code, nil
+			}
+		}
+	}
+	return m.str(cc, "text", path)
+}
+
+// extension returns the value of the first extension with url in array
+// member "extension" of obj: valueString, or (allowCode) valueCode.
+func (m *fhirMapper) extension(obj int32, path, url string, allowCode bool) ([]byte, *DecodeError) {
+	arr, de := m.get(obj, "extension", path, jArray, rWantArray)
+	if de != nil || arr < 0 {
+		return nil, de
+	}
+	n := m.d.nodes[arr].count
+	for c, k := m.d.first(arr), int32(0); k < n; c, k = m.d.nodes[c].next, k+1 {
+		if m.d.nodes[c].kind != jObject {
+			return nil, newErr(path, ClassWrongType, rWantObject, int(m.d.nodes[c].start))
+		}
+		u, de := m.str(c, "url", path)
+		if de != nil {
+			return nil, de
+		}
+		if string(u) != url {
+			continue
+		}
+		v, de := m.str(c, "valueString", path)
+		if de != nil {
+			return nil, de
+		}
+		if v == nil && allowCode {
+			if v, de = m.str(c, "valueCode", path); de != nil {
+				return nil, de
+			}
+		}
+		return v, nil
+	}
+	return nil, nil
+}
+
+// classifyCoding says what one coding implies.
+func classifyCoding(system, code, display []byte) codeFlags {
+	var f codeFlags
+	switch string(system) {
+	case sysDICOM:
+		switch string(code) {
+		case "110106": // Export
+			f |= flagExport
+		case "110112": // Query
+			f |= flagQuery
+		}
+	case sysRestful:
+		switch string(code) {
+		case "read", "vread", "history", "history-instance", "history-type", "history-system":
+			f |= flagView
+		case "create":
+			f |= flagCreate
+		case "update", "patch":
+			f |= flagUpdate
+		case "delete":
+			f |= flagDelete
+		case "search", "search-type", "search-system", "search-compartment":
+			f |= flagQuery
+		}
+	case sysActReason, sysActReasonOld, sysActReasonOID, "":
+		if string(code) == "BTG" {
+			f |= flagBTG
+		}
+	}
+	for _, w := range [2][]byte{code, display} {
+		switch {
+		case foldEq(w, "print"):
+			f |= flagPrint
+		case foldEq(w, "export"):
+			f |= flagExport
+		case foldEq(w, "emergency override"), foldEq(w, "emergency-override"),
+			foldEq(w, "break-glass"), foldEq(w, "break the glass"), foldEq(w, "breakglass"):
+			f |= flagEmergency
+		}
+	}
+	return f
+}
+
+// foldEq reports whether b equals the lower-case ASCII word s, ignoring
+// ASCII case.
+func foldEq(b []byte, s string) bool {
+	if len(b) != len(s) {
+		return false
+	}
+	for i := range len(b) {
+		c := b[i]
+		if c >= 'A' && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		if c != s[i] {
+			return false
+		}
+	}
+	return true
+}
