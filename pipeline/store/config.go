@@ -5,6 +5,7 @@ package store
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"strconv"
@@ -56,46 +57,54 @@ func DefaultConfig() Config {
 	}
 }
 
-// Validate reports the first bad setting, naming its key under prefix
+// Validate reports every bad setting, each naming its key under prefix
 // (e.g. "clickhouse").
 func (c Config) Validate(prefix string) error {
+	var errs []error
+	bad := func(key, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s.%s: %s", prefix, key, fmt.Sprintf(format, args...)))
+	}
 	if len(c.Addrs) == 0 {
-		return fmt.Errorf("%s.addrs: at least one host:port is required", prefix)
+		bad("addrs", "at least one host:port is required")
 	}
 	for i, a := range c.Addrs {
 		host, port, err := net.SplitHostPort(a)
 		if err != nil || host == "" {
-			return fmt.Errorf("%s.addrs[%d]: want host:port, got %q", prefix, i, a)
+			bad(fmt.Sprintf("addrs[%d]", i), "want host:port, got %q", a)
+			continue
 		}
 		if n, err := strconv.Atoi(port); err != nil || n <= 0 || n > 65535 {
-			return fmt.Errorf("%s.addrs[%d]: bad port %q", prefix, i, port)
+			bad(fmt.Sprintf("addrs[%d]", i), "bad port %q", port)
 		}
 	}
 	if c.Protocol != "native" && c.Protocol != "http" {
-		return fmt.Errorf("%s.protocol: want native or http, got %q", prefix, c.Protocol)
+		bad("protocol", "want native or http, got %q", c.Protocol)
 	}
 	if c.Database == "" {
-		return fmt.Errorf("%s.database: required", prefix)
+		bad("database", "required")
 	}
 	if c.Password != "" && c.PasswordFile != "" {
-		return fmt.Errorf("%s.password, %s.password_file: set one, not both", prefix, prefix)
+		errs = append(errs, fmt.Errorf("%s.password, %s.password_file: set one, not both", prefix, prefix))
 	}
 	if c.DialTimeout <= 0 {
-		return fmt.Errorf("%s.dial_timeout: must be > 0", prefix)
+		bad("dial_timeout", "must be > 0")
 	}
 	if c.QueryTimeout <= 0 {
-		return fmt.Errorf("%s.query_timeout: must be > 0", prefix)
+		bad("query_timeout", "must be > 0")
 	}
 	if c.MaxOpenConns <= 0 {
-		return fmt.Errorf("%s.max_open_conns: must be > 0", prefix)
+		bad("max_open_conns", "must be > 0")
 	}
 	if c.RetentionDays <= 0 {
-		return fmt.Errorf("%s.retention_days: must be > 0", prefix)
+		bad("retention_days", "must be > 0")
 	}
 	if c.DLQRetentionDays <= 0 {
-		return fmt.Errorf("%s.dlq_retention_days: must be > 0", prefix)
+		bad("dlq_retention_days", "must be > 0")
 	}
-	return c.TLS.Validate(prefix + ".tls")
+	if err := c.TLS.Validate(prefix + ".tls"); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
 }
 
 // Options turns the config into clickhouse-go options (reading secret files).
