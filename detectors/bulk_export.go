@@ -222,11 +222,14 @@ func (d *BulkExport) finding(u *bulkUser, ev *schemas.AccessEvent) schemas.Findi
 	loc := d.locs.get(ev.FacilityID)
 	var b strings.Builder
 	fmt.Fprintf(&b, "user %s", ev.UserID)
-	switch {
-	case ev.UserRole != "" && ev.UserDepartment != "":
-		fmt.Fprintf(&b, " (%s, %s)", ev.UserRole, ev.UserDepartment)
-	case ev.UserRole != "":
-		fmt.Fprintf(&b, " (%s)", ev.UserRole)
+	ru, _ := refOf(d.env).User(ev.UserID)
+	switch role, dept := userRole(ev, ru), userDepartment(ev, ru); {
+	case role != "" && dept != "":
+		fmt.Fprintf(&b, " (%s, %s)", role, dept)
+	case role != "":
+		fmt.Fprintf(&b, " (%s)", role)
+	case dept != "":
+		fmt.Fprintf(&b, " (%s)", dept)
 	}
 	var parts []string
 	if prints > 0 {

@@ -84,10 +84,11 @@ func locationOf(env Env, facilityID string) *time.Location {
 
 // LocalDay returns the facility-local calendar day containing t, as
 // [start, end) instants in UTC. Days around daylight-saving changes are 23
-// or 25 hours long.
+// or 25 hours long; in zones where a DST change skips local midnight, the
+// day starts at the change.
 func LocalDay(t time.Time, loc *time.Location) (start, end time.Time) {
-	y, m, d := t.In(loc).Date()
-	return time.Date(y, m, d, 0, 0, 0, 0, loc).UTC(), time.Date(y, m, d+1, 0, 0, 0, 0, loc).UTC()
+	start, end = localDayBounds(civilDayOf(t.In(loc)), loc)
+	return start.UTC(), end.UTC()
 }
 
 // newAccessFinding builds the finding a per-event detector emits for ev.

@@ -488,8 +488,9 @@ func (d *OffHours) finding(u *ohUser, ev *schemas.AccessEvent, lt, bucket time.T
 	var score uint8
 	var b strings.Builder
 	fmt.Fprintf(&b, "user %s", ev.UserID)
-	if ev.UserRole != "" {
-		fmt.Fprintf(&b, " (%s)", ev.UserRole)
+	ru, _ := refOf(d.env).User(ev.UserID)
+	if role := userRole(ev, ru); role != "" {
+		fmt.Fprintf(&b, " (%s)", role)
 	}
 	fmt.Fprintf(&b, " opened a patient chart at %s on %s %s", lt.Format("15:04 MST"), lt.Weekday(), day)
 	if holiday {

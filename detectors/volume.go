@@ -131,7 +131,8 @@ func (c *VolumeConfig) Validate() error {
 //
 // A window is one user's local calendar day at one facility, in that
 // facility's time zone: 00:00 to the next 00:00, so 23 or 25 hours on DST
-// change days. Windows close in FlushUntil once the watermark reaches the
+// change days (where DST skips local midnight, the day starts at the
+// transition). Windows close in FlushUntil once the watermark reaches the
 // day's end; findings are emitted then. An event whose day has already
 // closed (its day ends at or before the last watermark) is dropped and
 // counted in LateEvents: a closed window is never reopened and the late
@@ -141,7 +142,8 @@ func (c *VolumeConfig) Validate() error {
 //
 // The personal baseline is the median and MAD of the user's counts on the
 // days they worked in the previous history_days local days (days without
-// events are not zeros). It is not hour-of-week aware.
+// events are not zeros). It is not hour-of-week aware. Users without enough
+// history and without a peer group never fire.
 //
 // The peer baseline is the median count, on the same local day, of the
 // other users of the same role and department at the same facility who
@@ -160,8 +162,9 @@ func (c *VolumeConfig) Validate() error {
 // history (≤ 170 B at 14 days), and while the day is open a window of
 // ~90 B plus the distinct counter (4 B per patient up to 64 patients, then
 // a fixed 256-byte sketch) and the sample ids (~40 B each, 10 by default):
-// about 1 KB for an active user with the defaults, ~300 B for a user who
-// worked recently but not today. Users with no activity for history_days
+// about 1 KB for an active user with the defaults (BenchmarkStateMemory
+// measures 977 B with 14 days of history, 30 patients and 10 ids of 36
+// bytes), ~300 B for a user who worked recently but not today. Users with no activity for history_days
 // days are forgotten. A user has at most 8 open days; events for a further
 // day are dropped (counted in LateEvents).
 //
