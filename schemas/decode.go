@@ -141,8 +141,13 @@ func decodeCanonical(data []byte, ev *AccessEvent, lt *time.Time, detectFHIR boo
 				return false, newErr("", ClassSyntax, rUnexpectedChar, l.pos)
 			}
 			keyPos := l.pos
-			ks, de := l.str()
-			if de != nil {
+			// Inline fast path for the usual plain key; str does the rest.
+			var ks span
+			var de *DecodeError
+			if i := plainEnd(data, l.pos+1); i < len(data) && data[i] == '"' {
+				ks = span{start: l.pos + 1, end: i, dlen: i - l.pos - 1}
+				l.pos = i + 1
+			} else if ks, de = l.str(); de != nil {
 				return false, de
 			}
 			key := data[ks.start:ks.end]
@@ -201,7 +206,12 @@ func decodeCanonical(data []byte, ev *AccessEvent, lt *time.Time, detectFHIR boo
 				present |= bit
 			case f != fBreakGlass && c == '"':
 				var sp span
-				sp, de = l.str()
+				if i := plainEnd(data, l.pos+1); i < len(data) && data[i] == '"' {
+					sp = span{start: l.pos + 1, end: i, dlen: i - l.pos - 1}
+					l.pos = i + 1
+				} else {
+					sp, de = l.str()
+				}
 				if de == nil && sp.dlen > spec.limit {
 					return false, newErr(spec.name, ClassTooLarge, rValueTooLarge, valPos)
 				}
@@ -305,12 +315,11 @@ func decodeCanonical(data []byte, ev *AccessEvent, lt *time.Time, detectFHIR boo
 	var b strings.Builder
 	b.Grow(total)
 	var offs [len(strFields)]int
-	var tmp [MaxReasonLen]byte
 	for i, sf := range strFields {
 		offs[i] = b.Len()
 		sp := vals[sf.f]
 		if sp.esc {
-			b.Write(appendUnescaped(tmp[:0], data[sp.start:sp.end]))
+			writeUnescaped(&b, data[sp.start:sp.end])
 		} else {
 			b.Write(data[sp.start:sp.end])
 		}
@@ -325,6 +334,13 @@ func decodeCanonical(data []byte, ev *AccessEvent, lt *time.Time, detectFHIR boo
 	}
 	*ev = out
 	return false, nil
+}
+
+// writeUnescaped writes the decoded form of raw, a validated string of at
+// most MaxReasonLen decoded bytes, to b without allocating.
+func writeUnescaped(b *strings.Builder, raw []byte) {
+	var tmp [MaxReasonLen]byte
+	b.Write(appendUnescaped(tmp[:0], raw))
 }
 
 // spanTime parses the date-time string at sp.

@@ -71,8 +71,9 @@ func (c ErrorClass) String() string { return string(c) }
 // sentence from this package, and Line and Offset are positions. The one
 // exception is an unknown field's name, which is echoed only when it looks
 // like a schema member name: at most 32 bytes of ASCII letters, '_', '-'
-// and '.', starting with a letter or '_'. Anything else — in particular any
-// name with a digit, a space or non-ASCII, as when a producer keys a map by
+// and '.', starting with a lower-case letter or '_' (snake_case or
+// camelCase). Anything else — in particular any name with a digit, a space,
+// non-ASCII or a capital first letter, as when a producer keys a map by
 // patient id or name — becomes "(redacted)".
 type DecodeError struct {
 	// Field names the offending field: a canonical field name such as
@@ -277,16 +278,18 @@ const redactedName = "(redacted)"
 // data as keys — an MRN, a record number, a person's name with a space —
 // does not get that data into an error string. Digits are refused outright
 // because identifiers nearly always contain them and member names never
-// need them. A key made only of letters (a bare surname, say) is the
-// residual risk, accepted for the sake of naming misspelt members.
+// need them; a capital first letter, because names have one and member
+// names do not. A lower-case key made only of letters (a bare surname
+// typed in lower case, say) is the residual risk, accepted for the sake of
+// naming misspelt members.
 func echoName(name []byte) string {
 	if len(name) == 0 || len(name) > maxEchoedName {
 		return redactedName
 	}
 	for i, c := range name {
 		switch {
-		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c == '_':
-		case c == '-' || c == '.':
+		case c >= 'a' && c <= 'z', c == '_':
+		case c >= 'A' && c <= 'Z', c == '-', c == '.':
 			if i == 0 {
 				return redactedName
 			}

@@ -194,7 +194,8 @@ func TestDecodeCanonicalErrors(t *testing.T) {
 		{"unknown field, digits", withMember(`"1234567":1`), "(redacted)", ClassUnknownField},
 		{"unknown field, MRN as key", withMember(`"MRN-00482913":{"a":1}`), "(redacted)", ClassUnknownField},
 		{"unknown field holding deep nesting", withMember(`"x":` + strings.Repeat("[", 60000)), "x", ClassUnknownField},
-		{"case differs", withMember(`"Outcome":"success"`), "Outcome", ClassUnknownField},
+		{"case differs", withMember(`"Outcome":"success"`), "(redacted)", ClassUnknownField},
+		{"camelCase", withMember(`"eventTime":"x"`), "eventTime", ClassUnknownField},
 		{"FHIR given to canonical", `{"resourceType":"AuditEvent"}`, "resourceType", ClassUnsupportedFormat},
 		{"duplicate key", withMember(`"event_id":"e2"`), "event_id", ClassDuplicateField},
 		{"duplicate key via escape", withMember(`"event\u005fid":"e2"`), "event_id", ClassDuplicateField},
@@ -402,7 +403,9 @@ func TestErrorsDoNotLeakValues(t *testing.T) {
 		func(s string) string { return strings.Replace(s, `"view"`, `"view","client_ip":"`+secret+`"`, 1) },
 		func(s string) string { return strings.Replace(s, `"view"`, `"view","outcome":"`+secret+`"`, 1) },
 		func(s string) string { return `{"resourceType":"` + secret + `"}` },
-		func(s string) string { return `{"resourceType":"AuditEvent","id":"` + secret + `","type":{},"recorded":"` + secret + `"}` },
+		func(s string) string {
+			return `{"resourceType":"AuditEvent","id":"` + secret + `","type":{},"recorded":"` + secret + `"}`
+		},
 	}
 	for i, mut := range mutations {
 		in := mut(base)
@@ -456,6 +459,9 @@ func TestEchoName(t *testing.T) {
 		"resource_type2":                 redactedName,
 		"MRN-00482913":                   redactedName,
 		"x-custom.field":                 "x-custom.field",
+		"patientId":                      "patientId",
+		"Smith":                          redactedName,
+		"Mary-Jane":                      redactedName,
 		"_private":                       "_private",
 		"":                               redactedName,
 		"1abc":                           redactedName,

@@ -162,24 +162,21 @@ func (m *fhirMapper) run() (Format, *DecodeError) {
 	d := m.d
 	const root = int32(0)
 
-	// Version by shape.
+	// Version by shape, in one pass over the top-level members.
 	r4, r5 := false, false
-	for _, k := range [...]string{"type", "subtype", "period", "purposeOfEvent", "outcomeDesc"} {
-		if c, _ := d.member(root, k); c >= 0 {
+	for c, k := d.first(root), int32(0); k < d.nodes[root].count; c, k = d.nodes[c].next, k+1 {
+		switch string(d.key(c)) {
+		case "type", "subtype", "period", "purposeOfEvent", "outcomeDesc":
 			r4 = true
-		}
-	}
-	for _, k := range [...]string{"code", "category", "occurredDateTime", "occurredPeriod", "patient", "encounter", "authorization", "basedOn", "severity"} {
-		if c, _ := d.member(root, k); c >= 0 {
+		case "code", "category", "occurredDateTime", "occurredPeriod", "patient", "encounter", "authorization", "basedOn", "severity":
 			r5 = true
-		}
-	}
-	if c, _ := d.member(root, "outcome"); c >= 0 {
-		switch d.nodes[c].kind {
-		case jString:
-			r4 = true
-		case jObject:
-			r5 = true
+		case "outcome":
+			switch d.nodes[c].kind {
+			case jString:
+				r4 = true
+			case jObject:
+				r5 = true
+			}
 		}
 	}
 	if r4 == r5 {

@@ -263,6 +263,9 @@ func TestDecodeFHIRCases(t *testing.T) {
 		{"encounter entity", r(`{"what": {"reference": "Patient/p-1"}}`, `{"what": {"reference": "Patient/p-1"}}, {"what": {"reference": "Encounter/e-5"}}, {"what": {"reference": "Observation/o-1"}}`), ok("encounter", func(e *AccessEvent) bool {
 			return e.EncounterID == "e-5" && e.Resource == "Observation/o-1"
 		})},
+		{"escaped member names", strings.Replace(r(`"id": "ae-1"`, `"\u0069d": "ae-\u0031"`), `"resourceType"`, `"resource\u0054ype"`, 1), ok("id", func(e *AccessEvent) bool { return e.EventID == "ae-1" })},
+		{"escaped duplicate", r(`"id": "ae-1"`, `"id": "ae-1", "\u0069d": "ae-2"`), fails("id", ClassDuplicateField)},
+		{"entity type of another system", r(`{"what": {"reference": "Patient/p-1"}}`, `{"what": {"identifier": {"value": "MRN-9"}}, "type": {"system": "http://example.org/x", "code": "1"}, "role": {"code": "1"}}`), fails("entity", ClassMissingField)},
 		{"unknown elements tolerated", r(`"id": "ae-1",`, `"id": "ae-1", "modifierExtension": [], "implicitRules": "x", "language": "en", "contained": [{"resourceType": "Patient", "id": "c", "x": [1, 2.5e3, -0, true, false, null, {"deep": [[{}]]}]}],`), ok("all", func(e *AccessEvent) bool { return e.EventID == "ae-1" })},
 		{"duplicate unknown elements tolerated", r(`"id": "ae-1",`, `"id": "ae-1", "language": "en", "language": "fr",`), ok("all", func(e *AccessEvent) bool { return e.EventID == "ae-1" })},
 		{"invalid JSON in unknown element", r(`"id": "ae-1",`, `"id": "ae-1", "language": [1,],`), fails("", ClassSyntax)},

@@ -113,9 +113,14 @@ func (d *jdoc) value(l *lexer, depth int) *DecodeError {
 				if data[l.pos] != '"' {
 					return newErr("", ClassSyntax, rUnexpectedChar, l.pos)
 				}
-				var de *DecodeError
-				if ks, de = l.str(); de != nil {
-					return de
+				if i := plainEnd(data, l.pos+1); i < len(data) && data[i] == '"' {
+					ks = span{start: l.pos + 1, end: i, dlen: i - l.pos - 1}
+					l.pos = i + 1
+				} else {
+					var de *DecodeError
+					if ks, de = l.str(); de != nil {
+						return de
+					}
 				}
 				l.ws()
 				if l.pos >= len(data) {
@@ -161,9 +166,15 @@ func (d *jdoc) value(l *lexer, depth int) *DecodeError {
 		d.nodes[idx].count = count
 		return nil
 	case '"':
-		sp, de := l.str()
-		if de != nil {
-			return de
+		var sp span
+		if i := plainEnd(data, l.pos+1); i < len(data) && data[i] == '"' {
+			sp = span{start: l.pos + 1, end: i, dlen: i - l.pos - 1}
+			l.pos = i + 1
+		} else {
+			var de *DecodeError
+			if sp, de = l.str(); de != nil {
+				return de
+			}
 		}
 		n := &d.nodes[idx]
 		n.kind, n.start, n.end, n.dlen, n.esc = jString, int32(sp.start), int32(sp.end), int32(sp.dlen), sp.esc
@@ -232,7 +243,14 @@ func (d *jdoc) member(obj int32, name string) (idx int32, dup bool) {
 	idx = -1
 	n := d.nodes[obj].count
 	for c, k := d.first(obj), int32(0); k < n; c, k = d.nodes[c].next, k+1 {
-		if d.keyIs(c, name) {
+		nd := &d.nodes[c]
+		var match bool
+		if !nd.kesc {
+			match = string(d.data[nd.kstart:nd.kend]) == name
+		} else {
+			match = d.keyIs(c, name)
+		}
+		if match {
 			if idx >= 0 {
 				return idx, true
 			}

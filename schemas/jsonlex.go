@@ -63,6 +63,15 @@ func (l *lexer) ws() {
 	}
 }
 
+// plainEnd returns the index of the first byte at or after i that is not
+// strPlain; callers use it as an inlined fast path before str.
+func plainEnd(data []byte, i int) int {
+	for i < len(data) && strPlain[data[i]] {
+		i++
+	}
+	return i
+}
+
 // str scans the string whose opening quote is at l.pos, validates it and
 // leaves l.pos after the closing quote.
 func (l *lexer) str() (span, *DecodeError) {

@@ -23,8 +23,11 @@ const (
 	// MaxReferenceStringLen bounds every other string in reference data
 	// (names, roles, departments, address parts).
 	MaxReferenceStringLen = 1024
-	// MaxCareTeam bounds Encounter.CareTeam.
+	// MaxCareTeam bounds Encounter.CareTeam; it is also the most items any
+	// array in a reference-data line may hold.
 	MaxCareTeam = 1000
+	// MaxNextOfKin bounds Patient.NextOfKinUserIDs.
+	MaxNextOfKin = 100
 	// MaxNDJSONLineSize bounds one line of a reference-data file.
 	MaxNDJSONLineSize = 1 << 20
 	// MaxJSONDepth bounds nesting of objects and arrays (FHIR, reference

@@ -100,7 +100,8 @@ func (u *User) validate() *DecodeError {
 }
 
 // Validate checks a patient record: patient_id required; date_of_birth,
-// if set, a YYYY-MM-DD calendar date; ids at most MaxIDLen bytes without
+// if set, a YYYY-MM-DD calendar date; next_of_kin_user_ids at most
+// MaxNextOfKin non-empty ids; ids at most MaxIDLen bytes without
 // control characters; other strings at most MaxReferenceStringLen bytes of
 // valid UTF-8; deceased_at inside the storable range. The error is a
 // *DecodeError naming the field.
@@ -123,6 +124,7 @@ func (p *Patient) validate() *DecodeError {
 		{"first_name", p.FirstName, MaxReferenceStringLen, false, false},
 		{"last_name", p.LastName, MaxReferenceStringLen, false, false},
 		{"employee_user_id", p.EmployeeUserID, MaxIDLen, false, true},
+		{"guarantor_user_id", p.GuarantorUserID, MaxIDLen, false, true},
 	} {
 		if de := checkString(s.name, s.v, s.limit, s.required, s.id); de != nil {
 			return de
@@ -134,7 +136,26 @@ func (p *Patient) validate() *DecodeError {
 	if p.DateOfBirth != "" && !validDate(p.DateOfBirth) {
 		return newErr("date_of_birth", ClassInvalidTime, rBadDate, -1)
 	}
+	if de := checkIDList("next_of_kin_user_ids", p.NextOfKinUserIDs, MaxNextOfKin); de != nil {
+		return de
+	}
 	return checkOptionalTime("deceased_at", p.DeceasedAt)
+}
+
+// checkIDList checks a list of at most limit non-empty identifiers.
+func checkIDList(field string, ids []string, limit int) *DecodeError {
+	if len(ids) > limit {
+		return newErr(field, ClassTooLarge, rTooManyItems, -1)
+	}
+	for _, id := range ids {
+		if id == "" {
+			return newErr(field, ClassInvalidValue, rEmptyItem, -1)
+		}
+		if de := checkString(field, id, MaxIDLen, false, true); de != nil {
+			return de
+		}
+	}
+	return nil
 }
 
 // validDate reports whether s is a YYYY-MM-DD calendar date.
@@ -186,16 +207,5 @@ func (e *Encounter) validate() *DecodeError {
 	if e.End != nil && e.End.Before(e.Start) {
 		return newErr("end", ClassInvalidValue, rEndBeforeStart, -1)
 	}
-	if len(e.CareTeam) > MaxCareTeam {
-		return newErr("care_team", ClassTooLarge, rTooManyItems, -1)
-	}
-	for _, id := range e.CareTeam {
-		if id == "" {
-			return newErr("care_team", ClassInvalidValue, rEmptyItem, -1)
-		}
-		if de := checkString("care_team", id, MaxIDLen, false, true); de != nil {
-			return de
-		}
-	}
-	return nil
+	return checkIDList("care_team", e.CareTeam, MaxCareTeam)
 }

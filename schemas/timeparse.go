@@ -47,7 +47,7 @@ func InTimeRange(t time.Time) bool {
 // input was rejected as rTimeFormat or rTimeNoOffset.
 func parseTime(b []byte) (time.Time, reason) {
 	// YYYY-MM-DDThh:mm:ss is 19 bytes; the shortest valid form adds "Z".
-	if len(b) < 20 || b[4] != '-' || b[7] != '-' || b[10] != 'T' || b[13] != ':' || b[16] != ':' {
+	if len(b) < 19 || b[4] != '-' || b[7] != '-' || b[10] != 'T' || b[13] != ':' || b[16] != ':' {
 		return time.Time{}, rTimeFormat
 	}
 	year, ok1 := digits(b[0:4])
@@ -63,7 +63,7 @@ func parseTime(b []byte) (time.Time, reason) {
 	}
 	i := 19
 	nsec := 0
-	if b[i] == '.' {
+	if i < len(b) && b[i] == '.' {
 		i++
 		n := 0
 		for i < len(b) && b[i] >= '0' && b[i] <= '9' {

@@ -1,0 +1,97 @@
+package schemas
+
+import (
+	"encoding/json"
+	"os"
+	"testing"
+)
+
+func benchInput(b *testing.B, path string) []byte {
+	b.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return data
+}
+
+// BenchmarkDecodeCanonical decodes a typical 463-byte canonical event with
+// every field set into a reused AccessEvent.
+func BenchmarkDecodeCanonical(b *testing.B) {
+	data := benchInput(b, "testdata/canonical/view.json")
+	b.ReportAllocs()
+	b.SetBytes(int64(len(data)))
+	var ev AccessEvent
+	for b.Loop() {
+		if err := DecodeCanonical(data, &ev); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkDecodeEvent is BenchmarkDecodeCanonical through the
+// auto-detecting entry point that allocates the event.
+func BenchmarkDecodeEvent(b *testing.B) {
+	data := benchInput(b, "testdata/canonical/view.json")
+	b.ReportAllocs()
+	b.SetBytes(int64(len(data)))
+	for b.Loop() {
+		if _, err := DecodeEvent(data); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkDecodeFHIR decodes a realistic 3.6 KB R4 AuditEvent (narrative,
+// two agents, three entities).
+func BenchmarkDecodeFHIR(b *testing.B) {
+	data := benchInput(b, "testdata/fhir/r4_view.json")
+	b.ReportAllocs()
+	b.SetBytes(int64(len(data)))
+	var ev AccessEvent
+	for b.Loop() {
+		if err := DecodeFHIR(data, &ev); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkDecodeFHIRR5 decodes the R5 print sample.
+func BenchmarkDecodeFHIRR5(b *testing.B) {
+	data := benchInput(b, "testdata/fhir/r5_print.json")
+	b.ReportAllocs()
+	b.SetBytes(int64(len(data)))
+	var ev AccessEvent
+	for b.Loop() {
+		if err := DecodeFHIR(data, &ev); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkDecodeCanonicalError measures the dead-letter path (an unknown
+// member found near the end).
+func BenchmarkDecodeCanonicalError(b *testing.B) {
+	data := []byte(withMember(`"actor":"x"`))
+	b.ReportAllocs()
+	var ev AccessEvent
+	for b.Loop() {
+		if _, err := DecodeEventInto(data, &ev); err == nil {
+			b.Fatal("no error")
+		}
+	}
+}
+
+// BenchmarkEncodingJSONBaseline is encoding/json on the same event without
+// any of the checks, for comparison only.
+func BenchmarkEncodingJSONBaseline(b *testing.B) {
+	data := benchInput(b, "testdata/canonical/view.json")
+	b.ReportAllocs()
+	b.SetBytes(int64(len(data)))
+	for b.Loop() {
+		var ev AccessEvent
+		if err := json.Unmarshal(data, &ev); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
