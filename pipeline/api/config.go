@@ -1,0 +1,306 @@
+package api
+
+import (
+	"encoding/hex"
+	"fmt"
+	"net"
+	"os"
+	"slices"
+	"strings"
+	"time"
+	_ "time/tzdata" // facility time zones must resolve on hosts without zoneinfo
+
+	"github.com/ehrwatch/ehrwatch/pipeline/triage"
+)
+
+// Config is the `api` section: how `ehrwatch serve` listens, who may call
+// it, and the bounds on what one request may ask for.
+type Config struct {
+	// Listen is the host:port `ehrwatch serve` listens on. Ignored when the
+	// handler is mounted into another server (`ehrwatch run`).
+	Listen string `yaml:"listen"`
+	// TLS serves HTTPS when cert_file and key_file are set.
+	TLS TLSConfig `yaml:"tls"`
+	// InsecurePlaintext allows plain HTTP on a non-loopback address, for
+	// deployments behind a TLS-terminating proxy. Bearer tokens and patient
+	// data then cross that hop in clear text.
+	InsecurePlaintext bool `yaml:"insecure_plaintext"`
+	// Tokens are static bearer tokens (service accounts, break-fix access),
+	// stored as SHA-256 hashes.
+	Tokens []TokenConfig `yaml:"tokens"`
+	// OIDC lists the identity providers whose JWTs are accepted.
+	OIDC []OIDCConfig `yaml:"oidc"`
+
+	ReadHeaderTimeout time.Duration `yaml:"read_header_timeout"`
+	ReadTimeout       time.Duration `yaml:"read_timeout"`
+	// WriteTimeout bounds a whole response, CSV exports included.
+	WriteTimeout    time.Duration `yaml:"write_timeout"`
+	IdleTimeout     time.Duration `yaml:"idle_timeout"`
+	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
+	// QueryTimeout bounds the ClickHouse work of one request.
+	QueryTimeout time.Duration `yaml:"query_timeout"`
+	// MaxBodyBytes bounds a request body (PATCH); MaxHeaderBytes the
+	// request line and headers.
+	MaxBodyBytes   int64 `yaml:"max_body_bytes"`
+	MaxHeaderBytes int   `yaml:"max_header_bytes"`
+
+	// PageSize is the default and MaxPageSize the largest `limit` of JSON
+	// pages; MaxExportRows the largest CSV export.
+	PageSize      int `yaml:"page_size"`
+	MaxPageSize   int `yaml:"max_page_size"`
+	MaxExportRows int `yaml:"max_export_rows"`
+	// MaxReportRange bounds to − from of a report.
+	MaxReportRange time.Duration `yaml:"max_report_range"`
+	// FacilityTimeZones maps facility ids to IANA zones
+	// ("America/New_York"); reports show facility-local times for these.
+	FacilityTimeZones map[string]string `yaml:"facility_time_zones"`
+	// CareSlackBefore/After must equal the detectors'
+	// reference.care_slack_before/after (reports explain accesses the same
+	// way the detectors do).
+	CareSlackBefore time.Duration `yaml:"care_slack_before"`
+	CareSlackAfter  time.Duration `yaml:"care_slack_after"`
+}
+
+// TLSConfig is the server certificate.
+type TLSConfig struct {
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
+	// MinVersion is "1.2" (default) or "1.3".
+	MinVersion string `yaml:"min_version"`
+}
+
+// Enabled reports whether HTTPS is configured.
+func (t TLSConfig) Enabled() bool { return t.CertFile != "" }
+
+// TokenConfig is one static bearer token.
+type TokenConfig struct {
+	// Name identifies the caller in the audit trail and triage history.
+	Name string `yaml:"name"`
+	Role Role   `yaml:"role"`
+	// Hash is "sha256:<64 hex digits>" of the token; `ehrwatch serve
+	// hash-token` prints it. The token itself is never configured.
+	Hash string `yaml:"hash"`
+}
+
+// OIDCConfig is one trusted OpenID Connect issuer.
+type OIDCConfig struct {
+	// Issuer must equal the token's iss claim exactly.
+	Issuer string `yaml:"issuer"`
+	// Audiences: the token's aud must contain one of them.
+	Audiences []string `yaml:"audiences"`
+	// The issuer's signing keys as a JWKS: a file, inline JSON, or an
+	// https URL fetched and cached (refreshed every jwks_refresh, and at
+	// most once a minute on an unknown key id). Exactly one.
+	JWKSFile    string        `yaml:"jwks_file"`
+	JWKS        string        `yaml:"jwks"`
+	JWKSURL     string        `yaml:"jwks_url"`
+	JWKSRefresh time.Duration `yaml:"jwks_refresh"`
+	// Algorithms allowed (default RS256 and ES256; nothing else is
+	// supported: "none" and HMAC are always refused).
+	Algorithms []string `yaml:"algorithms"`
+	// SubjectClaim names the caller (default "sub"; e.g.
+	// "preferred_username").
+	SubjectClaim string `yaml:"subject_claim"`
+	// RoleClaim holds the caller's roles or groups: a string or a list of
+	// strings; a dotted path reaches into objects ("realm_access.roles").
+	// Default "roles".
+	RoleClaim string `yaml:"role_claim"`
+	// RoleMap maps claim values to ehrwatch roles (e.g. "EHR-Privacy":
+	// privacy_officer). Empty: claim values must be role names.
+	RoleMap map[string]Role `yaml:"role_map"`
+	// Leeway tolerates clock skew on exp, nbf and iat. Default 60s.
+	Leeway time.Duration `yaml:"leeway"`
+}
+
+// DefaultConfig returns the defaults: loopback listener, sane timeouts,
+// pages of 100 (at most 1000), CSV exports of at most 50 000 rows, reports
+// over at most 3 years (the HHS access-report horizon), 24h care slack.
+func DefaultConfig() Config {
+	return Config{
+		Listen:            "127.0.0.1:8080",
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      2 * time.Minute,
+		IdleTimeout:       2 * time.Minute,
+		ShutdownTimeout:   15 * time.Second,
+		QueryTimeout:      60 * time.Second,
+		MaxBodyBytes:      64 << 10,
+		MaxHeaderBytes:    32 << 10,
+		PageSize:          100,
+		MaxPageSize:       1000,
+		MaxExportRows:     50000,
+		MaxReportRange:    3 * 366 * 24 * time.Hour,
+		CareSlackBefore:   24 * time.Hour,
+		CareSlackAfter:    24 * time.Hour,
+	}
+}
+
+// Validate reports the first bad setting, naming its key under prefix
+// (e.g. "api"). It does not require any authenticator: New does, so that
+// a configuration that never serves the API validates without one.
+func (c Config) Validate(prefix string) error {
+	host, port, err := net.SplitHostPort(c.Listen)
+	if err != nil || port == "" {
+		return fmt.Errorf("%s.listen: want host:port, got %q", prefix, c.Listen)
+	}
+	if (c.TLS.CertFile == "") != (c.TLS.KeyFile == "") {
+		return fmt.Errorf("%s.tls.cert_file, %s.tls.key_file: set both or neither", prefix, prefix)
+	}
+	for key, file := range map[string]string{"cert_file": c.TLS.CertFile, "key_file": c.TLS.KeyFile} {
+		if file == "" {
+			continue
+		}
+		if _, err := os.Stat(file); err != nil {
+			return fmt.Errorf("%s.tls.%s: %w", prefix, key, err)
+		}
+	}
+	switch c.TLS.MinVersion {
+	case "", "1.2", "1.3":
+	default:
+		return fmt.Errorf("%s.tls.min_version: want 1.2 or 1.3, got %q", prefix, c.TLS.MinVersion)
+	}
+	if !c.TLS.Enabled() && !c.InsecurePlaintext && !isLoopback(host) {
+		return fmt.Errorf("%s.tls.cert_file: required to listen on %q (not loopback); or set %s.insecure_plaintext: true behind a TLS-terminating proxy", prefix, c.Listen, prefix)
+	}
+	for name, d := range map[string]time.Duration{
+		"read_header_timeout": c.ReadHeaderTimeout, "read_timeout": c.ReadTimeout, "write_timeout": c.WriteTimeout,
+		"idle_timeout": c.IdleTimeout, "shutdown_timeout": c.ShutdownTimeout, "query_timeout": c.QueryTimeout,
+		"max_report_range": c.MaxReportRange,
+	} {
+		if d <= 0 {
+			return fmt.Errorf("%s.%s: must be > 0", prefix, name)
+		}
+	}
+	if c.CareSlackBefore < 0 || c.CareSlackAfter < 0 {
+		return fmt.Errorf("%s.care_slack_before/after: must be >= 0", prefix)
+	}
+	if c.MaxBodyBytes < 1024 || c.MaxBodyBytes > 16<<20 {
+		return fmt.Errorf("%s.max_body_bytes: must be between 1024 and 16777216", prefix)
+	}
+	if c.MaxHeaderBytes < 4096 || c.MaxHeaderBytes > 1<<20 {
+		return fmt.Errorf("%s.max_header_bytes: must be between 4096 and 1048576", prefix)
+	}
+	if c.MaxPageSize < 1 || c.MaxPageSize > 100000 {
+		return fmt.Errorf("%s.max_page_size: must be between 1 and 100000", prefix)
+	}
+	if c.PageSize < 1 || c.PageSize > c.MaxPageSize {
+		return fmt.Errorf("%s.page_size: must be between 1 and max_page_size (%d)", prefix, c.MaxPageSize)
+	}
+	if c.MaxExportRows < 1 || c.MaxExportRows > 10000000 {
+		return fmt.Errorf("%s.max_export_rows: must be between 1 and 10000000", prefix)
+	}
+	for fac, zone := range c.FacilityTimeZones {
+		if _, err := time.LoadLocation(zone); err != nil || zone == "" || zone == "Local" {
+			return fmt.Errorf("%s.facility_time_zones.%s: unknown IANA time zone %q", prefix, fac, zone)
+		}
+	}
+	names := map[string]bool{}
+	for i, t := range c.Tokens {
+		key := fmt.Sprintf("%s.tokens[%d]", prefix, i)
+		if t.Name == "" || len(t.Name) > triage.MaxActorBytes {
+			return fmt.Errorf("%s.name: required (at most %d bytes)", key, triage.MaxActorBytes)
+		}
+		if names[t.Name] {
+			return fmt.Errorf("%s.name: %q is used twice", key, t.Name)
+		}
+		names[t.Name] = true
+		if !t.Role.Valid() {
+			return fmt.Errorf("%s.role: want one of %s, got %q", key, roleList(), t.Role)
+		}
+		if _, err := parseTokenHash(t.Hash); err != nil {
+			return fmt.Errorf("%s.hash: %v", key, err)
+		}
+	}
+	issuers := map[string]bool{}
+	for i, o := range c.OIDC {
+		if err := o.validate(fmt.Sprintf("%s.oidc[%d]", prefix, i)); err != nil {
+			return err
+		}
+		if issuers[o.Issuer] {
+			return fmt.Errorf("%s.oidc[%d].issuer: configured twice", prefix, i)
+		}
+		issuers[o.Issuer] = true
+	}
+	return nil
+}
+
+func (o OIDCConfig) validate(key string) error {
+	if o.Issuer == "" {
+		return fmt.Errorf("%s.issuer: required", key)
+	}
+	if len(o.Audiences) == 0 || slices.Contains(o.Audiences, "") {
+		return fmt.Errorf("%s.audiences: at least one non-empty audience is required", key)
+	}
+	n := 0
+	for _, s := range []string{o.JWKSFile, o.JWKS, o.JWKSURL} {
+		if s != "" {
+			n++
+		}
+	}
+	if n != 1 {
+		return fmt.Errorf("%s.jwks_file, %s.jwks, %s.jwks_url: set exactly one", key, key, key)
+	}
+	if o.JWKSFile != "" {
+		if _, err := os.Stat(o.JWKSFile); err != nil {
+			return fmt.Errorf("%s.jwks_file: %w", key, err)
+		}
+	}
+	if o.JWKSURL != "" {
+		if err := checkJWKSURL(o.JWKSURL); err != nil {
+			return fmt.Errorf("%s.jwks_url: %v", key, err)
+		}
+	}
+	if o.JWKSRefresh < 0 {
+		return fmt.Errorf("%s.jwks_refresh: must be >= 0", key)
+	}
+	for j, a := range o.Algorithms {
+		if !supportedAlgs[a] {
+			return fmt.Errorf("%s.algorithms[%d]: %q is not supported (RS256, ES256)", key, j, a)
+		}
+	}
+	for v, r := range o.RoleMap {
+		if !r.Valid() {
+			return fmt.Errorf("%s.role_map.%s: want one of %s, got %q", key, v, roleList(), r)
+		}
+	}
+	if o.Leeway < 0 || o.Leeway > 10*time.Minute {
+		return fmt.Errorf("%s.leeway: must be between 0 and 10m", key)
+	}
+	return nil
+}
+
+func isLoopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// parseTokenHash parses "sha256:<hex>".
+func parseTokenHash(s string) ([]byte, error) {
+	hexPart, ok := strings.CutPrefix(s, "sha256:")
+	if !ok {
+		return nil, fmt.Errorf(`want "sha256:<64 hex digits>"`)
+	}
+	b, err := hex.DecodeString(hexPart)
+	if err != nil || len(b) != 32 {
+		return nil, fmt.Errorf(`want "sha256:<64 hex digits>"`)
+	}
+	return b, nil
+}
+
+// TriageOptions derives the triage store options (care slack, facility
+// time zones) from the config.
+func (c Config) TriageOptions() triage.Options {
+	opts := triage.DefaultOptions()
+	opts.CareSlackBefore, opts.CareSlackAfter = c.CareSlackBefore, c.CareSlackAfter
+	locs := map[string]*time.Location{}
+	for fac, zone := range c.FacilityTimeZones {
+		if loc, err := time.LoadLocation(zone); err == nil {
+			locs[fac] = loc
+		}
+	}
+	opts.Location = func(f string) *time.Location { return locs[f] }
+	return opts
+}

@@ -1,0 +1,369 @@
+package triage
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/ehrwatch/ehrwatch/schemas"
+)
+
+// ReportKind names a report.
+type ReportKind string
+
+// The reports.
+const (
+	// PatientAccess: everyone who accessed one patient's record.
+	PatientAccess ReportKind = "patient_access"
+	// UserActivity: every record one user accessed.
+	UserActivity ReportKind = "user_activity"
+)
+
+// ReportQuery asks for one page of a report.
+type ReportQuery struct {
+	Kind ReportKind
+	// SubjectID is the patient id (PatientAccess) or user id (UserActivity).
+	SubjectID string
+	// From and To bound the access time: [From, To).
+	From, To time.Time
+	Limit    int
+	Cursor   string
+}
+
+// AccessRow is one access in a report.
+type AccessRow struct {
+	EventID string    `json:"event_id"`
+	Time    time.Time `json:"time"`
+	// LocalTime is Time in the facility's time zone (RFC 3339 with offset)
+	// when the zone is known.
+	LocalTime        string       `json:"local_time,omitempty"`
+	TimeZone         string       `json:"time_zone,omitempty"`
+	FacilityID       string       `json:"facility_id"`
+	UserID           string       `json:"user_id"`
+	UserName         string       `json:"user_name"`
+	UserRole         string       `json:"user_role"`
+	UserDepartment   string       `json:"user_department"`
+	PatientID        string       `json:"patient_id"`
+	Action           string       `json:"action"`
+	Resource         string       `json:"resource,omitempty"`
+	Outcome          string       `json:"outcome"`
+	BreakGlass       bool         `json:"break_glass"`
+	BreakGlassReason string       `json:"break_glass_reason,omitempty"`
+	EncounterID      string       `json:"encounter_id,omitempty"`
+	Care             Care         `json:"care"`
+	Findings         []FindingRef `json:"findings,omitempty"`
+}
+
+// FindingRef names a finding that flagged an access.
+type FindingRef struct {
+	FindingID  string `json:"finding_id"`
+	Detector   string `json:"detector"`
+	Severity   string `json:"severity"`
+	Suppressed bool   `json:"suppressed,omitempty"`
+}
+
+// FindingSummary is a finding listed in a user activity report.
+type FindingSummary struct {
+	FindingID   string    `json:"finding_id"`
+	Detector    string    `json:"detector"`
+	Severity    string    `json:"severity"`
+	PatientID   string    `json:"patient_id,omitempty"`
+	WindowStart time.Time `json:"window_start"`
+	WindowEnd   time.Time `json:"window_end"`
+	Explanation string    `json:"explanation"`
+	Suppressed  bool      `json:"suppressed,omitempty"`
+	EventCount  int       `json:"event_count"`
+}
+
+// Report is one page of a report.
+type Report struct {
+	Kind        ReportKind  `json:"kind"`
+	SubjectID   string      `json:"subject_id"`
+	From        time.Time   `json:"from"`
+	To          time.Time   `json:"to"`
+	GeneratedAt time.Time   `json:"generated_at"`
+	Rows        []AccessRow `json:"rows"`
+	NextCursor  string      `json:"next_cursor,omitempty"`
+	// Findings (user activity, first page only) are the user's findings in
+	// the range, suppressed ones included.
+	Findings          []FindingSummary `json:"findings,omitempty"`
+	FindingsTruncated bool             `json:"findings_truncated,omitempty"`
+}
+
+// CheckRange validates a report's time range: both ends given, from before
+// to, and at most maxRange long (0: unbounded).
+func CheckRange(from, to time.Time, maxRange time.Duration) error {
+	if from.IsZero() {
+		return invalid("from", "required")
+	}
+	if to.IsZero() {
+		return invalid("to", "required")
+	}
+	if !from.Before(to) {
+		return invalid("from", "must be before to")
+	}
+	if maxRange > 0 && to.Sub(from) > maxRange {
+		return invalid("to", "range too long: at most %s", FormatRange(maxRange))
+	}
+	return nil
+}
+
+// FormatRange renders a maximum range in days when it is whole days.
+func FormatRange(d time.Duration) string {
+	if d%(24*time.Hour) == 0 {
+		return fmt.Sprintf("%d days", d/(24*time.Hour))
+	}
+	return d.String()
+}
+
+// Report runs one page of a report.
+func (s *Store) Report(ctx context.Context, q ReportQuery) (Report, error) {
+	var subjectField, subjectCol string
+	switch q.Kind {
+	case PatientAccess:
+		subjectField, subjectCol = "patient_id", "patient_id"
+	case UserActivity:
+		subjectField, subjectCol = "user_id", "user_id"
+	default:
+		return Report{}, invalid("kind", "unknown report")
+	}
+	if err := CheckID(subjectField, q.SubjectID); err != nil {
+		return Report{}, err
+	}
+	if err := CheckRange(q.From, q.To, 0); err != nil {
+		return Report{}, err
+	}
+	if q.Limit <= 0 {
+		return Report{}, invalid("limit", "must be > 0")
+	}
+	cur, err := decodeCursor(q.Cursor)
+	if err != nil {
+		return Report{}, err
+	}
+	rep := Report{Kind: q.Kind, SubjectID: q.SubjectID, From: q.From.UTC(), To: q.To.UTC(),
+		GeneratedAt: s.opts.Now().UTC().Truncate(time.Millisecond), Rows: []AccessRow{}}
+
+	p := params{}
+	p.str("subject", q.SubjectID)
+	p.time("from", q.From)
+	p.time("to", q.To)
+	where := subjectCol + " = {subject:String} AND event_time >= {from:DateTime64(3, 'UTC')} AND event_time < {to:DateTime64(3, 'UTC')}"
+	if cur != nil {
+		p.time("cur_t", cur.t)
+		p.str("cur_id", cur.id)
+		where += " AND (event_time, event_id) > ({cur_t:DateTime64(3, 'UTC')}, {cur_id:String})"
+	}
+	evs, err := s.queryEvents(ctx, p, where, "event_time, event_id", q.Limit+1)
+	if err != nil {
+		return Report{}, err
+	}
+	if len(evs) > q.Limit {
+		evs = evs[:q.Limit]
+		last := evs[len(evs)-1]
+		rep.NextCursor = encodeCursor(last.EventTime, last.EventID)
+	}
+	ex, err := s.explainEvents(ctx, evs)
+	if err != nil {
+		return Report{}, err
+	}
+	flagged, err := s.findingsForEvents(ctx, evs)
+	if err != nil {
+		return Report{}, err
+	}
+	for i, e := range evs {
+		u := ex[i].user
+		row := AccessRow{
+			EventID: e.EventID, Time: e.EventTime, FacilityID: e.FacilityID,
+			UserID: e.UserID, UserName: u.name(), UserRole: e.UserRole, UserDepartment: e.UserDepartment,
+			PatientID: e.PatientID, Action: string(e.Action), Resource: e.Resource, Outcome: string(e.Outcome),
+			BreakGlass: e.BreakGlass, BreakGlassReason: e.BreakGlassReason, EncounterID: e.EncounterID,
+			Care: ex[i].care, Findings: flagged[e.EventID],
+		}
+		if row.UserRole == "" {
+			row.UserRole = u.role
+		}
+		if row.UserDepartment == "" {
+			row.UserDepartment = u.department
+		}
+		if loc := s.location(e.FacilityID); loc != nil {
+			row.LocalTime = e.EventTime.In(loc).Format("2006-01-02T15:04:05.000Z07:00")
+			row.TimeZone = loc.String()
+		}
+		rep.Rows = append(rep.Rows, row)
+	}
+	if q.Kind == UserActivity && cur == nil {
+		rep.Findings, rep.FindingsTruncated, err = s.userFindings(ctx, q)
+		if err != nil {
+			return Report{}, err
+		}
+	}
+	return rep, nil
+}
+
+// findingsForEvents maps event ids to the findings that cite them.
+func (s *Store) findingsForEvents(ctx context.Context, evs []schemas.AccessEvent) (map[string][]FindingRef, error) {
+	out := map[string][]FindingRef{}
+	if len(evs) == 0 {
+		return out, nil
+	}
+	var users, ids []string
+	minT, maxT := evs[0].EventTime, evs[0].EventTime
+	for _, e := range evs {
+		users = append(users, e.UserID)
+		ids = append(ids, e.EventID)
+		minT = minTime(minT, e.EventTime)
+		maxT = maxTime(maxT, e.EventTime)
+	}
+	slices.Sort(users)
+	users = slices.Compact(users)
+	p := params{}
+	p.strs("users", users)
+	p.strs("ids", ids)
+	p.time("min_t", minT)
+	p.time("max_t", maxT)
+	rows, err := s.conn.Query(p.ctx(ctx), `SELECT finding_id, detector, severity, suppressed,
+       arrayFilter(x -> has({ids:Array(String)}, x), event_ids) AS hits
+FROM findings FINAL
+WHERE has({users:Array(String)}, user_id)
+  AND window_start <= {max_t:DateTime64(3, 'UTC')} AND window_end >= {min_t:DateTime64(3, 'UTC')}
+  AND hasAny(event_ids, {ids:Array(String)})
+ORDER BY detector, finding_id`)
+	if err != nil {
+		return nil, fmt.Errorf("read findings: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var f FindingRef
+		var hits []string
+		if err := rows.Scan(&f.FindingID, &f.Detector, &f.Severity, &f.Suppressed, &hits); err != nil {
+			return nil, fmt.Errorf("read findings: %w", err)
+		}
+		for _, id := range hits {
+			out[id] = append(out[id], f)
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read findings: %w", err)
+	}
+	return out, nil
+}
+
+func (s *Store) userFindings(ctx context.Context, q ReportQuery) ([]FindingSummary, bool, error) {
+	p := params{}
+	p.str("subject", q.SubjectID)
+	p.time("from", q.From)
+	p.time("to", q.To)
+	p.uint("limit", uint64(s.opts.MaxReportFindings)+1)
+	rows, err := s.conn.Query(p.ctx(ctx), `SELECT finding_id, detector, severity, patient_id, window_start, window_end,
+       explanation, suppressed, length(event_ids)
+FROM findings FINAL
+WHERE user_id = {subject:String} AND window_start < {to:DateTime64(3, 'UTC')} AND window_end >= {from:DateTime64(3, 'UTC')}
+ORDER BY window_start, finding_id
+LIMIT {limit:UInt32}`)
+	if err != nil {
+		return nil, false, fmt.Errorf("read findings: %w", err)
+	}
+	defer rows.Close()
+	out := []FindingSummary{}
+	for rows.Next() {
+		var f FindingSummary
+		var n uint64
+		if err := rows.Scan(&f.FindingID, &f.Detector, &f.Severity, &f.PatientID, &f.WindowStart, &f.WindowEnd,
+			&f.Explanation, &f.Suppressed, &n); err != nil {
+			return nil, false, fmt.Errorf("read findings: %w", err)
+		}
+		f.WindowStart, f.WindowEnd, f.EventCount = f.WindowStart.UTC(), f.WindowEnd.UTC(), int(n)
+		out = append(out, f)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, false, fmt.Errorf("read findings: %w", err)
+	}
+	truncated := len(out) > s.opts.MaxReportFindings
+	if truncated {
+		out = out[:s.opts.MaxReportFindings]
+	}
+	return out, truncated, nil
+}
+
+func minTime(a, b time.Time) time.Time {
+	if b.Before(a) {
+		return b
+	}
+	return a
+}
+
+func maxTime(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
+}
+
+// Patients returns the distinct patient ids in the report's rows.
+func (r *Report) Patients() []string {
+	var ids []string
+	for _, row := range r.Rows {
+		ids = append(ids, row.PatientID)
+	}
+	slices.Sort(ids)
+	return slices.Compact(ids)
+}
+
+// Title is a one-line heading for the report (it names the subject; show it
+// to the reader, never log it).
+func (r *Report) Title() string {
+	what := "Patient access report for patient " + r.SubjectID
+	if r.Kind == UserActivity {
+		what = "User activity report for user " + r.SubjectID
+	}
+	return fmt.Sprintf("%s, %s to %s (UTC, end exclusive)", what,
+		r.From.Format(time.RFC3339), r.To.Format(time.RFC3339))
+}
+
+// findingNames joins the detectors that flagged a row.
+func findingNames(fs []FindingRef) string {
+	var names []string
+	for _, f := range fs {
+		n := f.Detector
+		if f.Suppressed {
+			n += " (suppressed)"
+		}
+		names = append(names, n)
+	}
+	return strings.Join(names, "; ")
+}
+
+// reportChunk bounds one query of ReportAll (the ids of a chunk travel as
+// query parameters).
+const reportChunk = 1000
+
+// ReportAll runs q in chunks of at most 1000 rows until q.Limit rows (or
+// the end of the range) and returns them as one report; NextCursor is set
+// when rows remain.
+func (s *Store) ReportAll(ctx context.Context, q ReportQuery) (Report, error) {
+	var out Report
+	remaining := q.Limit
+	first := true
+	for {
+		cq := q
+		cq.Limit = min(remaining, reportChunk)
+		rep, err := s.Report(ctx, cq)
+		if err != nil {
+			return Report{}, err
+		}
+		if first {
+			out = rep
+			first = false
+		} else {
+			out.Rows = append(out.Rows, rep.Rows...)
+			out.NextCursor = rep.NextCursor
+		}
+		remaining -= len(rep.Rows)
+		if rep.NextCursor == "" || remaining <= 0 {
+			return out, nil
+		}
+		q.Cursor = rep.NextCursor
+	}
+}
