@@ -3,4 +3,113 @@
 // partition order, stores events and findings in ClickHouse in idempotent
 // batches, dead-letters what it cannot decode, and commits each partition's
 // highest contiguous durably-handled offset.
+//
+// Build one with New, run it with Run; Handler serves /metrics, /healthz and
+// /readyz.
+//
+// # Architecture
+//
+// kafka-go's explicit consumer-group API (kafka.NewConsumerGroup) hands out
+// one Generation at a time. For each generation the pipeline starts, bound
+// to the generation with Generation.Start:
+//
+//   - one consumer goroutine per assigned partition, with its own partition
+//     kafka.Reader (no GroupID) positioned at the generation's assigned
+//     offset, a Processor (the partition's detectors) and an offset tracker.
+//     It fetches (FetchMessage, never ReadMessage), decodes, runs the
+//     detectors and submits the result to the sink;
+//   - one committer goroutine, which commits every partition's committable
+//     offset with Generation.CommitOffsets every commit_interval and after
+//     every stored batch;
+//   - one lag probe, which reads the partitions' high watermarks every
+//     lag_interval.
+//
+// The sink is shared by all partitions: a batcher goroutine fills a batch
+// (events, findings and dead letters from any partition) until it holds
+// batch_max_rows rows or is batch_max_wait old, and hands it to a flusher
+// goroutine, which produces the batch's dead letters to the DLQ topic, then
+// inserts it (one INSERT per table), retrying until it succeeds, and finally
+// acks its offsets in the partitions' trackers. The batcher fills the next
+// batch while the flusher writes the previous one.
+//
+// # Delivery guarantees
+//
+// At least once into ClickHouse, effectively once after deduplication:
+//
+//   - An offset is committed only when it and every offset fetched before it
+//     on its partition is durably handled: stored in ClickHouse, or, for an
+//     undecodable message, produced to the DLQ topic (acknowledged by all
+//     in-sync replicas) and stored in the dlq table. Offsets that do not
+//     exist (compaction, transaction markers) never hold a commit back.
+//   - Commits go through the generation that assigned the partition: once
+//     this member has lost a partition (evicted, or the group moved on), its
+//     commit is refused by the coordinator instead of overwriting the new
+//     owner's progress.
+//   - A crash (or an eviction) after an INSERT and before its commit makes
+//     the next owner consume those messages again. Every INSERT carries an
+//     insert_deduplication_token derived from the batch's offset ranges and
+//     row ids, so a retried identical batch is dropped by the server, and the
+//     tables are ReplacingMergeTrees keyed on each row's identity, so a
+//     re-read that lands in a differently composed batch collapses on merge:
+//     count with FINAL, or uniqExact(event_id), for exact numbers. Finding ids
+//     are deterministic, so re-detected findings collapse the same way. The
+//     DLQ topic is at least once too; its consumers can deduplicate on the
+//     source topic/partition/offset headers.
+//   - A graceful stop (SIGTERM, or a rebalance) stores and commits everything
+//     it processed, so it causes no re-reads at all.
+//
+// Detector state is not persisted yet: after a restart or a rebalance a
+// partition's detectors start empty at the committed offset.
+//
+// # Ordering
+//
+// Producers key access events by user_id, so Kafka puts all of a user's
+// events on one partition, in the order they were produced. ehrwatch relies
+// on exactly that and nothing more: each partition is consumed by one
+// goroutine that passes its events, in offset order, one at a time, to that
+// partition's own detectors. A user's events are therefore seen in the
+// order the producer wrote them; there is no ordering between partitions
+// (and hence between users), and none by event time: detectors reason on
+// event time with watermarks and tolerate late events. When a partition moves
+// to another instance (rebalance), the new owner continues from the last
+// committed offset, so the order is kept across the move, but events after
+// that offset that the old owner had already seen are seen again.
+//
+// # Backpressure
+//
+// Every queue is bounded: each partition reader prefetches at most
+// kafka.queue_capacity messages, the queue between the consumers and the
+// batcher holds pipeline.queue_size, and at most two batches (one being
+// written, one filling) of pipeline.batch_max_rows rows exist. When
+// ClickHouse (or the DLQ topic) is unreachable, the flusher retries with
+// exponential backoff and jitter (pipeline.retry), the batcher fills up and
+// stops reading, the consumers block and stop fetching, and /readyz answers
+// 503 with the reason. Nothing is dropped and nothing unstored is committed:
+// Kafka is the buffer. Errors that retrying cannot fix (unknown table,
+// access denied, data the server rejects) stop the pipeline: Run returns the
+// error and the process exits non-zero without committing what failed.
+//
+// # Shutdown and rebalances
+//
+// When Run's context ends (SIGTERM), the pipeline closes the consumer group,
+// which ends the current generation: each partition consumer stops
+// fetching, waits until what it submitted is stored (at most
+// pipeline.drain_timeout), the committer commits while the generation is
+// still valid, the partition's detectors and tracker are dropped, and only
+// then does the member leave the group. Then the sink and the DLQ producer
+// stop. All of it is bounded by pipeline.shutdown_timeout; whatever was not
+// committed by then is consumed again after the restart. A rebalance runs
+// the same drain for the generation that ends, then joins the next one; the
+// drain must finish within the Kafka session and rebalance timeouts, which
+// the configuration enforces.
+//
+// # Logs and patient data
+//
+// Logs carry topics, partitions, offsets, event ids, error classes and
+// fields, counts and durations. They never carry payloads or patient data
+// (patient ids, names, addresses, client addresses, break-glass reasons):
+// undecodable messages are logged by error class and field, ClickHouse
+// server errors (which may quote row values) by code and name only
+// (Redact), and detector errors are logged as returned, so detectors must
+// keep patient data out of them.
 package pipeline

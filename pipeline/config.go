@@ -1,0 +1,354 @@
+package pipeline
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/ehrwatch/ehrwatch/pipeline/credentials"
+)
+
+// KafkaConfig is how ehrwatch consumes access events (the "kafka" section).
+type KafkaConfig struct {
+	// Brokers are bootstrap host:port pairs.
+	Brokers []string `yaml:"brokers"`
+	// GroupID is the consumer group; every ehrwatch instance of one
+	// deployment uses the same id and Kafka spreads the partitions over them.
+	GroupID string `yaml:"group_id"`
+	// Topics are the access-event topics, keyed by user_id.
+	Topics []string `yaml:"topics"`
+	// StartOffset is where a group with no committed offset for a
+	// partition starts: "first" (the oldest retained message) or "last"
+	// (only messages produced from now on).
+	StartOffset string `yaml:"start_offset"`
+	// DLQTopic receives every message that cannot be decoded, unchanged,
+	// with provenance headers. It must exist unless the brokers
+	// auto-create topics.
+	DLQTopic string `yaml:"dlq_topic"`
+	// ClientID identifies ehrwatch in broker logs and quotas.
+	ClientID string `yaml:"client_id"`
+
+	// MinBytes and MaxBytes bound one fetch per partition; MaxWait is how
+	// long the broker may wait for MinBytes to accumulate.
+	MinBytes int           `yaml:"min_bytes"`
+	MaxBytes int           `yaml:"max_bytes"`
+	MaxWait  time.Duration `yaml:"max_wait"`
+	// QueueCapacity is how many fetched messages each partition reader may
+	// hold ahead of processing.
+	QueueCapacity int `yaml:"queue_capacity"`
+
+	// SessionTimeout: a member that has not sent a heartbeat for this long
+	// is evicted from the group. The broker bounds it
+	// (group.min/max.session.timeout.ms; 6s..30m by default).
+	SessionTimeout time.Duration `yaml:"session_timeout"`
+	// RebalanceTimeout is how long the coordinator waits for every member to
+	// rejoin during a rebalance.
+	RebalanceTimeout  time.Duration `yaml:"rebalance_timeout"`
+	HeartbeatInterval time.Duration `yaml:"heartbeat_interval"`
+	// JoinGroupBackoff is the pause before rejoining after a failed join.
+	JoinGroupBackoff time.Duration `yaml:"join_group_backoff"`
+	// DialTimeout bounds one connection attempt; RequestTimeout bounds one
+	// coordinator request (offset commits, joins) and one DLQ produce.
+	DialTimeout    time.Duration `yaml:"dial_timeout"`
+	RequestTimeout time.Duration `yaml:"request_timeout"`
+
+	TLS  credentials.TLS `yaml:"tls"`
+	SASL SASLConfig      `yaml:"sasl"`
+}
+
+// SASLConfig authenticates to the brokers. Zero value: no SASL.
+type SASLConfig struct {
+	// Mechanism is "" (none), "plain", "scram-sha-256" or "scram-sha-512".
+	// PLAIN sends the password in clear text: use it only with TLS.
+	Mechanism    string `yaml:"mechanism"`
+	Username     string `yaml:"username"`
+	Password     string `yaml:"password"`
+	PasswordFile string `yaml:"password_file"`
+}
+
+// The SASL mechanisms.
+const (
+	SASLPlain       = "plain"
+	SASLSCRAMSHA256 = "scram-sha-256"
+	SASLSCRAMSHA512 = "scram-sha-512"
+)
+
+// DefaultKafkaConfig consumes topic "ehr-access" from a local broker.
+func DefaultKafkaConfig() KafkaConfig {
+	return KafkaConfig{
+		Brokers:           []string{"127.0.0.1:9092"},
+		GroupID:           "ehrwatch",
+		Topics:            []string{"ehr-access"},
+		StartOffset:       "first",
+		DLQTopic:          "ehr-access.dlq",
+		ClientID:          "ehrwatch",
+		MinBytes:          1,
+		MaxBytes:          8 << 20,
+		MaxWait:           500 * time.Millisecond,
+		QueueCapacity:     1000,
+		SessionTimeout:    30 * time.Second,
+		RebalanceTimeout:  30 * time.Second,
+		HeartbeatInterval: 3 * time.Second,
+		JoinGroupBackoff:  2 * time.Second,
+		DialTimeout:       10 * time.Second,
+		RequestTimeout:    10 * time.Second,
+	}
+}
+
+// Validate reports every bad setting, each naming its key under prefix
+// (e.g. "kafka").
+func (c KafkaConfig) Validate(prefix string) error {
+	var errs []error
+	bad := func(key, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s.%s: %s", prefix, key, fmt.Sprintf(format, args...)))
+	}
+	if len(c.Brokers) == 0 {
+		bad("brokers", "at least one host:port is required")
+	}
+	for i, b := range c.Brokers {
+		if err := checkHostPort(b); err != nil {
+			bad(fmt.Sprintf("brokers[%d]", i), "%v", err)
+		}
+	}
+	if strings.TrimSpace(c.GroupID) == "" {
+		bad("group_id", "required")
+	}
+	if len(c.Topics) == 0 {
+		bad("topics", "at least one topic is required")
+	}
+	seen := map[string]bool{}
+	for i, t := range c.Topics {
+		if err := checkTopic(t); err != nil {
+			bad(fmt.Sprintf("topics[%d]", i), "%v", err)
+		}
+		if seen[t] {
+			bad(fmt.Sprintf("topics[%d]", i), "%q listed twice", t)
+		}
+		seen[t] = true
+	}
+	if c.StartOffset != "first" && c.StartOffset != "last" {
+		bad("start_offset", "want first or last, got %q", c.StartOffset)
+	}
+	if err := checkTopic(c.DLQTopic); err != nil {
+		bad("dlq_topic", "%v", err)
+	} else if seen[c.DLQTopic] {
+		bad("dlq_topic", "%q is also a source topic", c.DLQTopic)
+	}
+	if c.MinBytes < 1 {
+		bad("min_bytes", "must be >= 1")
+	}
+	if c.MaxBytes < 1<<10 {
+		bad("max_bytes", "must be >= 1024")
+	} else if c.MaxBytes < c.MinBytes {
+		bad("max_bytes", "must be >= min_bytes")
+	}
+	positive := func(key string, d time.Duration) {
+		if d <= 0 {
+			bad(key, "must be > 0")
+		}
+	}
+	positive("max_wait", c.MaxWait)
+	if c.QueueCapacity < 1 {
+		bad("queue_capacity", "must be >= 1")
+	}
+	positive("session_timeout", c.SessionTimeout)
+	positive("rebalance_timeout", c.RebalanceTimeout)
+	positive("heartbeat_interval", c.HeartbeatInterval)
+	if c.HeartbeatInterval > 0 && c.SessionTimeout > 0 && c.HeartbeatInterval*3 > c.SessionTimeout {
+		bad("heartbeat_interval", "must be at most a third of session_timeout (%s)", c.SessionTimeout)
+	}
+	positive("join_group_backoff", c.JoinGroupBackoff)
+	positive("dial_timeout", c.DialTimeout)
+	positive("request_timeout", c.RequestTimeout)
+	if err := c.TLS.Validate(prefix + ".tls"); err != nil {
+		errs = append(errs, err)
+	}
+	if err := c.SASL.Validate(prefix + ".sasl"); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// Validate reports every bad SASL setting under prefix.
+func (s SASLConfig) Validate(prefix string) error {
+	var errs []error
+	switch s.Mechanism {
+	case "":
+		if s.Username != "" || s.Password != "" || s.PasswordFile != "" {
+			errs = append(errs, fmt.Errorf("%s.mechanism: required when username or password is set", prefix))
+		}
+		return errors.Join(errs...)
+	case SASLPlain, SASLSCRAMSHA256, SASLSCRAMSHA512:
+	default:
+		errs = append(errs, fmt.Errorf("%s.mechanism: want plain, scram-sha-256 or scram-sha-512, got %q", prefix, s.Mechanism))
+	}
+	if s.Username == "" {
+		errs = append(errs, fmt.Errorf("%s.username: required with a mechanism", prefix))
+	}
+	if s.Password != "" && s.PasswordFile != "" {
+		errs = append(errs, fmt.Errorf("%s.password, %s.password_file: set one, not both", prefix, prefix))
+	}
+	if s.Password == "" && s.PasswordFile == "" {
+		errs = append(errs, fmt.Errorf("%s.password_file: a password (or password file) is required with a mechanism", prefix))
+	}
+	return errors.Join(errs...)
+}
+
+// Config tunes batching, committing, retrying and shutdown (the
+// "pipeline" section).
+type Config struct {
+	// BatchMaxRows flushes a batch once it holds this many rows over all
+	// tables (events, findings, dead letters).
+	BatchMaxRows int `yaml:"batch_max_rows"`
+	// BatchMaxWait flushes a non-empty batch this long after its first row,
+	// whichever of the two comes first.
+	BatchMaxWait time.Duration `yaml:"batch_max_wait"`
+	// QueueSize bounds the processed messages waiting between the
+	// partition consumers and the batcher. With one batch accumulating and
+	// one being written, at most 2*BatchMaxRows+QueueSize processed
+	// messages are held in memory; when that is full, consumers stop
+	// fetching.
+	QueueSize int `yaml:"queue_size"`
+	// CommitInterval is how often offsets that became durable are
+	// committed (they are also committed right after each flush).
+	CommitInterval time.Duration `yaml:"commit_interval"`
+	// LagInterval is how often consumer lag is measured against the
+	// partitions' high watermarks.
+	LagInterval time.Duration `yaml:"lag_interval"`
+	// DrainTimeout bounds the flush-and-commit of a partition that is
+	// being revoked (rebalance or shutdown). It must stay below the Kafka
+	// session and rebalance timeouts, or the group evicts this member and
+	// its last commit is refused.
+	DrainTimeout time.Duration `yaml:"drain_timeout"`
+	// ShutdownTimeout bounds the whole shutdown: stop fetching, flush,
+	// commit, leave the group, close.
+	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
+	// Retry is the backoff for writes to ClickHouse and the DLQ topic.
+	Retry RetryConfig `yaml:"retry"`
+}
+
+// RetryConfig is an exponential backoff with jitter.
+type RetryConfig struct {
+	// InitialInterval is the first pause; each next one is Multiplier
+	// times longer, capped at MaxInterval.
+	InitialInterval time.Duration `yaml:"initial_interval"`
+	MaxInterval     time.Duration `yaml:"max_interval"`
+	Multiplier      float64       `yaml:"multiplier"`
+	// Jitter randomises each pause by ±Jitter (0..1) of its length.
+	Jitter float64 `yaml:"jitter"`
+}
+
+// DefaultConfig flushes at 10 000 rows or 1 s.
+func DefaultConfig() Config {
+	return Config{
+		BatchMaxRows:    10000,
+		BatchMaxWait:    time.Second,
+		QueueSize:       5000,
+		CommitInterval:  time.Second,
+		LagInterval:     5 * time.Second,
+		DrainTimeout:    10 * time.Second,
+		ShutdownTimeout: 30 * time.Second,
+		Retry: RetryConfig{
+			InitialInterval: 100 * time.Millisecond,
+			MaxInterval:     10 * time.Second,
+			Multiplier:      2,
+			Jitter:          0.2,
+		},
+	}
+}
+
+// Validate reports every bad setting under prefix (e.g. "pipeline").
+func (c Config) Validate(prefix string) error {
+	var errs []error
+	bad := func(key, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s.%s: %s", prefix, key, fmt.Sprintf(format, args...)))
+	}
+	if c.BatchMaxRows < 1 || c.BatchMaxRows > 1_000_000 {
+		bad("batch_max_rows", "must be in 1..1000000")
+	}
+	if c.BatchMaxWait < time.Millisecond {
+		bad("batch_max_wait", "must be >= 1ms")
+	}
+	if c.QueueSize < 1 {
+		bad("queue_size", "must be >= 1")
+	}
+	if c.CommitInterval < time.Millisecond {
+		bad("commit_interval", "must be >= 1ms")
+	}
+	if c.LagInterval < time.Millisecond {
+		bad("lag_interval", "must be >= 1ms")
+	}
+	if c.DrainTimeout <= 0 {
+		bad("drain_timeout", "must be > 0")
+	}
+	if c.ShutdownTimeout <= 0 {
+		bad("shutdown_timeout", "must be > 0")
+	} else if c.DrainTimeout > c.ShutdownTimeout {
+		bad("drain_timeout", "must not exceed shutdown_timeout (%s)", c.ShutdownTimeout)
+	}
+	if err := c.Retry.Validate(prefix + ".retry"); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// ValidateWith reports settings that are fine alone but not together with
+// the Kafka settings k.
+func (c Config) ValidateWith(prefix string, k KafkaConfig, kafkaPrefix string) error {
+	var errs []error
+	if c.DrainTimeout > 0 && k.SessionTimeout > 0 && c.DrainTimeout >= k.SessionTimeout {
+		errs = append(errs, fmt.Errorf("%s.drain_timeout: must be below %s.session_timeout (%s)", prefix, kafkaPrefix, k.SessionTimeout))
+	}
+	if c.DrainTimeout > 0 && k.RebalanceTimeout > 0 && c.DrainTimeout >= k.RebalanceTimeout {
+		errs = append(errs, fmt.Errorf("%s.drain_timeout: must be below %s.rebalance_timeout (%s)", prefix, kafkaPrefix, k.RebalanceTimeout))
+	}
+	return errors.Join(errs...)
+}
+
+// Validate reports every bad retry setting under prefix.
+func (r RetryConfig) Validate(prefix string) error {
+	var errs []error
+	if r.InitialInterval <= 0 {
+		errs = append(errs, fmt.Errorf("%s.initial_interval: must be > 0", prefix))
+	}
+	if r.MaxInterval < r.InitialInterval {
+		errs = append(errs, fmt.Errorf("%s.max_interval: must be >= initial_interval", prefix))
+	}
+	if r.Multiplier < 1 {
+		errs = append(errs, fmt.Errorf("%s.multiplier: must be >= 1", prefix))
+	}
+	if r.Jitter < 0 || r.Jitter > 1 {
+		errs = append(errs, fmt.Errorf("%s.jitter: must be in 0..1", prefix))
+	}
+	return errors.Join(errs...)
+}
+
+func checkHostPort(s string) error {
+	host, port, err := net.SplitHostPort(s)
+	if err != nil || host == "" {
+		return fmt.Errorf("want host:port, got %q", s)
+	}
+	if n, err := strconv.Atoi(port); err != nil || n <= 0 || n > 65535 {
+		return fmt.Errorf("bad port %q", port)
+	}
+	return nil
+}
+
+// checkTopic applies Kafka's topic-name rules.
+func checkTopic(t string) error {
+	if t == "" {
+		return errors.New("required")
+	}
+	if len(t) > 249 || t == "." || t == ".." {
+		return fmt.Errorf("%q is not a legal topic name", t)
+	}
+	for _, r := range t {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '.' || r == '_' || r == '-') {
+			return fmt.Errorf("%q is not a legal topic name (letters, digits, '.', '_', '-')", t)
+		}
+	}
+	return nil
+}

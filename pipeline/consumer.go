@@ -1,0 +1,427 @@
+package pipeline
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/rs/zerolog"
+	"github.com/segmentio/kafka-go"
+
+	"github.com/ehrwatch/ehrwatch/pipeline/store"
+	"github.com/ehrwatch/ehrwatch/schemas"
+)
+
+// DLQ headers: where a dead letter came from and why.
+const (
+	HeaderSourceTopic     = "ehrwatch-source-topic"
+	HeaderSourcePartition = "ehrwatch-source-partition"
+	HeaderSourceOffset    = "ehrwatch-source-offset"
+	HeaderErrorClass      = "ehrwatch-error-class"
+	HeaderErrorField      = "ehrwatch-error-field"
+	HeaderDeadLetteredAt  = "ehrwatch-dead-lettered-at"
+)
+
+// generation is this member's share of one consumer-group generation.
+type generation struct {
+	gen   *kafka.Generation
+	parts []*partition
+	wg    sync.WaitGroup // partition consumers still running
+}
+
+// partition is one assigned partition for the life of a generation.
+type partition struct {
+	topic     string
+	id        int
+	start     int64 // assigned offset: committed, or kafka.FirstOffset/LastOffset
+	tracker   *offsetTracker
+	committed int64 // last committed by this generation, or the absolute start; -1 unknown
+	highWater int64 // from the last lag measurement or fetched message; -1 unknown
+	mu        sync.Mutex
+	consumed  prometheus.Counter
+	log       zerolog.Logger
+}
+
+func (pt *partition) setHighWater(hw int64) {
+	pt.mu.Lock()
+	pt.highWater = max(pt.highWater, hw)
+	pt.mu.Unlock()
+}
+
+// consumeGenerations joins generation after generation until the group is
+// closed.
+func (p *Pipeline) consumeGenerations(cg *kafka.ConsumerGroup) {
+	for {
+		gen, err := cg.Next(context.Background())
+		if errors.Is(err, kafka.ErrGroupClosed) {
+			return
+		}
+		if err != nil {
+			if errors.Is(err, kafka.RebalanceInProgress) {
+				p.log.Debug().Err(err).Msg("consumer group rebalancing")
+				continue
+			}
+			p.health.set("kafka", "consumer group: "+err.Error())
+			p.log.Warn().Err(err).Msg("consumer group join failed; retrying")
+			continue
+		}
+		p.health.clear("kafka")
+		p.metrics.generations.Inc()
+		p.startGeneration(gen)
+	}
+}
+
+// startGeneration starts a consumer per assigned partition, a committer
+// and a lag probe, all bound to gen: when the generation ends (rebalance,
+// lost membership, shutdown) kafka-go waits for all of them before it
+// rejoins or leaves, so the last commit happens while the generation is
+// still the group's.
+func (p *Pipeline) startGeneration(gen *kafka.Generation) {
+	g := &generation{gen: gen}
+	for topic, assigned := range gen.Assignments {
+		for _, a := range assigned {
+			start := a.Offset
+			committed := int64(-1)
+			if start >= 0 {
+				committed = start
+			}
+			g.parts = append(g.parts, &partition{
+				topic:     topic,
+				id:        a.ID,
+				start:     start,
+				tracker:   newOffsetTracker(start),
+				committed: committed,
+				highWater: -1,
+				consumed:  p.metrics.consumed.WithLabelValues(topic),
+				log:       p.log.With().Str("topic", topic).Int("partition", a.ID).Logger(),
+			})
+		}
+	}
+	slices.SortFunc(g.parts, func(a, b *partition) int {
+		return cmp.Or(cmp.Compare(a.topic, b.topic), cmp.Compare(a.id, b.id))
+	})
+	assigned := zerolog.Arr()
+	for _, pt := range g.parts {
+		assigned.Str(pt.topic + "/" + strconv.Itoa(pt.id) + "@" + offsetString(pt.start))
+	}
+	p.log.Info().Int32("generation", gen.ID).Str("member_id", gen.MemberID).Array("partitions", assigned).
+		Msg("generation started")
+	p.metrics.assigned.Set(float64(len(g.parts)))
+
+	g.wg.Add(len(g.parts))
+	for _, pt := range g.parts {
+		gen.Start(func(ctx context.Context) {
+			defer g.wg.Done()
+			p.consumePartition(ctx, pt)
+		})
+	}
+	gen.Start(func(ctx context.Context) { p.commitLoop(ctx, g) })
+	if len(g.parts) > 0 {
+		gen.Start(func(ctx context.Context) { p.lagLoop(ctx, g) })
+	}
+}
+
+func offsetString(o int64) string {
+	switch o {
+	case kafka.FirstOffset:
+		return "first"
+	case kafka.LastOffset:
+		return "last"
+	}
+	return strconv.FormatInt(o, 10)
+}
+
+// consumePartition fetches, decodes, detects and submits one partition's
+// messages in offset order until the generation ends, then drains: it
+// stops fetching and waits (bounded by the drain timeout) until what it
+// submitted is stored, so the committer's final commit covers it.
+func (p *Pipeline) consumePartition(ctx context.Context, pt *partition) {
+	proc, err := p.newProcessor(pt.topic, pt.id)
+	if err != nil {
+		p.failFatal(fmt.Errorf("create detectors for %s/%d: %w", pt.topic, pt.id, err))
+		return
+	}
+	defer func() {
+		if c, ok := proc.(interface{ Close() error }); ok {
+			if err := c.Close(); err != nil {
+				pt.log.Warn().Err(err).Msg("closing detectors failed")
+			}
+		}
+	}()
+	r := p.kc.reader(pt.topic, pt.id)
+	if err := r.SetOffset(pt.start); err != nil {
+		pt.log.Error().Err(err).Msg("cannot position reader")
+		_ = r.Close()
+		return
+	}
+	fetchBackoff := backoff{cfg: p.cfg.Retry}
+	for {
+		m, err := r.FetchMessage(ctx)
+		if err != nil {
+			if ctx.Err() != nil || errors.Is(err, io.EOF) {
+				break
+			}
+			p.metrics.fetchErrors.Inc()
+			pause := fetchBackoff.next()
+			pt.log.Warn().Err(err).Dur("pause", pause).Msg("fetch failed; retrying")
+			if !sleep(ctx, pause) {
+				break
+			}
+			continue
+		}
+		fetchBackoff.reset()
+		pt.consumed.Inc()
+		p.stats.consumed.Add(1)
+		pt.setHighWater(m.HighWaterMark)
+		if err := pt.tracker.Begin(m.Offset); err != nil {
+			// A partition reader delivers increasing offsets; anything else
+			// is a redelivery of something already in flight.
+			pt.log.Warn().Int64("offset", m.Offset).Err(err).Msg("skipping out-of-order message")
+			continue
+		}
+		rec := p.process(ctx, pt, proc, &m)
+		if !p.sink.submit(ctx, rec) {
+			pt.tracker.Cancel(m.Offset)
+			break
+		}
+	}
+	// Stop fetching first: the reader's prefetched messages are dropped,
+	// not committed, and will be consumed again by the next owner.
+	_ = r.Close()
+	dctx, cancel := p.drainContext()
+	defer cancel()
+	start := time.Now()
+	err = p.sink.barrier(dctx)
+	next, _ := pt.tracker.Committable()
+	ev := pt.log.Info()
+	if err != nil {
+		ev = pt.log.Warn().Str("error", safeError(err))
+	}
+	ev.Int("unstored", pt.tracker.Pending()).Int64("next_offset", next).Dur("drain", time.Since(start)).
+		Msg("partition stopped")
+}
+
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+// process decodes m and runs the partition's detectors on it.
+func (p *Pipeline) process(ctx context.Context, pt *partition, proc Processor, m *kafka.Message) record {
+	rec := record{
+		pos:     store.Position{Topic: m.Topic, Partition: int32(m.Partition), Offset: m.Offset},
+		tracker: pt.tracker,
+	}
+	ev, err := p.decode(m.Value)
+	if err != nil {
+		rec.dead = p.deadLetter(pt, m, err)
+		return rec
+	}
+	rec.event = ev
+	findings, err := proc.Process(ctx, ev)
+	if err != nil {
+		p.metrics.detectorErrors.Inc()
+		// Detector errors name detectors and event ids, by contract.
+		pt.log.Warn().Int64("offset", m.Offset).Str("event_id", ev.EventID).Err(err).Msg("detector error")
+	}
+	rec.findings = findings
+	return rec
+}
+
+// deadLetter builds the dlq row and DLQ message for an undecodable m. The
+// log line and the row's error name the error class and field only.
+func (p *Pipeline) deadLetter(pt *partition, m *kafka.Message, err error) *deadLetter {
+	class := string(schemas.ErrorClassOf(err))
+	field := ""
+	var de *schemas.DecodeError
+	if errors.As(err, &de) {
+		field = de.Field
+	}
+	text := class
+	if field != "" {
+		text += ": " + field
+	}
+	now := time.Now().UTC()
+	pt.log.Warn().Int64("offset", m.Offset).Str("error_class", class).Str("field", field).
+		Msg("undecodable message; dead-lettering")
+	headers := []kafka.Header{
+		{Key: HeaderSourceTopic, Value: []byte(m.Topic)},
+		{Key: HeaderSourcePartition, Value: []byte(strconv.Itoa(m.Partition))},
+		{Key: HeaderSourceOffset, Value: []byte(strconv.FormatInt(m.Offset, 10))},
+		{Key: HeaderErrorClass, Value: []byte(class)},
+		{Key: HeaderErrorField, Value: []byte(field)},
+		{Key: HeaderDeadLetteredAt, Value: []byte(now.Format(time.RFC3339Nano))},
+	}
+	return &deadLetter{
+		row: store.DLQRow{
+			Position:   store.Position{Topic: m.Topic, Partition: int32(m.Partition), Offset: m.Offset},
+			Key:        m.Key,
+			Payload:    m.Value,
+			ErrorClass: class,
+			Error:      text,
+			ReceivedAt: now,
+		},
+		msg: kafka.Message{Key: m.Key, Value: m.Value, Headers: headers},
+	}
+}
+
+// commitLoop commits durable offsets every CommitInterval and after every
+// stored batch. When the generation ends it waits for the partitions to
+// drain and commits once more.
+func (p *Pipeline) commitLoop(ctx context.Context, g *generation) {
+	tick := time.NewTicker(p.cfg.CommitInterval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			g.wg.Wait()
+			p.finalCommit(g)
+			for _, pt := range g.parts {
+				p.metrics.lag.DeleteLabelValues(pt.topic, partitionLabel(pt.id))
+				p.metrics.committed.DeleteLabelValues(pt.topic, partitionLabel(pt.id))
+			}
+			p.metrics.assigned.Set(0)
+			p.log.Info().Int32("generation", g.gen.ID).Msg("generation ended")
+			return
+		case <-tick.C:
+		case <-p.sink.flushed:
+		}
+		_ = p.commit(g)
+	}
+}
+
+// finalCommit commits after the partitions drained. The generation has
+// ended locally but not yet at the coordinator, which accepts commits
+// from this member until it rejoins or leaves; a commit refused because the
+// group moved on (this member was evicted) is not retried: the new owner
+// starts from the last accepted commit.
+func (p *Pipeline) finalCommit(g *generation) {
+	dctx, cancel := p.drainContext()
+	defer cancel()
+	b := backoff{cfg: RetryConfig{InitialInterval: 50 * time.Millisecond, MaxInterval: time.Second, Multiplier: 2, Jitter: 0.2}}
+	for {
+		err := p.commit(g)
+		if err == nil || generationGone(err) {
+			return
+		}
+		p.metrics.retries.WithLabelValues(opCommit).Inc()
+		if !sleep(dctx, b.next()) {
+			return
+		}
+	}
+}
+
+// generationGone reports commit errors that mean this member no longer
+// owns its partitions.
+func generationGone(err error) bool {
+	return errors.Is(err, kafka.IllegalGeneration) || errors.Is(err, kafka.UnknownMemberId) ||
+		errors.Is(err, kafka.RebalanceInProgress) || errors.Is(err, kafka.FencedInstanceID)
+}
+
+// commit commits every partition's committable offset that moved.
+func (p *Pipeline) commit(g *generation) error {
+	offsets := map[string]map[int]int64{}
+	var moved []*partition
+	for _, pt := range g.parts {
+		next, ok := pt.tracker.Committable()
+		if !ok || next <= pt.committed {
+			continue
+		}
+		if offsets[pt.topic] == nil {
+			offsets[pt.topic] = map[int]int64{}
+		}
+		offsets[pt.topic][pt.id] = next
+		moved = append(moved, pt)
+	}
+	if len(moved) == 0 {
+		return nil
+	}
+	if err := g.gen.CommitOffsets(offsets); err != nil {
+		p.metrics.commits.WithLabelValues("error").Inc()
+		if generationGone(err) {
+			p.log.Info().Int32("generation", g.gen.ID).Err(err).Msg("offset commit refused: the generation has ended")
+		} else {
+			p.log.Warn().Int32("generation", g.gen.ID).Err(err).Msg("offset commit failed; will retry")
+		}
+		return err
+	}
+	p.metrics.commits.WithLabelValues("ok").Inc()
+	p.metrics.lastCommit.SetToCurrentTime()
+	for _, pt := range moved {
+		pt.mu.Lock()
+		pt.committed = offsets[pt.topic][pt.id]
+		pt.mu.Unlock()
+		p.metrics.committed.WithLabelValues(pt.topic, partitionLabel(pt.id)).Set(float64(pt.committed))
+		p.updateLag(pt)
+	}
+	return nil
+}
+
+// updateLag sets pt's lag gauge from what is known.
+func (p *Pipeline) updateLag(pt *partition) {
+	pt.mu.Lock()
+	hw := pt.highWater
+	pt.mu.Unlock()
+	c := p.committedOf(pt)
+	if hw < 0 || c < 0 {
+		return
+	}
+	p.metrics.lag.WithLabelValues(pt.topic, partitionLabel(pt.id)).Set(float64(max(hw-c, 0)))
+}
+
+func (p *Pipeline) committedOf(pt *partition) int64 {
+	pt.mu.Lock()
+	defer pt.mu.Unlock()
+	return pt.committed
+}
+
+// lagLoop measures the high watermarks of the generation's partitions
+// every LagInterval, so lag shows even when a reader is stuck.
+func (p *Pipeline) lagLoop(ctx context.Context, g *generation) {
+	client := p.kc.admin()
+	req := &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{}}
+	for _, pt := range g.parts {
+		req.Topics[pt.topic] = append(req.Topics[pt.topic], kafka.LastOffsetOf(pt.id))
+	}
+	byKey := map[string]*partition{}
+	for _, pt := range g.parts {
+		byKey[pt.topic+"/"+strconv.Itoa(pt.id)] = pt
+	}
+	tick := time.NewTicker(p.cfg.LagInterval)
+	defer tick.Stop()
+	for {
+		rctx, cancel := context.WithTimeout(context.Background(), p.kc.cfg.RequestTimeout)
+		res, err := client.ListOffsets(rctx, req)
+		cancel()
+		if err == nil {
+			for topic, offs := range res.Topics {
+				for _, o := range offs {
+					if pt := byKey[topic+"/"+strconv.Itoa(o.Partition)]; pt != nil && o.Error == nil {
+						pt.setHighWater(o.LastOffset)
+						p.updateLag(pt)
+					}
+				}
+			}
+		} else {
+			p.log.Debug().Err(err).Msg("lag measurement failed")
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
+}

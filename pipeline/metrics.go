@@ -1,0 +1,129 @@
+package pipeline
+
+import (
+	"strconv"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/ehrwatch/ehrwatch/pipeline/store"
+	"github.com/ehrwatch/ehrwatch/schemas"
+)
+
+// metrics are the pipeline's Prometheus metrics, on a registry of their
+// own. Labels are topics, partitions, tables, detector names and error
+// classes: bounded sets, never ids or data.
+type metrics struct {
+	reg *prometheus.Registry
+
+	consumed       *prometheus.CounterVec // topic
+	stored         *prometheus.CounterVec // table
+	deadLettered   *prometheus.CounterVec // error_class
+	findings       *prometheus.CounterVec // detector
+	detectorErrors prometheus.Counter
+	fetchErrors    prometheus.Counter
+	batchRows      *prometheus.HistogramVec // table
+	insertSeconds  *prometheus.HistogramVec // table
+	flushSeconds   prometheus.Histogram
+	retries        *prometheus.CounterVec // operation
+	inFlight       prometheus.Gauge
+	lag            *prometheus.GaugeVec // topic, partition
+	committed      *prometheus.GaugeVec // topic, partition
+	commits        *prometheus.CounterVec
+	lastCommit     prometheus.Gauge
+	assigned       prometheus.Gauge
+	generations    prometheus.Counter
+	ready          prometheus.Gauge
+}
+
+func newMetrics() *metrics {
+	reg := prometheus.NewRegistry()
+	f := func(c prometheus.Collector) { reg.MustRegister(c) }
+	m := &metrics{reg: reg}
+	m.consumed = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "ehrwatch_events_consumed_total", Help: "Messages fetched from Kafka.",
+	}, []string{"topic"})
+	m.stored = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "ehrwatch_rows_stored_total", Help: "Rows durably inserted into ClickHouse, by table.",
+	}, []string{"table"})
+	m.deadLettered = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "ehrwatch_dlq_messages_total", Help: "Messages durably dead-lettered (DLQ topic and dlq table), by error class.",
+	}, []string{"error_class"})
+	m.findings = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "ehrwatch_findings_total", Help: "Findings durably stored, by detector.",
+	}, []string{"detector"})
+	m.detectorErrors = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "ehrwatch_detector_errors_total", Help: "Events for which a detector returned an error (the event is still stored).",
+	})
+	m.fetchErrors = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "ehrwatch_fetch_errors_total", Help: "Errors returned by Kafka partition readers.",
+	})
+	m.batchRows = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name: "ehrwatch_batch_rows", Help: "Rows per INSERT, by table.",
+		Buckets: prometheus.ExponentialBuckets(1, 4, 10), // 1 .. 262144
+	}, []string{"table"})
+	m.insertSeconds = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name: "ehrwatch_insert_duration_seconds", Help: "Duration of one INSERT attempt, by table.",
+		Buckets: prometheus.ExponentialBuckets(0.001, 2.5, 12),
+	}, []string{"table"})
+	m.flushSeconds = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name: "ehrwatch_flush_duration_seconds", Help: "Duration of one flush (DLQ produce and every table's INSERT, retries included).",
+		Buckets: prometheus.ExponentialBuckets(0.001, 2.5, 14),
+	})
+	m.retries = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "ehrwatch_retries_total", Help: "Retried operations, by operation.",
+	}, []string{"operation"})
+	m.inFlight = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "ehrwatch_messages_in_flight", Help: "Messages fetched and processed but not yet durably stored.",
+	})
+	m.lag = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "ehrwatch_consumer_lag", Help: "High watermark minus committed offset, per assigned partition.",
+	}, []string{"topic", "partition"})
+	m.committed = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "ehrwatch_committed_offset", Help: "Last offset committed, per assigned partition.",
+	}, []string{"topic", "partition"})
+	m.commits = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "ehrwatch_offset_commits_total", Help: "Offset commit requests, by result.",
+	}, []string{"result"})
+	m.lastCommit = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "ehrwatch_last_commit_timestamp_seconds", Help: "Unix time of the last successful offset commit.",
+	})
+	m.assigned = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "ehrwatch_assigned_partitions", Help: "Partitions assigned to this instance.",
+	})
+	m.generations = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "ehrwatch_group_generations_total", Help: "Consumer group generations joined.",
+	})
+	m.ready = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "ehrwatch_ready", Help: "1 when /readyz reports ready.",
+	})
+	for _, c := range []prometheus.Collector{
+		m.consumed, m.stored, m.deadLettered, m.findings, m.detectorErrors, m.fetchErrors,
+		m.batchRows, m.insertSeconds, m.flushSeconds, m.retries, m.inFlight, m.lag, m.committed,
+		m.commits, m.lastCommit, m.assigned, m.generations, m.ready,
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+	} {
+		f(c)
+	}
+	// Pre-create the bounded label values, so rates start at zero.
+	for _, t := range store.Tables {
+		m.stored.WithLabelValues(t)
+	}
+	for _, c := range schemas.ErrorClasses {
+		m.deadLettered.WithLabelValues(string(c))
+	}
+	for _, op := range []string{opClickHouse, opDLQ, opCommit} {
+		m.retries.WithLabelValues(op)
+	}
+	return m
+}
+
+// Retried operations.
+const (
+	opClickHouse = "clickhouse_insert"
+	opDLQ        = "dlq_produce"
+	opCommit     = "offset_commit"
+)
+
+func partitionLabel(p int) string { return strconv.Itoa(p) }

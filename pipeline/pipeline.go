@@ -1,0 +1,327 @@
+package pipeline
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/rs/zerolog"
+	"github.com/segmentio/kafka-go"
+
+	"github.com/ehrwatch/ehrwatch/pipeline/store"
+	"github.com/ehrwatch/ehrwatch/schemas"
+)
+
+// Processor runs the detectors of one partition. The pipeline calls
+// Process for every decoded event of that partition, one at a time, in
+// offset order, from one goroutine. Findings are stored with the event's
+// partition and offset. An error is counted and logged (so it must not
+// carry patient data) and never stops consumption: the event and any
+// findings returned with the error are still stored.
+//
+// *detectors.Engine is the production Processor. If a Processor has a
+// Close() error method, it is called when its partition is revoked.
+type Processor interface {
+	Process(ctx context.Context, ev *schemas.AccessEvent) ([]schemas.Finding, error)
+}
+
+// ProcessorFactory creates the Processor for a partition when it is
+// assigned to this instance. Its state lives as long as the assignment. An
+// error stops the pipeline.
+type ProcessorFactory func(topic string, partition int) (Processor, error)
+
+// Deps are the pipeline's collaborators.
+type Deps struct {
+	// Logger receives the pipeline's logs. They carry topics, partitions,
+	// offsets, event ids, error classes and counts; never payloads or
+	// patient data.
+	Logger zerolog.Logger
+	// ClickHouse stores the batches (through a store.Writer) unless Sink
+	// is set.
+	ClickHouse driver.Conn
+	// Sink overrides ClickHouse: DiscardSink for benchmarks.
+	Sink Sink
+	// DeadLetters overrides the DLQ producer built from the Kafka config.
+	DeadLetters DeadLetterWriter
+	// NewProcessor creates each partition's detectors; nil runs none.
+	NewProcessor ProcessorFactory
+	// Decode overrides schemas.DecodeEvent.
+	Decode func([]byte) (*schemas.AccessEvent, error)
+}
+
+// Pipeline consumes access events from Kafka in a consumer group, runs the
+// detectors per partition, stores events, findings and dead letters in
+// ClickHouse and commits what is stored. See the package documentation
+// for its guarantees.
+type Pipeline struct {
+	cfg          Config
+	kc           *kafkaClients
+	log          zerolog.Logger
+	metrics      *metrics
+	health       *health
+	sink         *sink
+	ownDLQ       *kafka.Writer // closed by Run when the pipeline built it
+	decode       func([]byte) (*schemas.AccessEvent, error)
+	newProcessor ProcessorFactory
+
+	running  atomic.Bool
+	fatal    chan error
+	fatalSet sync.Once
+	// shutdownAt is the shutdown deadline (unix nanoseconds); 0 while
+	// running normally.
+	shutdownAt atomic.Int64
+
+	stats counters
+}
+
+// counters back Stats.
+type counters struct {
+	consumed, stored, deadLettered atomic.Int64
+}
+
+// New builds a pipeline; it validates cfg and kafkaCfg and connects to
+// nothing until Run.
+func New(cfg Config, kafkaCfg KafkaConfig, deps Deps) (*Pipeline, error) {
+	if err := errors.Join(cfg.Validate("pipeline"), kafkaCfg.Validate("kafka"),
+		cfg.ValidateWith("pipeline", kafkaCfg, "kafka")); err != nil {
+		return nil, err
+	}
+	kc, err := newKafkaClients(kafkaCfg, deps.Logger)
+	if err != nil {
+		return nil, err
+	}
+	p := &Pipeline{
+		cfg:          cfg,
+		kc:           kc,
+		log:          deps.Logger,
+		metrics:      newMetrics(),
+		decode:       deps.Decode,
+		newProcessor: deps.NewProcessor,
+		fatal:        make(chan error, 1),
+	}
+	p.health = newHealth(func(ready bool) {
+		if ready {
+			p.metrics.ready.Set(1)
+		} else {
+			p.metrics.ready.Set(0)
+		}
+	})
+	if p.decode == nil {
+		p.decode = schemas.DecodeEvent
+	}
+	if p.newProcessor == nil {
+		p.newProcessor = func(string, int) (Processor, error) { return nopProcessor{}, nil }
+	}
+	st := deps.Sink
+	if st == nil {
+		if deps.ClickHouse == nil {
+			return nil, errors.New("pipeline: Deps.ClickHouse or Deps.Sink is required")
+		}
+		w := store.NewWriter(deps.ClickHouse)
+		w.OnInsert = func(table string, rows int, took time.Duration, err error) {
+			p.metrics.insertSeconds.WithLabelValues(table).Observe(took.Seconds())
+		}
+		st = w
+	}
+	dlq := deps.DeadLetters
+	if dlq == nil {
+		p.ownDLQ = kc.dlqWriter()
+		dlq = p.ownDLQ
+	}
+	p.sink = newSink(cfg, st, dlq, p.metrics, p.health, p.log.With().Str("component", "sink").Logger())
+	p.sink.stats = &p.stats
+	p.health.set("kafka", "not started")
+	return p, nil
+}
+
+type nopProcessor struct{}
+
+func (nopProcessor) Process(context.Context, *schemas.AccessEvent) ([]schemas.Finding, error) {
+	return nil, nil
+}
+
+// Registry is the pipeline's Prometheus registry (served by Handler).
+func (p *Pipeline) Registry() *prometheus.Registry { return p.metrics.reg }
+
+// Ready reports whether the pipeline is consuming and storing normally;
+// when it is not, reason says why (e.g. ClickHouse unreachable).
+func (p *Pipeline) Ready() (ready bool, reason string) { return p.health.status() }
+
+// Stats are running totals since New.
+type Stats struct {
+	Consumed     int64 // messages fetched
+	Stored       int64 // events durably stored
+	DeadLettered int64 // messages durably dead-lettered
+}
+
+// Stats returns running totals.
+func (p *Pipeline) Stats() Stats {
+	return Stats{
+		Consumed:     p.stats.consumed.Load(),
+		Stored:       p.stats.stored.Load(),
+		DeadLettered: p.stats.deadLettered.Load(),
+	}
+}
+
+// Run consumes until ctx ends, then shuts down in order, within
+// Config.ShutdownTimeout: stop fetching, flush what was processed, commit
+// it, leave the group, close. It returns nil after a shutdown caused by
+// ctx, and the error when the pipeline stopped because storing failed
+// permanently. Run may be called once.
+func (p *Pipeline) Run(ctx context.Context) error {
+	if !p.running.CompareAndSwap(false, true) {
+		return errors.New("pipeline: Run called twice")
+	}
+	p.log.Info().Strs("topics", p.kc.cfg.Topics).Str("group_id", p.kc.cfg.GroupID).
+		Int("batch_max_rows", p.cfg.BatchMaxRows).Dur("batch_max_wait", p.cfg.BatchMaxWait).
+		Msg("pipeline starting")
+
+	// The sink outlives ctx: it must flush during the shutdown.
+	sinkCtx, cancelSink := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelSink()
+	p.sink.start(sinkCtx)
+
+	if err := p.waitForTopics(ctx); err != nil {
+		cancelSink()
+		p.sink.wait()
+		p.log.Info().Msg("pipeline stopped before it joined the group")
+		return nil
+	}
+	cg, err := kafka.NewConsumerGroup(p.kc.groupConfig())
+	if err != nil {
+		cancelSink()
+		p.sink.wait()
+		return fmt.Errorf("kafka consumer group: %w", err)
+	}
+	p.health.set("kafka", "joining consumer group "+p.kc.cfg.GroupID)
+	loopDone := make(chan struct{})
+	go func() {
+		defer close(loopDone)
+		p.consumeGenerations(cg)
+	}()
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+		p.log.Info().Msg("stopping: stop fetching, flush, commit, leave the group")
+	case runErr = <-p.fatal:
+	case <-p.sink.failed:
+		runErr = p.sink.err()
+	}
+	if runErr != nil {
+		p.log.Error().Str("error", safeError(runErr)).Msg("stopping after a permanent error")
+	}
+	deadline := time.Now().Add(p.cfg.ShutdownTimeout)
+	p.shutdownAt.Store(deadline.UnixNano())
+	p.health.set("shutdown", "shutting down")
+
+	// Closing the group ends the generation: every partition stops
+	// fetching, waits for its processed messages to be stored, the last
+	// offsets are committed while the generation is still valid, and only
+	// then does the member leave the group.
+	closed := make(chan struct{})
+	go func() {
+		_ = cg.Close()
+		close(closed)
+	}()
+	timer := time.NewTimer(time.Until(deadline))
+	defer timer.Stop()
+	select {
+	case <-closed:
+		<-loopDone
+	case <-timer.C:
+		p.log.Error().Dur("shutdown_timeout", p.cfg.ShutdownTimeout).
+			Msg("shutdown deadline passed before every partition drained; what was not committed will be consumed again")
+	}
+	cancelSink()
+	p.sink.wait()
+	if p.ownDLQ != nil {
+		closeWithin(p.ownDLQ.Close, time.Until(deadline)+time.Second)
+	}
+	p.kc.transport.CloseIdleConnections()
+	if runErr == nil {
+		runErr = p.sink.err()
+	}
+	st := p.Stats()
+	p.log.Info().Int64("consumed", st.Consumed).Int64("stored", st.Stored).
+		Int64("dead_lettered", st.DeadLettered).Msg("pipeline stopped")
+	return runErr
+}
+
+// waitForTopics returns once the brokers answer and every source topic
+// exists, or with ctx's error. kafka-go's consumer group would otherwise
+// end and rejoin generation after generation while a topic is missing.
+func (p *Pipeline) waitForTopics(ctx context.Context) error {
+	client := p.kc.admin()
+	warned := false
+	for {
+		rctx, cancel := context.WithTimeout(ctx, p.kc.cfg.RequestTimeout)
+		md, err := client.Metadata(rctx, &kafka.MetadataRequest{Topics: p.kc.cfg.Topics})
+		cancel()
+		var missing []string
+		if err == nil {
+			found := map[string]bool{}
+			for _, t := range md.Topics {
+				if t.Error == nil && len(t.Partitions) > 0 {
+					found[t.Name] = true
+				}
+			}
+			for _, t := range p.kc.cfg.Topics {
+				if !found[t] {
+					missing = append(missing, t)
+				}
+			}
+			if len(missing) == 0 {
+				return nil
+			}
+			err = fmt.Errorf("topics %s do not exist", strings.Join(missing, ", "))
+		}
+		p.health.set("kafka", err.Error())
+		if !warned {
+			p.log.Warn().Err(err).Msg("waiting for the brokers and source topics")
+			warned = true
+		}
+		if !sleep(ctx, 2*time.Second) {
+			return ctx.Err()
+		}
+	}
+}
+
+// closeWithin calls closeFn, giving up waiting after d (kafka-go's Close
+// can block on an unresponsive broker).
+func closeWithin(closeFn func() error, d time.Duration) {
+	done := make(chan struct{})
+	go func() {
+		_ = closeFn()
+		close(done)
+	}()
+	t := time.NewTimer(max(d, 0))
+	defer t.Stop()
+	select {
+	case <-done:
+	case <-t.C:
+	}
+}
+
+// failFatal stops the pipeline with err.
+func (p *Pipeline) failFatal(err error) {
+	p.fatalSet.Do(func() { p.fatal <- err })
+}
+
+// drainContext bounds the drain of a revoked partition: DrainTimeout, and
+// never past the shutdown deadline.
+func (p *Pipeline) drainContext() (context.Context, context.CancelFunc) {
+	deadline := time.Now().Add(p.cfg.DrainTimeout)
+	if at := p.shutdownAt.Load(); at != 0 {
+		if sd := time.Unix(0, at); sd.Before(deadline) {
+			deadline = sd
+		}
+	}
+	return context.WithDeadline(context.Background(), deadline)
+}

@@ -1,0 +1,372 @@
+package pipeline
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"time"
+
+	"github.com/rs/zerolog"
+	"github.com/segmentio/kafka-go"
+
+	"github.com/ehrwatch/ehrwatch/pipeline/store"
+	"github.com/ehrwatch/ehrwatch/schemas"
+)
+
+// Sink stores batches. *store.Writer is the production Sink. Write must be
+// idempotent for a given *store.Batch: the pipeline calls it again with the
+// same batch after a retryable error.
+type Sink interface {
+	Write(ctx context.Context, b *store.Batch) error
+}
+
+// DeadLetterWriter produces dead letters synchronously: when
+// WriteMessages returns nil every message is acknowledged by the brokers.
+// *kafka.Writer (sync, RequiredAcks all) is the production one.
+type DeadLetterWriter interface {
+	WriteMessages(ctx context.Context, msgs ...kafka.Message) error
+}
+
+// DiscardSink drops every batch; for benchmarks of everything but storage.
+type DiscardSink struct{}
+
+// Write does nothing.
+func (DiscardSink) Write(context.Context, *store.Batch) error { return nil }
+
+// record is one Kafka message after decoding and detection, on its way to
+// storage. Exactly one of event and dead is set.
+type record struct {
+	pos      store.Position
+	tracker  *offsetTracker
+	event    *schemas.AccessEvent
+	findings []schemas.Finding
+	dead     *deadLetter
+}
+
+// deadLetter is an undecodable message: its dlq row and its copy for the
+// DLQ topic.
+type deadLetter struct {
+	row store.DLQRow
+	msg kafka.Message
+}
+
+// item travels from the partition consumers to the batcher: a record, or
+// a barrier that is answered once everything sent before it is stored.
+type item struct {
+	rec     record
+	barrier chan error
+}
+
+// pending is one batch on its way to storage.
+type pending struct {
+	seq      uint64
+	batch    store.Batch
+	dlq      []kafka.Message // dead letters not yet produced
+	acks     map[*offsetTracker]ackRange
+	messages int
+	barriers []chan error
+}
+
+type ackRange struct{ first, last int64 }
+
+func (p *pending) add(r *record) {
+	p.messages++
+	if r.dead != nil {
+		p.batch.DeadLetters = append(p.batch.DeadLetters, r.dead.row)
+		p.dlq = append(p.dlq, r.dead.msg)
+	} else {
+		p.batch.Events = append(p.batch.Events, store.EventRow{Position: r.pos, Event: r.event})
+		for i := range r.findings {
+			p.batch.Findings = append(p.batch.Findings, store.FindingRow{Position: r.pos, Finding: &r.findings[i]})
+		}
+	}
+	if p.acks == nil {
+		p.acks = map[*offsetTracker]ackRange{}
+	}
+	if a, ok := p.acks[r.tracker]; ok {
+		p.acks[r.tracker] = ackRange{first: a.first, last: r.pos.Offset}
+	} else {
+		p.acks[r.tracker] = ackRange{first: r.pos.Offset, last: r.pos.Offset}
+	}
+}
+
+// sink batches records from every partition and stores them: the batcher
+// goroutine fills a batch until BatchMaxRows or BatchMaxWait, then hands it
+// to the flusher goroutine, which produces its dead letters, inserts it
+// (one INSERT per table), retrying until it succeeds, and then acks its
+// offsets in their partitions' trackers. While the flusher retries, the
+// batcher fills the next batch; when that is full too it stops reading the
+// bounded input queue, and the consumers, blocked on it, stop fetching.
+type sink struct {
+	cfg     Config
+	store   Sink
+	dlq     DeadLetterWriter
+	m       *metrics
+	health  *health
+	log     zerolog.Logger
+	in      chan item
+	flushCh chan *pending
+	// flushed is signalled (without blocking) after every stored batch,
+	// so the committer can commit promptly.
+	flushed chan struct{}
+
+	stats *counters // optional
+
+	failOnce sync.Once
+	failed   chan struct{} // closed on a permanent error
+	failErr  error
+	wg       sync.WaitGroup
+}
+
+func newSink(cfg Config, st Sink, dlq DeadLetterWriter, m *metrics, h *health, log zerolog.Logger) *sink {
+	return &sink{
+		cfg:     cfg,
+		store:   st,
+		dlq:     dlq,
+		m:       m,
+		health:  h,
+		log:     log,
+		in:      make(chan item, cfg.QueueSize),
+		flushCh: make(chan *pending),
+		flushed: make(chan struct{}, 1),
+		failed:  make(chan struct{}),
+	}
+}
+
+// start runs the batcher and the flusher until ctx ends or a write fails
+// permanently.
+func (s *sink) start(ctx context.Context) {
+	s.wg.Add(2)
+	go func() { defer s.wg.Done(); s.batch(ctx) }()
+	go func() { defer s.wg.Done(); s.flush(ctx) }()
+}
+
+// wait waits for the goroutines started by start.
+func (s *sink) wait() { s.wg.Wait() }
+
+// fail records a permanent error; submit and barrier fail from then on.
+func (s *sink) fail(err error) {
+	s.failOnce.Do(func() {
+		s.failErr = err
+		close(s.failed)
+	})
+}
+
+// err is the permanent error, once there is one.
+func (s *sink) err() error {
+	select {
+	case <-s.failed:
+		return s.failErr
+	default:
+		return nil
+	}
+}
+
+// submit hands r to the batcher, blocking while the queue is full. It
+// reports false, without handing r on, when ctx ends first or the sink has
+// failed.
+func (s *sink) submit(ctx context.Context, r record) bool {
+	if s.err() != nil {
+		return false
+	}
+	select {
+	case s.in <- item{rec: r}:
+		s.m.inFlight.Inc()
+		return true
+	case <-ctx.Done():
+	case <-s.failed:
+	}
+	return false
+}
+
+// barrier returns once every record submitted before it is stored (nil),
+// or with an error when ctx ends first or the sink fails.
+func (s *sink) barrier(ctx context.Context) error {
+	if err := s.err(); err != nil {
+		return err
+	}
+	done := make(chan error, 1)
+	select {
+	case s.in <- item{barrier: done}:
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-s.failed:
+		return s.failErr
+	}
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-s.failed:
+		return s.failErr
+	}
+}
+
+func (s *sink) batch(ctx context.Context) {
+	var seq uint64
+	next := func() *pending {
+		seq++
+		return &pending{seq: seq}
+	}
+	cur := next()
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	defer timer.Stop()
+	dispatch := func() bool {
+		timer.Stop()
+		p := cur
+		cur = next()
+		select {
+		case s.flushCh <- p:
+			return true
+		case <-ctx.Done():
+			answer(p.barriers, ctx.Err())
+		case <-s.failed:
+			answer(p.barriers, s.failErr)
+		}
+		return false
+	}
+	for {
+		select {
+		case it := <-s.in:
+			if it.barrier != nil {
+				cur.barriers = append(cur.barriers, it.barrier)
+				if !dispatch() {
+					return
+				}
+				continue
+			}
+			cur.add(&it.rec)
+			if cur.messages == 1 {
+				timer.Reset(s.cfg.BatchMaxWait)
+			}
+			if cur.batch.Len() >= s.cfg.BatchMaxRows && !dispatch() {
+				return
+			}
+		case <-timer.C:
+			if cur.messages > 0 && !dispatch() {
+				return
+			}
+		case <-ctx.Done():
+			answer(cur.barriers, ctx.Err())
+			return
+		case <-s.failed:
+			return
+		}
+	}
+}
+
+func answer(barriers []chan error, err error) {
+	for _, b := range barriers {
+		b <- err
+	}
+}
+
+func (s *sink) flush(ctx context.Context) {
+	for {
+		select {
+		case p := <-s.flushCh:
+			err := s.write(ctx, p)
+			answer(p.barriers, err)
+			if err != nil {
+				if ctx.Err() == nil {
+					s.fail(err)
+				}
+				return
+			}
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// write makes one batch durable, retrying until it is, then acks its
+// offsets.
+func (s *sink) write(ctx context.Context, p *pending) error {
+	if p.messages == 0 {
+		return nil
+	}
+	start := time.Now()
+	log := s.log.With().Uint64("batch", p.seq).Logger()
+	log.Debug().Int("messages", p.messages).Int("events", len(p.batch.Events)).
+		Int("findings", len(p.batch.Findings)).Int("dead_letters", len(p.batch.DeadLetters)).
+		Msg("flush started")
+	op := ""
+	err := retry(ctx, s.cfg.Retry, func(ctx context.Context) error {
+		if len(p.dlq) > 0 {
+			op = opDLQ
+			if err := s.produceDeadLetters(ctx, p); err != nil {
+				return err
+			}
+		}
+		op = opClickHouse
+		return s.store.Write(ctx, &p.batch)
+	}, func(err error, attempt int, pause time.Duration) {
+		s.m.retries.WithLabelValues(op).Inc()
+		reason := safeError(err)
+		s.health.set(op, reason+" (retrying)")
+		log.Warn().Str("operation", op).Str("error", reason).Int("attempt", attempt).
+			Dur("pause", pause).Msg("write failed; retrying")
+	})
+	if err != nil {
+		if ctx.Err() == nil {
+			log.Error().Str("operation", op).Str("error", safeError(err)).Msg("write failed permanently")
+		}
+		return err
+	}
+	s.health.clear(opDLQ)
+	s.health.clear(opClickHouse)
+	for tr, r := range p.acks {
+		tr.AckRange(r.first, r.last)
+	}
+	s.account(p, time.Since(start))
+	log.Debug().Int("messages", p.messages).Dur("took", time.Since(start)).Msg("flush done")
+	select {
+	case s.flushed <- struct{}{}:
+	default:
+	}
+	return nil
+}
+
+// produceDeadLetters writes p's dead letters to the DLQ topic, keeping only
+// those that failed for the next attempt.
+func (s *sink) produceDeadLetters(ctx context.Context, p *pending) error {
+	err := s.dlq.WriteMessages(ctx, p.dlq...)
+	if err == nil {
+		p.dlq = nil
+		return nil
+	}
+	var we kafka.WriteErrors
+	if errors.As(err, &we) && len(we) == len(p.dlq) {
+		var left []kafka.Message
+		for i, e := range we {
+			if e != nil {
+				left = append(left, p.dlq[i])
+			}
+		}
+		p.dlq = left
+	}
+	return err
+}
+
+func (s *sink) account(p *pending, took time.Duration) {
+	if s.stats != nil {
+		s.stats.stored.Add(int64(len(p.batch.Events)))
+		s.stats.deadLettered.Add(int64(len(p.batch.DeadLetters)))
+	}
+	s.m.flushSeconds.Observe(took.Seconds())
+	s.m.inFlight.Sub(float64(p.messages))
+	for _, t := range store.Tables {
+		if n := p.batch.Rows(t); n > 0 {
+			s.m.stored.WithLabelValues(t).Add(float64(n))
+			s.m.batchRows.WithLabelValues(t).Observe(float64(n))
+		}
+	}
+	for i := range p.batch.DeadLetters {
+		s.m.deadLettered.WithLabelValues(p.batch.DeadLetters[i].ErrorClass).Inc()
+	}
+	for i := range p.batch.Findings {
+		s.m.findings.WithLabelValues(p.batch.Findings[i].Finding.Detector).Inc()
+	}
+}
