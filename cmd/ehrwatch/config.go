@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"reflect"
 	"strconv"
@@ -13,6 +14,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/ehrwatch/ehrwatch/pipeline"
 	"github.com/ehrwatch/ehrwatch/pipeline/store"
 )
 
@@ -20,17 +22,80 @@ import (
 // EHRWATCH_* environment variables, then command-line flags. Each section is
 // owned, defaulted and validated by its package.
 type Config struct {
-	ClickHouse store.Config `yaml:"clickhouse"`
+	Kafka      pipeline.KafkaConfig `yaml:"kafka"`
+	ClickHouse store.Config         `yaml:"clickhouse"`
+	Pipeline   pipeline.Config      `yaml:"pipeline"`
+	HTTP       HTTPConfig           `yaml:"http"`
+	Log        LogConfig            `yaml:"log"`
 }
 
 // DefaultConfig is what an empty file means.
 func DefaultConfig() Config {
-	return Config{ClickHouse: store.DefaultConfig()}
+	return Config{
+		Kafka:      pipeline.DefaultKafkaConfig(),
+		ClickHouse: store.DefaultConfig(),
+		Pipeline:   pipeline.DefaultConfig(),
+		HTTP:       DefaultHTTPConfig(),
+		Log:        DefaultLogConfig(),
+	}
 }
 
-// Validate reports the first bad value, naming its key.
+// Validate reports every bad value, each naming its key.
 func (c *Config) Validate() error {
-	return c.ClickHouse.Validate("clickhouse")
+	return errors.Join(
+		c.Kafka.Validate("kafka"),
+		c.ClickHouse.Validate("clickhouse"),
+		c.Pipeline.Validate("pipeline"),
+		c.Pipeline.ValidateWith("pipeline", c.Kafka, "kafka"),
+		c.HTTP.Validate("http"),
+		c.Log.Validate("log"),
+	)
+}
+
+// HTTPConfig is the operational HTTP endpoint (/metrics, /healthz,
+// /readyz).
+type HTTPConfig struct {
+	// Listen is the host:port to serve on (":9464": every interface).
+	Listen string `yaml:"listen"`
+}
+
+// DefaultHTTPConfig serves on port 9464.
+func DefaultHTTPConfig() HTTPConfig { return HTTPConfig{Listen: ":9464"} }
+
+// Validate reports a bad listen address under prefix.
+func (c HTTPConfig) Validate(prefix string) error {
+	if _, port, err := net.SplitHostPort(c.Listen); err != nil {
+		return fmt.Errorf("%s.listen: want [host]:port, got %q", prefix, c.Listen)
+	} else if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+		return fmt.Errorf("%s.listen: bad port %q", prefix, port)
+	}
+	return nil
+}
+
+// LogConfig is how ehrwatch logs (to stderr). Logs never carry patient
+// data.
+type LogConfig struct {
+	// Level is debug, info, warn or error.
+	Level string `yaml:"level"`
+	// Format is json (production) or console (human-readable).
+	Format string `yaml:"format"`
+}
+
+// DefaultLogConfig logs JSON at info level.
+func DefaultLogConfig() LogConfig { return LogConfig{Level: "info", Format: "json"} }
+
+// Validate reports every bad log setting under prefix.
+func (c LogConfig) Validate(prefix string) error {
+	var errs []error
+	switch c.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		errs = append(errs, fmt.Errorf("%s.level: want debug, info, warn or error, got %q", prefix, c.Level))
+	}
+	if c.Format != "json" && c.Format != "console" {
+		errs = append(errs, fmt.Errorf("%s.format: want json or console, got %q", prefix, c.Format))
+	}
+	return errors.Join(errs...)
 }
 
 // LoadConfig reads path (empty: defaults only), applies environment

@@ -4,9 +4,14 @@
 //
 // Subcommands:
 //
+//	ehrwatch run --config F        the production process: Kafka -> detectors -> ClickHouse
 //	ehrwatch demo                  the whole pipeline on an in-process broker with a synthetic hospital
+//	ehrwatch gen --out DIR         write a synthetic hospital and its labelled access stream (or --kafka)
 //	ehrwatch migrate --config F    create or upgrade the ClickHouse schema
+//	ehrwatch serve --config F      the triage and report HTTP API
+//	ehrwatch report patient|user   who opened patient X / what user U opened (--id --from --to --config F)
 //	ehrwatch config validate F     check a configuration file and report every bad key
+//	ehrwatch bench pipeline --config F  throughput: raw kafka-go fetch vs ehrwatch without and with ClickHouse
 //	ehrwatch version               print the version
 package main
 
@@ -51,9 +56,14 @@ func exitCode(err error) int {
 const usage = `usage: ehrwatch <command> [flags]
 
 commands:
+  run                the production process: consume, detect, store (--config FILE)
   demo               run the real pipeline on an in-process Kafka with a synthetic hospital
+  gen                write a synthetic hospital and labelled access stream (--out DIR, or --kafka BROKERS)
   migrate            create or upgrade the ClickHouse schema (--config FILE)
+  serve              serve the triage and report API (--config FILE)
+  report patient|user  access report for a patient or a user (--id --from --to --config FILE)
   config validate F  check a configuration file; every bad value is reported with its key
+  bench pipeline     measure throughput: raw kafka-go fetch, ehrwatch without sink, ehrwatch into ClickHouse
   version            print the version
 `
 
@@ -63,12 +73,22 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return usageError{"no command given"}
 	}
 	switch args[0] {
+	case "run":
+		return runRun(ctx, args[1:], stdout, stderr)
 	case "demo":
 		return runDemo(ctx, args[1:], stdout, stderr)
+	case "gen":
+		return runGen(ctx, args[1:], stdout, stderr)
 	case "migrate":
 		return runMigrate(ctx, args[1:], stdout, stderr)
+	case "serve":
+		return runServe(ctx, args[1:], os.Stdin, stdout, stderr)
+	case "report":
+		return runReport(ctx, args[1:], stdout, stderr)
 	case "config":
 		return runConfig(args[1:], stdout, stderr)
+	case "bench":
+		return runBench(ctx, args[1:], stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, "ehrwatch", version)
 		return nil

@@ -1,0 +1,310 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2"
+	"github.com/rs/zerolog"
+	"github.com/segmentio/kafka-go"
+
+	"github.com/ehrwatch/ehrwatch/pipeline"
+	"github.com/ehrwatch/ehrwatch/pipeline/store"
+	"github.com/ehrwatch/ehrwatch/schemas"
+)
+
+// runBench is `ehrwatch bench pipeline`: it produces a synthetic topic
+// and consumes it three times, measuring
+//
+//	(a) a bare kafka-go fetch loop (one partition reader per partition),
+//	(b) the whole pipeline with the sink disabled,
+//	(c) the whole pipeline into ClickHouse (a fresh database, dropped after),
+//
+// and prints events/s and the ratios between them.
+func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 || args[0] != "pipeline" {
+		fmt.Fprint(stderr, "usage: ehrwatch bench pipeline --config FILE [--events N] [--partitions P] [--skip-clickhouse]\n")
+		return usageError{"bench: want `bench pipeline`"}
+	}
+	fs := flag.NewFlagSet("bench pipeline", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	configPath := fs.String("config", "", "configuration file (Kafka brokers and ClickHouse); the topic and database are created by the benchmark")
+	events := fs.Int("events", 200_000, "events to produce and consume")
+	partitions := fs.Int("partitions", 4, "partitions of the benchmark topic")
+	replication := fs.Int("replication", 1, "replication factor of the benchmark topic")
+	skipCH := fs.Bool("skip-clickhouse", false, "skip (c), the run into ClickHouse")
+	keep := fs.Bool("keep", false, "keep the benchmark topic and database")
+	if err := fs.Parse(args[1:]); err != nil {
+		return err
+	}
+	if *events < 1 || *partitions < 1 {
+		return usageError{"bench: --events and --partitions must be >= 1"}
+	}
+	cfg, err := LoadConfig(*configPath, os.Environ())
+	if err != nil {
+		return err
+	}
+	log := newLogger(LogConfig{Level: "warn", Format: "console"}, stderr)
+
+	var rnd [4]byte
+	_, _ = rand.Read(rnd[:])
+	id := hex.EncodeToString(rnd[:])
+	topic := "ehrwatch-bench-" + id
+	b := &bench{cfg: cfg, topic: topic, partitions: *partitions, events: *events, out: stdout, log: log}
+	if err := b.setup(ctx, *replication); err != nil {
+		return err
+	}
+	if !*keep {
+		defer b.deleteTopic()
+	}
+
+	raw, err := b.rawFetch(ctx)
+	if err != nil {
+		return fmt.Errorf("(a) raw fetch: %w", err)
+	}
+	b.report("(a) kafka-go fetch loop", raw, measurement{})
+
+	noSink, err := b.pipeline(ctx, "discard", pipeline.Deps{Sink: pipeline.DiscardSink{}, DeadLetters: discardDLQ{}})
+	if err != nil {
+		return fmt.Errorf("(b) pipeline without sink: %w", err)
+	}
+	b.report("(b) ehrwatch, sink disabled", noSink, raw)
+
+	if *skipCH {
+		return nil
+	}
+	chCfg := cfg.ClickHouse
+	chCfg.Database = cfg.ClickHouse.Database + "_bench_" + id
+	conn, err := b.database(ctx, chCfg, *keep)
+	if err != nil {
+		return fmt.Errorf("(c) clickhouse: %w", err)
+	}
+	defer conn.Close()
+	intoCH, err := b.pipeline(ctx, "clickhouse", pipeline.Deps{ClickHouse: conn, DeadLetters: discardDLQ{}})
+	if err != nil {
+		return fmt.Errorf("(c) pipeline into clickhouse: %w", err)
+	}
+	b.report("(c) ehrwatch into ClickHouse", intoCH, raw)
+	fmt.Fprintf(stdout, "(c)/(b) = %.2f\n", intoCH.rate()/noSink.rate())
+	return nil
+}
+
+type bench struct {
+	cfg        Config
+	topic      string
+	partitions int
+	events     int
+	out        io.Writer
+	log        zerolog.Logger
+	client     *kafka.Client
+}
+
+type measurement struct {
+	events int
+	took   time.Duration
+}
+
+func (m measurement) rate() float64 { return float64(m.events) / m.took.Seconds() }
+
+func (b *bench) report(name string, m measurement, base measurement) {
+	fmt.Fprintf(b.out, "%-32s %9d events in %8s = %9.0f events/s", name, m.events, m.took.Round(time.Millisecond), m.rate())
+	if base.events > 0 {
+		fmt.Fprintf(b.out, "   (%.2f of (a))", m.rate()/base.rate())
+	}
+	fmt.Fprintln(b.out)
+}
+
+type discardDLQ struct{}
+
+func (discardDLQ) WriteMessages(context.Context, ...kafka.Message) error { return nil }
+
+// setup creates the topic and produces the events.
+func (b *bench) setup(ctx context.Context, replication int) error {
+	tr, err := b.cfg.Kafka.Transport()
+	if err != nil {
+		return err
+	}
+	b.client = &kafka.Client{Addr: kafka.TCP(b.cfg.Kafka.Brokers...), Transport: tr, Timeout: 30 * time.Second}
+	res, err := b.client.CreateTopics(ctx, &kafka.CreateTopicsRequest{Topics: []kafka.TopicConfig{{
+		Topic: b.topic, NumPartitions: b.partitions, ReplicationFactor: replication,
+	}}})
+	if err == nil {
+		err = res.Errors[b.topic]
+	}
+	if err != nil {
+		return fmt.Errorf("create topic %s: %w", b.topic, err)
+	}
+	w := &kafka.Writer{
+		Addr: kafka.TCP(b.cfg.Kafka.Brokers...), Topic: b.topic, Balancer: &kafka.Hash{},
+		RequiredAcks: kafka.RequireAll, BatchSize: 5000, BatchBytes: 4 << 20,
+		BatchTimeout: 10 * time.Millisecond, Compression: kafka.Lz4, Transport: tr,
+	}
+	defer w.Close()
+	start := time.Now()
+	base := time.Now().UTC().Add(-time.Hour)
+	const chunk = 20000
+	msgs := make([]kafka.Message, 0, chunk)
+	for i := range b.events {
+		ev := schemas.AccessEvent{
+			EventID: fmt.Sprintf("bench-%s-%09d", b.topic, i), EventTime: base.Add(time.Duration(i) * time.Millisecond),
+			Source: "epic", FacilityID: "fac-1", UserID: fmt.Sprintf("user-%05d", i%2000), UserRole: "nurse",
+			UserDepartment: "cardiology", WorkstationID: fmt.Sprintf("ws-%03d", i%300), ClientIP: "10.0.0.1",
+			PatientID: fmt.Sprintf("p-%08d", i%50000), Action: schemas.ActionView, Resource: "chart", Outcome: schemas.OutcomeSuccess,
+		}
+		v, err := json.Marshal(ev)
+		if err != nil {
+			return err
+		}
+		msgs = append(msgs, kafka.Message{Key: []byte(ev.UserID), Value: v})
+		if len(msgs) == chunk || i == b.events-1 {
+			if err := w.WriteMessages(ctx, msgs...); err != nil {
+				return fmt.Errorf("produce: %w", err)
+			}
+			msgs = msgs[:0]
+		}
+	}
+	fmt.Fprintf(b.out, "topic %s: %d partitions, %d events produced in %s; detectors: none (not wired yet)\n",
+		b.topic, b.partitions, b.events, time.Since(start).Round(time.Millisecond))
+	return nil
+}
+
+func (b *bench) deleteTopic() {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	_, _ = b.client.DeleteTopics(ctx, &kafka.DeleteTopicsRequest{Topics: []string{b.topic}})
+}
+
+// rawFetch reads every partition to its end with FetchMessage and nothing
+// else: the ceiling for the pipeline.
+func (b *bench) rawFetch(ctx context.Context) (measurement, error) {
+	dialer, err := b.cfg.Kafka.Dialer()
+	if err != nil {
+		return measurement{}, err
+	}
+	lo, err := b.client.ListOffsets(ctx, &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{b.topic: func() []kafka.OffsetRequest {
+		var rs []kafka.OffsetRequest
+		for p := range b.partitions {
+			rs = append(rs, kafka.LastOffsetOf(p))
+		}
+		return rs
+	}()}})
+	if err != nil {
+		return measurement{}, err
+	}
+	start := time.Now()
+	var wg sync.WaitGroup
+	errs := make([]error, b.partitions)
+	for _, po := range lo.Topics[b.topic] {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r := kafka.NewReader(kafka.ReaderConfig{
+				Brokers: b.cfg.Kafka.Brokers, Topic: b.topic, Partition: po.Partition, Dialer: dialer,
+				MinBytes: b.cfg.Kafka.MinBytes, MaxBytes: b.cfg.Kafka.MaxBytes, MaxWait: b.cfg.Kafka.MaxWait,
+				QueueCapacity: b.cfg.Kafka.QueueCapacity,
+			})
+			defer r.Close()
+			for {
+				m, err := r.FetchMessage(ctx)
+				if err != nil {
+					errs[po.Partition] = err
+					return
+				}
+				if m.Offset+1 >= po.LastOffset {
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	return measurement{events: b.events, took: time.Since(start)}, errors.Join(errs...)
+}
+
+// pipeline runs a pipeline in a fresh group until every event is stored
+// (or discarded), timing from the first consumed message.
+func (b *bench) pipeline(ctx context.Context, name string, deps pipeline.Deps) (measurement, error) {
+	k := b.cfg.Kafka
+	k.GroupID = b.topic + "-" + name
+	k.Topics = []string{b.topic}
+	k.StartOffset = "first"
+	deps.Logger = b.log
+	p, err := pipeline.New(b.cfg.Pipeline, k, deps)
+	if err != nil {
+		return measurement{}, err
+	}
+	rctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- p.Run(rctx) }()
+	defer func() {
+		cancel()
+		<-done
+	}()
+	var start time.Time
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case err := <-done:
+			done <- err
+			if err == nil {
+				err = errors.New("pipeline stopped early")
+			}
+			return measurement{}, err
+		case <-ctx.Done():
+			return measurement{}, ctx.Err()
+		case <-tick.C:
+		}
+		st := p.Stats()
+		if start.IsZero() && st.Consumed > 0 {
+			start = time.Now()
+		}
+		if st.Stored >= int64(b.events) {
+			return measurement{events: b.events, took: time.Since(start)}, nil
+		}
+	}
+}
+
+// database creates and migrates a fresh database for (c).
+func (b *bench) database(ctx context.Context, c store.Config, keep bool) (clickhouse.Conn, error) {
+	if err := store.CreateDatabase(ctx, c); err != nil {
+		return nil, err
+	}
+	opts, err := c.Options()
+	if err != nil {
+		return nil, err
+	}
+	conn, err := clickhouse.Open(opts)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := store.Migrate(ctx, conn, c.MigrationParams()); err != nil {
+		conn.Close()
+		return nil, err
+	}
+	if !keep {
+		return &dropOnClose{Conn: conn, db: c.Database}, nil
+	}
+	return conn, nil
+}
+
+// dropOnClose drops the benchmark database when closed.
+type dropOnClose struct {
+	clickhouse.Conn
+	db string
+}
+
+func (d *dropOnClose) Close() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	_ = d.Exec(ctx, "DROP DATABASE IF EXISTS `"+d.db+"`")
+	return d.Conn.Close()
+}
