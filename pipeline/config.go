@@ -226,8 +226,21 @@ type Config struct {
 	// ShutdownTimeout bounds the whole shutdown: stop fetching, flush,
 	// commit, leave the group, close.
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
-	// Retry is the backoff for writes to ClickHouse and the DLQ topic.
+	// Retry is the backoff for writes to ClickHouse and the DLQ topic, and
+	// for the after-store hook (alerting).
 	Retry RetryConfig `yaml:"retry"`
+	// SnapshotEvents and SnapshotInterval checkpoint each partition's
+	// detector state: after this many events, or this long after the
+	// previous snapshot (checked at each event), whichever comes first. The
+	// snapshot is stored with the batch of the event it follows, and a
+	// restarted or rebalanced partition restores the newest one below its
+	// committed offset and replays from there (see the package
+	// documentation). 0 turns a trigger off; both 0 turn snapshots off.
+	SnapshotEvents   int           `yaml:"snapshot_events"`
+	SnapshotInterval time.Duration `yaml:"snapshot_interval"`
+	// SnapshotMaxBytes bounds one compressed snapshot; a larger one is not
+	// stored (it is counted and logged) and the previous one stays in use.
+	SnapshotMaxBytes int `yaml:"snapshot_max_bytes"`
 }
 
 // RetryConfig is an exponential backoff with jitter.
@@ -244,13 +257,16 @@ type RetryConfig struct {
 // DefaultConfig flushes at 10 000 rows or 1 s.
 func DefaultConfig() Config {
 	return Config{
-		BatchMaxRows:    10000,
-		BatchMaxWait:    time.Second,
-		QueueSize:       5000,
-		CommitInterval:  time.Second,
-		LagInterval:     5 * time.Second,
-		DrainTimeout:    10 * time.Second,
-		ShutdownTimeout: 30 * time.Second,
+		BatchMaxRows:     10000,
+		BatchMaxWait:     time.Second,
+		QueueSize:        5000,
+		CommitInterval:   time.Second,
+		LagInterval:      5 * time.Second,
+		DrainTimeout:     10 * time.Second,
+		ShutdownTimeout:  30 * time.Second,
+		SnapshotEvents:   50000,
+		SnapshotInterval: 5 * time.Minute,
+		SnapshotMaxBytes: 256 << 20,
 		Retry: RetryConfig{
 			InitialInterval: 100 * time.Millisecond,
 			MaxInterval:     10 * time.Second,
@@ -289,11 +305,25 @@ func (c Config) Validate(prefix string) error {
 	} else if c.DrainTimeout > c.ShutdownTimeout {
 		bad("drain_timeout", "must not exceed shutdown_timeout (%s)", c.ShutdownTimeout)
 	}
+	if c.SnapshotEvents < 0 {
+		bad("snapshot_events", "must be >= 0 (0: no event-count trigger)")
+	}
+	if c.SnapshotInterval < 0 {
+		bad("snapshot_interval", "must be >= 0 (0: no time trigger)")
+	} else if c.SnapshotInterval > 0 && c.SnapshotInterval < time.Second {
+		bad("snapshot_interval", "must be 0 or >= 1s")
+	}
+	if c.SnapshotMaxBytes < 1<<10 {
+		bad("snapshot_max_bytes", "must be >= 1024")
+	}
 	if err := c.Retry.Validate(prefix + ".retry"); err != nil {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }
+
+// snapshotsOn reports whether detector snapshots are taken.
+func (c Config) snapshotsOn() bool { return c.SnapshotEvents > 0 || c.SnapshotInterval > 0 }
 
 // ValidateWith reports settings that are fine alone but not together with
 // the Kafka settings k.

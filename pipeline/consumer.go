@@ -148,19 +148,18 @@ func (p *Pipeline) consumePartition(ctx context.Context, pt *partition) {
 		p.failFatal(fmt.Errorf("create detectors for %s/%d: %w", pt.topic, pt.id, err))
 		return
 	}
-	defer func() {
-		if c, ok := proc.(interface{ Close() error }); ok {
-			if err := c.Close(); err != nil {
-				pt.log.Warn().Err(err).Msg("closing detectors failed")
-			}
-		}
-	}()
+	defer func() { closeProcessor(pt, proc) }()
+	proc, from, ok := p.restore(ctx, pt, proc)
+	if !ok {
+		return
+	}
 	r := p.kc.reader(pt.topic, pt.id)
-	if err := r.SetOffset(pt.start); err != nil {
+	if err := r.SetOffset(from); err != nil {
 		pt.log.Error().Err(err).Msg("cannot position reader")
 		_ = r.Close()
 		return
 	}
+	snap := p.newSnapshotter(pt, proc)
 	fetchBackoff := backoff{cfg: p.cfg.Retry}
 	for {
 		m, err := r.FetchMessage(ctx)
@@ -186,10 +185,18 @@ func (p *Pipeline) consumePartition(ctx context.Context, pt *partition) {
 			pt.log.Warn().Int64("offset", m.Offset).Err(err).Msg("skipping out-of-order message")
 			continue
 		}
+		if pt.start >= 0 && m.Offset < pt.start {
+			p.metrics.replayed.Inc()
+		}
 		rec := p.process(ctx, pt, proc, &m)
 		if !p.sink.submit(ctx, rec) {
 			pt.tracker.Cancel(m.Offset)
 			break
+		}
+		if snap != nil && snap.due() {
+			if row := snap.take(m.Offset); row != nil && !p.sink.submit(ctx, record{snapshot: row}) {
+				break
+			}
 		}
 	}
 	// Stop fetching first: the reader's prefetched messages are dropped,
@@ -206,6 +213,14 @@ func (p *Pipeline) consumePartition(ctx context.Context, pt *partition) {
 	}
 	ev.Int("unstored", pt.tracker.Pending()).Int64("next_offset", next).Dur("drain", time.Since(start)).
 		Msg("partition stopped")
+}
+
+func closeProcessor(pt *partition, proc Processor) {
+	if c, ok := proc.(interface{ Close() error }); ok {
+		if err := c.Close(); err != nil {
+			pt.log.Warn().Err(err).Msg("closing detectors failed")
+		}
+	}
 }
 
 func sleep(ctx context.Context, d time.Duration) bool {

@@ -28,9 +28,13 @@
 // (events, findings and dead letters from any partition) until it holds
 // batch_max_rows rows or is batch_max_wait old, and hands it to a flusher
 // goroutine, which produces the batch's dead letters to the DLQ topic, then
-// inserts it (one INSERT per table), retrying until it succeeds, and finally
-// acks its offsets in the partitions' trackers. The batcher fills the next
-// batch while the flusher writes the previous one.
+// inserts it (one INSERT per table), retrying until it succeeds, hands the
+// batch's findings to the after-store hook (Deps.AfterStore: alerting),
+// retrying the hook alone until it succeeds, and finally acks its offsets
+// in the partitions' trackers. The batcher fills the next batch while the
+// flusher writes the previous one. So for every batch: stored, then seen by
+// alerting, then committable; a hook that keeps failing holds the commits
+// back and /readyz names it ("after_store").
 //
 // # Delivery guarantees
 //
@@ -58,8 +62,27 @@
 //   - A graceful stop (SIGTERM, or a rebalance) stores and commits everything
 //     it processed, so it causes no re-reads at all.
 //
-// Detector state is not persisted yet: after a restart or a rebalance a
-// partition's detectors start empty at the committed offset.
+// # Detector state
+//
+// A Processor that is a StatefulProcessor (*detectors.Engine) is
+// checkpointed: every pipeline.snapshot_events events or
+// pipeline.snapshot_interval, between two events, the partition's
+// goroutine takes a snapshot (gzip-compressed) and submits it to the sink
+// behind the event it follows (offset X), so it is stored in the same
+// batch as that event or a later one, always before the commit that covers
+// X. When a partition is assigned with a committed offset C, the new owner
+// loads the newest snapshot of its consumer group, topic and partition
+// whose offset X is below C (a snapshot at or past C reflects events whose
+// storage was never committed, and is never used), restores it into a
+// fresh Processor and starts reading at X+1: events X+1..C-1 go through the
+// detectors again and are stored again, which the ReplacingMergeTrees and
+// the deterministic finding ids collapse. The findings after a restart or
+// a rebalance are therefore those of an uninterrupted run. Without a
+// usable snapshot (none yet, snapshots off, unreadable, or its next event
+// no longer retained by Kafka) the detectors start empty at C, as without
+// checkpoints. Dead letters among the replayed events are produced to the
+// DLQ topic again (it is at least once). Snapshots live three days
+// (migration 0040); only the newest matters.
 //
 // # Ordering
 //
@@ -71,9 +94,11 @@
 // order the producer wrote them; there is no ordering between partitions
 // (and hence between users), and none by event time: detectors reason on
 // event time with watermarks and tolerate late events. When a partition moves
-// to another instance (rebalance), the new owner continues from the last
-// committed offset, so the order is kept across the move, but events after
-// that offset that the old owner had already seen are seen again.
+// to another instance (rebalance, restart), the new owner restores the
+// detectors' state from the newest snapshot below the last committed offset
+// and continues with the event right after that snapshot (see Detector
+// state), so the order is kept across the move; events the old owner had
+// already seen after that point are seen again, in the same order.
 //
 // # Backpressure
 //
@@ -93,11 +118,11 @@
 //
 // When Run's context ends (SIGTERM), the pipeline closes the consumer group,
 // which ends the current generation: each partition consumer stops
-// fetching, waits until what it submitted is stored (at most
-// pipeline.drain_timeout), the committer commits while the generation is
-// still valid, the partition's detectors and tracker are dropped, and only
-// then does the member leave the group. Then the sink and the DLQ producer
-// stop. All of it is bounded by pipeline.shutdown_timeout; whatever was not
+// fetching, waits until what it submitted is stored and has passed the
+// after-store hook (at most pipeline.drain_timeout), the committer commits
+// while the generation is still valid, the partition's detectors and
+// tracker are dropped, and only then does the member leave the group. Then
+// the sink and the DLQ producer stop. All of it is bounded by pipeline.shutdown_timeout; whatever was not
 // committed by then is consumed again after the restart. A rebalance runs
 // the same drain for the generation that ends, then joins the next one; the
 // drain must finish within the Kafka session and rebalance timeouts, which

@@ -34,6 +34,13 @@ type metrics struct {
 	assigned       prometheus.Gauge
 	generations    prometheus.Counter
 	ready          prometheus.Gauge
+
+	afterStoreSeconds prometheus.Histogram
+	snapshots         *prometheus.CounterVec // result
+	snapshotBytes     prometheus.Histogram
+	snapshotSeconds   prometheus.Histogram
+	restores          *prometheus.CounterVec // result
+	replayed          prometheus.Counter
 }
 
 func newMetrics() *metrics {
@@ -97,7 +104,29 @@ func newMetrics() *metrics {
 	m.ready = prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "ehrwatch_ready", Help: "1 when /readyz reports ready.",
 	})
+	m.afterStoreSeconds = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name: "ehrwatch_after_store_duration_seconds", Help: "Duration of the after-store hook (alerting) for one batch, retries included.",
+		Buckets: prometheus.ExponentialBuckets(0.001, 2.5, 14),
+	})
+	m.snapshots = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "ehrwatch_detector_snapshots_total", Help: "Detector snapshots taken, by result (ok, error, too_large).",
+	}, []string{"result"})
+	m.snapshotBytes = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name: "ehrwatch_detector_snapshot_bytes", Help: "Size of one compressed detector snapshot.",
+		Buckets: prometheus.ExponentialBuckets(1024, 4, 11), // 1 KiB .. 1 GiB
+	})
+	m.snapshotSeconds = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name: "ehrwatch_detector_snapshot_duration_seconds", Help: "Time the partition consumer spends taking one snapshot (encode and compress).",
+		Buckets: prometheus.ExponentialBuckets(0.0005, 2.5, 14),
+	})
+	m.restores = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "ehrwatch_detector_restores_total", Help: "Partition assignments by how their detectors started: restored, none (no usable snapshot), failed (unreadable snapshot; started empty), expired (snapshot's events no longer in Kafka; started empty).",
+	}, []string{"result"})
+	m.replayed = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "ehrwatch_replayed_messages_total", Help: "Messages below the committed offset consumed again after a restore from a snapshot.",
+	})
 	for _, c := range []prometheus.Collector{
+		m.afterStoreSeconds, m.snapshots, m.snapshotBytes, m.snapshotSeconds, m.restores, m.replayed,
 		m.consumed, m.stored, m.deadLettered, m.findings, m.detectorErrors, m.fetchErrors,
 		m.batchRows, m.insertSeconds, m.flushSeconds, m.retries, m.inFlight, m.lag, m.committed,
 		m.commits, m.lastCommit, m.assigned, m.generations, m.ready,
@@ -113,8 +142,14 @@ func newMetrics() *metrics {
 	for _, c := range schemas.ErrorClasses {
 		m.deadLettered.WithLabelValues(string(c))
 	}
-	for _, op := range []string{opClickHouse, opDLQ, opCommit} {
+	for _, op := range []string{opClickHouse, opDLQ, opCommit, opAfterStore} {
 		m.retries.WithLabelValues(op)
+	}
+	for _, r := range []string{"ok", "error", "too_large"} {
+		m.snapshots.WithLabelValues(r)
+	}
+	for _, r := range []string{restoreRestored, restoreNone, restoreFailed, restoreExpired} {
+		m.restores.WithLabelValues(r)
 	}
 	return m
 }
@@ -124,6 +159,16 @@ const (
 	opClickHouse = "clickhouse_insert"
 	opDLQ        = "dlq_produce"
 	opCommit     = "offset_commit"
+	opAfterStore = "after_store"
+	opRestore    = "snapshot_restore"
+)
+
+// Restore results.
+const (
+	restoreRestored = "restored"
+	restoreNone     = "none"
+	restoreFailed   = "failed"
+	restoreExpired  = "expired"
 )
 
 func partitionLabel(p int) string { return strconv.Itoa(p) }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -31,10 +32,42 @@ type Processor interface {
 	Process(ctx context.Context, ev *schemas.AccessEvent) ([]schemas.Finding, error)
 }
 
+// StatefulProcessor is a Processor whose state can be checkpointed
+// (*detectors.Engine is one). When snapshots are on, the pipeline calls
+// Snapshot from the partition's goroutine between two Process calls, every
+// Config.SnapshotEvents events or Config.SnapshotInterval, and stores the
+// bytes with the offset of the last event processed; when the partition is
+// next assigned (after a restart or a rebalance), it calls Restore on a
+// fresh Processor, before any Process, with the newest snapshot below the
+// committed offset, and replays the events after the snapshot's offset.
+// Snapshot must write the same bytes for the same state, and Process on a
+// restored Processor must return what it would have returned without the
+// interruption.
+type StatefulProcessor interface {
+	Processor
+	Snapshot(w io.Writer) error
+	Restore(r io.Reader) error
+}
+
 // ProcessorFactory creates the Processor for a partition when it is
 // assigned to this instance. Its state lives as long as the assignment. An
 // error stops the pipeline.
 type ProcessorFactory func(topic string, partition int) (Processor, error)
+
+// SnapshotStore finds the snapshot a partition's detectors restore from:
+// the newest of (group, topic, partition) whose offset is below before,
+// the committed offset. *store.SnapshotReader is the production one.
+type SnapshotStore interface {
+	Latest(ctx context.Context, group, topic string, partition int32, before int64) (store.Snapshot, bool, error)
+}
+
+// AfterStoreFunc is called with the findings of every stored batch, after
+// its INSERTs succeeded and before its offsets are acknowledged for
+// commit. An error is retried (the hook only, with pipeline.retry) until
+// it succeeds or is permanent (see Retryable); a permanent one stops the
+// pipeline. The same findings may be passed again after a retry or a
+// restart: the hook must be idempotent.
+type AfterStoreFunc func(ctx context.Context, findings []schemas.Finding) error
 
 // Deps are the pipeline's collaborators.
 type Deps struct {
@@ -51,6 +84,13 @@ type Deps struct {
 	DeadLetters DeadLetterWriter
 	// NewProcessor creates each partition's detectors; nil runs none.
 	NewProcessor ProcessorFactory
+	// Snapshots finds detector snapshots to restore from; default: the
+	// detector_snapshots table through ClickHouse. Without either (a Sink
+	// and no ClickHouse), snapshots are off.
+	Snapshots SnapshotStore
+	// AfterStore, when set, sees every stored batch's findings before its
+	// offsets are committed (alerting); see AfterStoreFunc.
+	AfterStore AfterStoreFunc
 	// Decode overrides schemas.DecodeEvent.
 	Decode func([]byte) (*schemas.AccessEvent, error)
 }
@@ -69,6 +109,7 @@ type Pipeline struct {
 	ownDLQ       *kafka.Writer // closed by Run when the pipeline built it
 	decode       func([]byte) (*schemas.AccessEvent, error)
 	newProcessor ProcessorFactory
+	snapshots    SnapshotStore // nil: snapshots off
 
 	running  atomic.Bool
 	fatal    chan error
@@ -136,6 +177,13 @@ func New(cfg Config, kafkaCfg KafkaConfig, deps Deps) (*Pipeline, error) {
 	}
 	p.sink = newSink(cfg, st, dlq, p.metrics, p.health, p.log.With().Str("component", "sink").Logger())
 	p.sink.stats = &p.stats
+	p.sink.afterStore = deps.AfterStore
+	if cfg.snapshotsOn() {
+		p.snapshots = deps.Snapshots
+		if p.snapshots == nil && deps.ClickHouse != nil {
+			p.snapshots = store.NewSnapshotReader(deps.ClickHouse)
+		}
+	}
 	p.health.set("kafka", "not started")
 	return p, nil
 }
@@ -148,6 +196,18 @@ func (nopProcessor) Process(context.Context, *schemas.AccessEvent) ([]schemas.Fi
 
 // Registry is the pipeline's Prometheus registry (served by Handler).
 func (p *Pipeline) Registry() *prometheus.Registry { return p.metrics.reg }
+
+// SetCondition reports a condition of a component outside the pipeline
+// (reference data, alerting) on /readyz: a non-empty reason makes the
+// process not ready, with component and reason in the answer; an empty
+// reason clears it. Reasons must not carry patient data.
+func (p *Pipeline) SetCondition(component, reason string) {
+	if reason == "" {
+		p.health.clear(component)
+		return
+	}
+	p.health.set(component, reason)
+}
 
 // Ready reports whether the pipeline is consuming and storing normally;
 // when it is not, reason says why (e.g. ClickHouse unreachable).

@@ -34,13 +34,16 @@ type DiscardSink struct{}
 func (DiscardSink) Write(context.Context, *store.Batch) error { return nil }
 
 // record is one Kafka message after decoding and detection, on its way to
-// storage. Exactly one of event and dead is set.
+// storage (exactly one of event and dead is set), or a detector snapshot
+// (snapshot set, nothing else): it is stored with the batch it lands in,
+// which holds, or follows, the batch of the event it reflects.
 type record struct {
 	pos      store.Position
 	tracker  *offsetTracker
 	event    *schemas.AccessEvent
 	findings []schemas.Finding
 	dead     *deadLetter
+	snapshot *store.SnapshotRow
 }
 
 // deadLetter is an undecodable message: its dlq row and its copy for the
@@ -64,12 +67,18 @@ type pending struct {
 	dlq      []kafka.Message // dead letters not yet produced
 	acks     map[*offsetTracker]ackRange
 	messages int
+	items    int // messages and snapshots
 	barriers []chan error
 }
 
 type ackRange struct{ first, last int64 }
 
 func (p *pending) add(r *record) {
+	p.items++
+	if r.snapshot != nil {
+		p.batch.Snapshots = append(p.batch.Snapshots, *r.snapshot)
+		return
+	}
 	p.messages++
 	if r.dead != nil {
 		p.batch.DeadLetters = append(p.batch.DeadLetters, r.dead.row)
@@ -111,6 +120,9 @@ type sink struct {
 	flushed chan struct{}
 
 	stats *counters // optional
+	// afterStore, when set, sees each stored batch's findings before its
+	// offsets are acked.
+	afterStore AfterStoreFunc
 
 	failOnce sync.Once
 	failed   chan struct{} // closed on a permanent error
@@ -171,7 +183,9 @@ func (s *sink) submit(ctx context.Context, r record) bool {
 	}
 	select {
 	case s.in <- item{rec: r}:
-		s.m.inFlight.Inc()
+		if r.snapshot == nil {
+			s.m.inFlight.Inc()
+		}
 		return true
 	case <-ctx.Done():
 	case <-s.failed:
@@ -238,14 +252,14 @@ func (s *sink) batch(ctx context.Context) {
 				continue
 			}
 			cur.add(&it.rec)
-			if cur.messages == 1 {
+			if cur.items == 1 {
 				timer.Reset(s.cfg.BatchMaxWait)
 			}
 			if cur.batch.Len() >= s.cfg.BatchMaxRows && !dispatch() {
 				return
 			}
 		case <-timer.C:
-			if cur.messages > 0 && !dispatch() {
+			if cur.items > 0 && !dispatch() {
 				return
 			}
 		case <-ctx.Done():
@@ -268,11 +282,11 @@ func (s *sink) flush(ctx context.Context) {
 		select {
 		case p := <-s.flushCh:
 			err := s.write(ctx, p)
+			if err != nil && ctx.Err() == nil {
+				s.fail(err) // before answering, so a waiter sees s.err()
+			}
 			answer(p.barriers, err)
 			if err != nil {
-				if ctx.Err() == nil {
-					s.fail(err)
-				}
 				return
 			}
 		case <-ctx.Done():
@@ -281,10 +295,11 @@ func (s *sink) flush(ctx context.Context) {
 	}
 }
 
-// write makes one batch durable, retrying until it is, then acks its
-// offsets.
+// write makes one batch durable, retrying until it is, hands its findings
+// to the after-store hook, retrying that until it succeeds, and then acks
+// its offsets.
 func (s *sink) write(ctx context.Context, p *pending) error {
-	if p.messages == 0 {
+	if p.items == 0 {
 		return nil
 	}
 	start := time.Now()
@@ -317,6 +332,9 @@ func (s *sink) write(ctx context.Context, p *pending) error {
 	}
 	s.health.clear(opDLQ)
 	s.health.clear(opClickHouse)
+	if err := s.runAfterStore(ctx, p, log); err != nil {
+		return err
+	}
 	for tr, r := range p.acks {
 		tr.AckRange(r.first, r.last)
 	}
@@ -326,6 +344,38 @@ func (s *sink) write(ctx context.Context, p *pending) error {
 	case s.flushed <- struct{}{}:
 	default:
 	}
+	return nil
+}
+
+// runAfterStore hands p's findings to the after-store hook, retrying the
+// hook alone (the rows are stored) with the sink's backoff.
+func (s *sink) runAfterStore(ctx context.Context, p *pending, log zerolog.Logger) error {
+	if s.afterStore == nil || len(p.batch.Findings) == 0 {
+		return nil
+	}
+	findings := make([]schemas.Finding, len(p.batch.Findings))
+	for i := range p.batch.Findings {
+		findings[i] = *p.batch.Findings[i].Finding
+	}
+	start := time.Now()
+	err := retry(ctx, s.cfg.Retry, func(ctx context.Context) error {
+		return s.afterStore(ctx, findings)
+	}, func(err error, attempt int, pause time.Duration) {
+		s.m.retries.WithLabelValues(opAfterStore).Inc()
+		reason := safeError(err)
+		s.health.set(opAfterStore, reason+" (retrying)")
+		log.Warn().Str("operation", opAfterStore).Str("error", reason).Int("attempt", attempt).
+			Dur("pause", pause).Msg("after-store hook failed; retrying (the batch is stored, its offsets wait)")
+	})
+	s.m.afterStoreSeconds.Observe(time.Since(start).Seconds())
+	if err != nil {
+		if ctx.Err() == nil {
+			s.health.set(opAfterStore, safeError(err))
+			log.Error().Str("operation", opAfterStore).Str("error", safeError(err)).Msg("after-store hook failed permanently")
+		}
+		return err
+	}
+	s.health.clear(opAfterStore)
 	return nil
 }
 

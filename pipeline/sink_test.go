@@ -329,3 +329,111 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+// TestSinkAfterStoreHook: the hook sees a batch's findings after its
+// INSERTs succeeded and before its offsets are acked; a failing hook is
+// retried on its own (the batch is not inserted again), holds the offsets
+// back and makes the pipeline not ready until it succeeds.
+func TestSinkAfterStoreHook(t *testing.T) {
+	st := &fakeStore{}
+	var mu sync.Mutex
+	var calls int
+	var seen []string
+	var writesAtFirstCall int
+	fail := true
+	cfg := testSinkConfig()
+	h := newHealth(func(bool) {})
+	s := newSink(cfg, st, &fakeDLQ{}, newMetrics(), h, zerolog.New(zerolog.NewTestWriter(t)))
+	tr := newOffsetTracker(0)
+	s.afterStore = func(_ context.Context, fs []schemas.Finding) error {
+		mu.Lock()
+		defer mu.Unlock()
+		calls++
+		if calls == 1 {
+			writesAtFirstCall = len(st.snapshot())
+		}
+		if next, _ := tr.Committable(); next > 0 {
+			t.Errorf("offsets acked (committable %d) before the hook succeeded", next)
+		}
+		if fail {
+			return errors.New("alerts table: connection refused")
+		}
+		for _, f := range fs {
+			seen = append(seen, f.FindingID)
+		}
+		return nil
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	s.start(ctx)
+	t.Cleanup(func() { cancel(); s.wait() })
+
+	for off := range int64(3) {
+		rec := eventRecord(tr, off)
+		if off != 1 {
+			rec.findings = []schemas.Finding{{FindingID: fmt.Sprintf("f%d", off)}}
+		}
+		s.submit(ctx, rec)
+	}
+	waitFor(t, "hook retried", func() bool { mu.Lock(); defer mu.Unlock(); return calls >= 3 })
+	if ok, reason := h.status(); ok || !strings.Contains(reason, opAfterStore) {
+		t.Errorf("ready=%v reason %q while the hook fails", ok, reason)
+	}
+	if next := committable(t, tr); next != 0 {
+		t.Fatalf("committable %d while the hook fails", next)
+	}
+	mu.Lock()
+	fail = false
+	mu.Unlock()
+	if err := s.barrier(ctx); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if writesAtFirstCall != 1 || len(st.snapshot()) != 1 || st.calls != 1 {
+		t.Errorf("the batch was written %d times (stored before the hook: %d); want once, before", st.calls, writesAtFirstCall)
+	}
+	if strings.Join(seen, ",") != "f0,f2" {
+		t.Errorf("hook saw %v, want f0,f2", seen)
+	}
+	if next := committable(t, tr); next != 3 {
+		t.Errorf("committable %d after the hook succeeded, want 3", next)
+	}
+	if ok, reason := h.status(); !ok {
+		t.Errorf("not ready after recovery: %s", reason)
+	}
+}
+
+// TestSinkStoresSnapshotsWithTheirBatch: a snapshot row travels in the
+// batch it lands in, counts as a row, and acks no offset.
+func TestSinkStoresSnapshotsWithTheirBatch(t *testing.T) {
+	var got []store.Batch
+	var mu sync.Mutex
+	st := sinkFunc(func(_ context.Context, b *store.Batch) error {
+		mu.Lock()
+		defer mu.Unlock()
+		got = append(got, store.Batch{Events: b.Events, Snapshots: b.Snapshots})
+		return nil
+	})
+	s, _ := newTestSink(t, testSinkConfig(), st, &fakeDLQ{})
+	tr := newOffsetTracker(0)
+	s.submit(context.Background(), eventRecord(tr, 0))
+	s.submit(context.Background(), record{snapshot: &store.SnapshotRow{
+		Position: store.Position{Topic: "t", Offset: 0}, Group: "g", Data: []byte{1, 2, 3},
+	}})
+	if err := s.barrier(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(got) != 1 || len(got[0].Events) != 1 || len(got[0].Snapshots) != 1 || got[0].Snapshots[0].Offset != 0 {
+		t.Fatalf("batches %+v, want the event and its snapshot in one", got)
+	}
+	if next := committable(t, tr); next != 1 {
+		t.Fatalf("committable %d, want 1", next)
+	}
+	// A snapshot alone is flushed by the timer too.
+	s.submit(context.Background(), record{snapshot: &store.SnapshotRow{Position: store.Position{Topic: "t", Offset: 0}, Group: "g"}})
+	mu.Unlock()
+	waitFor(t, "a timed flush of a lone snapshot", func() bool { mu.Lock(); defer mu.Unlock(); return len(got) == 2 })
+	mu.Lock()
+}

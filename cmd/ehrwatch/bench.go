@@ -17,39 +17,65 @@ import (
 	"github.com/rs/zerolog"
 	"github.com/segmentio/kafka-go"
 
+	"github.com/ehrwatch/ehrwatch/detectors/synth"
 	"github.com/ehrwatch/ehrwatch/pipeline"
 	"github.com/ehrwatch/ehrwatch/pipeline/store"
 	"github.com/ehrwatch/ehrwatch/schemas"
 )
 
-// runBench is `ehrwatch bench pipeline`: it produces a synthetic topic
-// and consumes it three times, measuring
+// runBench is `ehrwatch bench <what>`: pipeline (below), detectors and
+// memory (bench_detectors.go).
+func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 || !isBenchCommand(args[0]) {
+		fmt.Fprint(stderr, benchUsage)
+		return usageError{"bench: want `bench pipeline`, `bench detectors` or `bench memory`"}
+	}
+	switch args[0] {
+	case "detectors":
+		return runBenchDetectors(ctx, args[1:], stdout, stderr)
+	case "memory":
+		return runBenchMemory(ctx, args[1:], stdout, stderr)
+	}
+	return runBenchPipeline(ctx, args[1:], stdout, stderr)
+}
+
+// runBenchPipeline is `ehrwatch bench pipeline`: it produces a synthetic
+// hospital's stream to a fresh topic and consumes it several times,
+// measuring
 //
 //	(a) a bare kafka-go fetch loop (one partition reader per partition),
-//	(b) the whole pipeline with the sink disabled,
+//	(b) the whole pipeline with the sink disabled, without detectors,
+//	(b) the whole pipeline with the sink disabled, with the detectors,
 //	(c) the whole pipeline into ClickHouse (a fresh database, dropped after),
 //
 // and prints events/s and the ratios between them.
-func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) == 0 || args[0] != "pipeline" {
-		fmt.Fprint(stderr, "usage: ehrwatch bench pipeline --config FILE [--events N] [--partitions P] [--skip-clickhouse]\n")
-		return usageError{"bench: want `bench pipeline`"}
-	}
+func runBenchPipeline(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("bench pipeline", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	configPath := fs.String("config", "", "configuration file (Kafka brokers and ClickHouse); the topic and database are created by the benchmark")
-	events := fs.Int("events", 200_000, "events to produce and consume")
+	events := fs.Int("events", 200_000, "events to produce and consume: the first N of the synthetic hospital's stream (0: all of it)")
+	users := fs.Int("users", 500, "users of the synthetic hospital")
+	days := fs.Int("days", 14, "days of the synthetic hospital")
+	withDetectors := fs.Bool("detectors", true, "also run (b) and (c) with the real detectors: one engine per partition over the hospital's reference data")
 	partitions := fs.Int("partitions", 4, "partitions of the benchmark topic")
 	replication := fs.Int("replication", 1, "replication factor of the benchmark topic")
 	skipCH := fs.Bool("skip-clickhouse", false, "skip (c), the run into ClickHouse")
 	keep := fs.Bool("keep", false, "keep the benchmark topic and database")
-	if err := fs.Parse(args[1:]); err != nil {
-		return err
+	if err := fs.Parse(args); err != nil {
+		return flagError(err)
 	}
-	if *events < 1 || *partitions < 1 {
-		return usageError{"bench: --events and --partitions must be >= 1"}
+	if *events < 0 || *partitions < 1 {
+		return usageError{"bench: --events must be >= 0 and --partitions >= 1"}
 	}
 	cfg, err := LoadConfig(*configPath, os.Environ())
+	if err != nil {
+		return err
+	}
+	hcfg, err := benchHospital(*users, *days, synth.DefaultConfig().Seed)
+	if err != nil {
+		return usageError{"bench: " + err.Error()}
+	}
+	h, err := synth.New(hcfg)
 	if err != nil {
 		return err
 	}
@@ -59,12 +85,20 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	_, _ = rand.Read(rnd[:])
 	id := hex.EncodeToString(rnd[:])
 	topic := "ehrwatch-bench-" + id
-	b := &bench{cfg: cfg, topic: topic, partitions: *partitions, events: *events, out: stdout, log: log}
+	b := &bench{cfg: cfg, topic: topic, partitions: *partitions, events: *events, out: stdout, log: log, hospital: h}
 	if err := b.setup(ctx, *replication); err != nil {
 		return err
 	}
 	if !*keep {
 		defer b.deleteTopic()
+	}
+	var detect pipeline.ProcessorFactory
+	if *withDetectors {
+		newEngine, err := benchEngines(h)
+		if err != nil {
+			return err
+		}
+		detect = func(string, int) (pipeline.Processor, error) { return newEngine() }
 	}
 
 	raw, err := b.rawFetch(ctx)
@@ -77,7 +111,14 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return fmt.Errorf("(b) pipeline without sink: %w", err)
 	}
-	b.report("(b) ehrwatch, sink disabled", noSink, raw)
+	b.report("(b) ehrwatch, no detectors, no sink", noSink, raw)
+	if detect != nil {
+		noSink, err = b.pipeline(ctx, "discard-detect", pipeline.Deps{Sink: pipeline.DiscardSink{}, DeadLetters: discardDLQ{}, NewProcessor: detect})
+		if err != nil {
+			return fmt.Errorf("(b) pipeline with detectors without sink: %w", err)
+		}
+		b.report("(b) ehrwatch, detectors, no sink", noSink, raw)
+	}
 
 	if *skipCH {
 		return nil
@@ -89,11 +130,15 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return fmt.Errorf("(c) clickhouse: %w", err)
 	}
 	defer conn.Close()
-	intoCH, err := b.pipeline(ctx, "clickhouse", pipeline.Deps{ClickHouse: conn, DeadLetters: discardDLQ{}})
+	intoCH, err := b.pipeline(ctx, "clickhouse", pipeline.Deps{ClickHouse: conn, DeadLetters: discardDLQ{}, NewProcessor: detect})
 	if err != nil {
 		return fmt.Errorf("(c) pipeline into clickhouse: %w", err)
 	}
-	b.report("(c) ehrwatch into ClickHouse", intoCH, raw)
+	name := "(c) ehrwatch into ClickHouse"
+	if detect != nil {
+		name = "(c) ehrwatch, detectors, ClickHouse"
+	}
+	b.report(name, intoCH, raw)
 	fmt.Fprintf(stdout, "(c)/(b) = %.2f\n", intoCH.rate()/noSink.rate())
 	return nil
 }
@@ -106,6 +151,7 @@ type bench struct {
 	out        io.Writer
 	log        zerolog.Logger
 	client     *kafka.Client
+	hospital   *synth.Hospital
 }
 
 type measurement struct {
@@ -145,35 +191,49 @@ func (b *bench) setup(ctx context.Context, replication int) error {
 	}
 	w := &kafka.Writer{
 		Addr: kafka.TCP(b.cfg.Kafka.Brokers...), Topic: b.topic, Balancer: &kafka.Hash{},
-		RequiredAcks: kafka.RequireAll, BatchSize: 5000, BatchBytes: 4 << 20,
+		RequiredAcks: kafka.RequireAll, BatchSize: 5000, BatchBytes: 1000 << 10,
 		BatchTimeout: 10 * time.Millisecond, Compression: kafka.Lz4, Transport: tr,
 	}
 	defer w.Close()
 	start := time.Now()
-	base := time.Now().UTC().Add(-time.Hour)
 	const chunk = 20000
 	msgs := make([]kafka.Message, 0, chunk)
-	for i := range b.events {
-		ev := schemas.AccessEvent{
-			EventID: fmt.Sprintf("bench-%s-%09d", b.topic, i), EventTime: base.Add(time.Duration(i) * time.Millisecond),
-			Source: "epic", FacilityID: "fac-1", UserID: fmt.Sprintf("user-%05d", i%2000), UserRole: "nurse",
-			UserDepartment: "cardiology", WorkstationID: fmt.Sprintf("ws-%03d", i%300), ClientIP: "10.0.0.1",
-			PatientID: fmt.Sprintf("p-%08d", i%50000), Action: schemas.ActionView, Resource: "chart", Outcome: schemas.OutcomeSuccess,
+	n := 0
+	errEnough := errors.New("enough")
+	flush := func() error {
+		if len(msgs) == 0 {
+			return nil
+		}
+		if err := w.WriteMessages(ctx, msgs...); err != nil {
+			return fmt.Errorf("produce: %w", summarizeWriteError(err))
+		}
+		msgs = msgs[:0]
+		return nil
+	}
+	_, err = b.hospital.EachEvent(func(ev *schemas.AccessEvent) error {
+		if b.events > 0 && n == b.events {
+			return errEnough
 		}
 		v, err := json.Marshal(ev)
 		if err != nil {
 			return err
 		}
+		n++
 		msgs = append(msgs, kafka.Message{Key: []byte(ev.UserID), Value: v})
-		if len(msgs) == chunk || i == b.events-1 {
-			if err := w.WriteMessages(ctx, msgs...); err != nil {
-				return fmt.Errorf("produce: %w", err)
-			}
-			msgs = msgs[:0]
+		if len(msgs) == chunk {
+			return flush()
 		}
+		return nil
+	})
+	if err != nil && !errors.Is(err, errEnough) {
+		return err
 	}
-	fmt.Fprintf(b.out, "topic %s: %d partitions, %d events produced in %s; detectors: none (not wired yet)\n",
-		b.topic, b.partitions, b.events, time.Since(start).Round(time.Millisecond))
+	if err := flush(); err != nil {
+		return err
+	}
+	b.events = n
+	fmt.Fprintf(b.out, "topic %s: %d partitions, %d events of a synthetic hospital (%d users) produced in %s\n",
+		b.topic, b.partitions, b.events, len(b.hospital.Users), time.Since(start).Round(time.Millisecond))
 	return nil
 }
 

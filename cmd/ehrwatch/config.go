@@ -5,51 +5,195 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"os"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/ehrwatch/ehrwatch/detectors"
 	"github.com/ehrwatch/ehrwatch/pipeline"
+	"github.com/ehrwatch/ehrwatch/pipeline/alerting"
+	"github.com/ehrwatch/ehrwatch/pipeline/api"
 	"github.com/ehrwatch/ehrwatch/pipeline/store"
 )
 
 // Config is the whole ehrwatch configuration: one YAML file, then
 // EHRWATCH_* environment variables, then command-line flags. Each section is
-// owned, defaulted and validated by its package.
+// owned, defaulted and validated by its package. Every command reads the
+// same file (and rejects unknown keys in every section); each uses the
+// sections it needs.
 type Config struct {
 	Kafka      pipeline.KafkaConfig `yaml:"kafka"`
 	ClickHouse store.Config         `yaml:"clickhouse"`
 	Pipeline   pipeline.Config      `yaml:"pipeline"`
-	HTTP       HTTPConfig           `yaml:"http"`
-	Log        LogConfig            `yaml:"log"`
+	// Detection configures the detectors (detectors.EngineConfig: lateness,
+	// open findings, each detector's settings, static allowlist entries).
+	Detection DetectionConfig `yaml:"detection"`
+	// Reference says where reference data comes from and how often it is
+	// refreshed (detectors.ReferenceConfig).
+	Reference detectors.ReferenceConfig `yaml:"reference"`
+	Alerting  alerting.Config           `yaml:"alerting"`
+	// API is the triage and report API. `ehrwatch serve` always serves it
+	// (on 127.0.0.1:8080 when api.listen is empty); `ehrwatch run` serves
+	// it too, on its own listener with its own TLS settings, only when
+	// api.listen is set.
+	API  api.Config `yaml:"api"`
+	HTTP HTTPConfig `yaml:"http"`
+	Log  LogConfig  `yaml:"log"`
 }
 
 // DefaultConfig is what an empty file means.
 func DefaultConfig() Config {
+	apiCfg := api.DefaultConfig()
+	apiCfg.Listen = "" // run: no API unless asked; serve: apiDefaultListen
 	return Config{
 		Kafka:      pipeline.DefaultKafkaConfig(),
 		ClickHouse: store.DefaultConfig(),
 		Pipeline:   pipeline.DefaultConfig(),
+		Detection:  DetectionConfig{detectors.DefaultEngineConfig(detectors.Registry())},
+		Reference:  detectors.DefaultReferenceConfig(),
+		Alerting:   alerting.DefaultConfig(),
+		API:        apiCfg,
 		HTTP:       DefaultHTTPConfig(),
 		Log:        DefaultLogConfig(),
 	}
 }
 
-// Validate reports every bad value, each naming its key.
+// apiDefaultListen is where `ehrwatch serve` listens when api.listen is
+// empty.
+var apiDefaultListen = api.DefaultConfig().Listen
+
+// Validate reports every bad value, each naming its key. It does not
+// require what only `ehrwatch run` needs (see ValidateRun), so that `serve`,
+// `report` and `migrate` accept a file without, say, a hash key.
 func (c *Config) Validate() error {
 	return errors.Join(
 		c.Kafka.Validate("kafka"),
 		c.ClickHouse.Validate("clickhouse"),
 		c.Pipeline.Validate("pipeline"),
 		c.Pipeline.ValidateWith("pipeline", c.Kafka, "kafka"),
+		c.Detection.validate("detection"),
+		c.Reference.Validate("reference"),
+		c.Alerting.Validate("alerting"),
+		c.validateAPI(),
 		c.HTTP.Validate("http"),
 		c.Log.Validate("log"),
 	)
+}
+
+// ValidateRun adds what the production process needs beyond valid values:
+// the reference hash key (and directory, for source: files).
+func (c *Config) ValidateRun() error {
+	return errors.Join(c.Validate(), c.Reference.ValidateRequired("reference"))
+}
+
+// validateAPI checks the api section (an empty listen address is valid:
+// `run` then serves no API) and that it explains accesses the way the
+// detectors do.
+func (c *Config) validateAPI() error {
+	a := c.API
+	if a.Listen == "" {
+		a.Listen = apiDefaultListen
+	}
+	errs := []error{a.Validate("api")}
+	if _, port, _ := net.SplitHostPort(c.API.Listen); c.API.Listen != "" && c.API.Listen == c.HTTP.Listen && port != "0" {
+		errs = append(errs, fmt.Errorf("api.listen: must differ from http.listen: the API never shares the operational listener"))
+	}
+	if c.API.CareSlackBefore != c.Reference.CareSlackBefore {
+		errs = append(errs, fmt.Errorf("api.care_slack_before: must equal reference.care_slack_before (%s), so reports explain accesses as the detectors do", c.Reference.CareSlackBefore))
+	}
+	if c.API.CareSlackAfter != c.Reference.CareSlackAfter {
+		errs = append(errs, fmt.Errorf("api.care_slack_after: must equal reference.care_slack_after (%s), so reports explain accesses as the detectors do", c.Reference.CareSlackAfter))
+	}
+	for _, fac := range sortedStringKeys(c.Reference.Facilities) {
+		if z, ok := c.API.FacilityTimeZones[fac]; ok && z != c.Reference.Facilities[fac] {
+			errs = append(errs, fmt.Errorf("api.facility_time_zones.%s: %q differs from reference.facilities.%s (%q)", fac, z, fac, c.Reference.Facilities[fac]))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func sortedStringKeys(m map[string]string) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
+}
+
+// DetectionConfig is the "detection" section: detectors.EngineConfig,
+// parsed with detectors.ParseEngineConfig so that unknown detectors and
+// keys are reported with their full key ("detection.detectors.vip.severty").
+// It cannot be overridden from the environment.
+type DetectionConfig struct {
+	detectors.EngineConfig
+}
+
+// UnmarshalYAML parses the section from its node. Errors are returned as
+// a *yaml.TypeError, one line per bad key, so decoding goes on and the
+// other sections' mistakes are reported too.
+func (d *DetectionConfig) UnmarshalYAML(n *yaml.Node) error {
+	cfg, err := detectors.ParseEngineConfig(n, detectors.Registry())
+	if err != nil {
+		te := &yaml.TypeError{}
+		for _, e := range flattenErrors(err) {
+			te.Errors = append(te.Errors, "detection."+e.Error())
+		}
+		return te
+	}
+	d.EngineConfig = cfg
+	return nil
+}
+
+// MarshalYAML writes the section in the form UnmarshalYAML reads.
+func (d DetectionConfig) MarshalYAML() (any, error) {
+	type section struct {
+		AllowedLateness time.Duration               `yaml:"allowed_lateness"`
+		MaxOpenFindings int                         `yaml:"max_open_findings"`
+		Detectors       map[string]detectors.Config `yaml:"detectors"`
+		Allowlist       []detectors.AllowlistEntry  `yaml:"allowlist"`
+	}
+	s := section{
+		AllowedLateness: d.AllowedLateness,
+		MaxOpenFindings: d.MaxOpenFindings,
+		Detectors:       map[string]detectors.Config(d.Detectors),
+		Allowlist:       d.Allowlist,
+	}
+	if s.Allowlist == nil {
+		s.Allowlist = []detectors.AllowlistEntry{}
+	}
+	return s, nil
+}
+
+func (d DetectionConfig) validate(prefix string) error {
+	err := d.Validate(detectors.Registry())
+	var out []error
+	for _, e := range flattenErrors(err) {
+		out = append(out, fmt.Errorf("%s.%w", prefix, e))
+	}
+	return errors.Join(out...)
+}
+
+// flattenErrors returns the leaves of an errors.Join tree.
+func flattenErrors(err error) []error {
+	if err == nil {
+		return nil
+	}
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		var out []error
+		for _, e := range j.Unwrap() {
+			out = append(out, flattenErrors(e)...)
+		}
+		return out
+	}
+	return []error{err}
 }
 
 // HTTPConfig is the operational HTTP endpoint (/metrics, /healthz,
@@ -99,9 +243,36 @@ func (c LogConfig) Validate(prefix string) error {
 }
 
 // LoadConfig reads path (empty: defaults only), applies environment
-// overrides from environ, and validates. Unknown keys are errors.
+// overrides from environ, and validates (Validate). Unknown keys are
+// errors; every bad key is reported, unknown keys and wrong types together
+// with invalid values.
 func LoadConfig(path string, environ []string) (Config, error) {
+	cfg, err := loadConfig(path, environ)
+	if err != nil {
+		return cfg, err
+	}
+	if err := cfg.Validate(); err != nil {
+		return cfg, fmt.Errorf("invalid config: %w", err)
+	}
+	return cfg, nil
+}
+
+// LoadRunConfig is LoadConfig with ValidateRun: what `ehrwatch run` and
+// `ehrwatch config validate` use.
+func LoadRunConfig(path string, environ []string) (Config, error) {
+	cfg, err := loadConfig(path, environ)
+	if err != nil {
+		return cfg, err
+	}
+	if err := cfg.ValidateRun(); err != nil {
+		return cfg, fmt.Errorf("invalid config: %w", err)
+	}
+	return cfg, nil
+}
+
+func loadConfig(path string, environ []string) (Config, error) {
 	cfg := DefaultConfig()
+	var typeErr error
 	if path != "" {
 		raw, err := os.ReadFile(path)
 		if err != nil {
@@ -110,14 +281,26 @@ func LoadConfig(path string, environ []string) (Config, error) {
 		dec := yaml.NewDecoder(bytes.NewReader(raw))
 		dec.KnownFields(true)
 		if err := dec.Decode(&cfg); err != nil && !errors.Is(err, io.EOF) {
-			return cfg, fmt.Errorf("config %s: %w", path, err)
+			var te *yaml.TypeError
+			if !errors.As(err, &te) {
+				return cfg, fmt.Errorf("config %s: %w", path, err)
+			}
+			// Unknown keys and wrong types: keep going, so the invalid
+			// values of the other keys are reported with them.
+			typeErr = fmt.Errorf("config %s: %w", path, err)
 		}
 	}
 	if err := applyEnv(&cfg, environ); err != nil {
-		return cfg, err
+		return cfg, errors.Join(typeErr, err)
 	}
-	if err := cfg.Validate(); err != nil {
-		return cfg, fmt.Errorf("invalid config: %w", err)
+	if len(cfg.API.FacilityTimeZones) == 0 && len(cfg.Reference.Facilities) > 0 {
+		cfg.API.FacilityTimeZones = maps.Clone(cfg.Reference.Facilities)
+	}
+	if typeErr != nil {
+		if verr := cfg.Validate(); verr != nil {
+			return cfg, errors.Join(typeErr, fmt.Errorf("invalid config: %w", verr))
+		}
+		return cfg, typeErr
 	}
 	return cfg, nil
 }

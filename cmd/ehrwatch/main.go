@@ -7,15 +7,18 @@
 //	ehrwatch run --config F        the production process: Kafka -> detectors -> ClickHouse
 //	ehrwatch demo                  the whole pipeline on an in-process broker with a synthetic hospital
 //	ehrwatch gen --out DIR         write a synthetic hospital and its labelled access stream (or --kafka)
+//	ehrwatch replay --events F --reference DIR  run the detectors over an exported log, without Kafka
 //	ehrwatch migrate --config F    create or upgrade the ClickHouse schema
 //	ehrwatch serve --config F      the triage and report HTTP API
 //	ehrwatch report patient|user   who opened patient X / what user U opened (--id --from --to --config F)
 //	ehrwatch config validate F     check a configuration file and report every bad key
+//	ehrwatch config defaults       print the default configuration (YAML)
 //	ehrwatch bench pipeline --config F  throughput: raw kafka-go fetch vs ehrwatch without and with ClickHouse
 //	ehrwatch version               print the version
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"flag"
@@ -24,6 +27,8 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+
+	"go.yaml.in/yaml/v3"
 )
 
 // version is set at build time with -ldflags "-X main.version=…".
@@ -59,10 +64,12 @@ commands:
   run                the production process: consume, detect, store (--config FILE)
   demo               run the real pipeline on an in-process Kafka with a synthetic hospital
   gen                write a synthetic hospital and labelled access stream (--out DIR, or --kafka BROKERS)
+  replay             run the detectors over an exported access log, without Kafka (--events FILE --reference DIR)
   migrate            create or upgrade the ClickHouse schema (--config FILE)
   serve              serve the triage and report API (--config FILE)
   report patient|user  access report for a patient or a user (--id --from --to --config FILE)
   config validate F  check a configuration file; every bad value is reported with its key
+  config defaults    print the whole default configuration as YAML
   bench pipeline     measure throughput: raw kafka-go fetch, ehrwatch without sink, ehrwatch into ClickHouse
   version            print the version
 `
@@ -79,6 +86,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runDemo(ctx, args[1:], stdout, stderr)
 	case "gen":
 		return runGen(ctx, args[1:], stdout, stderr)
+	case "replay":
+		return runReplay(ctx, args[1:], stdout, stderr)
 	case "migrate":
 		return runMigrate(ctx, args[1:], stdout, stderr)
 	case "serve":
@@ -100,14 +109,59 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	return usageError{fmt.Sprintf("unknown command %q", args[0])}
 }
 
+const configUsage = `usage: ehrwatch config validate FILE   check FILE as ` + "`ehrwatch run`" + ` would; every bad value is reported with its key
+       ehrwatch config defaults        print the whole default configuration as YAML
+`
+
 func runConfig(args []string, stdout, stderr io.Writer) error {
-	if len(args) != 2 || args[0] != "validate" {
-		fmt.Fprint(stderr, "usage: ehrwatch config validate FILE\n")
-		return usageError{"config: want `config validate FILE`"}
+	switch {
+	case len(args) == 2 && args[0] == "validate":
+		if _, err := LoadRunConfig(args[1], os.Environ()); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "%s: ok\n", args[1])
+		return nil
+	case len(args) == 1 && args[0] == "defaults":
+		return writeDefaultConfig(stdout)
 	}
-	if _, err := LoadConfig(args[1], os.Environ()); err != nil {
+	fmt.Fprint(stderr, configUsage)
+	return usageError{"config: want `config validate FILE` or `config defaults`"}
+}
+
+// writeDefaultConfig prints DefaultConfig as YAML, with a header saying
+// what is required on top of it.
+func writeDefaultConfig(w io.Writer) error {
+	out, err := marshalConfig(DefaultConfig())
+	if err != nil {
+		return fmt.Errorf("config defaults: %w", err)
+	}
+	if _, err := fmt.Fprint(w, defaultConfigHeader); err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "%s: ok\n", args[1])
-	return nil
+	_, err = w.Write(out)
+	return err
 }
+
+// marshalConfig renders cfg as YAML with two-space indentation.
+func marshalConfig(cfg Config) ([]byte, error) {
+	var buf bytes.Buffer
+	enc := yaml.NewEncoder(&buf)
+	enc.SetIndent(2)
+	if err := enc.Encode(&cfg); err != nil {
+		return nil, err
+	}
+	if err := enc.Close(); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
+}
+
+const defaultConfigHeader = `# ehrwatch configuration: every key with its default value
+# (` + "`ehrwatch config defaults`" + `). Keep only what you change. EHRWATCH_<SECTION>_<KEY>
+# environment variables override the file (not for the detection section).
+#
+# ` + "`ehrwatch run`" + ` also needs reference.hash_key_file: a file holding a secret
+# of at least 16 bytes, e.g. ` + "`head -c 32 /dev/urandom | base64 > hash.key`" + `.
+# Secrets (passwords, keys) belong in *_file settings, never in this file.
+# api.listen empty: ` + "`run`" + ` serves no API; ` + "`serve`" + ` listens on 127.0.0.1:8080.
+`

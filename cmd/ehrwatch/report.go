@@ -81,7 +81,7 @@ func runReport(ctx context.Context, args []string, stdout, stderr io.Writer) err
 			return reportFlagError("--as", err)
 		}
 	}
-	cfg, err := loadAPIFileConfig(*configPath, os.Environ())
+	cfg, err := LoadConfig(*configPath, os.Environ())
 	if err != nil {
 		return err
 	}

@@ -36,9 +36,9 @@ func newReportEnv(t *testing.T, extraAPI string) (*reportEnv, func() []cliAudit)
 	}
 	tt.Seed(t, conn, tt.NewFixture())
 	cfg := filepath.Join(t.TempDir(), "ehrwatch.yaml")
-	doc := fmt.Sprintf(`# sections owned by other commands are ignored by report/serve
+	doc := fmt.Sprintf(`# one file serves every command: report/serve accept the other sections
 pipeline:
-  anything: goes
+  batch_max_rows: 500
 clickhouse:
   addrs: [%q]
   protocol: http

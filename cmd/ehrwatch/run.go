@@ -12,16 +12,27 @@ import (
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2"
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	oklogrun "github.com/oklog/run"
 	"github.com/rs/zerolog"
 
+	"github.com/ehrwatch/ehrwatch/detectors"
 	"github.com/ehrwatch/ehrwatch/pipeline"
+	"github.com/ehrwatch/ehrwatch/pipeline/alerting"
+	"github.com/ehrwatch/ehrwatch/pipeline/api"
+	"github.com/ehrwatch/ehrwatch/pipeline/triage"
+	"github.com/ehrwatch/ehrwatch/schemas"
 )
 
-// runRun is `ehrwatch run`: the production process. It consumes until
-// SIGTERM or SIGINT (ctx), then shuts down in order within
-// pipeline.shutdown_timeout: stop fetching, flush, commit, leave the
-// group, close; the HTTP endpoint stays up until the pipeline has stopped.
+// runRun is `ehrwatch run`: the production process. It loads the
+// reference data (failing fast when it cannot), builds one detector engine
+// per assigned partition, and consumes until SIGTERM or SIGINT (ctx). Then
+// it shuts down in order within pipeline.shutdown_timeout: stop fetching,
+// flush (each stored batch's findings go to alerting before its offsets are
+// acknowledged), commit, leave the group; then alerting drains its outputs
+// and the ClickHouse connection closes. The operational endpoint stays up
+// until the pipeline has stopped; the API (when api.listen is set) stops
+// accepting requests at once and finishes those in flight.
 func runRun(ctx context.Context, args []string, _, stderr io.Writer) error {
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -35,7 +46,18 @@ func runRun(ctx context.Context, args []string, _, stderr io.Writer) error {
 		fs.Usage()
 		return usageError{"run: want `run --config FILE`"}
 	}
-	cfg, err := LoadConfig(*configPath, os.Environ())
+	// Flags first: a bad flag is a usage error whatever the file says.
+	var flagErrs []error
+	if *listen != "" {
+		flagErrs = append(flagErrs, HTTPConfig{Listen: *listen}.Validate("--listen"))
+	}
+	if *logLevel != "" {
+		flagErrs = append(flagErrs, LogConfig{Level: *logLevel, Format: "json"}.Validate("--log"))
+	}
+	if err := errors.Join(flagErrs...); err != nil {
+		return usageError{err.Error()}
+	}
+	cfg, err := LoadRunConfig(*configPath, os.Environ())
 	if err != nil {
 		return err
 	}
@@ -44,9 +66,6 @@ func runRun(ctx context.Context, args []string, _, stderr io.Writer) error {
 	}
 	if *logLevel != "" {
 		cfg.Log.Level = *logLevel
-	}
-	if err := errors.Join(cfg.HTTP.Validate("--listen"), cfg.Log.Validate("--log")); err != nil {
-		return usageError{err.Error()}
 	}
 	log := newLogger(cfg.Log, stderr)
 
@@ -60,20 +79,89 @@ func runRun(ctx context.Context, args []string, _, stderr io.Writer) error {
 	}
 	defer conn.Close()
 
+	// The engines and alerting are built once the pipeline's registry
+	// exists; the pipeline calls them only from Run.
+	var engines *engineSet
+	var mgr *alerting.Manager
 	p, err := pipeline.New(cfg.Pipeline, cfg.Kafka, pipeline.Deps{
 		Logger:     log,
 		ClickHouse: conn,
-		// TODO(detectors): NewProcessor: one detectors.Engine per partition.
+		NewProcessor: func(topic string, partition int) (pipeline.Processor, error) {
+			return engines.NewProcessor(topic, partition)
+		},
+		AfterStore: func(ctx context.Context, findings []schemas.Finding) error {
+			_, err := mgr.Observe(ctx, findings)
+			return err
+		},
 	})
 	if err != nil {
 		return err
 	}
 
+	ref, err := newReferenceData(cfg.Reference, cfg.Detection.Allowlist, conn, p.Registry(), log, p.SetCondition)
+	if err != nil {
+		return err
+	}
+	lctx, cancelLoad := context.WithTimeout(ctx, cfg.ClickHouse.QueryTimeout)
+	err = ref.Load(lctx)
+	cancelLoad()
+	if err != nil {
+		return fmt.Errorf("reference data: %w", err)
+	}
+	st := ref.Reference.Index().Stats()
+	log.Info().Str("source", cfg.Reference.Source).Int("users", st.Users).Int("patients", st.Patients).
+		Int("encounters", st.Encounters).Int("allowlist", ref.Allowlist.Load().Len()).
+		Dur("refresh_interval", cfg.Reference.RefreshInterval).Msg("reference data loaded")
+	locations, err := cfg.Reference.Locations()
+	if err != nil {
+		return err
+	}
+	ecfg := cfg.Detection.EngineConfig
+	ecfg.AllowlistSource = ref.Allowlist.Load
+	newEngine, err := detectors.NewEngineFactory(ecfg, detectors.Env{Reference: ref.Reference.Load, Location: locations})
+	if err != nil {
+		return fmt.Errorf("detection: %w", err)
+	}
+	engines = newEngineSet(newEngine)
+	if err := p.Registry().Register(engines); err != nil {
+		return fmt.Errorf("detector metrics: %w", err)
+	}
+	mgr, err = alerting.New(cfg.Alerting, alerting.Options{
+		Store:      alerting.NewClickHouseStore(conn),
+		Logger:     log,
+		Registerer: p.Registry(),
+		Version:    version,
+	})
+	if err != nil {
+		return err
+	}
+	// Alerting closes after the pipeline's last Observe and before the
+	// connection (deferred above, so it runs after this).
+	defer func() {
+		cctx, cancel := context.WithTimeout(context.Background(), cfg.Pipeline.ShutdownTimeout)
+		defer cancel()
+		if err := mgr.Close(cctx); err != nil {
+			log.Warn().Str("error", err.Error()).Msg("closing alerting")
+		}
+	}()
+
+	var apiSrv *http.Server
+	var apiLn net.Listener
+	if cfg.API.Listen != "" {
+		if apiSrv, apiLn, err = newRunAPI(ctx, cfg, conn, log); err != nil {
+			return err
+		}
+	}
+
 	ln, err := net.Listen("tcp", cfg.HTTP.Listen)
 	if err != nil {
+		if apiLn != nil {
+			_ = apiLn.Close()
+		}
 		return fmt.Errorf("http.listen: %w", err)
 	}
-	log.Info().Str("listen", ln.Addr().String()).Str("version", version).Msg("ehrwatch starting")
+	log.Info().Str("listen", ln.Addr().String()).Str("version", version).Strs("detectors", mustDetectors(newEngine)).
+		Msg("ehrwatch starting")
 	srv := &http.Server{Handler: p.Handler(), ReadHeaderTimeout: 10 * time.Second}
 
 	var g oklogrun.Group
@@ -102,6 +190,14 @@ func runRun(ctx context.Context, args []string, _, stderr io.Writer) error {
 			return nil
 		}, func(error) { cancel() })
 	}
+	// Reference data and allowlist refresh.
+	{
+		rctx, cancel := context.WithCancel(context.Background())
+		g.Add(func() error {
+			ref.Run(rctx)
+			return nil
+		}, func(error) { cancel() })
+	}
 	// HTTP: kept up while the pipeline drains, so /readyz says
 	// "shutting down" and /metrics shows the last flushes.
 	{
@@ -119,6 +215,25 @@ func runRun(ctx context.Context, args []string, _, stderr io.Writer) error {
 			}()
 		})
 	}
+	// The API, on its own listener with its own TLS settings.
+	if apiSrv != nil {
+		g.Add(func() error {
+			var err error
+			if apiSrv.TLSConfig != nil {
+				err = apiSrv.ServeTLS(apiLn, "", "")
+			} else {
+				err = apiSrv.Serve(apiLn)
+			}
+			if !errors.Is(err, http.ErrServerClosed) {
+				return fmt.Errorf("api: %w", err)
+			}
+			return nil
+		}, func(error) {
+			sctx, cancel := context.WithTimeout(context.Background(), cfg.API.ShutdownTimeout)
+			defer cancel()
+			_ = apiSrv.Shutdown(sctx)
+		})
+	}
 	err = g.Run()
 	if err != nil {
 		log.Error().Str("error", err.Error()).Msg("ehrwatch stopped with an error")
@@ -126,6 +241,44 @@ func runRun(ctx context.Context, args []string, _, stderr io.Writer) error {
 	}
 	log.Info().Msg("ehrwatch stopped")
 	return nil
+}
+
+// newRunAPI builds the triage and report API for `run` and opens its
+// listener. It never shares the operational listener: the API has its
+// own address, TLS, timeouts and authentication.
+func newRunAPI(ctx context.Context, cfg Config, conn driver.Conn, log zerolog.Logger) (*http.Server, net.Listener, error) {
+	st := triage.NewStore(conn, cfg.API.TriageOptions())
+	if err := st.CheckSchema(ctx); err != nil {
+		return nil, nil, err
+	}
+	s, err := api.New(cfg.API, api.Deps{Store: st, Log: log.With().Str("component", "api").Logger()})
+	if err != nil {
+		return nil, nil, err
+	}
+	hs, err := s.HTTPServer()
+	if err != nil {
+		return nil, nil, err
+	}
+	ln, err := net.Listen("tcp", cfg.API.Listen)
+	if err != nil {
+		return nil, nil, fmt.Errorf("api.listen: %w", err)
+	}
+	scheme := "http"
+	if hs.TLSConfig != nil {
+		scheme = "https"
+	}
+	log.Info().Str("component", "api").Str("addr", ln.Addr().String()).Str("scheme", scheme).Msg("api listening")
+	return hs, ln, nil
+}
+
+// mustDetectors lists the detectors an engine runs, for the start-up log.
+func mustDetectors(newEngine func() (*detectors.Engine, error)) []string {
+	e, err := newEngine()
+	if err != nil {
+		return nil
+	}
+	defer e.Close()
+	return e.Detectors()
 }
 
 // newLogger is the process logger: JSON (or console) on stderr, with

@@ -116,3 +116,121 @@ func TestRunNeedsConfig(t *testing.T) {
 		t.Errorf("bad --log-level: %v (exit %d), want a usage error naming it", err, exitCode(err))
 	}
 }
+
+// TestConfigDefaultsRoundTrip: `ehrwatch config defaults` prints every
+// section, and what it prints loads back into the same configuration and
+// validates (with a hash key file added, which has no default).
+func TestConfigDefaultsRoundTrip(t *testing.T) {
+	var out, errOut bytes.Buffer
+	if err := run(context.Background(), []string{"config", "defaults"}, &out, &errOut); err != nil {
+		t.Fatalf("config defaults: %v\n%s", err, errOut.String())
+	}
+	for _, section := range []string{"kafka:", "clickhouse:", "pipeline:", "detection:", "reference:", "alerting:", "api:", "http:", "log:",
+		"snapshot_events:", "allowed_lateness:", "volume:", "refresh_interval:", "hash_key_file:"} {
+		if !strings.Contains(out.String(), "\n"+section) && !strings.Contains(out.String(), " "+section) {
+			t.Errorf("defaults lack %q", section)
+		}
+	}
+	path := writeConfig(t, out.String())
+	cfg, err := LoadConfig(path, nil)
+	if err != nil {
+		t.Fatalf("defaults do not load back: %v", err)
+	}
+	var again bytes.Buffer
+	if err := writeDefaultConfigFrom(&again, cfg); err != nil {
+		t.Fatal(err)
+	}
+	if want := strings.TrimPrefix(out.String(), defaultConfigHeader); again.String() != want {
+		t.Errorf("defaults changed on a round trip:\n%s\nvs\n%s", again.String(), want)
+	}
+	key := filepath.Join(t.TempDir(), "hash.key")
+	if err := os.WriteFile(key, []byte("0123456789abcdef0123\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := LoadRunConfig(path, []string{"EHRWATCH_REFERENCE_HASH_KEY_FILE=" + key}); err != nil {
+		t.Errorf("defaults plus a hash key do not validate for run: %v", err)
+	}
+	if _, err := LoadRunConfig(path, nil); err == nil || !strings.Contains(err.Error(), "reference.hash_key_file: required") {
+		t.Errorf("run without a hash key: %v", err)
+	}
+}
+
+// TestConfigDetectionReferenceAlertingAPI: the sections added for `run`
+// report their bad keys by full name, together with every other section's,
+// and unknown detector keys are named.
+func TestConfigDetectionReferenceAlertingAPI(t *testing.T) {
+	short := filepath.Join(t.TempDir(), "short.key")
+	if err := os.WriteFile(short, []byte("too-short\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	path := writeConfig(t, `
+kafka:
+  start_offset: newest
+detection:
+  allowed_lateness: -1m
+  detectors:
+    vip: {severty: high}
+    nosuch: {}
+reference:
+  source: ldap
+  refresh_interval: 10ms
+  hash_key_file: `+short+`
+  facilities: {nyc: Mars/Olympus_Mons}
+alerting:
+  rules: [{name: "Bad Name"}]
+api:
+  listen: 127.0.0.1:9464
+  care_slack_before: 12h
+http:
+  listen: 127.0.0.1:9464
+`)
+	var out, errOut bytes.Buffer
+	err := run(context.Background(), []string{"config", "validate", path}, &out, &errOut)
+	if err == nil {
+		t.Fatal("config validate accepted a bad file")
+	}
+	for _, key := range []string{"kafka.start_offset", "detection.detectors.vip.severty", "detection.detectors.nosuch",
+		"reference.source", "reference.refresh_interval", "reference.hash_key_file", "reference.facilities.nyc",
+		"alerting.rules[0]", "api.listen", "api.care_slack_before"} {
+		if !strings.Contains(err.Error(), key) {
+			t.Errorf("not reported: %s\n%v", key, err)
+		}
+	}
+
+	// A good file: the sections load, api facility zones default to the
+	// reference's, and serve-only files need no hash key.
+	path = writeConfig(t, `
+detection:
+  allowed_lateness: 5m
+  detectors:
+    vip: {severity: critical}
+  allowlist:
+    - {user_id: u1, detector: vip, reason: "security desk", owner: privacy-office, expires_at: 2030-01-01T00:00:00Z}
+reference:
+  source: clickhouse
+  refresh_interval: 1m
+  facilities: {nyc: America/New_York}
+alerting:
+  enabled: false
+`)
+	cfg, err := LoadConfig(path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Detection.AllowedLateness != 5*time.Minute || len(cfg.Detection.Allowlist) != 1 ||
+		cfg.Detection.Detectors["vip"].(interface{ IsEnabled() bool }) == nil {
+		t.Errorf("detection: %+v", cfg.Detection)
+	}
+	if cfg.Reference.RefreshInterval != time.Minute || cfg.API.FacilityTimeZones["nyc"] != "America/New_York" || cfg.Alerting.Enabled {
+		t.Errorf("reference/api/alerting: %+v %+v", cfg.Reference, cfg.API.FacilityTimeZones)
+	}
+}
+
+func writeDefaultConfigFrom(w *bytes.Buffer, cfg Config) error {
+	out, err := marshalConfig(cfg)
+	if err != nil {
+		return err
+	}
+	_, err = w.Write(out)
+	return err
+}

@@ -30,6 +30,16 @@ import (
 // the test Kafka broker and ClickHouse engine, and signal it like an
 // orchestrator would.
 
+// writeHashKey writes a reference hash key file and returns its path.
+func writeHashKey(t *testing.T) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "hash.key")
+	if err := os.WriteFile(p, []byte("test-hash-key-0123456789abcdef\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
 // buildEhrwatch builds cmd/ehrwatch into a temporary directory.
 func buildEhrwatch(t *testing.T) string {
 	t.Helper()
@@ -78,6 +88,7 @@ func newRunEnv(t *testing.T, partitions, batchRows int) *runEnv {
 	e.group = e.topic + "-group"
 	dlq := testenv.NewTopic(t, brokers, 1)
 	e.config = filepath.Join(t.TempDir(), "ehrwatch.yaml")
+	hashKey := writeHashKey(t)
 	yaml := fmt.Sprintf(`# written by %s
 kafka:
   brokers: [%q]
@@ -101,11 +112,13 @@ pipeline:
   shutdown_timeout: 15s
   retry:
     max_interval: 1s
+reference:
+  hash_key_file: %q
 http:
   listen: 127.0.0.1:0
 log:
   level: debug
-`, t.Name(), brokers, e.group, e.topic, dlq, testenv.ClickHouseAddr(t), db, batchRows)
+`, t.Name(), brokers, e.group, e.topic, dlq, testenv.ClickHouseAddr(t), db, batchRows, hashKey)
 	if err := os.WriteFile(e.config, []byte(yaml), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -436,6 +449,7 @@ func TestRunBadConfigsKeepDataOut(t *testing.T) {
 	}
 	topic := testenv.NewTopic(t, brokers, 1)
 	dlqTopic := testenv.NewTopic(t, brokers, 1)
+	hashKey := writeHashKey(t)
 	pipelinetest.Produce(t, brokers, topic, pipelinetest.Fixture{N: 200, Users: 3, PoisonEvery: 50, Prefix: "bad"}.Messages())
 
 	cases := []struct {
@@ -460,10 +474,13 @@ http:
 log:
   level: loud
 `, []string{"kafka.brokers[0]", "kafka.start_offset", "kafka.sasl.mechanism", "clickhouse.protocol", "clickhouse.addrs[0]",
-			"pipeline.batch_max_rows", "pipeline.drain_timeout", "pipeline.retry.jitter", "http.listen", "log.level"}},
+			"pipeline.batch_max_rows", "pipeline.drain_timeout", "pipeline.retry.jitter", "http.listen", "log.level",
+			"reference.hash_key_file"}},
 		{"missing password file", `
 clickhouse:
   password_file: ` + filepath.Join(dir, "nope") + `
+reference:
+  hash_key_file: ` + hashKey + `
 `, []string{"clickhouse.password_file"}},
 		{"unknown database", fmt.Sprintf(`
 kafka:
@@ -483,9 +500,11 @@ pipeline:
   batch_max_wait: 100ms
   drain_timeout: 2s
   shutdown_timeout: 5s
+reference:
+  hash_key_file: %s
 http:
   listen: 127.0.0.1:0
-`, brokers, topic+"-group", topic, dlqTopic, chAddr, pwFile), []string{"UNKNOWN_DATABASE"}},
+`, brokers, topic+"-group", topic, dlqTopic, chAddr, pwFile, hashKey), []string{"UNKNOWN_DATABASE"}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

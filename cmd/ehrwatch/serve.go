@@ -2,83 +2,23 @@ package main
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"os"
-	"reflect"
 	"strings"
 
 	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/rs/zerolog"
-	"go.yaml.in/yaml/v3"
 
 	"github.com/ehrwatch/ehrwatch/pipeline/api"
-	"github.com/ehrwatch/ehrwatch/pipeline/store"
 	"github.com/ehrwatch/ehrwatch/pipeline/triage"
 )
 
-// apiFileConfig is what `serve` and `report` read from the configuration
-// file: the clickhouse and api sections (other sections are left to the
-// commands that own them, but unknown keys inside these two are errors),
-// then EHRWATCH_CLICKHOUSE_* and EHRWATCH_API_* environment overrides.
-type apiFileConfig struct {
-	ClickHouse store.Config `yaml:"clickhouse"`
-	API        api.Config   `yaml:"api"`
-}
-
-func loadAPIFileConfig(path string, environ []string) (apiFileConfig, error) {
-	cfg := apiFileConfig{ClickHouse: store.DefaultConfig(), API: api.DefaultConfig()}
-	if path != "" {
-		raw, err := os.ReadFile(path)
-		if err != nil {
-			return cfg, fmt.Errorf("read config: %w", err)
-		}
-		var root map[string]yaml.Node
-		if err := yaml.Unmarshal(raw, &root); err != nil {
-			return cfg, fmt.Errorf("config %s: %w", path, err)
-		}
-		for name, target := range map[string]any{"clickhouse": &cfg.ClickHouse, "api": &cfg.API} {
-			node, ok := root[name]
-			if !ok {
-				continue
-			}
-			section, err := yaml.Marshal(&node)
-			if err != nil {
-				return cfg, fmt.Errorf("config %s: %s: %w", path, name, err)
-			}
-			dec := yaml.NewDecoder(bytes.NewReader(section))
-			dec.KnownFields(true)
-			if err := dec.Decode(target); err != nil && !errors.Is(err, io.EOF) {
-				return cfg, fmt.Errorf("config %s: %s: %w", path, name, err)
-			}
-		}
-	}
-	env := map[string]string{}
-	for _, kv := range environ {
-		if k, v, ok := strings.Cut(kv, "="); ok && (strings.HasPrefix(k, "EHRWATCH_CLICKHOUSE_") || strings.HasPrefix(k, "EHRWATCH_API_")) {
-			env[k] = v
-		}
-	}
-	if len(env) > 0 {
-		if err := walkEnv(reflect.ValueOf(&cfg).Elem(), "EHRWATCH", "", env); err != nil {
-			return cfg, err
-		}
-	}
-	if err := cfg.ClickHouse.Validate("clickhouse"); err != nil {
-		return cfg, fmt.Errorf("invalid config: %w", err)
-	}
-	if err := cfg.API.Validate("api"); err != nil {
-		return cfg, fmt.Errorf("invalid config: %w", err)
-	}
-	return cfg, nil
-}
-
 // openTriageStore connects to ClickHouse and checks the schema.
-func openTriageStore(ctx context.Context, cfg apiFileConfig) (*triage.Store, func(), error) {
+func openTriageStore(ctx context.Context, cfg Config) (*triage.Store, func(), error) {
 	opts, err := cfg.ClickHouse.Options()
 	if err != nil {
 		return nil, nil, err
@@ -119,15 +59,21 @@ func runServe(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 		fs.Usage()
 		return usageError{"serve: unexpected arguments"}
 	}
-	cfg, err := loadAPIFileConfig(*configPath, os.Environ())
+	cfg, err := LoadConfig(*configPath, os.Environ())
 	if err != nil {
 		return err
 	}
 	if *listen != "" {
 		cfg.API.Listen = *listen
-		if err := cfg.API.Validate("api"); err != nil {
+	}
+	if cfg.API.Listen == "" {
+		cfg.API.Listen = apiDefaultListen
+	}
+	if err := cfg.API.Validate("api"); err != nil {
+		if *listen != "" {
 			return fmt.Errorf("--listen: %w", err)
 		}
+		return err
 	}
 	log := zerolog.New(stderr).With().Timestamp().Str("component", "api").Logger()
 	st, closeStore, err := openTriageStore(ctx, cfg)

@@ -13,13 +13,16 @@ import (
 
 // The tables a Batch writes, in the order Writer inserts them.
 const (
-	TableEvents   = "access_events"
-	TableFindings = "findings"
-	TableDLQ      = "dlq"
+	TableEvents    = "access_events"
+	TableFindings  = "findings"
+	TableDLQ       = "dlq"
+	TableSnapshots = "detector_snapshots"
 )
 
-// Tables lists the tables a Batch writes, in insert order.
-var Tables = []string{TableEvents, TableFindings, TableDLQ}
+// Tables lists the tables a Batch writes, in insert order. Snapshots come
+// last: a snapshot reflects events of the same batch, and is only useful
+// once they are stored.
+var Tables = []string{TableEvents, TableFindings, TableDLQ, TableSnapshots}
 
 // Position is where a row came from in Kafka.
 type Position struct {
@@ -54,6 +57,16 @@ type DLQRow struct {
 	ReceivedAt time.Time
 }
 
+// SnapshotRow is one detector_snapshots row: the state of one partition's
+// detectors after the event at Position.Offset (compressed by the caller),
+// for the consumer group Group.
+type SnapshotRow struct {
+	Position
+	Group   string
+	Data    []byte
+	TakenAt time.Time
+}
+
 // Batch is one flush: the rows of every table, from any number of
 // partitions. Rows of one partition are appended in offset order.
 //
@@ -65,12 +78,15 @@ type Batch struct {
 	Events      []EventRow
 	Findings    []FindingRow
 	DeadLetters []DLQRow
+	Snapshots   []SnapshotRow
 
 	inserted map[string]bool
 }
 
 // Len is the total number of rows over all tables.
-func (b *Batch) Len() int { return len(b.Events) + len(b.Findings) + len(b.DeadLetters) }
+func (b *Batch) Len() int {
+	return len(b.Events) + len(b.Findings) + len(b.DeadLetters) + len(b.Snapshots)
+}
 
 // Rows is the number of rows for table.
 func (b *Batch) Rows(table string) int {
@@ -81,6 +97,8 @@ func (b *Batch) Rows(table string) int {
 		return len(b.Findings)
 	case TableDLQ:
 		return len(b.DeadLetters)
+	case TableSnapshots:
+		return len(b.Snapshots)
 	}
 	return 0
 }
@@ -100,7 +118,9 @@ func (b *Batch) Reset() {
 	clear(b.Events)
 	clear(b.Findings)
 	clear(b.DeadLetters)
+	clear(b.Snapshots)
 	b.Events, b.Findings, b.DeadLetters = b.Events[:0], b.Findings[:0], b.DeadLetters[:0]
+	b.Snapshots = b.Snapshots[:0]
 	clear(b.inserted)
 }
 
@@ -139,6 +159,10 @@ func (b *Batch) Ranges(table string) []Range {
 		for i := range b.DeadLetters {
 			add(b.DeadLetters[i].Position)
 		}
+	case TableSnapshots:
+		for i := range b.Snapshots {
+			add(b.Snapshots[i].Position)
+		}
 	}
 	slices.SortFunc(out, func(x, y Range) int {
 		return cmp.Or(cmp.Compare(x.Topic, y.Topic), cmp.Compare(x.Partition, y.Partition))
@@ -149,7 +173,8 @@ func (b *Batch) Ranges(table string) []Range {
 // Token is the insert_deduplication_token for table's rows: a hash of the
 // table name, the (topic, partition, first offset, last offset, row count)
 // ranges the rows cover, and the rows' identities (event ids; finding ids
-// with their version-defining fields; dead-lettered offsets).
+// with their version-defining fields; dead-lettered offsets; snapshots'
+// group, offset and content hash).
 //
 // The same Kafka messages always decode to the same events, so the ranges
 // alone would identify an access_events block. Findings are different: a
@@ -204,6 +229,14 @@ func (b *Batch) writeIdentities(table string, putStr func(string), putInt func(i
 	case TableDLQ:
 		for i := range b.DeadLetters {
 			putInt(b.DeadLetters[i].Offset)
+		}
+	case TableSnapshots:
+		for i := range b.Snapshots {
+			s := &b.Snapshots[i]
+			putStr(s.Group)
+			putInt(s.Offset)
+			sum := sha256.Sum256(s.Data)
+			putStr(string(sum[:]))
 		}
 	}
 }

@@ -34,7 +34,7 @@ func TestMigrateTwice(t *testing.T) {
 	if len(second.Applied) != 0 || len(second.Skipped) != len(ms) {
 		t.Fatalf("second run: applied %v skipped %v, want none applied", second.Applied, second.Skipped)
 	}
-	for _, table := range []string{"access_events", "findings", "alerts", "alert_state", "alert_state_history", "dlq", "users", "patients", "encounters", "user_hourly_activity", "allowlist"} {
+	for _, table := range []string{"access_events", "findings", "alerts", "alert_state", "alert_state_history", "dlq", "users", "patients", "encounters", "user_hourly_activity", "allowlist", "detector_snapshots"} {
 		var n uint64
 		if err := conn.QueryRow(ctx, "SELECT count() FROM system.tables WHERE database = currentDatabase() AND name = ?", table).Scan(&n); err != nil {
 			t.Fatal(err)

@@ -74,6 +74,8 @@ const (
 	suppression_reason, kafka_partition, kafka_offset)`
 	insertDLQ = `INSERT INTO dlq (kafka_topic, kafka_partition, kafka_offset, kafka_key, error_class,
 	error, payload, received_at)`
+	insertSnapshots = `INSERT INTO detector_snapshots (consumer_group, kafka_topic, kafka_partition, kafka_offset,
+	snapshot, taken_at)`
 )
 
 func (w *Writer) insert(ctx context.Context, b *Batch, table string) (err error) {
@@ -88,6 +90,8 @@ func (w *Writer) insert(ctx context.Context, b *Batch, table string) (err error)
 		query = insertFindings
 	case TableDLQ:
 		query = insertDLQ
+	case TableSnapshots:
+		query = insertSnapshots
 	default:
 		return fmt.Errorf("unknown table %q", table)
 	}
@@ -107,6 +111,8 @@ func (w *Writer) insert(ctx context.Context, b *Batch, table string) (err error)
 		err = appendFindings(batch, b.Findings)
 	case TableDLQ:
 		err = appendDLQ(batch, b.DeadLetters)
+	case TableSnapshots:
+		err = appendSnapshots(batch, b.Snapshots)
 	}
 	if err != nil {
 		return err
@@ -161,6 +167,16 @@ func appendDLQ(batch driver.Batch, rows []DLQRow) error {
 			r.Error, string(r.Payload), r.ReceivedAt,
 		); err != nil {
 			return fmt.Errorf("dead letter at offset %d: %w", r.Offset, err)
+		}
+	}
+	return nil
+}
+
+func appendSnapshots(batch driver.Batch, rows []SnapshotRow) error {
+	for i := range rows {
+		r := &rows[i]
+		if err := batch.Append(r.Group, r.Topic, uint32(r.Partition), uint64(r.Offset), string(r.Data), r.TakenAt.UTC()); err != nil {
+			return fmt.Errorf("snapshot at offset %d: %w", r.Offset, err)
 		}
 	}
 	return nil

@@ -1,0 +1,188 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ehrwatch/ehrwatch/pipeline"
+	"github.com/ehrwatch/ehrwatch/pipeline/store"
+)
+
+// shortDemo is the smallest hospital the generator staffs (two facilities
+// of 60 accounts) over nine days, so volume and off-hours incidents land on
+// day 8, after the detectors' baselines are warm.
+func shortDemo() demoOptions {
+	return demoOptions{
+		days: 9, warmup: 8, users: 120, seed: 20261026, partitions: 3,
+		color: "never", timeout: 2 * time.Minute, logLevel: "warn",
+	}
+}
+
+func TestDemoEndToEnd(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs the whole pipeline on an in-process broker")
+	}
+	o := shortDemo()
+	o.out = t.TempDir()
+	var stdout, stderr bytes.Buffer
+	res, err := demo(context.Background(), o, &stdout, &stderr)
+	if err != nil {
+		t.Fatalf("demo: %v\nstdout:\n%s\nstderr:\n%s", err, stdout.String(), stderr.String())
+	}
+	total := int64(res.stream.events)
+	if total < 10000 {
+		t.Fatalf("only %d events: the short hospital is not what this test expects", total)
+	}
+	if res.stats.Consumed < total || res.stats.Stored != total || res.stats.DeadLettered != 0 {
+		t.Errorf("stats %+v, want every one of %d events consumed and stored", res.stats, total)
+	}
+	kinds := 0
+	for _, r := range res.score.rows {
+		if r.injected == 0 {
+			continue
+		}
+		kinds++
+		if r.detected != r.injected {
+			t.Errorf("%s: detected %d of %d injected incidents (missed %v)", r.detector, r.detected, r.injected, r.missed)
+		}
+	}
+	if kinds != 10 {
+		t.Errorf("incidents of %d detector kinds injected, want all 10", kinds)
+	}
+	if res.alerts == 0 {
+		t.Error("no alerts raised")
+	}
+	out := stdout.String()
+	for _, want := range []string{"Detection against the ground truth", "precision", "recall", "per 1 000 user-days", "[injected "} {
+		if !strings.Contains(out, want) {
+			t.Errorf("stdout lacks %q", want)
+		}
+	}
+	if strings.Contains(out, "\x1b[") || strings.Contains(stderr.String(), "\x1b[") {
+		t.Errorf("ANSI escapes written with --color never:\n%s", stderr.String())
+	}
+	if !strings.Contains(stderr.String(), "consumed: ") {
+		t.Errorf("stderr lacks the final progress line:\n%s", stderr.String())
+	}
+	for _, name := range []string{"findings.ndjson", "alerts.ndjson", "truth.ndjson"} {
+		if st, err := os.Stat(filepath.Join(o.out, name)); err != nil || st.Size() == 0 {
+			t.Errorf("%s missing or empty: %v", name, err)
+		}
+	}
+	assertNoPatientData(t, res, stdout.String()+stderr.String())
+}
+
+// assertNoPatientData fails when a name or street address from the
+// synthetic reference data shows up in the demo's output.
+func assertNoPatientData(t *testing.T, res *demoOutcome, output string) {
+	t.Helper()
+	names := map[string]bool{}
+	var lines []string
+	h := res.hospital
+	for _, u := range h.Users {
+		names[u.FirstName], names[u.LastName] = true, true
+		lines = append(lines, u.Address.Line)
+	}
+	for _, p := range h.Patients {
+		names[p.FirstName], names[p.LastName] = true, true
+		lines = append(lines, p.Address.Line)
+	}
+	for _, w := range regexp.MustCompile(`\b[A-Z][a-z]+\b`).FindAllString(output, -1) {
+		if names[w] {
+			t.Errorf("demo output contains the name %q", w)
+		}
+	}
+	for _, l := range lines {
+		if l != "" && strings.Contains(output, l) {
+			t.Errorf("demo output contains the address %q", l)
+		}
+	}
+}
+
+// failingSink fails every write permanently, as ClickHouse does when a
+// table is missing.
+type failingSink struct{}
+
+func (failingSink) Write(context.Context, *store.Batch) error {
+	return pipeline.Permanent(errors.New("injected storage failure"))
+}
+
+func TestDemoFailsWhenThePipelineFails(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs the pipeline on an in-process broker")
+	}
+	o := shortDemo()
+	o.days, o.warmup = 2, 1
+	o.wrapSink = func(pipeline.Sink) pipeline.Sink { return failingSink{} }
+	var stdout, stderr bytes.Buffer
+	res, err := demo(context.Background(), o, &stdout, &stderr)
+	if err == nil {
+		t.Fatalf("demo succeeded with a failing sink\n%s", stdout.String())
+	}
+	if exitCode(err) == 0 || !strings.Contains(err.Error(), "pipeline failed") {
+		t.Errorf("error %q (exit %d), want a pipeline failure and a non-zero exit", err, exitCode(err))
+	}
+	if res == nil || res.stats.Stored != 0 {
+		t.Errorf("outcome %+v, want nothing stored", res)
+	}
+	if !strings.Contains(stdout.String(), "did not finish") {
+		t.Errorf("summary does not say the run is partial:\n%s", stdout.String())
+	}
+}
+
+func TestDemoFlags(t *testing.T) {
+	for _, args := range [][]string{
+		{"demo", "--days", "0"},
+		{"demo", "--partitions", "0"},
+		{"demo", "--color", "sometimes"},
+		{"demo", "--rate", "-1"},
+		{"demo", "extra"},
+	} {
+		var out, errOut bytes.Buffer
+		err := run(context.Background(), args, &out, &errOut)
+		if exitCode(err) != 2 {
+			t.Errorf("%v: err %v (exit %d), want a usage error", args, err, exitCode(err))
+		}
+	}
+}
+
+func TestProgressText(t *testing.T) {
+	var out, errOut bytes.Buffer
+	con := newConsole(&out, &errOut, "never")
+	p := newProgress(con, 1000)
+	p.every = 0
+	p.update(0, 0, 0)
+	p.update(500, 3, 1)
+	p.done(1000, 5, 2)
+	got := errOut.String()
+	for _, want := range []string{"waiting for the consumer group", "progress: 500/1000 events (50%)", "consumed: 1000/1000 events (100%)", "5 findings, 2 alerts"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("progress output lacks %q:\n%s", want, got)
+		}
+	}
+	if strings.Contains(got, "\r") {
+		t.Error("carriage returns in non-terminal progress output")
+	}
+}
+
+func TestConsoleColour(t *testing.T) {
+	var out bytes.Buffer
+	c := newConsole(&out, &out, "always")
+	if got := c.paint(ansiRed, "x"); got != ansiRed+"x"+ansiReset {
+		t.Errorf("always: %q", got)
+	}
+	t.Setenv("NO_COLOR", "1")
+	if c := newConsole(os.Stdout, os.Stderr, "auto"); c.color {
+		t.Error("auto colours despite NO_COLOR")
+	}
+	if c := newConsole(&out, &out, "auto"); c.color {
+		t.Error("auto colours a non-terminal")
+	}
+}

@@ -1,0 +1,234 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"strconv"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2"
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/rs/zerolog"
+
+	"github.com/ehrwatch/ehrwatch/detectors"
+	"github.com/ehrwatch/ehrwatch/pipeline/store"
+	"github.com/ehrwatch/ehrwatch/schemas"
+)
+
+// referenceData loads the detectors' reference data and allowlist, at
+// startup and then every reference.refresh_interval, into holders the
+// engines read on every event; a refresh swaps them atomically.
+//
+// A failed refresh keeps the previous data, logs the error class and
+// counts it (ehrwatch_reference_refreshes_total{result="error"}); after
+// reference.degraded_after consecutive failures of one source /readyz
+// answers 503 ("reference: …" or "allowlist: …"), until that source loads
+// again. Not ready means "detecting on stale data", not "stopped":
+// consumption goes on.
+type referenceData struct {
+	cfg    detectors.ReferenceConfig
+	opts   detectors.ReferenceOptions
+	static []detectors.AllowlistEntry // detection.allowlist
+	conn   driver.Conn
+	log    zerolog.Logger
+	// setCondition reports readiness (pipeline.SetCondition).
+	setCondition func(component, reason string)
+
+	Reference *detectors.ReferenceHolder
+	Allowlist *detectors.AllowlistHolder
+
+	m        referenceMetrics
+	failures map[string]int // consecutive failures by source
+}
+
+type referenceMetrics struct {
+	refreshes   *prometheus.CounterVec // source, result
+	lastSuccess *prometheus.GaugeVec   // source
+	failing     *prometheus.GaugeVec   // source
+	records     *prometheus.GaugeVec   // kind
+	skipped     *prometheus.GaugeVec   // source
+}
+
+// Reference sources for metrics and readiness.
+const (
+	srcReference = "reference"
+	srcAllowlist = "allowlist"
+)
+
+func newReferenceData(cfg detectors.ReferenceConfig, static []detectors.AllowlistEntry, conn driver.Conn,
+	reg prometheus.Registerer, log zerolog.Logger, setCondition func(string, string)) (*referenceData, error) {
+	opts, err := cfg.Options()
+	if err != nil {
+		return nil, err
+	}
+	r := &referenceData{
+		cfg: cfg, opts: opts, static: static, conn: conn, setCondition: setCondition,
+		log:       log.With().Str("component", "reference").Logger(),
+		Reference: detectors.NewReferenceHolder(nil),
+		Allowlist: &detectors.AllowlistHolder{},
+		failures:  map[string]int{},
+	}
+	r.m.refreshes = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "ehrwatch_reference_refreshes_total", Help: "Loads of reference data and of the allowlist, by source and result (ok, error).",
+	}, []string{"source", "result"})
+	r.m.lastSuccess = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "ehrwatch_reference_last_success_timestamp_seconds", Help: "Unix time of the last successful load, by source.",
+	}, []string{"source"})
+	r.m.failing = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "ehrwatch_reference_consecutive_failures", Help: "Failed loads since the last successful one, by source.",
+	}, []string{"source"})
+	r.m.records = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "ehrwatch_reference_records", Help: "Records in the reference data in use, by kind (users, patients, encounters, allowlist).",
+	}, []string{"kind"})
+	r.m.skipped = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "ehrwatch_reference_skipped_rows", Help: "Rows left out of the last load for failing validation, by source.",
+	}, []string{"source"})
+	for _, c := range []prometheus.Collector{r.m.refreshes, r.m.lastSuccess, r.m.failing, r.m.records, r.m.skipped} {
+		if err := reg.Register(c); err != nil {
+			return nil, fmt.Errorf("reference metrics: %w", err)
+		}
+	}
+	for _, src := range []string{srcReference, srcAllowlist} {
+		r.m.refreshes.WithLabelValues(src, "ok")
+		r.m.refreshes.WithLabelValues(src, "error")
+	}
+	return r, nil
+}
+
+// Load loads both sources once; an error is fatal at startup.
+func (r *referenceData) Load(ctx context.Context) error {
+	return errors.Join(r.refresh(ctx, srcReference), r.refresh(ctx, srcAllowlist))
+}
+
+// Run refreshes both sources every refresh_interval until ctx ends.
+func (r *referenceData) Run(ctx context.Context) {
+	t := time.NewTicker(r.cfg.RefreshInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		_ = r.refresh(ctx, srcReference)
+		_ = r.refresh(ctx, srcAllowlist)
+	}
+}
+
+// refresh loads one source and swaps it in, or keeps the previous data.
+func (r *referenceData) refresh(ctx context.Context, src string) error {
+	start := time.Now()
+	var err error
+	switch src {
+	case srcReference:
+		err = r.loadReference(ctx)
+	case srcAllowlist:
+		err = r.loadAllowlist(ctx)
+	}
+	if err != nil {
+		if ctx.Err() != nil {
+			return err
+		}
+		r.failures[src]++
+		n := r.failures[src]
+		r.m.refreshes.WithLabelValues(src, "error").Inc()
+		r.m.failing.WithLabelValues(src).Set(float64(n))
+		class, text := referenceErrorClass(err)
+		r.log.Error().Str("source", src).Str("error_class", class).Str("error", text).Int("consecutive_failures", n).
+			Msg("loading reference data failed; the previous data stays in use")
+		if n >= r.cfg.DegradedAfter {
+			r.setCondition(src, fmt.Sprintf("%d consecutive loads failed (%s); detecting on data from the last good load", n, class))
+		}
+		return fmt.Errorf("%s: %s", src, text)
+	}
+	r.failures[src] = 0
+	r.m.refreshes.WithLabelValues(src, "ok").Inc()
+	r.m.failing.WithLabelValues(src).Set(0)
+	r.m.lastSuccess.WithLabelValues(src).SetToCurrentTime()
+	r.setCondition(src, "")
+	r.log.Debug().Str("source", src).Dur("took", time.Since(start)).Msg("reference data loaded")
+	return nil
+}
+
+func (r *referenceData) loadReference(ctx context.Context) error {
+	var x *detectors.ReferenceIndex
+	skipped := 0
+	switch r.cfg.Source {
+	case detectors.ReferenceFromFiles:
+		var err error
+		if x, err = detectors.LoadReferenceFiles(r.cfg.Dir, r.opts); err != nil {
+			return err
+		}
+	default:
+		var ld *store.ReferenceLoad
+		var err error
+		if x, ld, err = store.LoadReference(ctx, r.conn, r.opts); err != nil {
+			return err
+		}
+		for key, n := range ld.Skipped {
+			skipped += n
+			r.log.Warn().Str("rows", key).Int("count", n).Msg("reference rows skipped: they fail validation")
+		}
+	}
+	r.Reference.Store(x)
+	st := x.Stats()
+	r.m.records.WithLabelValues("users").Set(float64(st.Users))
+	r.m.records.WithLabelValues("patients").Set(float64(st.Patients))
+	r.m.records.WithLabelValues("encounters").Set(float64(st.Encounters))
+	r.m.skipped.WithLabelValues(srcReference).Set(float64(skipped + st.InvalidEncounters))
+	return nil
+}
+
+// loadAllowlist merges detection.allowlist (first, so it wins ties) with
+// the live entries of the allowlist table (without a connection: the
+// configured entries alone).
+func (r *referenceData) loadAllowlist(ctx context.Context) error {
+	ld := &store.AllowlistLoad{}
+	if r.conn != nil {
+		var err error
+		if ld, err = store.ReadAllowlist(ctx, r.conn); err != nil {
+			return err
+		}
+	}
+	for _, id := range ld.SkippedKeys() {
+		r.log.Warn().Str("entry_id", id).Str("field", ld.Skipped[id]).Msg("allowlist entry skipped: it fails validation")
+	}
+	entries := append(append([]detectors.AllowlistEntry(nil), r.static...), ld.Entries...)
+	a, err := detectors.NewAllowlist(entries)
+	if err != nil {
+		return err
+	}
+	r.Allowlist.Store(a)
+	r.m.records.WithLabelValues("allowlist").Set(float64(a.Len()))
+	r.m.skipped.WithLabelValues(srcAllowlist).Set(float64(len(ld.Skipped)))
+	return nil
+}
+
+// referenceErrorClass names an error for logs and /readyz without data:
+// ClickHouse errors by exception code, decode errors by class, field and
+// line, file errors by path.
+func referenceErrorClass(err error) (class, text string) {
+	var ex *clickhouse.Exception
+	var de *schemas.DecodeError
+	var pe *fs.PathError
+	var re *store.ReferenceError
+	switch {
+	case errors.As(err, &ex):
+		class = "clickhouse_exception_" + strconv.Itoa(int(ex.Code))
+	case errors.As(err, &de):
+		class = "invalid_data_" + string(de.Class)
+	case errors.As(err, &pe):
+		class = "file"
+	case errors.Is(err, context.DeadlineExceeded):
+		class = "timeout"
+	default:
+		class = "unavailable"
+	}
+	if errors.As(err, &re) {
+		return class, re.Error()
+	}
+	return class, err.Error()
+}

@@ -1,0 +1,603 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"runtime/pprof"
+	"slices"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+
+	"github.com/ehrwatch/ehrwatch/detectors"
+	"github.com/ehrwatch/ehrwatch/schemas"
+)
+
+const replayUsage = `usage: ehrwatch replay --events FILE --reference DIR [flags]
+
+Runs the detectors over an exported access log, without Kafka or
+ClickHouse, and writes their findings as NDJSON (the Finding fields).
+
+  --events FILE      access events, one JSON object per line, in arrival order:
+                     canonical ehrwatch events or FHIR R4/R5 AuditEvents
+                     (mixed is fine); "-" reads standard input
+  --reference DIR    users.ndjson, patients.ndjson and encounters.ndjson
+  --out FILE         findings, one per line (default: standard output)
+
+Events are handed to the detectors in the file's order, with the same
+Engine, watermark and allowed lateness as ehrwatch run. With --partitions N
+the events are spread over N engines by user_id exactly as a Kafka topic
+of N partitions would spread them (--partitioner), which reproduces what
+ehrwatch run finds on such a topic; the default, one engine, is one
+partition. Lines that cannot be decoded are reported by line number and
+error class (never their content) and skipped; --strict makes them an
+error.
+
+flags:
+`
+
+// replayOptions are the settings of `ehrwatch replay`.
+type replayOptions struct {
+	events      string
+	reference   string
+	out         string
+	config      string
+	facilities  string
+	tz          tzFlags
+	partitions  int
+	partitioner string
+	strict      bool
+	maxErrors   int
+	cpuProfile  string
+}
+
+// tzFlags collects repeated --tz FACILITY=ZONE flags.
+type tzFlags map[string]string
+
+func (t tzFlags) String() string {
+	var parts []string
+	for _, k := range sortedStrings(t) {
+		parts = append(parts, k+"="+t[k])
+	}
+	return strings.Join(parts, ",")
+}
+
+func (t tzFlags) Set(v string) error {
+	id, zone, ok := strings.Cut(v, "=")
+	if !ok || strings.TrimSpace(id) == "" || strings.TrimSpace(zone) == "" {
+		return errors.New("want FACILITY=ZONE, e.g. nyc=America/New_York")
+	}
+	t[strings.TrimSpace(id)] = strings.TrimSpace(zone)
+	return nil
+}
+
+func sortedStrings[K ~string, V any](m map[K]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, string(k))
+	}
+	slices.Sort(out)
+	return out
+}
+
+func runReplay(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	o := replayOptions{tz: tzFlags{}}
+	fs := flag.NewFlagSet("replay", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprint(stderr, replayUsage)
+		fs.PrintDefaults()
+	}
+	fs.StringVar(&o.events, "events", "", "events file (NDJSON, canonical or FHIR AuditEvent); - for standard input")
+	fs.StringVar(&o.reference, "reference", "", "directory with users.ndjson, patients.ndjson, encounters.ndjson")
+	fs.StringVar(&o.out, "out", "", "findings file (NDJSON); default standard output")
+	fs.StringVar(&o.config, "config", "", "ehrwatch configuration file: its detection section (detector settings, allowed lateness, allowlist) and reference.facilities/care slack are used")
+	fs.StringVar(&o.facilities, "facilities", "", "facilities.ndjson (facility_id, time_zone per line), as `ehrwatch gen` writes; default: facilities.ndjson next to --events if present")
+	fs.Var(o.tz, "tz", "facility time zone, FACILITY=ZONE (repeatable; overrides --facilities)")
+	fs.IntVar(&o.partitions, "partitions", 1, "spread users over this many engines, as a topic with this many partitions would")
+	fs.StringVar(&o.partitioner, "partitioner", "fnv1a", "how user_id keys map to partitions: fnv1a (kafka-go Hash, sarama) or murmur2 (Java clients, librdkafka consistent_random)")
+	fs.BoolVar(&o.strict, "strict", false, "exit non-zero when any line cannot be decoded")
+	fs.IntVar(&o.maxErrors, "max-errors", 20, "bad lines reported one by one before only counting")
+	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the replay (after loading) to this file")
+	if err := fs.Parse(args); err != nil {
+		return flagError(err)
+	}
+	if fs.NArg() > 0 {
+		return usageError{fmt.Sprintf("replay: unexpected argument %q", fs.Arg(0))}
+	}
+	if o.events == "" || o.reference == "" {
+		fs.Usage()
+		return usageError{"replay: --events FILE and --reference DIR are required"}
+	}
+	if o.partitions < 1 || o.partitions > 10000 {
+		return usageError{"replay: --partitions must be in 1..10000"}
+	}
+	if _, err := newPartitioner(o.partitioner, o.partitions); err != nil {
+		return usageError{"replay: " + err.Error()}
+	}
+	return replay(ctx, o, stdout, stderr)
+}
+
+// replayStats summarises one replay.
+type replayStats struct {
+	Lines      int                        // non-blank lines read
+	Events     int                        // lines decoded and processed
+	BadLines   int                        // lines that could not be decoded
+	BadClasses map[schemas.ErrorClass]int // bad lines by error class
+	Findings   map[string]int             // emitted findings (versions included) by detector
+	Late       uint64                     // events behind their engine's watermark
+	DetErrors  int                        // detector errors
+	NoZone     []string                   // facilities seen without a configured time zone
+	Took       time.Duration              // reading, decoding and detecting
+	Setup      time.Duration              // loading configuration and reference data
+}
+
+func (s replayStats) totalFindings() int {
+	n := 0
+	for _, c := range s.Findings {
+		n += c
+	}
+	return n
+}
+
+func replay(ctx context.Context, o replayOptions, stdout, stderr io.Writer) error {
+	began := time.Now()
+	ecfg, refCfg, err := loadDetectionConfig(o.config)
+	if err != nil {
+		return err
+	}
+	zones := map[string]string{}
+	for k, v := range refCfg.Facilities {
+		zones[k] = v
+	}
+	facFile := o.facilities
+	if facFile == "" && o.events != "-" {
+		if p := filepath.Join(filepath.Dir(o.events), "facilities.ndjson"); fileExists(p) {
+			facFile = p
+			fmt.Fprintf(stderr, "replay: facility time zones from %s\n", p)
+		}
+	}
+	if facFile != "" {
+		fz, err := loadFacilityZones(facFile)
+		if err != nil {
+			return err
+		}
+		for k, v := range fz {
+			zones[k] = v
+		}
+	}
+	for k, v := range o.tz {
+		zones[k] = v
+	}
+	refOpts := detectors.ReferenceOptions{CareSlackBefore: refCfg.CareSlackBefore, CareSlackAfter: refCfg.CareSlackAfter}
+	idx, err := loadReferenceIndex(o.reference, refOpts)
+	if err != nil {
+		return err
+	}
+	newEngine, err := newEngineFactory(idx, zones, ecfg)
+	if err != nil {
+		return err
+	}
+
+	var in io.Reader = os.Stdin
+	if o.events != "-" {
+		f, err := os.Open(o.events)
+		if err != nil {
+			return fmt.Errorf("replay: %w", err)
+		}
+		defer f.Close()
+		in = f
+	}
+	var out io.Writer = stdout
+	summary := stderr
+	var outFile *os.File
+	if o.out != "" {
+		if outFile, err = os.Create(o.out); err != nil {
+			return fmt.Errorf("replay: %w", err)
+		}
+		defer outFile.Close()
+		out, summary = outFile, stdout
+	}
+	bw := bufio.NewWriterSize(out, 1<<20)
+	enc := newFindingEncoder(bw)
+
+	r := &replayer{
+		newEngine: newEngine,
+		part:      mustPartitioner(o.partitioner, o.partitions),
+		n:         o.partitions,
+		zones:     zones,
+		emit:      enc.encode,
+		onBad: func(line int, err error) {
+			if o.maxErrors > 0 {
+				fmt.Fprintf(stderr, "replay: %s\n", badLineText(o.events, line, err))
+			}
+		},
+		maxBad: o.maxErrors,
+		onDetectorError: func(n int, err error) {
+			if n <= 5 {
+				// Detector errors name detectors and event ids only.
+				fmt.Fprintf(stderr, "replay: detector error: %v\n", err)
+			}
+		},
+	}
+	setup := time.Since(began)
+	if o.cpuProfile != "" {
+		pf, err := os.Create(o.cpuProfile)
+		if err != nil {
+			return fmt.Errorf("replay: --cpuprofile: %w", err)
+		}
+		defer pf.Close()
+		if err := pprof.StartCPUProfile(pf); err != nil {
+			return fmt.Errorf("replay: --cpuprofile: %w", err)
+		}
+		defer pprof.StopCPUProfile()
+	}
+	st, err := r.run(ctx, in)
+	if ferr := bw.Flush(); err == nil {
+		err = ferr
+	}
+	if outFile != nil {
+		if cerr := outFile.Close(); err == nil {
+			err = cerr
+		}
+	}
+	if err != nil {
+		return err
+	}
+	st.Took = time.Since(began) - setup
+	st.Setup = setup
+	printReplaySummary(summary, st, o)
+	if o.strict && st.BadLines > 0 {
+		return fmt.Errorf("replay: %d line(s) could not be decoded (--strict)", st.BadLines)
+	}
+	return nil
+}
+
+// flagError makes a flag parsing error a usage error (exit status 2); the
+// flag package has already printed it with the usage.
+func flagError(err error) error {
+	if errors.Is(err, flag.ErrHelp) {
+		return err
+	}
+	return usageError{err.Error()}
+}
+
+func fileExists(p string) bool {
+	st, err := os.Stat(p)
+	return err == nil && st.Mode().IsRegular()
+}
+
+// badLineText names a bad line by number and error class (and schema
+// field), never by content.
+func badLineText(file string, line int, err error) string {
+	class := schemas.ErrorClassOf(err)
+	field := ""
+	var de *schemas.DecodeError
+	if errors.As(err, &de) {
+		field = de.Field
+	}
+	s := fmt.Sprintf("%s:%d: %s", filepath.Base(file), line, class)
+	if field != "" {
+		s += " (field " + field + ")"
+	}
+	return s + "; line skipped"
+}
+
+func printReplaySummary(w io.Writer, st replayStats, o replayOptions) {
+	rate := float64(st.Events) / st.Took.Seconds()
+	fmt.Fprintf(w, "replayed %d events in %s (%.0f events/s) on %d engine(s), after %s loading reference data",
+		st.Events, st.Took.Round(time.Millisecond), rate, o.partitions, st.Setup.Round(time.Millisecond))
+	if rss := peakRSS(); rss > 0 {
+		fmt.Fprintf(w, ", peak RSS %d MiB", rss>>20)
+	}
+	fmt.Fprintln(w)
+	if st.BadLines > 0 {
+		var parts []string
+		for _, c := range sortedStrings(st.BadClasses) {
+			parts = append(parts, fmt.Sprintf("%s %d", c, st.BadClasses[schemas.ErrorClass(c)]))
+		}
+		fmt.Fprintf(w, "bad lines: %d of %d skipped (%s)\n", st.BadLines, st.Lines, strings.Join(parts, ", "))
+	}
+	if st.Late > 0 {
+		fmt.Fprintf(w, "late events: %d arrived behind their engine's watermark (still processed)\n", st.Late)
+	}
+	if st.DetErrors > 0 {
+		fmt.Fprintf(w, "detector errors: %d\n", st.DetErrors)
+	}
+	for _, f := range st.NoZone {
+		fmt.Fprintf(w, "warning: facility %s has no time zone (give --facilities or --tz %s=Area/City); its local days and hours were taken as UTC\n", f, f)
+	}
+	fmt.Fprintf(w, "findings: %d", st.totalFindings())
+	if n := st.totalFindings(); n > 0 {
+		var parts []string
+		for _, d := range sortedStrings(st.Findings) {
+			parts = append(parts, fmt.Sprintf("%s %d", d, st.Findings[d]))
+		}
+		fmt.Fprintf(w, " (%s)", strings.Join(parts, ", "))
+	}
+	fmt.Fprintln(w)
+	if o.out != "" {
+		fmt.Fprintf(w, "wrote %s\n", o.out)
+	}
+}
+
+// peakRSS is the process's peak resident set size in bytes (0 when
+// unknown).
+func peakRSS() int64 {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return ru.Maxrss << 10 // kilobytes on Linux
+}
+
+// replayer feeds decoded lines to per-partition engines in input order.
+type replayer struct {
+	newEngine       func() (*detectors.Engine, error)
+	part            func(key []byte) int
+	n               int
+	zones           map[string]string
+	emit            func(*schemas.Finding) error
+	onBad           func(line int, err error)
+	maxBad          int
+	onDetectorError func(n int, err error)
+}
+
+func (r *replayer) run(ctx context.Context, in io.Reader) (replayStats, error) {
+	st := replayStats{BadClasses: map[schemas.ErrorClass]int{}, Findings: map[string]int{}}
+	engines := make([]*detectors.Engine, r.n)
+	for i := range engines {
+		e, err := r.newEngine()
+		if err != nil {
+			return st, err
+		}
+		defer e.Close()
+		engines[i] = e
+	}
+	noZone := map[string]bool{}
+	emit := func(fs []schemas.Finding) error {
+		for i := range fs {
+			st.Findings[fs[i].Detector]++
+			if err := r.emit(&fs[i]); err != nil {
+				return fmt.Errorf("replay: writing findings: %w", err)
+			}
+		}
+		return nil
+	}
+	detErr := func(err error) {
+		if err != nil {
+			st.DetErrors++
+			r.onDetectorError(st.DetErrors, err)
+		}
+	}
+	lr := newLineReader(in, schemas.MaxFHIRMessageSize)
+	for {
+		line, n, tooLong, err := lr.next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return st, fmt.Errorf("replay: reading events: %w", err)
+		}
+		if n%4096 == 0 && ctx.Err() != nil {
+			return st, ctx.Err()
+		}
+		if isBlankLine(line) && !tooLong {
+			continue
+		}
+		st.Lines++
+		var ev *schemas.AccessEvent
+		if tooLong {
+			err = &schemas.DecodeError{Class: schemas.ClassTooLarge, Detail: "line exceeds the maximum message size", Line: n, Offset: -1}
+		} else {
+			ev, err = schemas.DecodeEvent(line)
+		}
+		if err != nil {
+			st.BadLines++
+			st.BadClasses[schemas.ErrorClassOf(err)]++
+			if st.BadLines <= r.maxBad {
+				r.onBad(n, err)
+			}
+			continue
+		}
+		st.Events++
+		if _, ok := r.zones[ev.FacilityID]; !ok && !noZone[ev.FacilityID] && len(noZone) < 100 {
+			noZone[ev.FacilityID] = true
+		}
+		e := engines[r.part([]byte(ev.UserID))]
+		fs, err := e.Process(ctx, ev)
+		detErr(err)
+		if err := emit(fs); err != nil {
+			return st, err
+		}
+	}
+	// The end of the file closes every window, like a drained partition.
+	for _, e := range engines {
+		fs, err := e.Flush(ctx)
+		detErr(err)
+		if err := emit(fs); err != nil {
+			return st, err
+		}
+		st.Late += e.LateEvents()
+	}
+	st.NoZone = sortedStrings(noZone)
+	return st, nil
+}
+
+func isBlankLine(b []byte) bool { return len(bytes.TrimSpace(b)) == 0 }
+
+// lineReader reads newline-terminated lines of any length, returning those
+// longer than max as tooLong (without their content) so one bad line does
+// not end the replay.
+type lineReader struct {
+	r    *bufio.Reader
+	max  int
+	line int
+	buf  []byte
+}
+
+func newLineReader(r io.Reader, max int) *lineReader {
+	return &lineReader{r: bufio.NewReaderSize(r, 1<<20), max: max}
+}
+
+// next returns the next line without its terminator, its 1-based number
+// and whether it was too long; io.EOF after the last line.
+func (l *lineReader) next() (line []byte, n int, tooLong bool, err error) {
+	l.buf = l.buf[:0]
+	for {
+		chunk, err := l.r.ReadSlice('\n')
+		if !tooLong {
+			if len(l.buf)+len(chunk) > l.max+2 { // +2: "\r\n"
+				tooLong = true
+				l.buf = l.buf[:0]
+			} else {
+				l.buf = append(l.buf, chunk...)
+			}
+		}
+		switch {
+		case err == nil:
+		case errors.Is(err, bufio.ErrBufferFull):
+			continue
+		case err == io.EOF:
+			if len(l.buf) == 0 && !tooLong {
+				return nil, 0, false, io.EOF
+			}
+		default:
+			return nil, 0, false, err
+		}
+		l.line++
+		return bytes.TrimRight(l.buf, "\r\n"), l.line, tooLong, nil
+	}
+}
+
+// findingEncoder writes findings as NDJSON without HTML escaping.
+type findingEncoder struct{ enc *json.Encoder }
+
+func newFindingEncoder(w io.Writer) *findingEncoder {
+	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(false)
+	return &findingEncoder{enc: enc}
+}
+
+func (e *findingEncoder) encode(f *schemas.Finding) error { return e.enc.Encode(f) }
+
+// newPartitioner maps a Kafka key to one of n partitions the way the
+// named producer partitioner does.
+func newPartitioner(name string, n int) (func(key []byte) int, error) {
+	parts := make([]int, n)
+	for i := range parts {
+		parts[i] = i
+	}
+	var b kafka.Balancer
+	switch name {
+	case "fnv1a":
+		b = &kafka.Hash{}
+	case "murmur2":
+		b = kafka.Murmur2Balancer{Consistent: true}
+	default:
+		return nil, fmt.Errorf("--partitioner: want fnv1a or murmur2, got %q", name)
+	}
+	if n == 1 {
+		return func([]byte) int { return 0 }, nil
+	}
+	return func(key []byte) int { return b.Balance(kafka.Message{Key: key}, parts...) }, nil
+}
+
+func mustPartitioner(name string, n int) func([]byte) int {
+	p, err := newPartitioner(name, n)
+	if err != nil {
+		panic(err)
+	}
+	return p
+}
+
+// Detection setup shared by demo and replay.
+
+// newEngineFactory builds the engine constructor every demo partition and
+// replay engine uses: every registered detector with ecfg, over one
+// reference snapshot, with the facilities' time zones.
+func newEngineFactory(idx *detectors.ReferenceIndex, zones map[string]string, ecfg detectors.EngineConfig) (func() (*detectors.Engine, error), error) {
+	loc, err := detectors.FacilityLocations(zones)
+	if err != nil {
+		return nil, err
+	}
+	holder := detectors.NewReferenceHolder(idx)
+	return detectors.NewEngineFactory(ecfg, detectors.Env{Reference: holder.Load, Location: loc})
+}
+
+// newHashKey returns a fresh random key for the demographic tokens: they
+// are compared within one process only, so a throwaway key is enough.
+func newHashKey() []byte {
+	k := make([]byte, 32)
+	_, _ = rand.Read(k)
+	return k
+}
+
+// loadReferenceIndex loads dir's reference files into an index keyed with
+// a throwaway hash key.
+func loadReferenceIndex(dir string, opts detectors.ReferenceOptions) (*detectors.ReferenceIndex, error) {
+	opts.HashKey = newHashKey()
+	idx, err := detectors.LoadReferenceFiles(dir, opts)
+	if err != nil {
+		return nil, fmt.Errorf("replay: reference data in %s: %w", dir, err)
+	}
+	return idx, nil
+}
+
+// loadFacilityZones reads facility_id → time_zone from an NDJSON file
+// (other members are ignored).
+func loadFacilityZones(path string) (map[string]string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("replay: --facilities: %w", err)
+	}
+	defer f.Close()
+	out := map[string]string{}
+	sc := bufio.NewScanner(f)
+	sc.Buffer(nil, 1<<20)
+	n := 0
+	for sc.Scan() {
+		n++
+		if isBlankLine(sc.Bytes()) {
+			continue
+		}
+		var fac struct {
+			ID       string `json:"facility_id"`
+			TimeZone string `json:"time_zone"`
+		}
+		if err := json.Unmarshal(sc.Bytes(), &fac); err != nil || fac.ID == "" || fac.TimeZone == "" {
+			return nil, fmt.Errorf("replay: %s:%d: want {\"facility_id\": …, \"time_zone\": …}", filepath.Base(path), n)
+		}
+		out[fac.ID] = fac.TimeZone
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("replay: --facilities: %w", err)
+	}
+	return out, nil
+}
+
+// loadDetectionConfig reads the detection section and the reference
+// section's facilities and care slack from an ehrwatch configuration file
+// (the one `ehrwatch run` reads; the other sections are checked but not
+// used). An empty path means defaults.
+func loadDetectionConfig(path string) (detectors.EngineConfig, detectors.ReferenceConfig, error) {
+	if path == "" {
+		return detectors.DefaultEngineConfig(detectors.Registry()), detectors.DefaultReferenceConfig(), nil
+	}
+	cfg, err := LoadConfig(path, os.Environ())
+	if err != nil {
+		return detectors.EngineConfig{}, detectors.ReferenceConfig{}, fmt.Errorf("replay: %w", err)
+	}
+	return cfg.Detection.EngineConfig, cfg.Reference, nil
+}

@@ -1,0 +1,189 @@
+package detectors
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+	_ "time/tzdata" // facility time zones must resolve on hosts without zoneinfo
+
+	"github.com/ehrwatch/ehrwatch/schemas"
+)
+
+// Reference-data sources.
+const (
+	// ReferenceFromFiles reads users.ndjson, patients.ndjson and
+	// encounters.ndjson from a directory (see schemas.LoadReferenceDir).
+	ReferenceFromFiles = "files"
+	// ReferenceFromClickHouse reads the users, patients and encounters
+	// tables (migration 0006) and the allowlist table (0008).
+	ReferenceFromClickHouse = "clickhouse"
+)
+
+// ReferenceConfig is the "reference" section: where the reference data the
+// detectors join against (users, patients, encounters) comes from, how
+// often it is reloaded, the secret key for demographic tokens, the
+// facilities' time zones and the care-relationship slack.
+//
+//	reference:
+//	  source: clickhouse            # or files, with dir
+//	  refresh_interval: 5m
+//	  hash_key_file: /run/secrets/ehrwatch-hash-key
+//	  facilities: {nyc: America/New_York}
+//	  care_slack_before: 24h
+//	  care_slack_after: 24h
+type ReferenceConfig struct {
+	// Source is "clickhouse" (the users, patients and encounters tables,
+	// and the allowlist table) or "files" (Dir).
+	Source string `yaml:"source"`
+	// Dir holds users.ndjson, patients.ndjson and encounters.ndjson when
+	// Source is "files".
+	Dir string `yaml:"dir"`
+	// RefreshInterval is how often the reference data (and the allowlist
+	// table) is reloaded and swapped in without a restart. Default 5m.
+	RefreshInterval time.Duration `yaml:"refresh_interval"`
+	// DegradedAfter is how many consecutive failed refreshes make the
+	// process report not ready (/readyz 503). Until then, and afterwards
+	// too, the detectors keep using the last good data. Default 3.
+	DegradedAfter int `yaml:"degraded_after"`
+	// HashKeyFile holds the secret HMAC key (at least 16 bytes; a trailing
+	// newline is ignored) for the keyed hashes of normalised last names and
+	// addresses the family detector compares. Required by `ehrwatch run`.
+	// Changing it changes every token, which is harmless: tokens are
+	// recomputed on every load and never stored.
+	HashKeyFile string `yaml:"hash_key_file"`
+	// Facilities maps facility ids to IANA time zones ("America/New_York");
+	// detectors reason in facility-local time (days, hours). Unknown
+	// facilities are treated as UTC.
+	Facilities map[string]string `yaml:"facilities"`
+	// CareSlackBefore and CareSlackAfter widen every encounter (see
+	// ReferenceOptions). Default 24h each.
+	CareSlackBefore time.Duration `yaml:"care_slack_before"`
+	CareSlackAfter  time.Duration `yaml:"care_slack_after"`
+}
+
+// DefaultReferenceConfig reads ClickHouse every 5 minutes with 24h of care
+// slack; it has no hash key (ValidateRequired reports that).
+func DefaultReferenceConfig() ReferenceConfig {
+	o := DefaultReferenceOptions()
+	return ReferenceConfig{
+		Source:          ReferenceFromClickHouse,
+		RefreshInterval: 5 * time.Minute,
+		DegradedAfter:   3,
+		CareSlackBefore: o.CareSlackBefore,
+		CareSlackAfter:  o.CareSlackAfter,
+	}
+}
+
+// Validate reports every bad value, each naming its key under prefix (e.g.
+// "reference"). It does not require a hash key or a directory: see
+// ValidateRequired.
+func (c ReferenceConfig) Validate(prefix string) error {
+	var errs []error
+	bad := func(key, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s.%s: %s", prefix, key, fmt.Sprintf(format, args...)))
+	}
+	switch c.Source {
+	case ReferenceFromFiles, ReferenceFromClickHouse:
+	default:
+		bad("source", "want files or clickhouse, got %q", c.Source)
+	}
+	if c.Dir != "" && c.Source != ReferenceFromFiles {
+		bad("dir", "only used with source: files")
+	}
+	if c.Source == ReferenceFromFiles && c.Dir != "" {
+		if st, err := os.Stat(c.Dir); err != nil {
+			bad("dir", "%v", err)
+		} else if !st.IsDir() {
+			bad("dir", "%s is not a directory", c.Dir)
+		}
+	}
+	if c.RefreshInterval < time.Second {
+		bad("refresh_interval", "must be >= 1s (got %s)", c.RefreshInterval)
+	}
+	if c.DegradedAfter < 1 {
+		bad("degraded_after", "must be >= 1 (got %d)", c.DegradedAfter)
+	}
+	if c.CareSlackBefore < 0 {
+		bad("care_slack_before", "must be >= 0 (got %s)", c.CareSlackBefore)
+	}
+	if c.CareSlackAfter < 0 {
+		bad("care_slack_after", "must be >= 0 (got %s)", c.CareSlackAfter)
+	}
+	if c.HashKeyFile != "" {
+		if _, err := c.hashKey(prefix); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	for _, id := range sortedKeys(c.Facilities) {
+		if strings.TrimSpace(id) == "" {
+			bad("facilities", "empty facility id")
+			continue
+		}
+		if _, err := time.LoadLocation(c.Facilities[id]); err != nil || c.Facilities[id] == "" {
+			bad("facilities."+id, "unknown time zone %q (want an IANA name such as America/New_York)", c.Facilities[id])
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// ValidateRequired reports what running the detectors needs beyond valid
+// values: the hash key file, and the directory when Source is "files".
+func (c ReferenceConfig) ValidateRequired(prefix string) error {
+	var errs []error
+	if c.HashKeyFile == "" {
+		errs = append(errs, fmt.Errorf("%s.hash_key_file: required: a file holding the secret key (at least %d bytes) for the keyed hashes of names and addresses; generate one with `head -c 32 /dev/urandom | base64 > FILE`",
+			prefix, MinHashKeyLen))
+	}
+	if c.Source == ReferenceFromFiles && c.Dir == "" {
+		errs = append(errs, fmt.Errorf("%s.dir: required with source: files", prefix))
+	}
+	return errors.Join(errs...)
+}
+
+// hashKey reads the key file; errors name the key, never the content.
+func (c ReferenceConfig) hashKey(prefix string) ([]byte, error) {
+	raw, err := os.ReadFile(c.HashKeyFile)
+	if err != nil {
+		return nil, fmt.Errorf("%s.hash_key_file: %w", prefix, err)
+	}
+	key := []byte(strings.TrimRight(string(raw), "\r\n"))
+	if len(key) < MinHashKeyLen {
+		return nil, fmt.Errorf("%s.hash_key_file: the key must be at least %d bytes (the file holds %d)", prefix, MinHashKeyLen, len(key))
+	}
+	return key, nil
+}
+
+// Options reads the hash key file and returns the ReferenceOptions for
+// NewReferenceIndex. Errors name keys under "reference".
+func (c ReferenceConfig) Options() (ReferenceOptions, error) {
+	if err := c.ValidateRequired("reference"); err != nil {
+		return ReferenceOptions{}, err
+	}
+	key, err := c.hashKey("reference")
+	if err != nil {
+		return ReferenceOptions{}, err
+	}
+	return ReferenceOptions{CareSlackBefore: c.CareSlackBefore, CareSlackAfter: c.CareSlackAfter, HashKey: key}, nil
+}
+
+// Locations returns the facilities' time-zone lookup for Env.Location.
+func (c ReferenceConfig) Locations() (func(facilityID string) *time.Location, error) {
+	loc, err := FacilityLocations(c.Facilities)
+	if err != nil {
+		return nil, prefixErrors("reference", err)
+	}
+	return loc, nil
+}
+
+// LoadReferenceFiles builds a ReferenceIndex from dir's users.ndjson,
+// patients.ndjson and encounters.ndjson. Errors name the file and line,
+// never the data.
+func LoadReferenceFiles(dir string, opts ReferenceOptions) (*ReferenceIndex, error) {
+	set, err := schemas.LoadReferenceDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	return NewReferenceIndex(set.Users, set.Patients, set.Encounters, opts)
+}

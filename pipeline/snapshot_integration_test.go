@@ -1,0 +1,267 @@
+package pipeline_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2"
+	"github.com/segmentio/kafka-go"
+
+	"github.com/ehrwatch/ehrwatch/detectors"
+	"github.com/ehrwatch/ehrwatch/detectors/synth"
+	"github.com/ehrwatch/ehrwatch/pipeline"
+	"github.com/ehrwatch/ehrwatch/pipeline/pipelinetest"
+	"github.com/ehrwatch/ehrwatch/pipeline/testenv"
+	"github.com/ehrwatch/ehrwatch/schemas"
+)
+
+// snapshotHospital is a small synthetic hospital: 60 users over 10 days at
+// one facility, with incidents after a 6-day warm-up, so the volume and
+// off-hours baselines hold real state when the pipeline is stopped.
+func snapshotHospital(t *testing.T) *synth.Hospital {
+	t.Helper()
+	cfg := synth.DefaultConfig()
+	cfg.Days, cfg.WarmupDays = 10, 6
+	cfg.Facilities = []synth.FacilityConfig{{ID: "snap", TimeZone: "America/New_York", Source: "epic", Users: 60, Patients: 1500}}
+	cfg.IncidentRate, cfg.BenignRate = 5, 5
+	h, err := synth.Generate(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return h
+}
+
+// engineFactory is the production processor: a detectors.Engine with every
+// detector, over the hospital's reference data.
+func engineFactory(t *testing.T, h *synth.Hospital) pipeline.ProcessorFactory {
+	t.Helper()
+	opts := detectors.DefaultReferenceOptions()
+	opts.HashKey = []byte("snapshot-test-hash-key-0123456789")
+	idx, err := detectors.NewReferenceIndex(h.Users, h.Patients, h.Encounters, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	loc, err := detectors.FacilityLocations(h.TimeZones())
+	if err != nil {
+		t.Fatal(err)
+	}
+	holder := detectors.NewReferenceHolder(idx)
+	newEngine, err := detectors.NewEngineFactory(detectors.DefaultEngineConfig(detectors.Registry()),
+		detectors.Env{Reference: holder.Load, Location: loc})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return func(string, int) (pipeline.Processor, error) { return newEngine() }
+}
+
+func hospitalMessages(t *testing.T, h *synth.Hospital) []kafka.Message {
+	t.Helper()
+	out := make([]kafka.Message, len(h.Events))
+	for i := range h.Events {
+		b, err := json.Marshal(&h.Events[i])
+		if err != nil {
+			t.Fatal(err)
+		}
+		out[i] = kafka.Message{Key: []byte(h.Events[i].UserID), Value: b}
+	}
+	return out
+}
+
+func produceRaw(t *testing.T, brokers, topic string, msgs []kafka.Message) {
+	t.Helper()
+	wrapped := make([]pipelinetest.Message, len(msgs))
+	for i, m := range msgs {
+		wrapped[i] = pipelinetest.Message{Message: m}
+	}
+	pipelinetest.Produce(t, brokers, topic, wrapped)
+}
+
+// findingRows reads every finding's latest version (FINAL), all stored
+// columns but detected_at, sorted by id.
+func findingRows(t *testing.T, conn clickhouse.Conn) []string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	rows, err := conn.Query(ctx, `SELECT finding_id, detector, severity, score, facility_id, user_id, patient_id,
+ window_start, window_end, event_ids, explanation, evidence, suppressed, suppression_reason, kafka_partition, kafka_offset
+ FROM findings FINAL ORDER BY finding_id`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var (
+			id, det, sev, fac, user, pat, expl, evidence, supReason string
+			score                                                   uint8
+			ws, we                                                  time.Time
+			ids                                                     []string
+			sup                                                     bool
+			part                                                    uint32
+			off                                                     uint64
+		)
+		if err := rows.Scan(&id, &det, &sev, &score, &fac, &user, &pat, &ws, &we, &ids, &expl, &evidence, &sup, &supReason, &part, &off); err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, fmt.Sprintf("%s|%s|%s|%d|%s|%s|%s|%s|%s|%v|%s|%s|%v|%s|%d@%d",
+			id, det, sev, score, fac, user, pat, ws.UTC().Format(time.RFC3339Nano), we.UTC().Format(time.RFC3339Nano),
+			ids, expl, evidence, sup, supReason, part, off))
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// TestDetectorStateSurvivesRestarts runs the pipeline with every detector
+// over a synthetic hospital twice: once without interruption, and once
+// stopped (as on SIGTERM) and restarted at several points, among them just
+// after the first event of a new local day and the event whose time moves
+// the watermark past midnight (the restored detectors close the day's
+// windows). Each restart restores the newest snapshot below the committed
+// offset and replays from there. The findings stored by the two runs (every
+// id, with every column, read with FINAL) must be identical. Before one
+// restart, snapshots at and past the committed offset are planted: they must
+// never be used.
+func TestDetectorStateSurvivesRestarts(t *testing.T) {
+	t.Parallel() // mostly waiting on group joins
+	h := newHarness(t, 2)
+	hosp := snapshotHospital(t)
+	msgs := hospitalMessages(t, hosp)
+	factory := engineFactory(t, hosp)
+	cfg, k := h.configs()
+	cfg.SnapshotEvents, cfg.SnapshotInterval = 400, 0
+	cfg.BatchMaxRows = 2000
+
+	// The uninterrupted run: its own topic (same keys, same order, so the
+	// same partitions and offsets), group and database.
+	refTopic := testenv.NewTopic(t, h.brokers, h.partitions)
+	refConn, _ := testenv.ClickHouse(t)
+	pipelinetest.Migrate(t, refConn)
+	produceRaw(t, h.brokers, refTopic, msgs)
+	refK := k
+	refK.Topics, refK.GroupID = []string{refTopic}, refTopic+"-group"
+	ref := h.start(cfg, refK, pipeline.Deps{ClickHouse: refConn, NewProcessor: factory})
+
+	// Where the interrupted run stops: after the message at each index.
+	loc := hosp.Facilities[0].Location
+	day := hosp.Facilities[0].Start.In(loc)
+	firstAt := func(at time.Time) int {
+		return slices.IndexFunc(hosp.Events, func(ev schemas.AccessEvent) bool { return !ev.EventTime.Before(at) })
+	}
+	lateness := detectors.DefaultEngineConfig(detectors.Registry()).AllowedLateness
+	stops := []struct {
+		name string
+		last int
+	}{
+		{"a fifth in", len(msgs) / 5},
+		{"just after the first event of day 7", firstAt(day.AddDate(0, 0, 7))},
+		{"as the watermark passes the midnight of day 8", firstAt(day.AddDate(0, 0, 8).Add(lateness))},
+		{"a little later", firstAt(day.AddDate(0, 0, 8).Add(lateness)) + 37},
+	}
+	for i := 1; i < len(stops); i++ {
+		if stops[i].last <= stops[i-1].last || stops[i].last >= len(msgs)-1 {
+			t.Fatalf("stop %q at %d does not follow %q at %d", stops[i].name, stops[i].last, stops[i-1].name, stops[i-1].last)
+		}
+	}
+
+	produced := 0
+	var restored, replayed float64
+	for i, stop := range stops {
+		produceRaw(t, h.brokers, h.topic, msgs[produced:stop.last+1])
+		produced = stop.last + 1
+		if i == 2 {
+			h.plantFutureSnapshots(t)
+		}
+		r := h.start(cfg, k, pipeline.Deps{NewProcessor: factory})
+		h.waitDrained(2 * time.Minute)
+		r.stop()
+		r.wait(t)
+		if i > 0 {
+			restored += r.metric(t, `ehrwatch_detector_restores_total{result="restored"}`)
+			replayed += r.metric(t, "ehrwatch_replayed_messages_total")
+			if failed := r.metric(t, `ehrwatch_detector_restores_total{result="failed"}`); failed != 0 {
+				t.Errorf("restart %d (%s): %v snapshot restores failed", i, stops[i-1].name, failed)
+			}
+		}
+		t.Logf("stopped %s (after message %d of %d)", stop.name, stop.last, len(msgs))
+	}
+	produceRaw(t, h.brokers, h.topic, msgs[produced:])
+	final := h.start(cfg, k, pipeline.Deps{NewProcessor: factory})
+	h.waitDrained(2 * time.Minute)
+	restored += final.metric(t, `ehrwatch_detector_restores_total{result="restored"}`)
+	replayed += final.metric(t, "ehrwatch_replayed_messages_total")
+	final.stop()
+	final.wait(t)
+	if want := float64(len(stops) * h.partitions); restored != want {
+		t.Errorf("%v partition restores from a snapshot over %d restarts, want %v", restored, len(stops), want)
+	}
+	if replayed == 0 {
+		t.Error("no message was replayed after a restore; the test does not exercise replay")
+	}
+
+	pipelinetest.WaitFor(t, 2*time.Minute, "the uninterrupted run to drain", func() bool {
+		return pipelinetest.Lag(t, h.brokers, refK.GroupID, refTopic, h.partitions) == 0
+	})
+	ref.stop()
+	ref.wait(t)
+
+	want, got := findingRows(t, refConn), findingRows(t, h.conn)
+	t.Logf("%d messages, %d findings; %v partition restores, %v messages replayed", len(msgs), len(want), restored, replayed)
+	if len(want) < 10 {
+		t.Fatalf("only %d findings in the uninterrupted run; the hospital is too quiet to test anything", len(want))
+	}
+	detectorsSeen := map[string]bool{}
+	for _, w := range want {
+		detectorsSeen[strings.Split(w, "|")[1]] = true
+	}
+	for _, d := range []string{"volume", "off_hours"} {
+		if !detectorsSeen[d] {
+			t.Errorf("no %s finding in the uninterrupted run: baselines are not exercised", d)
+		}
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		gotSet := map[string]bool{}
+		for _, g := range got {
+			gotSet[g] = true
+		}
+		wantSet := map[string]bool{}
+		for _, w := range want {
+			wantSet[w] = true
+			if !gotSet[w] {
+				t.Errorf("only in the uninterrupted run: %s", w)
+			}
+		}
+		for _, g := range got {
+			if !wantSet[g] {
+				t.Errorf("only in the restarted run: %s", g)
+			}
+		}
+	}
+}
+
+// plantFutureSnapshots stores garbage snapshots at and just past each
+// partition's committed offset: the next owner must ignore them (and so
+// not fail to restore).
+func (h *harness) plantFutureSnapshots(t *testing.T) {
+	t.Helper()
+	_, committed := pipelinetest.Offsets(t, h.brokers, h.group, h.topic, h.partitions)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	for p, c := range committed {
+		if c < 0 {
+			t.Fatalf("partition %d has no committed offset", p)
+		}
+		for _, off := range []int64{c, c + 5} {
+			if err := h.conn.Exec(ctx, `INSERT INTO detector_snapshots (consumer_group, kafka_topic, kafka_partition, kafka_offset, snapshot, taken_at)
+VALUES (?, ?, ?, ?, 'not a snapshot', now64(3))`, h.group, h.topic, uint32(p), uint64(off)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+}

@@ -1,0 +1,251 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2"
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+
+	"github.com/ehrwatch/ehrwatch/detectors"
+	"github.com/ehrwatch/ehrwatch/schemas"
+)
+
+// ReferenceLoad is one read of the reference tables.
+type ReferenceLoad struct {
+	Users      []schemas.User
+	Patients   []schemas.Patient
+	Encounters []schemas.Encounter
+	// Skipped counts rows that failed validation and were left out, by
+	// "table: error class: field" (never by value).
+	Skipped map[string]int
+}
+
+// ReadReference reads the latest version of every row of the users,
+// patients and encounters tables (migration 0006; SELECT … FINAL, so the
+// row with the highest updated_at per id wins). Rows that fail their
+// schemas Validate are skipped and counted; a failed query is an error
+// (the caller keeps its previous data).
+func ReadReference(ctx context.Context, conn driver.Conn) (*ReferenceLoad, error) {
+	out := &ReferenceLoad{Skipped: map[string]int{}}
+	skip := func(table string, err error) {
+		out.Skipped[table+": "+refErrorKey(err)]++
+	}
+
+	rows, err := conn.Query(ctx, `SELECT user_id, first_name, last_name, role, department, address_line, city, state,
+ postal_code, status, terminated_at, patient_id FROM users FINAL`)
+	if err != nil {
+		return nil, refQueryError("users", err)
+	}
+	for rows.Next() {
+		var u schemas.User
+		var status string
+		if err := rows.Scan(&u.UserID, &u.FirstName, &u.LastName, &u.Role, &u.Department, &u.Address.Line, &u.Address.City,
+			&u.Address.State, &u.Address.PostalCode, &status, &u.TerminatedAt, &u.PatientID); err != nil {
+			rows.Close()
+			return nil, refQueryError("users", err)
+		}
+		u.Status = schemas.UserStatus(status)
+		u.TerminatedAt = utcPtr(u.TerminatedAt)
+		if err := u.Validate(); err != nil {
+			skip("users", err)
+			continue
+		}
+		out.Users = append(out.Users, u)
+	}
+	if err := closeRows(rows); err != nil {
+		return nil, refQueryError("users", err)
+	}
+
+	rows, err = conn.Query(ctx, `SELECT patient_id, first_name, last_name, address_line, city, state, postal_code,
+ date_of_birth, vip, deceased_at, employee_user_id FROM patients FINAL`)
+	if err != nil {
+		return nil, refQueryError("patients", err)
+	}
+	for rows.Next() {
+		var p schemas.Patient
+		var dob *time.Time
+		if err := rows.Scan(&p.PatientID, &p.FirstName, &p.LastName, &p.Address.Line, &p.Address.City, &p.Address.State,
+			&p.Address.PostalCode, &dob, &p.VIP, &p.DeceasedAt, &p.EmployeeUserID); err != nil {
+			rows.Close()
+			return nil, refQueryError("patients", err)
+		}
+		if dob != nil {
+			p.DateOfBirth = dob.Format(time.DateOnly)
+		}
+		p.DeceasedAt = utcPtr(p.DeceasedAt)
+		if err := p.Validate(); err != nil {
+			skip("patients", err)
+			continue
+		}
+		out.Patients = append(out.Patients, p)
+	}
+	if err := closeRows(rows); err != nil {
+		return nil, refQueryError("patients", err)
+	}
+
+	rows, err = conn.Query(ctx, `SELECT encounter_id, patient_id, department, start_time, end_time, care_team
+ FROM encounters FINAL`)
+	if err != nil {
+		return nil, refQueryError("encounters", err)
+	}
+	for rows.Next() {
+		var e schemas.Encounter
+		if err := rows.Scan(&e.EncounterID, &e.PatientID, &e.Department, &e.Start, &e.End, &e.CareTeam); err != nil {
+			rows.Close()
+			return nil, refQueryError("encounters", err)
+		}
+		e.Start = e.Start.UTC()
+		e.End = utcPtr(e.End)
+		if len(e.CareTeam) == 0 {
+			e.CareTeam = nil
+		}
+		if err := e.Validate(); err != nil {
+			skip("encounters", err)
+			continue
+		}
+		out.Encounters = append(out.Encounters, e)
+	}
+	if err := closeRows(rows); err != nil {
+		return nil, refQueryError("encounters", err)
+	}
+	return out, nil
+}
+
+// LoadReference reads the reference tables (ReadReference) and indexes
+// them.
+func LoadReference(ctx context.Context, conn driver.Conn, opts detectors.ReferenceOptions) (*detectors.ReferenceIndex, *ReferenceLoad, error) {
+	ld, err := ReadReference(ctx, conn)
+	if err != nil {
+		return nil, nil, err
+	}
+	x, err := detectors.NewReferenceIndex(ld.Users, ld.Patients, ld.Encounters, opts)
+	if err != nil {
+		return nil, nil, err
+	}
+	return x, ld, nil
+}
+
+// AllowlistLoad is one read of the allowlist table.
+type AllowlistLoad struct {
+	// Entries are the live entries (not deleted), ordered by entry_id.
+	Entries []detectors.AllowlistEntry
+	// Skipped lists the entry ids of rows that fail
+	// AllowlistEntry.Validate, with the key that is wrong ("expires_at").
+	Skipped map[string]string
+}
+
+// ReadAllowlist reads the latest version of every allowlist entry
+// (migration 0008; FINAL, highest updated_at wins) and keeps those not
+// deleted. Entries that fail validation (no expiry, no owner, …) are
+// skipped and reported by entry id, so one bad row does not block the
+// others.
+func ReadAllowlist(ctx context.Context, conn driver.Conn) (*AllowlistLoad, error) {
+	rows, err := conn.Query(ctx, `SELECT entry_id, user_id, patient_id, department, detector, reason, owner, expires_at
+ FROM allowlist FINAL WHERE NOT deleted ORDER BY entry_id`)
+	if err != nil {
+		return nil, refQueryError("allowlist", err)
+	}
+	out := &AllowlistLoad{Skipped: map[string]string{}}
+	for rows.Next() {
+		var id string
+		var e detectors.AllowlistEntry
+		var exp *time.Time
+		if err := rows.Scan(&id, &e.UserID, &e.PatientID, &e.Department, &e.Detector, &e.Reason, &e.Owner, &exp); err != nil {
+			rows.Close()
+			return nil, refQueryError("allowlist", err)
+		}
+		if exp != nil {
+			e.ExpiresAt = exp.UTC()
+		}
+		if err := e.Validate(); err != nil {
+			out.Skipped[id] = refErrorKey(err)
+			continue
+		}
+		out.Entries = append(out.Entries, e)
+	}
+	if err := closeRows(rows); err != nil {
+		return nil, refQueryError("allowlist", err)
+	}
+	return out, nil
+}
+
+// SkippedKeys returns the skipped entries' ids, sorted.
+func (a *AllowlistLoad) SkippedKeys() []string {
+	ids := make([]string, 0, len(a.Skipped))
+	for id := range a.Skipped {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	return ids
+}
+
+func closeRows(rows driver.Rows) error {
+	err := rows.Err()
+	if cerr := rows.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+func utcPtr(t *time.Time) *time.Time {
+	if t == nil {
+		return nil
+	}
+	u := t.UTC()
+	return &u
+}
+
+// refErrorKey names a validation error by class and field, never value.
+func refErrorKey(err error) string {
+	var de *schemas.DecodeError
+	if errors.As(err, &de) {
+		return string(de.Class) + ": " + de.Field
+	}
+	var fe *detectors.FieldError
+	if errors.As(err, &fe) {
+		return fe.Key
+	}
+	return "invalid"
+}
+
+// refQueryError wraps a failed reference query. ClickHouse errors are
+// reported by code and name (server messages can quote rows).
+func refQueryError(table string, err error) error {
+	return &ReferenceError{Table: table, Err: err}
+}
+
+// ReferenceError is a failed read of a reference table. Its text names
+// the table and the ClickHouse exception code (or the network error),
+// never server messages.
+type ReferenceError struct {
+	Table string
+	Err   error
+}
+
+func (e *ReferenceError) Error() string {
+	return fmt.Sprintf("read %s: %s", e.Table, redactClickHouse(e.Err))
+}
+
+func (e *ReferenceError) Unwrap() error { return e.Err }
+
+// redactClickHouse renders err without server messages: ClickHouse
+// exceptions by code and name, HTTP errors by status.
+func redactClickHouse(err error) string {
+	var ex *clickhouse.Exception
+	if errors.As(err, &ex) {
+		name := ex.CodeName
+		if name == "" {
+			name = ex.Name
+		}
+		return fmt.Sprintf("clickhouse exception %d (%s)", ex.Code, name)
+	}
+	var he *clickhouse.HTTPError
+	if errors.As(err, &he) {
+		return fmt.Sprintf("clickhouse HTTP status %d", he.StatusCode)
+	}
+	return err.Error()
+}

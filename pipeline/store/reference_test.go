@@ -1,0 +1,159 @@
+package store_test
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ehrwatch/ehrwatch/detectors"
+	"github.com/ehrwatch/ehrwatch/pipeline/store"
+	"github.com/ehrwatch/ehrwatch/pipeline/testenv"
+	"github.com/ehrwatch/ehrwatch/schemas"
+)
+
+// TestReadReferenceAndAllowlist loads the reference tables (migration
+// 0006) and the allowlist (0008) from the real engine: the latest
+// updated_at per id wins, address columns map to schemas.Address, NULLs to
+// absent times, invalid rows are skipped and counted, deleted allowlist
+// entries are dropped.
+func TestReadReferenceAndAllowlist(t *testing.T) {
+	conn, _ := testenv.ClickHouse(t)
+	ctx := context.Background()
+	if _, err := store.Migrate(ctx, conn, schemas.DefaultMigrationParams()); err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range []string{
+		`INSERT INTO users (user_id, first_name, last_name, role, department, address_line, city, state, postal_code, status, terminated_at, patient_id, updated_at) VALUES
+ ('u1', 'Ann', 'Lee', 'nurse', 'icu', '1 Oak St', 'Albany', 'NY', '12207', 'active', NULL, 'p9', '2026-01-01 00:00:00'),
+ ('u1', 'Ann', 'Lee', 'nurse', 'icu', '1 Oak St', 'Albany', 'NY', '12207', 'terminated', '2026-02-01 00:00:00', 'p9', '2026-02-01 00:00:00'),
+ ('u2', 'Bo', 'Ng', 'clerk', 'registration', '', '', '', '', 'terminated', NULL, '', '2026-01-01 00:00:00'),
+ ('u3', 'Cy', 'Po', 'physician', 'cardiology', '', '', '', '', 'active', NULL, '', '2026-01-01 00:00:00')`,
+		`INSERT INTO patients (patient_id, first_name, last_name, address_line, city, state, postal_code, date_of_birth, vip, deceased_at, employee_user_id, updated_at) VALUES
+ ('p1', 'Di', 'Lee', '1 Oak Street', 'Albany', 'NY', '12207-1234', '1980-05-17', true, NULL, '', '2026-01-01 00:00:00'),
+ ('p2', 'Ed', 'Fox', '', '', '', '', NULL, false, '2025-12-24 10:00:00', '', '2026-01-01 00:00:00'),
+ ('p9', 'Ann', 'Lee', '1 Oak St', 'Albany', 'NY', '12207', NULL, false, NULL, 'u1', '2026-01-01 00:00:00')`,
+		`INSERT INTO encounters (encounter_id, patient_id, department, start_time, end_time, care_team, updated_at) VALUES
+ ('e1', 'p1', 'icu', '2026-03-01 08:00:00', NULL, ['u1'], '2026-01-01 00:00:00'),
+ ('e1', 'p1', 'icu', '2026-03-01 08:00:00', '2026-03-03 08:00:00', ['u1', 'u3'], '2026-03-03 08:00:00'),
+ ('e2', 'p2', 'cardiology', '2026-03-01 08:00:00', NULL, [], '2026-01-01 00:00:00'),
+ ('e3', '', 'cardiology', '2026-03-01 08:00:00', NULL, [], '2026-01-01 00:00:00')`,
+		`INSERT INTO allowlist (entry_id, user_id, patient_id, department, detector, reason, owner, expires_at, deleted, updated_at) VALUES
+ ('a1', 'u3', '', '', 'vip', 'security desk', 'privacy-office', '2027-01-01 00:00:00', false, '2026-01-01 00:00:00'),
+ ('a2', 'u1', '', '', '*', 'old exception', 'privacy-office', '2027-01-01 00:00:00', false, '2026-01-01 00:00:00'),
+ ('a2', 'u1', '', '', '*', 'old exception', 'privacy-office', '2027-01-01 00:00:00', true, '2026-02-01 00:00:00'),
+ ('a3', '', '', 'billing', 'deceased', 'no expiry', 'privacy-office', NULL, false, '2026-01-01 00:00:00')`,
+	} {
+		if err := conn.Exec(ctx, q); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	ld, err := store.ReadReference(ctx, conn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ld.Users) != 2 || len(ld.Patients) != 3 || len(ld.Encounters) != 2 {
+		t.Fatalf("loaded %d users, %d patients, %d encounters; want 2, 3, 2 (%v)", len(ld.Users), len(ld.Patients), len(ld.Encounters), ld.Skipped)
+	}
+	if ld.Skipped["users: missing_field: terminated_at"] != 1 || ld.Skipped["encounters: missing_field: patient_id"] != 1 {
+		t.Errorf("skipped %v", ld.Skipped)
+	}
+	var u1 schemas.User
+	for _, u := range ld.Users {
+		if u.UserID == "u1" {
+			u1 = u
+		}
+	}
+	if u1.Status != schemas.UserTerminated || u1.TerminatedAt == nil || !u1.TerminatedAt.Equal(time.Date(2026, 2, 1, 0, 0, 0, 0, time.UTC)) ||
+		u1.Address != (schemas.Address{Line: "1 Oak St", City: "Albany", State: "NY", PostalCode: "12207"}) || u1.PatientID != "p9" {
+		t.Errorf("u1 (latest version) = %+v", u1)
+	}
+	for _, p := range ld.Patients {
+		switch p.PatientID {
+		case "p1":
+			if !p.VIP || p.DateOfBirth != "1980-05-17" || p.DeceasedAt != nil || p.Address.PostalCode != "12207-1234" {
+				t.Errorf("p1 = %+v", p)
+			}
+		case "p2":
+			if p.DeceasedAt == nil || p.DateOfBirth != "" {
+				t.Errorf("p2 = %+v", p)
+			}
+		}
+	}
+	for _, e := range ld.Encounters {
+		if e.EncounterID == "e1" && (e.End == nil || strings.Join(e.CareTeam, ",") != "u1,u3") {
+			t.Errorf("e1 (latest version) = %+v", e)
+		}
+	}
+
+	opts := detectors.DefaultReferenceOptions()
+	opts.HashKey = []byte("store-test-hash-key-0123")
+	x, _, err := store.LoadReference(ctx, conn, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Family tokens: p9 (the user's own chart, same address spelled the
+	// same) and p1 ("Street", ZIP+4) normalise to u1's address.
+	ut, _ := x.UserTokens("u1")
+	pt, _ := x.PatientTokens("p1")
+	if ut.Address.IsZero() || ut.Address != pt.Address || ut.LastName != pt.LastName {
+		t.Error("u1 and p1 should share last-name and address tokens")
+	}
+	ev := &schemas.AccessEvent{UserID: "u3", UserDepartment: "cardiology", PatientID: "p1", EventTime: time.Date(2026, 3, 2, 0, 0, 0, 0, time.UTC)}
+	if c := x.Care(ev); !c.Explained || c.EncounterID != "e1" {
+		t.Errorf("care for u3 on p1: %+v", c)
+	}
+
+	al, err := store.ReadAllowlist(ctx, conn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(al.Entries) != 1 || al.Entries[0].UserID != "u3" || al.Entries[0].Detector != "vip" {
+		t.Errorf("allowlist entries %+v, want only a1", al.Entries)
+	}
+	if strings.Join(al.SkippedKeys(), ",") != "a3" || al.Skipped["a3"] != "expires_at" {
+		t.Errorf("skipped %v, want a3 (no expiry)", al.Skipped)
+	}
+}
+
+// TestSnapshotReaderLatest: the newest snapshot strictly below the given
+// offset, of the given group, topic and partition only.
+func TestSnapshotReaderLatest(t *testing.T) {
+	conn, _ := testenv.ClickHouse(t)
+	ctx := context.Background()
+	if _, err := store.Migrate(ctx, conn, schemas.DefaultMigrationParams()); err != nil {
+		t.Fatal(err)
+	}
+	w := store.NewWriter(conn)
+	b := &store.Batch{}
+	now := time.Now().UTC().Truncate(time.Millisecond)
+	for _, s := range []struct {
+		group, topic string
+		part         int32
+		off          int64
+	}{{"g", "t", 0, 10}, {"g", "t", 0, 20}, {"g", "t", 0, 30}, {"g", "t", 1, 25}, {"other", "t", 0, 24}, {"g", "u", 0, 24}} {
+		b.Snapshots = append(b.Snapshots, store.SnapshotRow{
+			Position: store.Position{Topic: s.topic, Partition: s.part, Offset: s.off}, Group: s.group,
+			Data: []byte{0x1f, 0x8b, 0, byte(s.off), 0xff}, TakenAt: now,
+		})
+	}
+	if err := w.Write(ctx, b); err != nil {
+		t.Fatal(err)
+	}
+	r := store.NewSnapshotReader(conn)
+	for before, want := range map[int64]int64{31: 30, 30: 20, 25: 20, 21: 20, 20: 10, 11: 10, 10: -1, 0: -1} {
+		s, ok, err := r.Latest(ctx, "g", "t", 0, before)
+		if err != nil {
+			t.Fatal(err)
+		}
+		switch {
+		case want < 0 && ok:
+			t.Errorf("before %d: got the snapshot at %d, want none", before, s.Offset)
+		case want >= 0 && (!ok || s.Offset != want):
+			t.Errorf("before %d: got %d (found %v), want %d", before, s.Offset, ok, want)
+		case ok && (len(s.Data) != 5 || s.Data[3] != byte(want) || s.Data[4] != 0xff || !s.TakenAt.Equal(now)):
+			t.Errorf("before %d: snapshot bytes %v taken %s do not round-trip", before, s.Data, s.TakenAt)
+		}
+	}
+}
