@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime/pprof"
 	"sync"
 	"time"
 
@@ -61,6 +62,7 @@ func runBenchPipeline(ctx context.Context, args []string, stdout, stderr io.Writ
 	replication := fs.Int("replication", 1, "replication factor of the benchmark topic")
 	skipCH := fs.Bool("skip-clickhouse", false, "skip (c), the run into ClickHouse")
 	keep := fs.Bool("keep", false, "keep the benchmark topic and database")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the (b) runs to this file")
 	if err := fs.Parse(args); err != nil {
 		return flagError(err)
 	}
@@ -107,6 +109,16 @@ func runBenchPipeline(ctx context.Context, args []string, stdout, stderr io.Writ
 	}
 	b.report("(a) kafka-go fetch loop", raw, measurement{})
 
+	if *cpuProfile != "" {
+		pf, err := os.Create(*cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer pf.Close()
+		if err := pprof.StartCPUProfile(pf); err != nil {
+			return err
+		}
+	}
 	noSink, err := b.pipeline(ctx, "discard", pipeline.Deps{Sink: pipeline.DiscardSink{}, DeadLetters: discardDLQ{}})
 	if err != nil {
 		return fmt.Errorf("(b) pipeline without sink: %w", err)
@@ -118,6 +130,9 @@ func runBenchPipeline(ctx context.Context, args []string, stdout, stderr io.Writ
 			return fmt.Errorf("(b) pipeline with detectors without sink: %w", err)
 		}
 		b.report("(b) ehrwatch, detectors, no sink", noSink, raw)
+	}
+	if *cpuProfile != "" {
+		pprof.StopCPUProfile()
 	}
 
 	if *skipCH {

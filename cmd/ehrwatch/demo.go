@@ -76,7 +76,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		fs.PrintDefaults()
 	}
 	fs.IntVar(&o.days, "days", def.Days, "days to simulate")
-	fs.IntVar(&o.warmup, "warmup-days", -1, "days before volume and off-hours incidents are injected (default: 8, or days/2 below 9 days)")
+	fs.IntVar(&o.warmup, "warmup-days", -1, "days before volume and off-hours incidents are injected (-1: 8, or days/2 below 9 days)")
 	fs.IntVar(&o.users, "users", 500, "EHR accounts, spread over the two facilities (at least 60 each)")
 	fs.Uint64Var(&o.seed, "seed", def.Seed, "random seed: the same flags give the same hospital, stream and findings")
 	fs.IntVar(&o.partitions, "partitions", 4, "partitions of the demo topic (one detector engine each)")
@@ -223,7 +223,13 @@ func demo(ctx context.Context, o demoOptions, stdout, stderr io.Writer) (*demoOu
 		defer chConn.Close()
 		alertStore = alerting.NewClickHouseStore(chConn)
 	}
-	mgr, err := alerting.New(alerting.DefaultConfig(), alerting.Options{Store: alertStore, Logger: log, Version: version})
+	// The demo replays days in seconds, and partitions drift apart by
+	// days of event time (live, they move together): alerting must keep
+	// its groups open for the whole simulated span, or findings from a
+	// partition that is behind would come too late to be grouped.
+	acfg := alerting.DefaultConfig()
+	acfg.Limits.Lateness = time.Duration(cfg.Days+1) * 24 * time.Hour
+	mgr, err := alerting.New(acfg, alerting.Options{Store: alertStore, Logger: log, Version: version})
 	if err != nil {
 		return nil, err
 	}
@@ -236,8 +242,9 @@ func demo(ctx context.Context, o demoOptions, stdout, stderr io.Writer) (*demoOu
 		pipeSink = o.wrapSink(pipeSink)
 	}
 
-	// 5. The pipeline, exactly as `ehrwatch run` builds it, with batch
-	// settings for a short burst instead of a steady stream.
+	// 5. The pipeline: pipeline.New as in `ehrwatch run` (engines per
+	// partition, alerting after each stored batch), with the memory sink
+	// and batch settings for a short burst instead of a steady stream.
 	kcfg := pipeline.DefaultKafkaConfig()
 	kcfg.Brokers = brokers
 	kcfg.GroupID = "ehrwatch-demo"

@@ -13,6 +13,7 @@ import (
 
 	"github.com/ehrwatch/ehrwatch/pipeline"
 	"github.com/ehrwatch/ehrwatch/pipeline/store"
+	"github.com/ehrwatch/ehrwatch/pipeline/testenv"
 )
 
 // shortDemo is the smallest hospital the generator staffs (two facilities
@@ -26,9 +27,6 @@ func shortDemo() demoOptions {
 }
 
 func TestDemoEndToEnd(t *testing.T) {
-	if testing.Short() {
-		t.Skip("runs the whole pipeline on an in-process broker")
-	}
 	o := shortDemo()
 	o.out = t.TempDir()
 	var stdout, stderr bytes.Buffer
@@ -115,9 +113,6 @@ func (failingSink) Write(context.Context, *store.Batch) error {
 }
 
 func TestDemoFailsWhenThePipelineFails(t *testing.T) {
-	if testing.Short() {
-		t.Skip("runs the pipeline on an in-process broker")
-	}
 	o := shortDemo()
 	o.days, o.warmup = 2, 1
 	o.wrapSink = func(pipeline.Sink) pipeline.Sink { return failingSink{} }
@@ -184,5 +179,42 @@ func TestConsoleColour(t *testing.T) {
 	}
 	if c := newConsole(&out, &out, "auto"); c.color {
 		t.Error("auto colours a non-terminal")
+	}
+}
+
+func TestDemoIntoClickHouse(t *testing.T) {
+	if testing.Short() {
+		t.Skip("integration test: needs ClickHouse")
+	}
+	addr := testenv.ClickHouseAddr(t)
+	conn, db := testenv.ClickHouse(t)
+	o := shortDemo()
+	o.days, o.warmup = 3, 1
+	o.clickhouse, o.chDatabase = "http://"+addr, db
+	var stdout, stderr bytes.Buffer
+	res, err := demo(context.Background(), o, &stdout, &stderr)
+	if err != nil {
+		t.Fatalf("demo: %v\n%s\n%s", err, stdout.String(), stderr.String())
+	}
+	ctx := context.Background()
+	count := func(q string) uint64 {
+		t.Helper()
+		var n uint64
+		if err := conn.QueryRow(ctx, q).Scan(&n); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+		return n
+	}
+	if got := count("SELECT uniqExact(event_id) FROM access_events"); got != uint64(res.stream.events) {
+		t.Errorf("access_events holds %d events, want %d", got, res.stream.events)
+	}
+	if got, want := count("SELECT uniqExact(finding_id) FROM findings"), uint64(len(merge(res.findings))); got != want || want == 0 {
+		t.Errorf("findings holds %d findings, want %d", got, want)
+	}
+	if got := count("SELECT uniqExact(alert_id) FROM alerts"); got != uint64(res.alerts) || got == 0 {
+		t.Errorf("alerts holds %d alerts, want %d", got, res.alerts)
+	}
+	if !strings.Contains(stdout.String(), "Stored in ClickHouse") {
+		t.Errorf("summary does not say where the data went:\n%s", stdout.String())
 	}
 }

@@ -14,6 +14,7 @@
 //	ehrwatch config validate F     check a configuration file and report every bad key
 //	ehrwatch config defaults       print the default configuration (YAML)
 //	ehrwatch bench pipeline --config F  throughput: raw kafka-go fetch vs ehrwatch without and with ClickHouse
+//	ehrwatch bench detectors|memory     detector throughput and state per user (docs/benchmarks.md)
 //	ehrwatch version               print the version
 package main
 
@@ -71,6 +72,7 @@ commands:
   config validate F  check a configuration file; every bad value is reported with its key
   config defaults    print the whole default configuration as YAML
   bench pipeline     measure throughput: raw kafka-go fetch, ehrwatch without sink, ehrwatch into ClickHouse
+  bench detectors    detector throughput on one and two cores; bench memory: detector state per user
   version            print the version
 `
 

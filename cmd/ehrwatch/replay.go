@@ -15,6 +15,7 @@ import (
 	"runtime/pprof"
 	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -103,8 +104,8 @@ func runReplay(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	fs.StringVar(&o.reference, "reference", "", "directory with users.ndjson, patients.ndjson, encounters.ndjson")
 	fs.StringVar(&o.out, "out", "", "findings file (NDJSON); default standard output")
 	fs.StringVar(&o.config, "config", "", "ehrwatch configuration file: its detection section (detector settings, allowed lateness, allowlist) and reference.facilities/care slack are used")
-	fs.StringVar(&o.facilities, "facilities", "", "facilities.ndjson (facility_id, time_zone per line), as `ehrwatch gen` writes; default: facilities.ndjson next to --events if present")
-	fs.Var(o.tz, "tz", "facility time zone, FACILITY=ZONE (repeatable; overrides --facilities)")
+	fs.StringVar(&o.facilities, "facilities", "", "`FILE` of facility_id and time_zone lines (the facilities.ndjson ehrwatch gen writes); default: facilities.ndjson next to --events if present")
+	fs.Var(o.tz, "tz", "facility time zone, `FACILITY=ZONE` (repeatable; overrides --facilities and the config)")
 	fs.IntVar(&o.partitions, "partitions", 1, "spread users over this many engines, as a topic with this many partitions would")
 	fs.StringVar(&o.partitioner, "partitioner", "fnv1a", "how user_id keys map to partitions: fnv1a (kafka-go Hash, sarama) or murmur2 (Java clients, librdkafka consistent_random)")
 	fs.BoolVar(&o.strict, "strict", false, "exit non-zero when any line cannot be decoded")
@@ -153,6 +154,7 @@ func (s replayStats) totalFindings() int {
 
 func replay(ctx context.Context, o replayOptions, stdout, stderr io.Writer) error {
 	began := time.Now()
+	stderr = &lockedWriter{w: stderr} // the reader and the writer both report
 	ecfg, refCfg, err := loadDetectionConfig(o.config)
 	if err != nil {
 		return err
@@ -264,6 +266,18 @@ func replay(ctx context.Context, o replayOptions, stdout, stderr io.Writer) erro
 	return nil
 }
 
+// lockedWriter serialises writes from several goroutines.
+type lockedWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
+}
+
 // flagError makes a flag parsing error a usage error (exit status 2); the
 // flag package has already printed it with the usage.
 func flagError(err error) error {
@@ -343,6 +357,15 @@ func peakRSS() int64 {
 }
 
 // replayer feeds decoded lines to per-partition engines in input order.
+//
+// Three stages run concurrently: this goroutine's caller reads and decodes
+// lines in chunks and hands each chunk's events to the engines by
+// partition; each engine runs on its own goroutine over its share of every
+// chunk, in order; and the writer takes the chunks in input order, waits
+// for every engine to finish each, and writes their findings merged back
+// into input order. The output is therefore exactly what one goroutine
+// feeding the engines event by event would write, whatever the number of
+// engines or CPUs.
 type replayer struct {
 	newEngine       func() (*detectors.Engine, error)
 	part            func(key []byte) int
@@ -353,6 +376,27 @@ type replayer struct {
 	maxBad          int
 	onDetectorError func(n int, err error)
 }
+
+// replayChunk is a run of consecutive input events on their way through
+// the engines.
+type replayChunk struct {
+	share   [][]replayItem     // by partition, in input order
+	results [][]replayFindings // by partition, filled by its engine
+	done    sync.WaitGroup     // one per partition
+}
+
+type replayItem struct {
+	idx int // position in the chunk
+	ev  *schemas.AccessEvent
+}
+
+type replayFindings struct {
+	idx int
+	fs  []schemas.Finding
+	err error
+}
+
+const replayChunkSize = 2048
 
 func (r *replayer) run(ctx context.Context, in io.Reader) (replayStats, error) {
 	st := replayStats{BadClasses: map[schemas.ErrorClass]int{}, Findings: map[string]int{}}
@@ -365,74 +409,169 @@ func (r *replayer) run(ctx context.Context, in io.Reader) (replayStats, error) {
 		defer e.Close()
 		engines[i] = e
 	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+
+	// Engines.
+	feeds := make([]chan *replayChunk, r.n)
+	flushed := make([]replayFindings, r.n)
+	var engWG sync.WaitGroup
+	for i, e := range engines {
+		feeds[i] = make(chan *replayChunk, 4)
+		engWG.Add(1)
+		go func() {
+			defer engWG.Done()
+			for c := range feeds[i] {
+				for _, it := range c.share[i] {
+					fs, err := e.Process(ctx, it.ev)
+					if len(fs) > 0 || err != nil {
+						c.results[i] = append(c.results[i], replayFindings{idx: it.idx, fs: fs, err: err})
+					}
+				}
+				c.done.Done()
+			}
+			// The end of the file closes every window, like a drained
+			// partition.
+			fs, err := e.Flush(ctx)
+			flushed[i] = replayFindings{fs: fs, err: err}
+		}()
+	}
+
+	// Writer: chunks in input order, findings merged back into it.
+	ordered := make(chan *replayChunk, 8)
+	writeErr := make(chan error, 1)
+	go func() {
+		var err error
+		for c := range ordered {
+			c.done.Wait()
+			if err == nil {
+				err = r.writeChunk(&st, c)
+				if err != nil {
+					cancel()
+				}
+			}
+		}
+		writeErr <- err
+	}()
+
+	// Reader and decoder.
 	noZone := map[string]bool{}
-	emit := func(fs []schemas.Finding) error {
-		for i := range fs {
-			st.Findings[fs[i].Detector]++
-			if err := r.emit(&fs[i]); err != nil {
-				return fmt.Errorf("replay: writing findings: %w", err)
+	readErr := func() error {
+		lr := newLineReader(in, schemas.MaxFHIRMessageSize)
+		var c *replayChunk
+		n := 0
+		send := func() {
+			if c == nil {
+				return
+			}
+			c.done.Add(r.n)
+			ordered <- c
+			for i := range feeds {
+				feeds[i] <- c
+			}
+			c, n = nil, 0
+		}
+		for {
+			line, lineNo, tooLong, err := lr.next()
+			if err == io.EOF {
+				send()
+				return nil
+			}
+			if err != nil {
+				return fmt.Errorf("replay: reading events: %w", err)
+			}
+			if lineNo%4096 == 0 && ctx.Err() != nil {
+				return ctx.Err()
+			}
+			if isBlankLine(line) && !tooLong {
+				continue
+			}
+			st.Lines++
+			var ev *schemas.AccessEvent
+			if tooLong {
+				err = &schemas.DecodeError{Class: schemas.ClassTooLarge, Detail: "line exceeds the maximum message size", Line: lineNo, Offset: -1}
+			} else {
+				ev, err = schemas.DecodeEvent(line)
+			}
+			if err != nil {
+				st.BadLines++
+				st.BadClasses[schemas.ErrorClassOf(err)]++
+				if st.BadLines <= r.maxBad {
+					r.onBad(lineNo, err)
+				}
+				continue
+			}
+			st.Events++
+			if _, ok := r.zones[ev.FacilityID]; !ok && !noZone[ev.FacilityID] && len(noZone) < 100 {
+				noZone[ev.FacilityID] = true
+			}
+			if c == nil {
+				c = &replayChunk{share: make([][]replayItem, r.n), results: make([][]replayFindings, r.n)}
+			}
+			p := r.part([]byte(ev.UserID))
+			c.share[p] = append(c.share[p], replayItem{idx: n, ev: ev})
+			n++
+			if n == replayChunkSize {
+				send()
 			}
 		}
-		return nil
+	}()
+	for i := range feeds {
+		close(feeds[i])
 	}
-	detErr := func(err error) {
-		if err != nil {
-			st.DetErrors++
-			r.onDetectorError(st.DetErrors, err)
-		}
+	engWG.Wait()
+	close(ordered)
+	werr := <-writeErr
+	switch {
+	case werr != nil:
+		return st, werr
+	case readErr != nil:
+		return st, readErr
 	}
-	lr := newLineReader(in, schemas.MaxFHIRMessageSize)
-	for {
-		line, n, tooLong, err := lr.next()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			return st, fmt.Errorf("replay: reading events: %w", err)
-		}
-		if n%4096 == 0 && ctx.Err() != nil {
-			return st, ctx.Err()
-		}
-		if isBlankLine(line) && !tooLong {
-			continue
-		}
-		st.Lines++
-		var ev *schemas.AccessEvent
-		if tooLong {
-			err = &schemas.DecodeError{Class: schemas.ClassTooLarge, Detail: "line exceeds the maximum message size", Line: n, Offset: -1}
-		} else {
-			ev, err = schemas.DecodeEvent(line)
-		}
-		if err != nil {
-			st.BadLines++
-			st.BadClasses[schemas.ErrorClassOf(err)]++
-			if st.BadLines <= r.maxBad {
-				r.onBad(n, err)
-			}
-			continue
-		}
-		st.Events++
-		if _, ok := r.zones[ev.FacilityID]; !ok && !noZone[ev.FacilityID] && len(noZone) < 100 {
-			noZone[ev.FacilityID] = true
-		}
-		e := engines[r.part([]byte(ev.UserID))]
-		fs, err := e.Process(ctx, ev)
-		detErr(err)
-		if err := emit(fs); err != nil {
-			return st, err
-		}
-	}
-	// The end of the file closes every window, like a drained partition.
-	for _, e := range engines {
-		fs, err := e.Flush(ctx)
-		detErr(err)
-		if err := emit(fs); err != nil {
+	for i, e := range engines {
+		if err := r.emitAll(&st, flushed[i].fs, flushed[i].err); err != nil {
 			return st, err
 		}
 		st.Late += e.LateEvents()
 	}
 	st.NoZone = sortedStrings(noZone)
 	return st, nil
+}
+
+// writeChunk writes a chunk's findings in input order: each engine's
+// results are in its share's order, so a k-way merge on the index does it.
+func (r *replayer) writeChunk(st *replayStats, c *replayChunk) error {
+	pos := make([]int, len(c.results))
+	for {
+		best := -1
+		for p, res := range c.results {
+			if pos[p] < len(res) && (best < 0 || res[pos[p]].idx < c.results[best][pos[best]].idx) {
+				best = p
+			}
+		}
+		if best < 0 {
+			return nil
+		}
+		f := c.results[best][pos[best]]
+		pos[best]++
+		if err := r.emitAll(st, f.fs, f.err); err != nil {
+			return err
+		}
+	}
+}
+
+func (r *replayer) emitAll(st *replayStats, fs []schemas.Finding, err error) error {
+	if err != nil {
+		st.DetErrors++
+		r.onDetectorError(st.DetErrors, err)
+	}
+	for i := range fs {
+		st.Findings[fs[i].Detector]++
+		if err := r.emit(&fs[i]); err != nil {
+			return fmt.Errorf("replay: writing findings: %w", err)
+		}
+	}
+	return nil
 }
 
 func isBlankLine(b []byte) bool { return len(bytes.TrimSpace(b)) == 0 }

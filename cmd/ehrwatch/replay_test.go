@@ -63,9 +63,6 @@ func TestReplayCanonicalAndFHIRGiveIdenticalFindings(t *testing.T) {
 }
 
 func TestReplayMatchesThePipeline(t *testing.T) {
-	if testing.Short() {
-		t.Skip("runs the pipeline on an in-process broker")
-	}
 	o := shortDemo()
 	o.out, o.quiet = t.TempDir(), true
 	var stdout, stderr bytes.Buffer
