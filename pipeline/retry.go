@@ -168,26 +168,16 @@ func safeError(err error) string {
 		prefix = fmt.Sprintf("insert %d rows into %s: ", ie.Rows, ie.Table)
 		err = ie.Err
 	}
-	var ex *clickhouse.Exception
-	if errors.As(err, &ex) {
-		name := ex.CodeName
-		if name == "" {
-			name = ex.Name
-		}
-		return fmt.Sprintf("%sclickhouse exception %d (%s)", prefix, ex.Code, name)
-	}
-	var he *clickhouse.HTTPError
-	if errors.As(err, &he) {
-		return fmt.Sprintf("%sclickhouse HTTP status %d", prefix, he.StatusCode)
-	}
 	var de *schemas.DecodeError
 	if errors.As(err, &de) {
 		return prefix + decodeErrorText(de)
 	}
+	// ClickHouse exceptions become their code and name, HTTP errors their
+	// status, and exception text the driver could not parse is withheld.
 	// Network, timeout and Kafka protocol errors, and client-side INSERT
 	// failures (a column conversion, a closed pool), name addresses, types
-	// and offsets, not values.
-	return prefix + err.Error()
+	// and offsets, not values, and are shown as they are.
+	return prefix + store.ErrorText(err)
 }
 
 // decodeErrorText is what the pipeline says about an undecodable message:

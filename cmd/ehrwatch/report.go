@@ -206,12 +206,14 @@ func reportFlagError(flagName string, err error) error {
 	return err
 }
 
-// redactErr keeps the subject id out of error text (stderr is often logged).
+// redactErr keeps the subject id, and ClickHouse server messages (which can
+// quote the rejected row: the audit row lists the patients returned), out
+// of error text (stderr is often logged).
 func redactErr(err error, id string) error {
 	if err == nil {
 		return nil
 	}
-	if msg := triage.Redact(err.Error(), id); msg != err.Error() {
+	if msg := triage.Redact(triage.ErrorText(err), id); msg != err.Error() {
 		return errors.New(msg)
 	}
 	return err

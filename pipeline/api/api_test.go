@@ -625,3 +625,23 @@ func TestRedact(t *testing.T) {
 		t.Fatalf("redact: %s", got)
 	}
 }
+
+// TestAuditServerErrorNotLogged: ClickHouse quotes the rejected row in some
+// exceptions (a violated constraint lists its column values); when the
+// audit write fails that way, the log names the exception by code only,
+// never the patient ids of the row.
+func TestAuditServerErrorNotLogged(t *testing.T) {
+	e := newEnv(t)
+	if err := e.conn.Exec(context.Background(),
+		"ALTER TABLE api_audit ADD CONSTRAINT no_patients CHECK length(patients_returned) = 0"); err != nil {
+		t.Fatal(err)
+	}
+	if r := e.do("GET", reportPath("user-activity", "user_id", "u-bob"), tokAdmin, ""); r.status != 500 {
+		t.Fatalf("user-activity: %d, want 500", r.status)
+	}
+	logs := e.logs.String()
+	if !strings.Contains(logs, "refusing to return unaudited data") || !strings.Contains(logs, "clickhouse exception") {
+		t.Fatalf("audit failure not logged by exception code: %s", logs)
+	}
+	e.assertNoPHIInLogs()
+}

@@ -299,7 +299,7 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, rc *reqCtx, err er
 	ae, internal := classify(err)
 	if internal {
 		s.log.Error().Str("request_id", rc.id).Str("route", rc.route).
-			Str("error", redact(err.Error(), rc.sensitive)).Msg("api request failed")
+			Str("error", redact(triage.ErrorText(err), rc.sensitive)).Msg("api request failed")
 	}
 	if rc.audit != nil && !rc.audited {
 		rc.audited = true
@@ -309,7 +309,7 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, rc *reqCtx, err er
 		defer cancel()
 		if aerr := s.store.WriteAudit(actx, rec); aerr != nil {
 			s.log.Error().Str("request_id", rc.id).Str("route", rc.route).
-				Str("error", redact(aerr.Error(), rc.sensitive)).Msg("api audit write failed (request already failing)")
+				Str("error", redact(triage.ErrorText(aerr), rc.sensitive)).Msg("api audit write failed (request already failing)")
 		}
 	}
 	writeError(w, ae, rc.id)
@@ -329,7 +329,7 @@ func (s *Server) audit(ctx context.Context, rc *reqCtx, rows int, patients []str
 	if err := s.store.WriteAudit(ctx, rec); err != nil {
 		rc.audited = true // do not try again in fail
 		s.log.Error().Str("request_id", rc.id).Str("route", rc.route).
-			Str("error", redact(err.Error(), rc.sensitive)).Msg("api audit write failed; refusing to return unaudited data")
+			Str("error", redact(triage.ErrorText(err), rc.sensitive)).Msg("api audit write failed; refusing to return unaudited data")
 		return &apiError{Status: http.StatusInternalServerError, Msg: "could not record the audit trail; no data returned"}
 	}
 	rc.audited = true
