@@ -209,9 +209,16 @@ type Config struct {
 	// QueueSize bounds the processed messages waiting between the
 	// partition consumers and the batcher. With one batch accumulating and
 	// one being written, at most 2*BatchMaxRows+QueueSize processed
-	// messages are held in memory; when that is full, consumers stop
+	// messages are held in memory, plus each partition consumer's chunk
+	// being filled (at most 256); when that is full, consumers stop
 	// fetching.
 	QueueSize int `yaml:"queue_size"`
+	// HandoffLinger is how long a partition consumer keeps fetching into
+	// a chunk of processed messages (up to 256) before it hands the chunk
+	// to the batcher, from the chunk's first message: the chunk goes as
+	// soon as it is full or no message arrives within this time. It adds
+	// at most this much latency; 0 hands over every message on its own.
+	HandoffLinger time.Duration `yaml:"handoff_linger"`
 	// CommitInterval is how often offsets that became durable are
 	// committed (they are also committed right after each flush).
 	CommitInterval time.Duration `yaml:"commit_interval"`
@@ -260,6 +267,7 @@ func DefaultConfig() Config {
 		BatchMaxRows:     10000,
 		BatchMaxWait:     time.Second,
 		QueueSize:        5000,
+		HandoffLinger:    5 * time.Millisecond,
 		CommitInterval:   time.Second,
 		LagInterval:      5 * time.Second,
 		DrainTimeout:     10 * time.Second,
@@ -290,6 +298,11 @@ func (c Config) Validate(prefix string) error {
 	}
 	if c.QueueSize < 1 {
 		bad("queue_size", "must be >= 1")
+	}
+	if c.HandoffLinger < 0 || c.HandoffLinger > time.Second {
+		bad("handoff_linger", "must be in 0..1s")
+	} else if c.HandoffLinger > c.BatchMaxWait && c.BatchMaxWait >= time.Millisecond {
+		bad("handoff_linger", "must not exceed batch_max_wait (%s)", c.BatchMaxWait)
 	}
 	if c.CommitInterval < time.Millisecond {
 		bad("commit_interval", "must be >= 1ms")

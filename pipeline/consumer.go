@@ -138,10 +138,90 @@ func offsetString(o int64) string {
 	return strconv.FormatInt(o, 10)
 }
 
+// handoffChunk is the most records a partition consumer hands to the sink
+// at once.
+const handoffChunk = 256
+
+// chunker collects one partition's processed records and hands them to
+// the sink in chunks: when handoffChunk are collected, or when no message
+// arrived within the handoff linger since the chunk's first record. The
+// linger is a context derived when the chunk gets its first record, with
+// which the consumer fetches until the chunk is handed on.
+type chunker struct {
+	p      *Pipeline
+	linger time.Duration
+	recs   []record
+	lctx   context.Context // fetch context while recs is not empty
+	cancel context.CancelFunc
+}
+
+// fetchContext is the context to fetch the next message with.
+func (c *chunker) fetchContext(ctx context.Context) context.Context {
+	if c.lctx != nil {
+		return c.lctx
+	}
+	return ctx
+}
+
+// lingerExpired reports whether a fetch error is only the end of the
+// linger, not of ctx.
+func (c *chunker) lingerExpired(ctx context.Context, err error) bool {
+	return c.lctx != nil && ctx.Err() == nil && c.lctx.Err() != nil && errors.Is(err, context.DeadlineExceeded)
+}
+
+// add appends r and hands the chunk on when it is full or there is no
+// linger; it reports false when the hand-off failed (see flush).
+func (c *chunker) add(ctx context.Context, r record) bool {
+	c.recs = append(c.recs, r)
+	if len(c.recs) >= handoffChunk || c.linger <= 0 {
+		return c.flush(ctx)
+	}
+	if c.lctx == nil {
+		c.lctx, c.cancel = context.WithTimeout(ctx, c.linger)
+	}
+	return true
+}
+
+// flush hands the chunk to the sink. When that fails (ctx ended, or the
+// sink failed) the chunk stays pending, to be handed on by drain or
+// dropped.
+func (c *chunker) flush(ctx context.Context) bool {
+	if len(c.recs) == 0 {
+		c.stopLinger()
+		return true
+	}
+	if !c.p.sink.submitChunk(ctx, c.recs) {
+		return false
+	}
+	c.recs = make([]record, 0, handoffChunk) // the sink owns the old one
+	c.stopLinger()
+	return true
+}
+
+func (c *chunker) stopLinger() {
+	if c.cancel != nil {
+		c.cancel()
+	}
+	c.lctx, c.cancel = nil, nil
+}
+
+// drop unregisters the pending chunk's offsets: they were fetched but
+// never handed on, and will be consumed again by the next owner.
+func (c *chunker) drop() {
+	c.stopLinger()
+	for i := len(c.recs) - 1; i >= 0; i-- {
+		if r := &c.recs[i]; r.snapshot == nil {
+			r.tracker.Cancel(r.pos.Offset)
+		}
+	}
+	c.recs = nil
+}
+
 // consumePartition fetches, decodes, detects and submits one partition's
 // messages in offset order until the generation ends, then drains: it
-// stops fetching and waits (bounded by the drain timeout) until what it
-// submitted is stored, so the committer's final commit covers it.
+// stops fetching, hands on what it processed and waits (bounded by the
+// drain timeout) until that is stored, so the committer's final commit
+// covers it.
 func (p *Pipeline) consumePartition(ctx context.Context, pt *partition) {
 	proc, err := p.newProcessor(pt.topic, pt.id)
 	if err != nil {
@@ -161,10 +241,25 @@ func (p *Pipeline) consumePartition(ctx context.Context, pt *partition) {
 	}
 	snap := p.newSnapshotter(pt, proc)
 	fetchBackoff := backoff{cfg: p.cfg.Retry}
+	chunk := &chunker{p: p, linger: p.cfg.HandoffLinger, recs: make([]record, 0, handoffChunk)}
+	defer chunk.stopLinger()
 	for {
-		m, err := r.FetchMessage(ctx)
+		m, err := r.FetchMessage(chunk.fetchContext(ctx))
 		if err != nil {
+			if chunk.lingerExpired(ctx, err) {
+				// Nothing more arrived in time: hand on what there is.
+				// kafka-go returns ctx.Err() without touching the reader,
+				// which stays usable.
+				if !chunk.flush(ctx) {
+					break
+				}
+				continue
+			}
 			if ctx.Err() != nil || errors.Is(err, io.EOF) {
+				break
+			}
+			// Hand on what was processed before pausing.
+			if !chunk.flush(ctx) {
 				break
 			}
 			p.metrics.fetchErrors.Inc()
@@ -189,11 +284,15 @@ func (p *Pipeline) consumePartition(ctx context.Context, pt *partition) {
 			p.metrics.replayed.Inc()
 		}
 		rec := p.process(ctx, pt, proc, &m)
-		if !p.sink.submit(ctx, rec) {
-			pt.tracker.Cancel(m.Offset)
+		if !chunk.add(ctx, rec) {
 			break
 		}
 		if snap != nil && snap.due() {
+			// Hand on the chunk (which ends with the event at m.Offset)
+			// before snapshotting; the snapshot follows it.
+			if !chunk.flush(ctx) {
+				break
+			}
 			if row := snap.take(m.Offset); row != nil && !p.sink.submit(ctx, record{snapshot: row}) {
 				break
 			}
@@ -205,6 +304,11 @@ func (p *Pipeline) consumePartition(ctx context.Context, pt *partition) {
 	dctx, cancel := p.drainContext()
 	defer cancel()
 	start := time.Now()
+	// Then hand on what was processed but not yet handed on, so a graceful
+	// stop stores it; if that fails, its offsets are unregistered.
+	if !chunk.flush(dctx) {
+		chunk.drop()
+	}
 	err = p.sink.barrier(dctx)
 	next, _ := pt.tracker.Committable()
 	ev := pt.log.Info()

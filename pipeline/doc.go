@@ -17,7 +17,11 @@
 //     kafka.Reader (no GroupID) positioned at the generation's assigned
 //     offset, a Processor (the partition's detectors) and an offset tracker.
 //     It fetches (FetchMessage, never ReadMessage), decodes, runs the
-//     detectors and submits the result to the sink;
+//     detectors and submits the results to the sink in chunks, in offset
+//     order: a chunk goes when it holds 256 records or when no message
+//     arrived within pipeline.handoff_linger of its first record, and
+//     always before the consumer waits for anything else (a snapshot, a
+//     fetch retry, the drain);
 //   - one committer goroutine, which commits every partition's committable
 //     offset with Generation.CommitOffsets every commit_interval and after
 //     every stored batch;
@@ -103,8 +107,9 @@
 // # Backpressure
 //
 // Every queue is bounded: each partition reader prefetches at most
-// kafka.queue_capacity messages, the queue between the consumers and the
-// batcher holds pipeline.queue_size, and at most two batches (one being
+// kafka.queue_capacity messages, each consumer's chunk at most 256 records,
+// the queue between the consumers and the batcher holds
+// pipeline.queue_size records, and at most two batches (one being
 // written, one filling) of pipeline.batch_max_rows rows exist. When
 // ClickHouse (or the DLQ topic) is unreachable, the flusher retries with
 // exponential backoff and jitter (pipeline.retry), the batcher fills up and
@@ -118,7 +123,8 @@
 //
 // When Run's context ends (SIGTERM), the pipeline closes the consumer group,
 // which ends the current generation: each partition consumer stops
-// fetching, waits until what it submitted is stored and has passed the
+// fetching, hands on the chunk it was filling, waits until what it
+// submitted is stored and has passed the
 // after-store hook (at most pipeline.drain_timeout), the committer commits
 // while the generation is still valid, the partition's detectors and
 // tracker are dropped, and only then does the member leave the group. Then

@@ -53,11 +53,79 @@ type deadLetter struct {
 	msg kafka.Message
 }
 
-// item travels from the partition consumers to the batcher: a record, or
-// a barrier that is answered once everything sent before it is stored.
+// item travels from the partition consumers to the batcher: a chunk of
+// one partition's records in offset order (snapshots behind the event they
+// follow), or a barrier that is answered once everything sent before it is
+// stored. A chunk holds credits (see credits) until the batcher has added
+// all of it to its batches.
 type item struct {
-	rec     record
+	recs    []record
+	credits int
 	barrier chan error
+}
+
+// credits bounds the records queued between the partition consumers and
+// the batcher (pipeline.queue_size): the input channel carries chunks, so
+// its capacity alone bounds chunks, not records. A chunk takes one credit
+// per record (all of them, for a chunk larger than the whole queue).
+type credits struct {
+	mu      sync.Mutex
+	size    int
+	free    int
+	waiters int
+	changed chan struct{} // closed and replaced when credits are returned to waiters
+}
+
+func newCredits(size int) *credits {
+	return &credits{size: size, free: size, changed: make(chan struct{})}
+}
+
+// acquire takes n (at most size) credits, blocking until they are free; it
+// reports false when ctx ends or failed is closed first.
+func (c *credits) acquire(ctx context.Context, n int, failed <-chan struct{}) bool {
+	c.mu.Lock()
+	for c.free < n {
+		c.waiters++
+		ch := c.changed
+		c.mu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+		case <-failed:
+		}
+		c.mu.Lock()
+		c.waiters--
+		if ctx.Err() != nil || isClosed(failed) {
+			c.mu.Unlock()
+			return false
+		}
+	}
+	c.free -= n
+	c.mu.Unlock()
+	return true
+}
+
+// release returns n credits.
+func (c *credits) release(n int) {
+	if n == 0 {
+		return
+	}
+	c.mu.Lock()
+	c.free += n
+	if c.waiters > 0 {
+		close(c.changed)
+		c.changed = make(chan struct{})
+	}
+	c.mu.Unlock()
+}
+
+func isClosed(ch <-chan struct{}) bool {
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
+	}
 }
 
 // pending is one batch on its way to storage.
@@ -114,6 +182,7 @@ type sink struct {
 	health  *health
 	log     zerolog.Logger
 	in      chan item
+	credits *credits // records queued in in
 	flushCh chan *pending
 	// flushed is signalled (without blocking) after every stored batch,
 	// so the committer can commit promptly.
@@ -139,6 +208,7 @@ func newSink(cfg Config, st Sink, dlq DeadLetterWriter, m *metrics, h *health, l
 		health:  h,
 		log:     log,
 		in:      make(chan item, cfg.QueueSize),
+		credits: newCredits(cfg.QueueSize),
 		flushCh: make(chan *pending),
 		flushed: make(chan struct{}, 1),
 		failed:  make(chan struct{}),
@@ -178,18 +248,40 @@ func (s *sink) err() error {
 // reports false, without handing r on, when ctx ends first or the sink has
 // failed.
 func (s *sink) submit(ctx context.Context, r record) bool {
-	if s.err() != nil {
+	return s.submitChunk(ctx, []record{r})
+}
+
+// submitChunk hands recs, one partition's records in order, to the batcher
+// in one go, blocking while the queue is full. It reports false, without
+// handing any of recs on, when ctx ends first or the sink has failed. The
+// sink owns recs from then on.
+func (s *sink) submitChunk(ctx context.Context, recs []record) bool {
+	if len(recs) == 0 {
+		return true
+	}
+	if s.err() != nil || ctx.Err() != nil {
+		return false
+	}
+	n := min(len(recs), s.credits.size)
+	if !s.credits.acquire(ctx, n, s.failed) {
 		return false
 	}
 	select {
-	case s.in <- item{rec: r}:
-		if r.snapshot == nil {
-			s.m.inFlight.Inc()
+	case s.in <- item{recs: recs, credits: n}:
+		events := 0
+		for i := range recs {
+			if recs[i].snapshot == nil {
+				events++
+			}
+		}
+		if events > 0 {
+			s.m.inFlight.Add(float64(events))
 		}
 		return true
 	case <-ctx.Done():
 	case <-s.failed:
 	}
+	s.credits.release(n)
 	return false
 }
 
@@ -251,13 +343,18 @@ func (s *sink) batch(ctx context.Context) {
 				}
 				continue
 			}
-			cur.add(&it.rec)
-			if cur.items == 1 {
-				timer.Reset(s.cfg.BatchMaxWait)
+			for i := range it.recs {
+				cur.add(&it.recs[i])
+				if cur.items == 1 {
+					timer.Reset(s.cfg.BatchMaxWait)
+				}
+				if cur.batch.Len() >= s.cfg.BatchMaxRows && !dispatch() {
+					return
+				}
 			}
-			if cur.batch.Len() >= s.cfg.BatchMaxRows && !dispatch() {
-				return
-			}
+			// Only now is the whole chunk in batches: until here, the
+			// records still to add counted against the queue.
+			s.credits.release(it.credits)
 		case <-timer.C:
 			if cur.items > 0 && !dispatch() {
 				return

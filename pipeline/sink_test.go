@@ -437,3 +437,83 @@ func TestSinkStoresSnapshotsWithTheirBatch(t *testing.T) {
 	waitFor(t, "a timed flush of a lone snapshot", func() bool { mu.Lock(); defer mu.Unlock(); return len(got) == 2 })
 	mu.Lock()
 }
+
+// TestSinkChunksSplitAcrossBatches: a chunk larger than a batch is split
+// over batches of batch_max_rows, in order, and every offset is acked
+// once stored; chunks count against queue_size record by record.
+func TestSinkChunksSplitAcrossBatches(t *testing.T) {
+	var mu sync.Mutex
+	down := true
+	st := &fakeStore{fail: func(int) error {
+		mu.Lock()
+		defer mu.Unlock()
+		if down {
+			return errors.New("connection refused")
+		}
+		return nil
+	}}
+	cfg := testSinkConfig()
+	cfg.BatchMaxWait = time.Hour
+	s, _ := newTestSink(t, cfg, st, &fakeDLQ{})
+	tr := newOffsetTracker(0)
+	// With the store down: one batch retrying, one filling, queue_size
+	// records queued, and the rest of a chunk the batcher holds.
+	const chunk = 3
+	bound := 2*cfg.BatchMaxRows + cfg.QueueSize + chunk
+	accepted := 0
+	for off := int64(0); ; off += chunk {
+		recs := make([]record, chunk)
+		for i := range recs {
+			recs[i] = eventRecord(tr, off+int64(i))
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+		ok := s.submitChunk(ctx, recs)
+		cancel()
+		if !ok {
+			for i := chunk - 1; i >= 0; i-- {
+				tr.Cancel(off + int64(i))
+			}
+			break
+		}
+		accepted += chunk
+		if accepted > bound {
+			t.Fatalf("accepted %d records with the store down; bound is %d", accepted, bound)
+		}
+	}
+	if next := committable(t, tr); next != 0 {
+		t.Fatalf("commit position moved to %d while the store was down", next)
+	}
+	mu.Lock()
+	down = false
+	mu.Unlock()
+	// One chunk bigger than the whole queue still goes through.
+	big := make([]record, 4*cfg.BatchMaxRows+3)
+	for i := range big {
+		big[i] = eventRecord(tr, int64(accepted+i))
+	}
+	if !s.submitChunk(context.Background(), big) {
+		t.Fatal("chunk larger than the queue refused")
+	}
+	accepted += len(big)
+	if err := s.barrier(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	var all []int64
+	for _, b := range st.snapshot() {
+		if len(b) > cfg.BatchMaxRows {
+			t.Errorf("batch of %d rows, max %d", len(b), cfg.BatchMaxRows)
+		}
+		all = append(all, b...)
+	}
+	if len(all) != accepted {
+		t.Fatalf("stored %d records, accepted %d", len(all), accepted)
+	}
+	for i, off := range all {
+		if off != int64(i) {
+			t.Fatalf("stored offsets out of order or duplicated at %d", i)
+		}
+	}
+	if next := committable(t, tr); next != int64(accepted) {
+		t.Fatalf("committable %d, want %d", next, accepted)
+	}
+}
