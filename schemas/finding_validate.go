@@ -41,24 +41,16 @@ func (f *Finding) validate() *DecodeError {
 		}
 		return newErr("finding_id", ClassInvalidValue, rBadFindingID, -1)
 	}
-	for _, s := range [...]struct {
-		name     string
-		v        string
-		limit    int
-		required bool
-		id       bool
-	}{
-		{"detector", f.Detector, MaxIDLen, true, true},
-		{"facility_id", f.FacilityID, MaxIDLen, true, true},
-		{"user_id", f.UserID, MaxIDLen, true, true},
-		{"patient_id", f.PatientID, MaxIDLen, false, true},
-		{"explanation", f.Explanation, MaxExplanationLen, true, false},
-		{"suppression_reason", f.SuppressionReason, MaxWouldExplainLen, false, false},
-		{"evidence.would_explain", f.Evidence.WouldExplain, MaxWouldExplainLen, false, false},
-	} {
-		if de := checkString(s.name, s.v, s.limit, s.required, s.id); de != nil {
-			return de
-		}
+	if de := checkStrings(
+		stringField{"detector", f.Detector, MaxIDLen, true, true},
+		stringField{"facility_id", f.FacilityID, MaxIDLen, true, true},
+		stringField{"user_id", f.UserID, MaxIDLen, true, true},
+		stringField{"patient_id", f.PatientID, MaxIDLen, false, true},
+		stringField{"explanation", f.Explanation, MaxExplanationLen, true, false},
+		stringField{"suppression_reason", f.SuppressionReason, MaxWouldExplainLen, false, false},
+		stringField{"evidence.would_explain", f.Evidence.WouldExplain, MaxWouldExplainLen, false, false},
+	); de != nil {
+		return de
 	}
 	if f.Severity == "" {
 		return newErr("severity", ClassMissingField, rEmpty, -1)

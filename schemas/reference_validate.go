@@ -15,6 +15,27 @@ var (
 
 // checkString applies the common string rules: required → not empty;
 // within limit; valid UTF-8; identifiers without control characters.
+// stringField is one string field to check: its name, value, byte limit,
+// whether it is required and whether it is an identifier (no control
+// characters).
+type stringField struct {
+	name     string
+	v        string
+	limit    int
+	required bool
+	id       bool
+}
+
+// checkStrings checks fields in order and returns the first failure.
+func checkStrings(fields ...stringField) *DecodeError {
+	for _, f := range fields {
+		if de := checkString(f.name, f.v, f.limit, f.required, f.id); de != nil {
+			return de
+		}
+	}
+	return nil
+}
+
 func checkString(field, v string, limit int, required, id bool) *DecodeError {
 	if v == "" {
 		if required {
@@ -67,23 +88,15 @@ func (u *User) Validate() error {
 }
 
 func (u *User) validate() *DecodeError {
-	for _, s := range [...]struct {
-		name     string
-		v        string
-		limit    int
-		required bool
-		id       bool
-	}{
-		{"user_id", u.UserID, MaxIDLen, true, true},
-		{"first_name", u.FirstName, MaxReferenceStringLen, false, false},
-		{"last_name", u.LastName, MaxReferenceStringLen, false, false},
-		{"role", u.Role, MaxIDLen, false, true},
-		{"department", u.Department, MaxIDLen, false, true},
-		{"patient_id", u.PatientID, MaxIDLen, false, true},
-	} {
-		if de := checkString(s.name, s.v, s.limit, s.required, s.id); de != nil {
-			return de
-		}
+	if de := checkStrings(
+		stringField{"user_id", u.UserID, MaxIDLen, true, true},
+		stringField{"first_name", u.FirstName, MaxReferenceStringLen, false, false},
+		stringField{"last_name", u.LastName, MaxReferenceStringLen, false, false},
+		stringField{"role", u.Role, MaxIDLen, false, true},
+		stringField{"department", u.Department, MaxIDLen, false, true},
+		stringField{"patient_id", u.PatientID, MaxIDLen, false, true},
+	); de != nil {
+		return de
 	}
 	if de := u.Address.validate("address"); de != nil {
 		return de
@@ -113,22 +126,14 @@ func (p *Patient) Validate() error {
 }
 
 func (p *Patient) validate() *DecodeError {
-	for _, s := range [...]struct {
-		name     string
-		v        string
-		limit    int
-		required bool
-		id       bool
-	}{
-		{"patient_id", p.PatientID, MaxIDLen, true, true},
-		{"first_name", p.FirstName, MaxReferenceStringLen, false, false},
-		{"last_name", p.LastName, MaxReferenceStringLen, false, false},
-		{"employee_user_id", p.EmployeeUserID, MaxIDLen, false, true},
-		{"guarantor_user_id", p.GuarantorUserID, MaxIDLen, false, true},
-	} {
-		if de := checkString(s.name, s.v, s.limit, s.required, s.id); de != nil {
-			return de
-		}
+	if de := checkStrings(
+		stringField{"patient_id", p.PatientID, MaxIDLen, true, true},
+		stringField{"first_name", p.FirstName, MaxReferenceStringLen, false, false},
+		stringField{"last_name", p.LastName, MaxReferenceStringLen, false, false},
+		stringField{"employee_user_id", p.EmployeeUserID, MaxIDLen, false, true},
+		stringField{"guarantor_user_id", p.GuarantorUserID, MaxIDLen, false, true},
+	); de != nil {
+		return de
 	}
 	if de := p.Address.validate("address"); de != nil {
 		return de
@@ -182,18 +187,12 @@ func (e *Encounter) Validate() error {
 }
 
 func (e *Encounter) validate() *DecodeError {
-	for _, s := range [...]struct {
-		name     string
-		v        string
-		required bool
-	}{
-		{"encounter_id", e.EncounterID, true},
-		{"patient_id", e.PatientID, true},
-		{"department", e.Department, false},
-	} {
-		if de := checkString(s.name, s.v, MaxIDLen, s.required, true); de != nil {
-			return de
-		}
+	if de := checkStrings(
+		stringField{"encounter_id", e.EncounterID, MaxIDLen, true, true},
+		stringField{"patient_id", e.PatientID, MaxIDLen, true, true},
+		stringField{"department", e.Department, MaxIDLen, false, true},
+	); de != nil {
+		return de
 	}
 	if e.Start.IsZero() {
 		return newErr("start", ClassMissingField, rEmpty, -1)
