@@ -74,7 +74,7 @@ func (p *Pipeline) restore(ctx context.Context, pt *partition, proc Processor) (
 	start := time.Now()
 	if err := restoreFrom(sp, snap.Data, p.cfg.SnapshotMaxBytes*maxSnapshotExpansion); err != nil {
 		p.metrics.restores.WithLabelValues(restoreFailed).Inc()
-		log.Error().Err(err).Msg("restoring the detector snapshot failed; detectors start empty at the committed offset")
+		log.Error().Str("error", safeError(err)).Msg("restoring the detector snapshot failed; detectors start empty at the committed offset")
 		closeProcessor(pt, proc)
 		fresh, ferr := p.newProcessor(pt.topic, pt.id)
 		if ferr != nil {
@@ -171,7 +171,7 @@ func (s *snapshotter) take(offset int64) *store.SnapshotRow {
 	m.snapshotSeconds.Observe(time.Since(start).Seconds())
 	if err != nil {
 		m.snapshots.WithLabelValues("error").Inc()
-		s.pt.log.Warn().Int64("offset", offset).Err(err).Msg("detector snapshot failed")
+		s.pt.log.Warn().Int64("offset", offset).Str("error", safeError(err)).Msg("detector snapshot failed")
 		return nil
 	}
 	if s.buf.Len() > s.p.cfg.SnapshotMaxBytes {

@@ -14,6 +14,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/ehrwatch/ehrwatch/detectors"
+	"github.com/ehrwatch/ehrwatch/pipeline"
 	"github.com/ehrwatch/ehrwatch/pipeline/store"
 	"github.com/ehrwatch/ehrwatch/schemas"
 )
@@ -230,5 +231,5 @@ func referenceErrorClass(err error) (class, text string) {
 	if errors.As(err, &re) {
 		return class, re.Error()
 	}
-	return class, err.Error()
+	return class, pipeline.Redact(err)
 }
