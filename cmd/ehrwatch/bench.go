@@ -27,6 +27,10 @@ import (
 // runBench is `ehrwatch bench <what>`: pipeline (below), detectors and
 // memory (bench_detectors.go).
 func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) > 0 && isHelp(args[0]) {
+		fmt.Fprint(stdout, benchUsage)
+		return flag.ErrHelp
+	}
 	if len(args) == 0 || !isBenchCommand(args[0]) {
 		fmt.Fprint(stderr, benchUsage)
 		return usageError{"bench: want `bench pipeline`, `bench detectors` or `bench memory`"}
@@ -53,6 +57,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 func runBenchPipeline(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("bench pipeline", flag.ContinueOnError)
 	fs.SetOutput(stderr)
+	commandUsage(fs, "usage: ehrwatch bench pipeline --config FILE [flags]\n\nThroughput through a real broker: (a) a raw kafka-go fetch loop, (b) ehrwatch with\nthe sink disabled, without and with the detectors, (c) ehrwatch into ClickHouse.\nThe topic and database are created by the benchmark (docs/benchmarks.md).\n")
 	configPath := fs.String("config", "", "configuration file (Kafka brokers and ClickHouse); the topic and database are created by the benchmark")
 	events := fs.Int("events", 200_000, "events to produce and consume: the first N of the synthetic hospital's stream (0: all of it)")
 	users := fs.Int("users", 500, "users of the synthetic hospital")
@@ -63,8 +68,8 @@ func runBenchPipeline(ctx context.Context, args []string, stdout, stderr io.Writ
 	skipCH := fs.Bool("skip-clickhouse", false, "skip (c), the run into ClickHouse")
 	keep := fs.Bool("keep", false, "keep the benchmark topic and database")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the (b) runs to this file")
-	if err := fs.Parse(args); err != nil {
-		return flagError(err)
+	if err := parseFlags(fs, args, stdout); err != nil {
+		return err
 	}
 	if *events < 0 || *partitions < 1 {
 		return usageError{"bench: --events must be >= 0 and --partitions >= 1"}

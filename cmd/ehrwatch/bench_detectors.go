@@ -58,13 +58,14 @@ func benchEngines(h *synth.Hospital) (func() (*detectors.Engine, error), error) 
 func runBenchDetectors(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("bench detectors", flag.ContinueOnError)
 	fs.SetOutput(stderr)
+	commandUsage(fs, "usage: ehrwatch bench detectors [flags]\n\nThe detectors alone over a pre-decoded synthetic stream in memory: events/s on\none core and on several (one engine per user-partitioned share), allocations.\n")
 	users := fs.Int("users", 500, "users of the synthetic hospital")
 	days := fs.Int("days", 14, "days simulated")
 	seed := fs.Uint64("seed", synth.DefaultConfig().Seed, "generator seed")
 	runs := fs.Int("runs", 3, "runs of each configuration (the best and the median are reported)")
 	engines := fs.String("engines", "1,2", "comma-separated engine counts: N engines on N goroutines with GOMAXPROCS=N, users split by partition hash")
-	if err := fs.Parse(args); err != nil {
-		return flagError(err)
+	if err := parseFlags(fs, args, stdout); err != nil {
+		return err
 	}
 	var counts []int
 	for _, s := range strings.Split(*engines, ",") {
@@ -190,12 +191,13 @@ func runDetectorShares(ctx context.Context, newEngine func() (*detectors.Engine,
 func runBenchMemory(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("bench memory", flag.ContinueOnError)
 	fs.SetOutput(stderr)
+	commandUsage(fs, "usage: ehrwatch bench memory [flags]\n\nDetector state per active user after a synthetic stream (runtime.MemStats after GC).\n")
 	users := fs.Int("users", 100_000, "users of the synthetic hospital")
 	days := fs.Int("days", 1, "days simulated")
 	seed := fs.Uint64("seed", synth.DefaultConfig().Seed, "generator seed")
 	perDetector := fs.Bool("per-detector", false, "also measure each detector alone (one more pass over the stream per detector)")
-	if err := fs.Parse(args); err != nil {
-		return flagError(err)
+	if err := parseFlags(fs, args, stdout); err != nil {
+		return err
 	}
 	cfg, err := benchHospital(*users, *days, *seed)
 	if err != nil {

@@ -287,7 +287,7 @@ func loadConfig(path string, environ []string) (Config, error) {
 			}
 			// Unknown keys and wrong types: keep going, so the invalid
 			// values of the other keys are reported with them.
-			typeErr = fmt.Errorf("config %s: %w", path, err)
+			typeErr = keyPathErrors("config "+path, raw, te)
 		}
 	}
 	if err := applyEnv(&cfg, environ); err != nil {
@@ -318,13 +318,52 @@ func applyEnv(cfg *Config, environ []string) error {
 	if len(env) == 0 {
 		return nil
 	}
-	return walkEnv(reflect.ValueOf(cfg).Elem(), "EHRWATCH", "", env)
+	known := map[string]bool{}
+	err := walkEnv(reflect.ValueOf(cfg).Elem(), "EHRWATCH", "", env, known)
+	var errs []error
+	for _, name := range sortedStringKeys(env) {
+		if known[name] {
+			continue
+		}
+		msg := fmt.Sprintf("%s: unknown configuration variable (EHRWATCH_* variables set configuration keys, e.g. EHRWATCH_KAFKA_BROKERS for kafka.brokers)", name)
+		if strings.HasPrefix(name, "EHRWATCH_DETECTION_") {
+			msg = fmt.Sprintf("%s: the detection section cannot be set from the environment; set it in the file", name)
+		} else if s := closestName(name, known); s != "" {
+			msg = fmt.Sprintf("%s: unknown configuration variable; did you mean %s?", name, s)
+		}
+		errs = append(errs, errors.New(msg))
+	}
+	return errors.Join(append([]error{err}, errs...)...)
+}
+
+// closestName returns the name in known closest to name (edit distance at
+// most 3), or "".
+func closestName(name string, known map[string]bool) string {
+	best, bestD := "", 4
+	for _, k := range sortedBoolKeys(known) {
+		if d := editDistance(name, k); d < bestD {
+			best, bestD = k, d
+		}
+	}
+	return best
+}
+
+func sortedBoolKeys(m map[string]bool) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
 }
 
 var durationType = reflect.TypeOf(time.Duration(0))
 
-func walkEnv(v reflect.Value, envPrefix, keyPrefix string, env map[string]string) error {
+// walkEnv sets every leaf of v that env names and records each leaf's
+// variable name in known.
+func walkEnv(v reflect.Value, envPrefix, keyPrefix string, env map[string]string, known map[string]bool) error {
 	t := v.Type()
+	var errs []error
 	for i := 0; i < t.NumField(); i++ {
 		f := t.Field(i)
 		tag := strings.Split(f.Tag.Get("yaml"), ",")[0]
@@ -335,20 +374,19 @@ func walkEnv(v reflect.Value, envPrefix, keyPrefix string, env map[string]string
 		key := strings.TrimPrefix(keyPrefix+"."+tag, ".")
 		fv := v.Field(i)
 		if fv.Kind() == reflect.Struct && fv.Type() != durationType {
-			if err := walkEnv(fv, name, key, env); err != nil {
-				return err
-			}
+			errs = append(errs, walkEnv(fv, name, key, env, known))
 			continue
 		}
+		known[name] = true
 		raw, ok := env[name]
 		if !ok {
 			continue
 		}
 		if err := setFromString(fv, raw); err != nil {
-			return fmt.Errorf("%s (from %s): %w", key, name, err)
+			errs = append(errs, fmt.Errorf("%s (from %s): %w", key, name, err))
 		}
 	}
-	return nil
+	return errors.Join(errs...)
 }
 
 func setFromString(fv reflect.Value, raw string) error {

@@ -71,10 +71,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	o := demoOptions{}
 	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprint(stderr, demoUsage)
-		fs.PrintDefaults()
-	}
+	commandUsage(fs, demoUsage)
 	fs.IntVar(&o.days, "days", def.Days, "days to simulate")
 	fs.IntVar(&o.warmup, "warmup-days", -1, "days before volume and off-hours incidents are injected (-1: 8, or days/2 below 9 days)")
 	fs.IntVar(&o.users, "users", 500, "EHR accounts, spread over the two facilities (at least 60 each)")
@@ -88,8 +85,8 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	fs.BoolVar(&o.quiet, "quiet", false, "do not print alerts as they fire; only the summary")
 	fs.DurationVar(&o.timeout, "timeout", 10*time.Minute, "give up when the pipeline has not consumed every event by then")
 	fs.StringVar(&o.logLevel, "log-level", "warn", "pipeline log level on stderr: debug, info, warn or error")
-	if err := fs.Parse(args); err != nil {
-		return flagError(err)
+	if err := parseFlags(fs, args, stdout); err != nil {
+		return err
 	}
 	if fs.NArg() > 0 {
 		return usageError{fmt.Sprintf("demo: unexpected argument %q", fs.Arg(0))}

@@ -48,10 +48,7 @@ func runGen(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	def := synth.DefaultConfig()
 	fs := flag.NewFlagSet("gen", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprint(stderr, genUsage)
-		fs.PrintDefaults()
-	}
+	commandUsage(fs, genUsage)
 	var o genOptions
 	fs.StringVar(&o.out, "out", "", "output directory")
 	days := fs.Int("days", def.Days, "days to simulate")
@@ -68,7 +65,7 @@ func runGen(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	fs.Float64Var(&o.rate, "rate", 0, "events per second to produce (with --kafka; 0: as fast as possible)")
 	fs.IntVar(&o.batchSize, "batch", 1000, "messages per Kafka write (with --kafka)")
 	fs.IntVar(&o.partitions, "partitions", -1, "partitions of the topic if gen has to create it (with --kafka; -1: the broker's default)")
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args, stdout); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {

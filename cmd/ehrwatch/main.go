@@ -15,7 +15,12 @@
 //	ehrwatch config defaults       print the default configuration (YAML)
 //	ehrwatch bench pipeline --config F  throughput: raw kafka-go fetch vs ehrwatch without and with ClickHouse
 //	ehrwatch bench detectors|memory     detector throughput and state per user (docs/benchmarks.md)
-//	ehrwatch version               print the version
+//	ehrwatch serve hash-token      hash a bearer token for api.tokens
+//	ehrwatch completion bash|zsh   shell completion script
+//	ehrwatch version, --version    print the version
+//
+// Every command and subcommand prints its usage and exits 0 with -h or
+// --help; a mistake on the command line exits 2, any other failure 1.
 package main
 
 import (
@@ -27,6 +32,8 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"slices"
+	"strings"
 	"syscall"
 
 	"go.yaml.in/yaml/v3"
@@ -51,12 +58,38 @@ type usageError struct{ msg string }
 
 func (e usageError) Error() string { return e.msg }
 
+// exitCode is 0 for a help request (-h, --help: the usage was printed, as
+// asked), 2 for a mistake on the command line, 1 for anything else.
 func exitCode(err error) int {
 	var u usageError
-	if errors.As(err, &u) || errors.Is(err, flag.ErrHelp) {
+	switch {
+	case err == nil, errors.Is(err, flag.ErrHelp):
+		return 0
+	case errors.As(err, &u):
 		return 2
 	}
 	return 1
+}
+
+// isHelp reports whether arg asks for help.
+func isHelp(arg string) bool {
+	switch arg {
+	case "-h", "-help", "--help", "help":
+		return true
+	}
+	return false
+}
+
+// commandUsage makes fs print text and then its flags (under "flags:") as
+// its usage.
+func commandUsage(fs *flag.FlagSet, text string) {
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), text)
+		if !strings.HasSuffix(strings.TrimSpace(text), "flags:") {
+			fmt.Fprintln(fs.Output(), "\nflags:")
+		}
+		fs.PrintDefaults()
+	}
 }
 
 const usage = `usage: ehrwatch <command> [flags]
@@ -71,15 +104,24 @@ commands:
   report patient|user  access report for a patient or a user (--id --from --to --config FILE)
   config validate F  check a configuration file; every bad value is reported with its key
   config defaults    print the whole default configuration as YAML
+  serve hash-token   hash a bearer token (read on stdin) for api.tokens[].hash
   bench pipeline     measure throughput: raw kafka-go fetch, ehrwatch without sink, ehrwatch into ClickHouse
-  bench detectors    detector throughput on one and two cores; bench memory: detector state per user
-  version            print the version
+  bench detectors    detector throughput on one and two cores
+  bench memory       detector state per active user
+  completion bash|zsh  print a shell completion script
+  version            print the version (also --version)
+
+Run ` + "`ehrwatch <command> --help`" + ` (or ` + "`ehrwatch help <command>`" + `) for a command's flags.
 `
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
 		fmt.Fprint(stderr, usage)
 		return usageError{"no command given"}
+	}
+	if args[0] == "help" && len(args) > 1 {
+		// `ehrwatch help report patient` is `ehrwatch report patient --help`.
+		return run(ctx, append(slices.Clone(args[1:]), "--help"), stdout, stderr)
 	}
 	switch args[0] {
 	case "run":
@@ -100,10 +142,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runConfig(args[1:], stdout, stderr)
 	case "bench":
 		return runBench(ctx, args[1:], stdout, stderr)
-	case "version":
+	case "completion":
+		return runCompletion(args[1:], stdout, stderr)
+	case "version", "--version", "-version":
 		fmt.Fprintln(stdout, "ehrwatch", version)
 		return nil
-	case "help", "-h", "--help":
+	case "help", "-h", "-help", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil
 	}
@@ -116,6 +160,10 @@ const configUsage = `usage: ehrwatch config validate FILE   check FILE as ` + "`
 `
 
 func runConfig(args []string, stdout, stderr io.Writer) error {
+	if slices.ContainsFunc(args, isHelp) {
+		fmt.Fprint(stdout, configUsage)
+		return flag.ErrHelp
+	}
 	switch {
 	case len(args) == 2 && args[0] == "validate":
 		if _, err := LoadRunConfig(args[1], os.Environ()); err != nil {

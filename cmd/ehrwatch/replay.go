@@ -96,10 +96,7 @@ func runReplay(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	o := replayOptions{tz: tzFlags{}}
 	fs := flag.NewFlagSet("replay", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprint(stderr, replayUsage)
-		fs.PrintDefaults()
-	}
+	commandUsage(fs, replayUsage)
 	fs.StringVar(&o.events, "events", "", "events file (NDJSON, canonical or FHIR AuditEvent); - for standard input")
 	fs.StringVar(&o.reference, "reference", "", "directory with users.ndjson, patients.ndjson, encounters.ndjson")
 	fs.StringVar(&o.out, "out", "", "findings file (NDJSON); default standard output")
@@ -111,8 +108,8 @@ func runReplay(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	fs.BoolVar(&o.strict, "strict", false, "exit non-zero when any line cannot be decoded")
 	fs.IntVar(&o.maxErrors, "max-errors", 20, "bad lines reported one by one before only counting")
 	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the replay (after loading) to this file")
-	if err := fs.Parse(args); err != nil {
-		return flagError(err)
+	if err := parseFlags(fs, args, stdout); err != nil {
+		return err
 	}
 	if fs.NArg() > 0 {
 		return usageError{fmt.Sprintf("replay: unexpected argument %q", fs.Arg(0))}
@@ -276,15 +273,6 @@ func (l *lockedWriter) Write(p []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.w.Write(p)
-}
-
-// flagError makes a flag parsing error a usage error (exit status 2); the
-// flag package has already printed it with the usage.
-func flagError(err error) error {
-	if errors.Is(err, flag.ErrHelp) {
-		return err
-	}
-	return usageError{err.Error()}
 }
 
 func fileExists(p string) bool {

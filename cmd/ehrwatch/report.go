@@ -30,11 +30,12 @@ flags:
 `
 
 func runReport(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) > 0 && isHelp(args[0]) {
+		fmt.Fprint(stdout, reportUsage)
+		return flag.ErrHelp
+	}
 	if len(args) == 0 || (args[0] != "patient" && args[0] != "user") {
 		fmt.Fprint(stderr, reportUsage)
-		if len(args) > 0 && (args[0] == "-h" || args[0] == "--help" || args[0] == "help") {
-			return flag.ErrHelp
-		}
 		return usageError{"report: want `report patient` or `report user`"}
 	}
 	kind, subjectField := triage.PatientAccess, "--id (patient)"
@@ -43,7 +44,7 @@ func runReport(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	}
 	fs := flag.NewFlagSet("report "+args[0], flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.Usage = func() { fmt.Fprint(stderr, reportUsage); fs.PrintDefaults() }
+	commandUsage(fs, reportUsage)
 	configPath := fs.String("config", "", "configuration file (YAML)")
 	id := fs.String("id", "", "patient id (MRN) or user id")
 	fromS := fs.String("from", "", "start, inclusive (2026-01-01 or RFC 3339)")
@@ -53,7 +54,7 @@ func runReport(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	cursor := fs.String("cursor", "", "continue after a previous run that printed a cursor")
 	as := fs.String("as", "", "name to record in the audit trail instead of the OS user")
 	output := fs.String("output", "", "write the report to this file (created 0600) instead of stdout")
-	if err := fs.Parse(args[1:]); err != nil {
+	if err := parseFlags(fs, args[1:], stdout); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {

@@ -33,13 +33,23 @@ import (
 // and the ClickHouse connection closes. The operational endpoint stays up
 // until the pipeline has stopped; the API (when api.listen is set) stops
 // accepting requests at once and finishes those in flight.
-func runRun(ctx context.Context, args []string, _, stderr io.Writer) error {
+const runUsage = `usage: ehrwatch run --config FILE [--listen HOST:PORT] [--log-level LEVEL]
+
+The production process: consumes access events from Kafka in a consumer
+group, runs the detectors, stores events and findings in ClickHouse, raises
+alerts and commits. Serves /metrics, /healthz and /readyz on http.listen and,
+when api.listen is set, the triage and report API. SIGTERM or SIGINT stops it
+cleanly. Check the file first with ` + "`ehrwatch config validate FILE`" + `.
+`
+
+func runRun(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
 	fs.SetOutput(stderr)
+	commandUsage(fs, runUsage)
 	configPath := fs.String("config", "", "configuration file (YAML); EHRWATCH_* variables override it")
 	listen := fs.String("listen", "", "serve /metrics, /healthz and /readyz on this address (overrides http.listen)")
 	logLevel := fs.String("log-level", "", "debug, info, warn or error (overrides log.level)")
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args, stdout); err != nil {
 		return err
 	}
 	if *configPath == "" || fs.NArg() > 0 {

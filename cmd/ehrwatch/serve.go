@@ -49,10 +49,10 @@ func runServe(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 	}
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.Usage = func() { fmt.Fprint(stderr, serveUsage); fs.PrintDefaults() }
+	commandUsage(fs, serveUsage)
 	configPath := fs.String("config", "", "configuration file (YAML)")
 	listen := fs.String("listen", "", "override api.listen")
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args, stdout); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {
@@ -89,6 +89,10 @@ func runServe(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 }
 
 func runHashToken(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	if len(args) == 1 && isHelp(args[0]) {
+		fmt.Fprint(stdout, serveUsage)
+		return flag.ErrHelp
+	}
 	if len(args) != 0 {
 		fmt.Fprint(stderr, serveUsage)
 		return usageError{"serve hash-token: takes no arguments (the token comes on stdin)"}
