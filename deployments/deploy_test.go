@@ -183,7 +183,7 @@ func fileEnv(t *testing.T, path string) []string {
 
 // devKafkaVersion is the Kafka version the dev broker (and so the tests) run.
 func devKafkaVersion(t *testing.T) string {
-	m := regexp.MustCompile(`KAFKA_VERSION="\$\{EHRWATCH_KAFKA_VERSION:-([0-9.]+)\}"`).FindStringSubmatch(readFile(t, "dev/kafka.sh"))
+	m := regexp.MustCompile(`KAFKA_VERSION="\$\{EHRDEV_KAFKA_VERSION:-([0-9.]+)\}"`).FindStringSubmatch(readFile(t, "dev/kafka.sh"))
 	if m == nil {
 		t.Fatal("no KAFKA_VERSION default in deployments/dev/kafka.sh")
 	}

@@ -7,18 +7,18 @@
 #   deployments/dev/clickhouse.sh stop     stop it
 #   deployments/dev/clickhouse.sh restart  stop, then start (with a wiped data dir)
 #   deployments/dev/clickhouse.sh status   print the address; exit 0 if up, 1 if not
-#   deployments/dev/clickhouse.sh env      start if needed, print export EHRWATCH_TEST_CLICKHOUSE=...
+#   deployments/dev/clickhouse.sh env      start if needed, print export EHRDEV_CLICKHOUSE=...
 #
 #   eval "$(deployments/dev/clickhouse.sh env)"
 #
 # Environment:
-#   EHRWATCH_DEV_STATE   state dir (default /tmp/ehrwatch-dev); data, pid, port and logs live
-#                        in $EHRWATCH_DEV_STATE/clickhouse; the data dir is wiped on every
+#   EHRDEV_STATE   state dir (default /tmp/ehrwatch-dev); data, pid, port and logs live
+#                        in $EHRDEV_STATE/clickhouse; the data dir is wiped on every
 #                        start from a stopped state
-#   EHRWATCH_CACHE       cache dir (default ~/.cache/ehrwatch) holding the virtualenv
+#   EHRDEV_CACHE       cache dir (default ~/.cache/ehrwatch) holding the virtualenv
 #                        chdb-venv-<version>, built once per pinned version
-#   EHRWATCH_PYTHON      python used to create the virtualenv (default python3, >= 3.9)
-#   EHRWATCH_CLICKHOUSE_START_TIMEOUT  seconds to wait for readiness (default 60)
+#   EHRDEV_PYTHON      python used to create the virtualenv (default python3, >= 3.9)
+#   EHRDEV_CLICKHOUSE_START_TIMEOUT  seconds to wait for readiness (default 60)
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -32,17 +32,17 @@ fi
 home="${HOME:-}"
 [ -n "$home" ] || home="$(getent passwd "$(id -u)" 2>/dev/null | cut -d: -f6 || true)"
 [ -n "$home" ] || home=/tmp
-cache="${EHRWATCH_CACHE:-$home/.cache/ehrwatch}"
+cache="${EHRDEV_CACHE:-$home/.cache/ehrwatch}"
 venv="$cache/chdb-venv-$version"
 marker="$venv/.ehrwatch-ready"
-state="${EHRWATCH_DEV_STATE:-/tmp/ehrwatch-dev}/clickhouse"
+state="${EHRDEV_STATE:-/tmp/ehrwatch-dev}/clickhouse"
 data="$state/data"
 pidfile="$state/server.pid"
 portfile="$state/server.port"
 reqlog="$state/server.log"
 outlog="$state/server.out"
-python="${EHRWATCH_PYTHON:-python3}"
-timeout="${EHRWATCH_CLICKHOUSE_START_TIMEOUT:-60}"
+python="${EHRDEV_PYTHON:-python3}"
+timeout="${EHRDEV_CLICKHOUSE_START_TIMEOUT:-60}"
 
 say() { echo "clickhouse.sh: $*" >&2; }
 
@@ -226,7 +226,7 @@ restart)
 status) do_status ;;
 env)
 	addr="$(do_start)" || exit 1
-	echo "export EHRWATCH_TEST_CLICKHOUSE=$addr"
+	echo "export EHRDEV_CLICKHOUSE=$addr"
 	;;
 *)
 	echo "usage: $0 start|stop|restart|status|env" >&2

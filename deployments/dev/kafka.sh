@@ -9,18 +9,18 @@
 #           address, e.g. 127.0.0.1:21234
 #   stop    stop the broker and delete its data
 #   status  print "running <addr>" (exit 0) or "stopped" (exit 1)
-#   env     start if needed, then print `export EHRWATCH_TEST_KAFKA=<addr>`;
+#   env     start if needed, then print `export EHRDEV_KAFKA=<addr>`;
 #           use as: eval "$(deployments/dev/kafka.sh env)"
 #
 # Environment:
-#   EHRWATCH_CACHE              jar cache root      (default ~/.cache/ehrwatch)
-#   EHRWATCH_DEV_STATE          runtime state root  (default /tmp/ehrwatch-dev)
-#   EHRWATCH_KAFKA_VERSION      Kafka version       (default pinned below)
-#   EHRWATCH_KAFKA_START_TIMEOUT seconds to wait for readiness (default 90)
-#   EHRWATCH_KAFKA_HEAP         JVM heap flags      (default "-Xms256m -Xmx512m")
+#   EHRDEV_CACHE              jar cache root      (default ~/.cache/ehrwatch)
+#   EHRDEV_STATE          runtime state root  (default /tmp/ehrwatch-dev)
+#   EHRDEV_KAFKA_VERSION      Kafka version       (default pinned below)
+#   EHRDEV_KAFKA_START_TIMEOUT seconds to wait for readiness (default 90)
+#   EHRDEV_KAFKA_HEAP         JVM heap flags      (default "-Xms256m -Xmx512m")
 set -euo pipefail
 
-KAFKA_VERSION="${EHRWATCH_KAFKA_VERSION:-4.4.0}"
+KAFKA_VERSION="${EHRDEV_KAFKA_VERSION:-4.4.0}"
 SCALA_VERSION="2.13"
 # Kafka 4.x logs through slf4j 1.7 (pinned by its pom) -> log4j2.
 SLF4J_VERSION="1.7.36"
@@ -30,18 +30,18 @@ DEP_PLUGIN="org.apache.maven.plugins:maven-dependency-plugin:3.8.1"
 SCRIPT_DIR="$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd)"
 REPO_ROOT="$(cd -- "${SCRIPT_DIR}/../.." && pwd)"
 USER_HOME=~ # tilde also works when HOME is unset
-CACHE_DIR="${EHRWATCH_CACHE:-${USER_HOME}/.cache/ehrwatch}/kafka-${KAFKA_VERSION}"
+CACHE_DIR="${EHRDEV_CACHE:-${USER_HOME}/.cache/ehrwatch}/kafka-${KAFKA_VERSION}"
 LIB_DIR="${CACHE_DIR}/libs"
 MARKER="${CACHE_DIR}/.complete"
-STATE_DIR="${EHRWATCH_DEV_STATE:-/tmp/ehrwatch-dev}/kafka"
+STATE_DIR="${EHRDEV_STATE:-/tmp/ehrwatch-dev}/kafka"
 PID_FILE="${STATE_DIR}/kafka.pid"
 PORT_FILE="${STATE_DIR}/port"
 LAST_PORTS_FILE="${STATE_DIR}/last-ports"
 DATA_FILE="${STATE_DIR}/datadir"
 LOG_FILE="${STATE_DIR}/server.log"
 OUT_FILE="${STATE_DIR}/stdout.log"
-START_TIMEOUT="${EHRWATCH_KAFKA_START_TIMEOUT:-90}"
-HEAP_OPTS="${EHRWATCH_KAFKA_HEAP:--Xms256m -Xmx512m}"
+START_TIMEOUT="${EHRDEV_KAFKA_START_TIMEOUT:-90}"
+HEAP_OPTS="${EHRDEV_KAFKA_HEAP:--Xms256m -Xmx512m}"
 
 log() { printf 'kafka.sh: %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -243,7 +243,7 @@ do_start() {
 
   local port="" cport="" data cluster_id pid
   # Reuse the previous run's ports when free, so an exported
-  # EHRWATCH_TEST_KAFKA stays valid across stop/start.
+  # EHRDEV_KAFKA stays valid across stop/start.
   if [[ -f "${LAST_PORTS_FILE}" ]]; then
     read -r port cport <"${LAST_PORTS_FILE}" || true
     if ! [[ "${port}" =~ ^[0-9]+$ && "${cport}" =~ ^[0-9]+$ ]] \
@@ -397,7 +397,7 @@ do_env() {
   local addr
   addr="$(do_start | tail -n 1)"
   [[ -n "${addr}" ]] || die "could not start broker"
-  printf 'export EHRWATCH_TEST_KAFKA=%s\n' "${addr}"
+  printf 'export EHRDEV_KAFKA=%s\n' "${addr}"
 }
 
 main() {

@@ -16,7 +16,7 @@ log() { printf '== %s %s\n' "$(date +%H:%M:%S)" "$*"; }
 
 started=()
 cleanup() {
-	if [ "${EHRWATCH_KEEP_SERVICES:-0}" != 1 ]; then
+	if [ "${EHRDEV_KEEP_SERVICES:-0}" != 1 ]; then
 		for svc in "${started[@]}"; do
 			bash "$here/$svc.sh" stop >/dev/null 2>&1 || true
 		done
@@ -35,7 +35,7 @@ for svc in kafka clickhouse; do
 	bash "$here/$svc.sh" start
 	eval "$(bash "$here/$svc.sh" env)"
 done
-export EHRWATCH_TEST_KAFKA EHRWATCH_TEST_CLICKHOUSE
+export EHRDEV_KAFKA EHRDEV_CLICKHOUSE
 
 log "gofmt"
 unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))

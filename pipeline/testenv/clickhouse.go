@@ -19,7 +19,7 @@ import (
 // ClickHouse HTTP interface used by integration tests. Locally and in CI that
 // is the chDB-backed adapter started by deployments/dev/clickhouse.sh (the
 // real ClickHouse engine behind the HTTP protocol; see its README for limits).
-const ClickHouseEnv = "EHRWATCH_TEST_CLICKHOUSE"
+const ClickHouseEnv = "EHRDEV_CLICKHOUSE"
 
 const (
 	clickHousePingTimeout = 5 * time.Second
@@ -31,7 +31,7 @@ const (
 var reachable sync.Map // addr -> struct{}
 
 // ClickHouseAddr returns the host:port of the test ClickHouse HTTP interface
-// from EHRWATCH_TEST_CLICKHOUSE. It skips the test under -short and fails it,
+// from EHRDEV_CLICKHOUSE. It skips the test under -short and fails it,
 // with instructions for starting the server, when the variable is unset or
 // the server does not answer /ping.
 func ClickHouseAddr(t testing.TB) string {
@@ -105,7 +105,7 @@ func ClickHouseOptions(addr, db string) *clickhouse.Options {
 // ClickHouse creates a fresh, uniquely named database on the test server and
 // returns a connection bound to it (every unqualified table name resolves
 // there) together with the database name. When the test ends the connection
-// is closed and the database dropped, unless EHRWATCH_TEST_KEEP_DB=1, which
+// is closed and the database dropped, unless EHRDEV_KEEP_DB=1, which
 // keeps it (and logs its name) for a post-mortem look.
 func ClickHouse(t testing.TB) (clickhouse.Conn, string) {
 	t.Helper()
@@ -136,8 +136,8 @@ func ClickHouse(t testing.TB) (clickhouse.Conn, string) {
 	t.Cleanup(func() {
 		_ = conn.Close()
 		defer admin.Close()
-		if os.Getenv("EHRWATCH_TEST_KEEP_DB") == "1" {
-			t.Logf("testenv: keeping ClickHouse database %s (EHRWATCH_TEST_KEEP_DB=1)", db)
+		if os.Getenv("EHRDEV_KEEP_DB") == "1" {
+			t.Logf("testenv: keeping ClickHouse database %s (EHRDEV_KEEP_DB=1)", db)
 			return
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), clickHouseDDLTimeout)

@@ -17,7 +17,7 @@ import (
 // KafkaEnv names the environment variable holding the bootstrap address
 // (host:port, or a comma-separated list) of the Kafka broker used by
 // integration tests.
-const KafkaEnv = "EHRWATCH_TEST_KAFKA"
+const KafkaEnv = "EHRDEV_KAFKA"
 
 const (
 	kafkaPingTimeout  = 5 * time.Second
@@ -25,7 +25,7 @@ const (
 )
 
 // Kafka returns the bootstrap address of the test Kafka broker from
-// EHRWATCH_TEST_KAFKA. It skips the test under -short and fails it, with
+// EHRDEV_KAFKA. It skips the test under -short and fails it, with
 // instructions for starting a broker, when the variable is unset or the
 // broker does not answer a metadata request.
 func Kafka(t testing.TB) string {

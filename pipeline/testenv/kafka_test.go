@@ -232,8 +232,8 @@ func TestKafkaFailsWithInstructions(t *testing.T) {
 	ln.Close()
 
 	for _, tc := range []struct{ name, env, want string }{
-		{"unset", "", "EHRWATCH_TEST_KAFKA is not set"},
-		{"closed port", closed, "Kafka at EHRWATCH_TEST_KAFKA=" + closed + " is not reachable"},
+		{"unset", "", "EHRDEV_KAFKA is not set"},
+		{"closed port", closed, "Kafka at EHRDEV_KAFKA=" + closed + " is not reachable"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Setenv(testenv.KafkaEnv, tc.env)
