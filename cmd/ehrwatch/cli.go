@@ -64,7 +64,7 @@ Prints a completion script for commands and subcommands. For example:
 
 // runCompletion is `ehrwatch completion bash|zsh`.
 func runCompletion(args []string, stdout, stderr io.Writer) error {
-	if len(args) == 1 && isHelp(args[0]) {
+	if slices.ContainsFunc(args, isHelp) {
 		fmt.Fprint(stdout, completionUsage)
 		return flag.ErrHelp
 	}

@@ -43,6 +43,11 @@ if [ -n "$unformatted" ]; then
 	echo "gofmt would change:"; echo "$unformatted"; exit 1
 fi
 
+log "go mod tidy"
+if ! go mod tidy -diff; then
+	echo "go.mod/go.sum are not tidy: run go mod tidy"; exit 1
+fi
+
 log "go vet"
 go vet ./...
 
