@@ -11,7 +11,6 @@ import (
 	"strings"
 
 	"github.com/ClickHouse/clickhouse-go/v2"
-	"github.com/rs/zerolog"
 
 	"github.com/ehrwatch/ehrwatch/pipeline/api"
 	"github.com/ehrwatch/ehrwatch/pipeline/triage"
@@ -75,7 +74,7 @@ func runServe(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 		}
 		return err
 	}
-	log := zerolog.New(stderr).With().Timestamp().Str("component", "api").Logger()
+	log := newLogger(cfg.Log, stderr).With().Str("component", "api").Logger()
 	st, closeStore, err := openTriageStore(ctx, cfg)
 	if err != nil {
 		return err
