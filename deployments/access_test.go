@@ -18,7 +18,7 @@ import (
 
 	"github.com/ClickHouse/clickhouse-go/v2"
 
-	chdeploy "github.com/ehrwatch/ehrwatch/deployments/clickhouse"
+	chdeploy "github.com/ehrwatch/ehrwatch/deployments/clickhouse" // package clickhouse
 	"github.com/ehrwatch/ehrwatch/detectors/synth"
 	"github.com/ehrwatch/ehrwatch/pipeline/store"
 	"github.com/ehrwatch/ehrwatch/pipeline/testenv"

@@ -223,7 +223,7 @@ func TestDockerfile(t *testing.T) {
 		"-trimpath",
 		"-X main.version=${VERSION}",
 		"./cmd/ehrwatch",
-		"./deployments/healthcheck",
+		"./cmd/healthcheck",
 		"FROM gcr.io/distroless/static-debian12:nonroot",
 		"USER 65532:65532",
 		"EXPOSE 9464 8080",

@@ -1,10 +1,10 @@
-// Package chdeploy reads the ClickHouse SQL files of ehrwatch's deployment
+// Package clickhouse reads the ClickHouse SQL files of ehrwatch's deployment
 // (access.sql, reference/*.sql) for the deployment tests: it splits a file
 // into statements and turns a reference loader (INSERT … SELECT … FROM
 // input(…) FORMAT JSONEachRow, fed on stdin by clickhouse-client) into the
 // same statement reading a server-side file, which a test can run without a
 // client.
-package chdeploy
+package clickhouse
 
 import (
 	"errors"

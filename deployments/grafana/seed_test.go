@@ -12,7 +12,7 @@ import (
 	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
-	chdeploy "github.com/ehrwatch/ehrwatch/deployments/clickhouse"
+	chdeploy "github.com/ehrwatch/ehrwatch/deployments/clickhouse" // package clickhouse
 	"github.com/ehrwatch/ehrwatch/detectors"
 	"github.com/ehrwatch/ehrwatch/detectors/synth"
 	"github.com/ehrwatch/ehrwatch/pipeline/alerting"
