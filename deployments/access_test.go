@@ -362,22 +362,24 @@ func TestAccessSQLOnEngine(t *testing.T) {
 			}
 		}
 	}
-	// Execute where the engine allows it.
-	err = conn.Exec(ctx, "CREATE ROLE IF NOT EXISTS ehrwatch_access_probe")
-	var ex *clickhouse.Exception
-	if errors.As(err, &ex) && (ex.Code == 497 || ex.Code == 36 || ex.Code == 48) {
-		t.Logf("engine refuses access management (code %d: %s): access.sql was parse-checked and its tables and privileges verified, not executed", ex.Code, ex.Name)
-		return
-	}
-	if err != nil {
-		t.Fatalf("probe: %v", err)
-	}
-	_ = conn.Exec(ctx, "DROP ROLE IF EXISTS ehrwatch_access_probe")
-	for _, s := range stmts {
-		if err := conn.Exec(ctx, strings.ReplaceAll(s, "ehrwatch.", db+".")); err != nil {
-			t.Errorf("%v\n%s", err, s)
+	// Execute where the engine allows it (a real server does; the dev engine
+	// refuses access management, and the skip says so in the CI log).
+	t.Run("execute", func(t *testing.T) {
+		err := conn.Exec(ctx, "CREATE ROLE IF NOT EXISTS ehrwatch_access_probe")
+		var ex *clickhouse.Exception
+		if errors.As(err, &ex) && (ex.Code == 497 || ex.Code == 36 || ex.Code == 48) {
+			testenv.Skip(t, fmt.Sprintf("engine refuses access management (code %d: %s): access.sql was parse-checked and its tables and privileges verified, not executed", ex.Code, ex.Name))
 		}
-	}
+		if err != nil {
+			t.Fatalf("probe: %v", err)
+		}
+		_ = conn.Exec(ctx, "DROP ROLE IF EXISTS ehrwatch_access_probe")
+		for _, s := range stmts {
+			if err := conn.Exec(ctx, strings.ReplaceAll(s, "ehrwatch.", db+".")); err != nil {
+				t.Errorf("%v\n%s", err, s)
+			}
+		}
+	})
 }
 
 // TestReferenceLoaders loads a synthetic hospital's reference files with
