@@ -32,12 +32,11 @@ type BreakGlassConfig struct {
 	// MinReasonLength is the shortest reason, in characters after trimming,
 	// that counts as substantive.
 	MinReasonLength int `yaml:"min_reason_length"`
-	// EmergencyDepartments are departments where breaking the glass is part
-	// of the job (compared case-insensitively).
-	EmergencyDepartments []string `yaml:"emergency_departments"`
-	// EmergencyRoles are roles for which breaking the glass is part of the
-	// job, whatever the department (compared case-insensitively).
-	EmergencyRoles []string `yaml:"emergency_roles"`
+	// EmergencyCategories are the vocabulary categories (see Vocabulary) of
+	// roles and departments where breaking the glass is part of the job: a
+	// user whose department or role maps to one of them works in an
+	// emergency context.
+	EmergencyCategories []string `yaml:"emergency_categories"`
 	// PeerWindowDays is the rolling window, in UTC days, over which a user's
 	// break-glass accesses are counted and compared with peers (users of the
 	// same role seen in the same partition in that window).
@@ -62,14 +61,13 @@ func DefaultBreakGlassConfig() *BreakGlassConfig {
 			"n/a", "na", "none", "test", "testing", "asdf", "x", "xx", "xxx", "abc", "123", "other", "see note",
 			"emergency", "emergent", "urgent", "override", "security override", "break glass", "btg", "care", "patient care",
 		},
-		MinReasonLength:      10,
-		EmergencyDepartments: []string{"emergency", "emergency department", "ed", "er", "icu", "intensive care", "critical care", "anesthesia", "anesthesiology", "trauma"},
-		EmergencyRoles:       []string{"emergency physician", "ed physician", "ed nurse", "emergency nurse", "intensivist", "anesthesiologist", "crna", "trauma surgeon", "rapid response"},
-		PeerWindowDays:       30,
-		PeerFactor:           3,
-		PeerMinCount:         5,
-		PeerMinPeers:         3,
-		MaxTrackedUsers:      100000,
+		MinReasonLength:     10,
+		EmergencyCategories: []string{string(CategoryEmergency), string(CategoryCriticalCare), string(CategoryAnesthesia)},
+		PeerWindowDays:      30,
+		PeerFactor:          3,
+		PeerMinCount:        5,
+		PeerMinPeers:        3,
+		MaxTrackedUsers:     100000,
 	}
 }
 
@@ -77,6 +75,9 @@ func DefaultBreakGlassConfig() *BreakGlassConfig {
 func (c *BreakGlassConfig) Validate() error {
 	var errs []error
 	errs = append(errs, c.BaseConfig.Validate())
+	if _, err := categoryList(c.EmergencyCategories).set("emergency_categories"); err != nil {
+		errs = append(errs, err)
+	}
 	if c.MinReasonLength < 0 {
 		errs = append(errs, fieldErrorf("min_reason_length", "must be ≥ 0 (got %d)", c.MinReasonLength))
 	}
@@ -117,8 +118,7 @@ type BreakGlass struct {
 	cfg          BreakGlassConfig
 	env          Env
 	placeholders map[string]struct{}
-	emergDepts   foldSet
-	emergRoles   foldSet
+	emergency    CategorySet
 	users        map[string]*bgUser
 	byRole       map[string]map[string]*bgUser
 	sweptDay     int64 // last watermark day evicted up to
@@ -144,12 +144,12 @@ func NewBreakGlass(cfg *BreakGlassConfig, env Env) (*BreakGlass, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	emergency, _ := categoryList(cfg.EmergencyCategories).set("emergency_categories") // validated
 	d := &BreakGlass{
 		cfg:          *cfg,
 		env:          env,
 		placeholders: map[string]struct{}{},
-		emergDepts:   newFoldSet(cfg.EmergencyDepartments),
-		emergRoles:   newFoldSet(cfg.EmergencyRoles),
+		emergency:    emergency,
 		users:        map[string]*bgUser{},
 		byRole:       map[string]map[string]*bgUser{},
 	}
@@ -204,10 +204,11 @@ func (d *BreakGlass) Detect(_ context.Context, ev *schemas.AccessEvent) ([]schem
 	class := d.ClassifyReason(ev.BreakGlassReason)
 	role, dept := userRole(ev, u), userDepartment(ev, u)
 	emergency := "none"
+	vocab := vocabOf(ref)
 	switch {
-	case d.emergDepts.has(dept):
+	case vocab.Department(dept).Categories.Intersects(d.emergency):
 		emergency = "department"
-	case d.emergRoles.has(role):
+	case vocab.Role(role).Categories.Intersects(d.emergency):
 		emergency = "role"
 	}
 	care := ref.Care(ev)

@@ -17,7 +17,12 @@ import (
 const bulkExportName = "bulk_export"
 
 // BulkExportConfig configures the bulk_export detector: Count print or
-// export actions by one user within Window fire once per burst.
+// export actions by one user within Window fire once per burst. Users
+// whose role or department maps to a DisclosureCategories category
+// (release of information: printing and exporting records is their job)
+// are held to DisclosureCount instead;
+// their day-to-day print and export volume is judged by the volume
+// detector against their own baseline and their peers'.
 type BulkExportConfig struct {
 	BaseConfig `yaml:",inline"`
 	// Count is how many actions make a burst. 2–10000.
@@ -27,15 +32,25 @@ type BulkExportConfig struct {
 	Window time.Duration `yaml:"window"`
 	// Actions are the actions counted; default print and export.
 	Actions []schemas.Action `yaml:"actions"`
+	// DisclosureCategories are the vocabulary categories (see Vocabulary)
+	// whose work is disclosing records. Default release_of_information
+	// (add him to extend it to all health information management staff,
+	// coders included).
+	DisclosureCategories []string `yaml:"disclosure_categories"`
+	// DisclosureCount replaces Count for those users. Count–10000;
+	// default 150.
+	DisclosureCount int `yaml:"disclosure_count"`
 }
 
 // DefaultBulkExportConfig returns the bulk_export detector's defaults.
 func DefaultBulkExportConfig() *BulkExportConfig {
 	return &BulkExportConfig{
-		BaseConfig: BaseConfig{Enabled: true, Severity: schemas.SeverityHigh},
-		Count:      20,
-		Window:     10 * time.Minute,
-		Actions:    []schemas.Action{schemas.ActionPrint, schemas.ActionExport},
+		BaseConfig:           BaseConfig{Enabled: true, Severity: schemas.SeverityHigh},
+		Count:                20,
+		Window:               10 * time.Minute,
+		Actions:              []schemas.Action{schemas.ActionPrint, schemas.ActionExport},
+		DisclosureCategories: []string{string(CategoryReleaseOfInformation)},
+		DisclosureCount:      150,
 	}
 }
 
@@ -48,6 +63,12 @@ func (c *BulkExportConfig) Validate() error {
 	}
 	if c.Window < time.Second || c.Window > 24*time.Hour {
 		errs = append(errs, fieldErrorf("window", "must be between 1s and 24h (got %s)", c.Window))
+	}
+	if _, err := categoryList(c.DisclosureCategories).set("disclosure_categories"); err != nil {
+		errs = append(errs, err)
+	}
+	if c.DisclosureCount < c.Count || c.DisclosureCount > 10000 {
+		errs = append(errs, fieldErrorf("disclosure_count", "must be between count (%d) and 10000 (got %d)", c.Count, c.DisclosureCount))
 	}
 	if len(c.Actions) == 0 {
 		errs = append(errs, fieldErrorf("actions", "must list at least one action"))
@@ -87,10 +108,11 @@ func (c *BulkExportConfig) Validate() error {
 //
 // BulkExport is not safe for concurrent use.
 type BulkExport struct {
-	cfg     BulkExportConfig
-	env     Env
-	locs    locationCache
-	actions [8]bool // indexed by bulkActionIndex
+	cfg      BulkExportConfig
+	env      Env
+	locs     locationCache
+	actions  [8]bool // indexed by bulkActionIndex
+	disclose CategorySet
 
 	users     map[string]*bulkUser
 	lastSweep int64 // watermark (unix ns) of the last forgetting sweep
@@ -135,6 +157,7 @@ func NewBulkExport(cfg *BulkExportConfig, env Env) (*BulkExport, error) {
 		lastSweep: math.MinInt64,
 	}
 	d.cfg.Actions = slices.Clone(cfg.Actions)
+	d.disclose, _ = categoryList(cfg.DisclosureCategories).set("disclosure_categories") // validated
 	for _, a := range cfg.Actions {
 		d.actions[bulkActionIndex(a)] = true
 	}
@@ -152,10 +175,11 @@ func (d *BulkExport) Detect(_ context.Context, ev *schemas.AccessEvent) ([]schem
 	}
 	t := eventNanos(ev.EventTime)
 	win := int64(d.cfg.Window)
+	count := d.countFor(ev)
 	u := d.users[ev.UserID]
 	switch {
 	case u == nil:
-		u = &bulkUser{entries: make([]bulkEntry, 0, d.cfg.Count), latest: t}
+		u = &bulkUser{entries: make([]bulkEntry, 0, count), latest: t}
 		d.users[strings.Clone(ev.UserID)] = u
 	case t-u.latest >= win: // the window emptied: any burst is over
 		clear(u.entries)
@@ -164,23 +188,47 @@ func (d *BulkExport) Detect(_ context.Context, ev *schemas.AccessEvent) ([]schem
 	}
 	// Clone the id: a decoded event's strings share one allocation, and
 	// keeping one of them would pin the whole event, patient id included.
-	if !u.insert(bulkEntry{t: t, id: strings.Clone(ev.EventID), action: uint8(bulkActionIndex(ev.Action))}, d.cfg.Count) {
+	if !u.insert(bulkEntry{t: t, id: strings.Clone(ev.EventID), action: uint8(bulkActionIndex(ev.Action))}, count) {
 		return nil, nil
 	}
 	u.latest = max(u.latest, t)
 	n := len(u.entries)
-	if u.burst || n < d.cfg.Count || u.entries[n-1].t-u.entries[0].t >= win {
+	if u.burst || n < count || u.entries[n-1].t-u.entries[0].t >= win {
 		return nil, nil
 	}
 	u.burst = true
 	u.burstStart = u.entries[0].t
-	return []schemas.Finding{d.finding(u, ev)}, nil
+	return []schemas.Finding{d.finding(u, ev, count)}, nil
+}
+
+// countFor returns the burst size that applies to the event's user:
+// DisclosureCount for disclosure staff, Count for everyone else.
+func (d *BulkExport) countFor(ev *schemas.AccessEvent) int {
+	if d.disclose == 0 {
+		return d.cfg.Count
+	}
+	ref := refOf(d.env)
+	var u *schemas.User
+	if ev.UserRole == "" || ev.UserDepartment == "" {
+		u, _ = ref.User(ev.UserID)
+	}
+	if vocabOf(ref).UserCategories(ev, u).Intersects(d.disclose) {
+		return d.cfg.DisclosureCount
+	}
+	return d.cfg.Count
 }
 
 // insert adds e keeping entries sorted and at most limit long; it reports
 // false when e is older than every entry of a full buffer.
 func (u *bulkUser) insert(e bulkEntry, limit int) bool {
 	n := len(u.entries)
+	if n > limit { // the user's limit shrank (a new role): keep the newest
+		drop := n - limit
+		copy(u.entries, u.entries[drop:])
+		clear(u.entries[limit:])
+		u.entries = u.entries[:limit]
+		n = limit
+	}
 	if n == limit {
 		if e.t < u.entries[0].t {
 			return false
@@ -199,7 +247,7 @@ func (u *bulkUser) insert(e bulkEntry, limit int) bool {
 	return true
 }
 
-func (d *BulkExport) finding(u *bulkUser, ev *schemas.AccessEvent) schemas.Finding {
+func (d *BulkExport) finding(u *bulkUser, ev *schemas.AccessEvent, count int) schemas.Finding {
 	start := time.Unix(0, u.burstStart).UTC()
 	end := start.Add(d.cfg.Window)
 	last := u.entries[len(u.entries)-1].t
@@ -243,7 +291,10 @@ func (d *BulkExport) finding(u *bulkUser, ev *schemas.AccessEvent) schemas.Findi
 	}
 	fmt.Fprintf(&b, " %s patient records within %s starting %s (threshold: %d within %s)",
 		strings.Join(parts, " and "), span.Round(time.Second), start.In(loc).Format("2006-01-02 15:04:05 MST"),
-		d.cfg.Count, formatDuration(d.cfg.Window))
+		count, formatDuration(d.cfg.Window))
+	if count != d.cfg.Count {
+		b.WriteString(", the threshold for release-of-information and health-information staff, whose work is disclosing records")
+	}
 	score := uint8(min(100, max(1, math.Round(60+40*(1-float64(span)/float64(d.cfg.Window))))))
 	return schemas.Finding{
 		FindingID:   schemas.FindingID(bulkExportName, []string{ev.UserID}, start, end),
@@ -258,7 +309,7 @@ func (d *BulkExport) finding(u *bulkUser, ev *schemas.AccessEvent) schemas.Findi
 		Explanation: b.String(),
 		Evidence: schemas.Evidence{
 			Observed:  float64(len(u.entries)),
-			Threshold: float64(d.cfg.Count),
+			Threshold: float64(count),
 			Facts: map[string]string{
 				"prints":         strconv.Itoa(prints),
 				"exports":        strconv.Itoa(exports),
@@ -325,13 +376,14 @@ func (d *BulkExport) Restore(r io.Reader) error {
 	n := s.count(1 << 32)
 	for i := 0; i < n && s.err == nil; i++ {
 		k := s.str()
+		limit := max(d.cfg.Count, d.cfg.DisclosureCount)
 		u := &bulkUser{entries: make([]bulkEntry, 0, d.cfg.Count)}
 		u.latest = s.varint()
 		u.burst = s.boolean()
 		u.burstStart = s.varint()
 		ne := s.count(10000)
 		for j := 0; j < ne && s.err == nil; j++ {
-			u.insert(bulkEntry{t: s.varint(), id: s.str(), action: uint8(s.uvarint())}, d.cfg.Count)
+			u.insert(bulkEntry{t: s.varint(), id: s.str(), action: uint8(s.uvarint())}, limit)
 		}
 		d.users[k] = u
 	}

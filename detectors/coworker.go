@@ -9,8 +9,9 @@ import (
 )
 
 // CoworkerConfig configures the coworker detector: a user opening the
-// record of a patient who is also an employee (Patient.EmployeeUserID set,
-// and not the user), without a care relationship. Findings have the base
+// record of a patient who is also an employee (linked from either side:
+// the patient's employee_user_id, or a user's patient_id; and not the
+// user), without a care relationship. Findings have the base
 // severity (default medium), or SameDepartmentSeverity (default high) when
 // the two work in the same department, raised one level for print or
 // export. Explained accesses follow Explained (default: no finding).
@@ -61,12 +62,13 @@ func NewCoworker(cfg *CoworkerConfig, env Env) (*Coworker, error) {
 // Detect returns a finding when the patient is another employee.
 func (d *Coworker) Detect(_ context.Context, ev *schemas.AccessEvent) ([]schemas.Finding, error) {
 	ref := refOf(d.env)
-	p, ok := ref.Patient(ev.PatientID)
-	if !ok || p.EmployeeUserID == "" || p.EmployeeUserID == ev.UserID {
+	p, _ := ref.Patient(ev.PatientID)
+	employee := employeeOf(ref, ev.PatientID, p)
+	if employee == "" || employee == ev.UserID {
 		return nil, nil
 	}
 	u, _ := ref.User(ev.UserID)
-	if isSelf(ev, u, p) != "" {
+	if selfLink(ref, ev, u, p) != "" {
 		return nil, nil
 	}
 	care := ref.Care(ev)
@@ -75,7 +77,7 @@ func (d *Coworker) Detect(_ context.Context, ev *schemas.AccessEvent) ([]schemas
 	}
 	dept := userDepartment(ev, u)
 	sameDept := false
-	if cw, ok := ref.User(p.EmployeeUserID); ok && dept != "" && strings.EqualFold(strings.TrimSpace(cw.Department), strings.TrimSpace(dept)) {
+	if cw, ok := ref.User(employee); ok && dept != "" && strings.EqualFold(strings.TrimSpace(cw.Department), strings.TrimSpace(dept)) {
 		sameDept = true
 	}
 	sev := d.cfg.Severity
@@ -91,10 +93,10 @@ func (d *Coworker) Detect(_ context.Context, ev *schemas.AccessEvent) ([]schemas
 	loc := locationOf(d.env, ev.FacilityID)
 	f := newAccessFinding(coworkerName, ev, loc, sev)
 	f.Evidence.Facts["relationship"] = "coworker"
-	f.Evidence.Facts["coworker_user_id"] = p.EmployeeUserID
+	f.Evidence.Facts["coworker_user_id"] = employee
 	f.Evidence.Facts["same_department"] = boolFact(sameDept)
 	setCareFacts(&f, care)
-	who := "an employee (account " + p.EmployeeUserID + ")"
+	who := "an employee (account " + employee + ")"
 	if sameDept {
 		who += " who works in the user's own department"
 	}

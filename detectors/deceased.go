@@ -12,8 +12,9 @@ import (
 
 // DeceasedConfig configures the deceased detector: an access to a deceased
 // patient's record more than GracePeriod after the recorded death, by a
-// user whose role and department are not among those whose work continues
-// after death (billing, coding, health information management, …).
+// user whose role and department map to none of the vocabulary categories
+// whose work continues after death (billing and coding, health information
+// management, release of information, …).
 // Findings have the base severity (default medium), raised one level for
 // print or export. Accesses a care relationship explains follow Explained
 // (default: no finding).
@@ -22,11 +23,10 @@ type DeceasedConfig struct {
 	// GracePeriod after the death during which any access is expected
 	// (death summaries, autopsy results, final notes). Default 720h (30 days).
 	GracePeriod time.Duration `yaml:"grace_period"`
-	// LegitimateRoles never trigger the detector (compared
-	// case-insensitively).
-	LegitimateRoles []string `yaml:"legitimate_roles"`
-	// LegitimateDepartments never trigger the detector, whatever the role.
-	LegitimateDepartments []string `yaml:"legitimate_departments"`
+	// LegitimateCategories are the vocabulary categories (see Vocabulary)
+	// whose work continues after death: a user whose role or department
+	// maps to one of them never triggers the detector.
+	LegitimateCategories []string `yaml:"legitimate_categories"`
 	// Explained says what to do when a care relationship explains the access.
 	Explained ExplainedPolicy `yaml:"explained"`
 }
@@ -36,13 +36,9 @@ func DefaultDeceasedConfig() *DeceasedConfig {
 	return &DeceasedConfig{
 		BaseConfig:  BaseConfig{Enabled: true, Severity: schemas.SeverityMedium},
 		GracePeriod: 30 * 24 * time.Hour,
-		LegitimateRoles: []string{
-			"billing", "biller", "coder", "coding", "him", "health information management", "medical records",
-			"release of information", "decedent affairs", "privacy officer", "compliance", "auditor",
-		},
-		LegitimateDepartments: []string{
-			"billing", "patient financial services", "coding", "him", "health information management",
-			"medical records", "release of information", "decedent affairs", "privacy", "compliance",
+		LegitimateCategories: []string{
+			string(CategoryBillingCoding), string(CategoryHIM), string(CategoryReleaseOfInformation),
+			string(CategoryDecedentAffairs), string(CategoryQualityCompliance),
 		},
 		Explained: ExplainedPolicy{Report: false, Severity: schemas.SeverityInfo},
 	}
@@ -50,15 +46,15 @@ func DefaultDeceasedConfig() *DeceasedConfig {
 
 // Validate checks the configuration.
 func (c *DeceasedConfig) Validate() error {
-	return errors.Join(c.BaseConfig.Validate(), nonNegative("grace_period", c.GracePeriod), c.Explained.Validate())
+	_, catErr := categoryList(c.LegitimateCategories).set("legitimate_categories")
+	return errors.Join(c.BaseConfig.Validate(), nonNegative("grace_period", c.GracePeriod), catErr, c.Explained.Validate())
 }
 
 // Deceased is the deceased detector. It is stateless.
 type Deceased struct {
-	cfg   DeceasedConfig
-	env   Env
-	roles foldSet
-	depts foldSet
+	cfg        DeceasedConfig
+	env        Env
+	legitimate CategorySet
 }
 
 var _ Detector = (*Deceased)(nil)
@@ -68,7 +64,8 @@ func NewDeceased(cfg *DeceasedConfig, env Env) (*Deceased, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	return &Deceased{cfg: *cfg, env: env, roles: newFoldSet(cfg.LegitimateRoles), depts: newFoldSet(cfg.LegitimateDepartments)}, nil
+	legit, _ := categoryList(cfg.LegitimateCategories).set("legitimate_categories") // validated
+	return &Deceased{cfg: *cfg, env: env, legitimate: legit}, nil
 }
 
 // Detect returns a finding for a late access to a deceased patient's record.
@@ -79,8 +76,8 @@ func (d *Deceased) Detect(_ context.Context, ev *schemas.AccessEvent) ([]schemas
 		return nil, nil
 	}
 	u, _ := ref.User(ev.UserID)
-	role, dept := userRole(ev, u), userDepartment(ev, u)
-	if d.roles.has(role) || d.depts.has(dept) {
+	role := userRole(ev, u)
+	if vocabOf(ref).UserCategories(ev, u).Intersects(d.legitimate) {
 		return nil, nil
 	}
 	care := ref.Care(ev)

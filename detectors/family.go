@@ -3,7 +3,6 @@ package detectors
 import (
 	"context"
 	"errors"
-	"slices"
 
 	"github.com/ehrwatch/ehrwatch/schemas"
 )
@@ -53,14 +52,21 @@ func NewFamily(cfg *FamilyConfig, env Env) (*Family, error) {
 }
 
 // familyRelationship returns how the reference data relates the user to the
-// patient as family, or "".
+// patient as family, or "". Next of kin and guarantor are read from both
+// sides: the patient's chart naming the user ("guarantor", "next_of_kin"),
+// and the user's own chart (users.patient_id or patients.employee_user_id)
+// naming the patient's account when the patient is an employee
+// ("user_guarantor", "user_next_of_kin").
 func familyRelationship(ref Reference, ev *schemas.AccessEvent, p *schemas.Patient) string {
-	if p != nil {
-		if p.GuarantorUserID != "" && p.GuarantorUserID == ev.UserID {
-			return "guarantor"
-		}
-		if slices.Contains(p.NextOfKinUserIDs, ev.UserID) {
-			return "next_of_kin"
+	if rel := namedBy(p, ev.UserID); rel != "" {
+		return rel
+	}
+	if own := patientOf(ref, ev.UserID, nil); own != "" {
+		if other := employeeOf(ref, ev.PatientID, p); other != "" {
+			c, _ := ref.Patient(own)
+			if rel := namedBy(c, other); rel != "" {
+				return "user_" + rel
+			}
 		}
 	}
 	h, ok := ref.(DemographicHasher)
@@ -81,6 +87,8 @@ func familyRelationship(ref Reference, ev *schemas.AccessEvent, p *schemas.Patie
 var familyPhrases = map[string]string{
 	"guarantor":                  "the user is recorded as the patient's guarantor",
 	"next_of_kin":                "the user is recorded as the patient's next of kin",
+	"user_guarantor":             "the patient, an employee, is recorded as the guarantor on the user's own chart",
+	"user_next_of_kin":           "the patient, an employee, is recorded as next of kin on the user's own chart",
 	"same_last_name_and_address": "the user and the patient share a last name and a home address (compared as keyed hashes)",
 }
 
@@ -94,7 +102,7 @@ func (d *Family) Detect(_ context.Context, ev *schemas.AccessEvent) ([]schemas.F
 		return nil, nil
 	}
 	u, _ := ref.User(ev.UserID)
-	if isSelf(ev, u, p) != "" {
+	if selfLink(ref, ev, u, p) != "" {
 		return nil, nil // self_access reports it
 	}
 	care := ref.Care(ev)

@@ -29,6 +29,9 @@ type ReferenceOptions struct {
 	// tokens; at least 16 bytes. It comes from a secret store, never from
 	// the configuration file.
 	HashKey []byte `yaml:"-"`
+	// Vocabulary overrides the mapping of role and department names to
+	// categories (see Vocabulary).
+	Vocabulary VocabularyConfig `yaml:"vocabulary"`
 }
 
 // DefaultReferenceOptions returns 24h of slack on both sides and no key.
@@ -45,6 +48,9 @@ func (o ReferenceOptions) Validate() error {
 	errs = append(errs, nonNegative("care_slack_before", o.CareSlackBefore), nonNegative("care_slack_after", o.CareSlackAfter))
 	if len(o.HashKey) < MinHashKeyLen {
 		errs = append(errs, fieldErrorf("hash_key", "must be at least %d bytes (got %d)", MinHashKeyLen, len(o.HashKey)))
+	}
+	if err := o.Vocabulary.Validate(); err != nil {
+		errs = append(errs, prefixErrors("vocabulary", err))
 	}
 	return errors.Join(errs...)
 }
@@ -98,10 +104,18 @@ type ReferenceIndex struct {
 	userTok    map[string]DemographicTokens
 	patientTok map[string]DemographicTokens
 	care       map[string]*patientCare
-	slackB     int64 // ns
-	slackA     int64 // ns
-	slackText  string
-	stats      ReferenceStats
+	// employeeOf and patientOf link a person's account and chart, read
+	// from both sides: patients.employee_user_id and users.patient_id.
+	employeeOf map[string]string // patient id → user id
+	patientOf  map[string]string // user id → patient id
+	vocab      *Vocabulary
+	// refNames counts the records (users; encounters for departments)
+	// naming each role and department, by kind index.
+	refNames  [2]map[string]int
+	slackB    int64 // ns
+	slackA    int64 // ns
+	slackText string
+	stats     ReferenceStats
 }
 
 var (
@@ -110,16 +124,32 @@ var (
 )
 
 // emptyReferenceIndex answers every question with "unknown".
-var emptyReferenceIndex = &ReferenceIndex{slackText: "24h before its start to 24h after its end"}
+var emptyReferenceIndex = &ReferenceIndex{slackText: "24h before its start to 24h after its end", vocab: DefaultVocabulary()}
 
-// NewReferenceIndex builds an index. The input slices are not retained.
-// Duplicate ids keep their last occurrence; invalid encounters are skipped;
-// both are counted in Stats. Only invalid options are an error.
+// NewReferenceIndex builds an index with the built-in vocabulary (and
+// opts.Vocabulary); see NewReferenceIndexWithVocabulary.
 func NewReferenceIndex(users []schemas.User, patients []schemas.Patient, encounters []schemas.Encounter, opts ReferenceOptions) (*ReferenceIndex, error) {
+	return NewReferenceIndexWithVocabulary(users, patients, encounters, nil, opts)
+}
+
+// NewReferenceIndexWithVocabulary builds an index. The input slices are
+// not retained. Duplicate ids keep their last occurrence; invalid
+// encounters are skipped; both are counted in Stats. Invalid options and
+// vocabulary entries with unknown categories are an error.
+func NewReferenceIndexWithVocabulary(users []schemas.User, patients []schemas.Patient, encounters []schemas.Encounter,
+	vocabulary []schemas.VocabularyEntry, opts ReferenceOptions) (*ReferenceIndex, error) {
 	if err := opts.Validate(); err != nil {
 		return nil, prefixErrors("reference", err)
 	}
+	vocab, err := NewVocabulary(vocabulary, opts.Vocabulary)
+	if err != nil {
+		return nil, err
+	}
 	x := &ReferenceIndex{
+		vocab:      vocab,
+		employeeOf: map[string]string{},
+		patientOf:  map[string]string{},
+		refNames:   [2]map[string]int{{}, {}},
 		users:      make(map[string]*schemas.User, len(users)),
 		patients:   make(map[string]*schemas.Patient, len(patients)),
 		userTok:    make(map[string]DemographicTokens, len(users)),
@@ -141,6 +171,12 @@ func NewReferenceIndex(users []schemas.User, patients []schemas.Patient, encount
 		}
 		u.FirstName, u.LastName, u.Address = "", "", schemas.Address{}
 		x.users[u.UserID] = &u
+		if u.Role != "" {
+			x.refNames[0][u.Role]++
+		}
+		if u.Department != "" {
+			x.refNames[1][u.Department]++
+		}
 	}
 	for i := range patients {
 		p := patients[i] // copy
@@ -156,8 +192,61 @@ func NewReferenceIndex(users []schemas.User, patients []schemas.Patient, encount
 		x.patients[p.PatientID] = &p
 	}
 	x.indexEncounters(encounters)
+	x.linkPersons()
 	x.stats.Users, x.stats.Patients = len(x.users), len(x.patients)
 	return x, nil
+}
+
+// linkPersons fills employeeOf and patientOf from both sides of the
+// user–patient link. When the two sides disagree, the patient's
+// employee_user_id wins for that patient and the user's patient_id for
+// that user, so each side's own statement is kept.
+func (x *ReferenceIndex) linkPersons() {
+	for _, id := range sortedKeys(x.users) {
+		if pid := x.users[id].PatientID; pid != "" {
+			x.patientOf[id] = pid
+			if _, ok := x.employeeOf[pid]; !ok {
+				x.employeeOf[pid] = id
+			}
+		}
+	}
+	for _, pid := range sortedKeys(x.patients) {
+		if uid := x.patients[pid].EmployeeUserID; uid != "" {
+			x.employeeOf[pid] = uid
+			if _, ok := x.patientOf[uid]; !ok {
+				x.patientOf[uid] = pid
+			}
+		}
+	}
+}
+
+// EmployeeOf returns the account of the employee whose chart patientID
+// is, linked by the patient's employee_user_id or by a user's patient_id.
+func (x *ReferenceIndex) EmployeeOf(patientID string) (string, bool) {
+	id, ok := x.employeeOf[patientID]
+	return id, ok
+}
+
+// PatientOf returns the chart of the person behind userID, linked by the
+// user's patient_id or by a patient's employee_user_id.
+func (x *ReferenceIndex) PatientOf(userID string) (string, bool) {
+	id, ok := x.patientOf[userID]
+	return id, ok
+}
+
+// Vocabulary returns the vocabulary the index was built with.
+func (x *ReferenceIndex) Vocabulary() *Vocabulary {
+	if x.vocab == nil {
+		return DefaultVocabulary()
+	}
+	return x.vocab
+}
+
+// ReferenceNames returns how many reference records (users for roles;
+// users and encounters for departments) name each role or department,
+// exactly as written. The map is shared: do not modify it.
+func (x *ReferenceIndex) ReferenceNames(kind schemas.VocabularyKind) map[string]int {
+	return x.refNames[kindIndex(kind)]
 }
 
 // tokenOf returns the keyed hash of a normalised value in a domain
@@ -254,6 +343,7 @@ func (x *ReferenceIndex) indexEncounters(encounters []schemas.Encounter) {
 		}
 		if d := foldKey(e.Department); d != "" {
 			addSpan(pc.byDept, d, ce)
+			x.refNames[1][e.Department]++
 		}
 		for _, m := range e.CareTeam {
 			if m != "" {

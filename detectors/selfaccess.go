@@ -55,7 +55,7 @@ func (d *SelfAccess) Detect(_ context.Context, ev *schemas.AccessEvent) ([]schem
 	ref := refOf(d.env)
 	u, _ := ref.User(ev.UserID)
 	p, _ := ref.Patient(ev.PatientID)
-	link := isSelf(ev, u, p)
+	link := selfLink(ref, ev, u, p)
 	if link == "" {
 		return nil, nil
 	}

@@ -201,6 +201,7 @@ const (
 	rEmptyItem
 	rBadFindingID
 	rNotFinite
+	rBadVocabularyKind
 	numReasons
 )
 
@@ -260,6 +261,7 @@ var reasonText = [numReasons]string{
 	rEmptyItem:          "array item is empty",
 	rBadFindingID:       "not 32 lower-case hex digits",
 	rNotFinite:          "number is NaN or infinite",
+	rBadVocabularyKind:  "not a known vocabulary kind (role, department)",
 }
 
 // newErr builds a *DecodeError; off < 0 means "no position".
