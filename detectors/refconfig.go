@@ -61,6 +61,11 @@ type ReferenceConfig struct {
 	// ReferenceOptions). Default 24h each.
 	CareSlackBefore time.Duration `yaml:"care_slack_before"`
 	CareSlackAfter  time.Duration `yaml:"care_slack_after"`
+	// Vocabulary maps the hospital's role and department names to the
+	// categories the detectors reason with, name by name, over the
+	// hospital's vocabulary (vocabulary.ndjson with source files, the
+	// vocabulary table with source clickhouse) and the built-in defaults.
+	Vocabulary VocabularyConfig `yaml:"vocabulary"`
 }
 
 // DefaultReferenceConfig reads ClickHouse every 5 minutes with 24h of care
@@ -110,6 +115,16 @@ func (c ReferenceConfig) Validate(prefix string) error {
 	}
 	if c.CareSlackAfter < 0 {
 		bad("care_slack_after", "must be >= 0 (got %s)", c.CareSlackAfter)
+	}
+	if err := c.Vocabulary.Validate(); err != nil {
+		var fe *FieldError
+		for _, e := range flatErrors(err) {
+			if errors.As(e, &fe) {
+				bad("vocabulary."+fe.Key, "%s", fe.Msg)
+			} else {
+				errs = append(errs, fmt.Errorf("%s.vocabulary: %w", prefix, e))
+			}
+		}
 	}
 	if c.HashKeyFile != "" {
 		if _, err := c.hashKey(prefix); err != nil {
@@ -165,7 +180,7 @@ func (c ReferenceConfig) Options() (ReferenceOptions, error) {
 	if err != nil {
 		return ReferenceOptions{}, err
 	}
-	return ReferenceOptions{CareSlackBefore: c.CareSlackBefore, CareSlackAfter: c.CareSlackAfter, HashKey: key}, nil
+	return ReferenceOptions{CareSlackBefore: c.CareSlackBefore, CareSlackAfter: c.CareSlackAfter, HashKey: key, Vocabulary: c.Vocabulary}, nil
 }
 
 // Locations returns the facilities' time-zone lookup for Env.Location.
@@ -178,12 +193,28 @@ func (c ReferenceConfig) Locations() (func(facilityID string) *time.Location, er
 }
 
 // LoadReferenceFiles builds a ReferenceIndex from dir's users.ndjson,
-// patients.ndjson and encounters.ndjson. Errors name the file and line,
-// never the data.
+// patients.ndjson, encounters.ndjson and, when present, vocabulary.ndjson.
+// Errors name the file and line, never the data.
 func LoadReferenceFiles(dir string, opts ReferenceOptions) (*ReferenceIndex, error) {
 	set, err := schemas.LoadReferenceDir(dir)
 	if err != nil {
 		return nil, err
 	}
-	return NewReferenceIndex(set.Users, set.Patients, set.Encounters, opts)
+	vocab, err := schemas.LoadVocabularyDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	return NewReferenceIndexWithVocabulary(set.Users, set.Patients, set.Encounters, vocab, opts)
+}
+
+// flatErrors lists the leaves of an errors.Join tree.
+func flatErrors(err error) []error {
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		var out []error
+		for _, e := range j.Unwrap() {
+			out = append(out, flatErrors(e)...)
+		}
+		return out
+	}
+	return []error{err}
 }

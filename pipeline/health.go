@@ -15,11 +15,44 @@ import (
 type health struct {
 	mu       sync.Mutex
 	reasons  map[string]string
+	details  map[string]func() string
 	onChange func(ready bool)
 }
 
 func newHealth(onChange func(bool)) *health {
-	return &health{reasons: map[string]string{}, onChange: onChange}
+	return &health{reasons: map[string]string{}, details: map[string]func() string{}, onChange: onChange}
+}
+
+// setDetail registers (fn non-nil) or removes a detail: information that
+// /readyz shows without affecting readiness.
+func (h *health) setDetail(key string, fn func() string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if fn == nil {
+		delete(h.details, key)
+		return
+	}
+	h.details[key] = fn
+}
+
+// detailLines evaluates the details, sorted by key; empty ones are left out.
+func (h *health) detailLines() []string {
+	h.mu.Lock()
+	keys := make([]string, 0, len(h.details))
+	fns := make(map[string]func() string, len(h.details))
+	for k, fn := range h.details {
+		keys = append(keys, k)
+		fns[k] = fn
+	}
+	h.mu.Unlock()
+	slices.Sort(keys)
+	var out []string
+	for _, k := range keys {
+		if d := fns[k](); d != "" {
+			out = append(out, k+": "+d)
+		}
+	}
+	return out
 }
 
 func (h *health) set(key, reason string) {
@@ -60,7 +93,8 @@ func (h *health) status() (bool, string) {
 //
 //	/metrics  Prometheus metrics (the pipeline's own registry)
 //	/healthz  200 while the process runs
-//	/readyz   200 "ready", or 503 with the reasons it is not
+//	/readyz   200 "ready", or 503 with the reasons it is not; then one
+//	          line per detail (SetDetail), which never affects the status
 func (p *Pipeline) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(p.metrics.reg, promhttp.HandlerOpts{Registry: p.metrics.reg}))
@@ -71,12 +105,16 @@ func (p *Pipeline) Handler() http.Handler {
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		ready, reason := p.Ready()
+		details := p.health.detailLines()
 		if !ready {
 			w.WriteHeader(http.StatusServiceUnavailable)
 			_, _ = w.Write([]byte("not ready: " + reason + "\n"))
-			return
+		} else {
+			_, _ = w.Write([]byte("ready\n"))
 		}
-		_, _ = w.Write([]byte("ready\n"))
+		for _, d := range details {
+			_, _ = w.Write([]byte(d + "\n"))
+		}
 	})
 	return mux
 }

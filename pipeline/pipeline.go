@@ -209,6 +209,13 @@ func (p *Pipeline) SetCondition(component, reason string) {
 	p.health.set(component, reason)
 }
 
+// SetDetail registers fn as a readiness detail of component: /readyz
+// writes "component: " + fn() on a line after its status whenever fn
+// returns something, without changing the status (a 200 stays a 200).
+// fn runs on every /readyz request and must be quick and free of patient
+// data. A nil fn removes the detail.
+func (p *Pipeline) SetDetail(component string, fn func() string) { p.health.setDetail(component, fn) }
+
 // Ready reports whether the pipeline is consuming and storing normally;
 // when it is not, reason says why (e.g. ClickHouse unreachable).
 func (p *Pipeline) Ready() (ready bool, reason string) { return p.health.status() }

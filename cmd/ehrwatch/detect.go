@@ -1,12 +1,14 @@
 package main
 
 import (
+	"context"
 	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/ehrwatch/ehrwatch/detectors"
 	"github.com/ehrwatch/ehrwatch/pipeline"
+	"github.com/ehrwatch/ehrwatch/schemas"
 )
 
 // engineSet is the production pipeline.ProcessorFactory: one
@@ -16,6 +18,9 @@ import (
 // never go backwards.
 type engineSet struct {
 	newEngine func() (*detectors.Engine, error)
+	// monitor, when set, sees every event before the engines (the
+	// unmapped role and department names report).
+	monitor *detectors.VocabularyMonitor
 
 	mu      sync.Mutex
 	live    map[*detectors.Engine]struct{}
@@ -51,6 +56,15 @@ type partitionEngine struct {
 }
 
 var _ pipeline.StatefulProcessor = (*partitionEngine)(nil)
+
+// Process counts the event's role and department names, then runs the
+// detectors.
+func (p *partitionEngine) Process(ctx context.Context, ev *schemas.AccessEvent) ([]schemas.Finding, error) {
+	if m := p.set.monitor; m != nil {
+		m.Observe(ev)
+	}
+	return p.Engine.Process(ctx, ev)
+}
 
 // Close closes the engine's detectors and retires its counters.
 func (p *partitionEngine) Close() error {

@@ -33,7 +33,9 @@ ClickHouse, and writes their findings as NDJSON (the Finding fields).
   --events FILE      access events, one JSON object per line, in arrival order:
                      canonical ehrwatch events or FHIR R4/R5 AuditEvents
                      (mixed is fine); "-" reads standard input
-  --reference DIR    users.ndjson, patients.ndjson and encounters.ndjson
+  --reference DIR    users.ndjson, patients.ndjson and encounters.ndjson, and
+                     optionally vocabulary.ndjson (the hospital's mapping of
+                     role and department names to categories)
   --out FILE         findings, one per line (default: standard output)
 
 Events are handed to the detectors in the file's order, with the same
@@ -43,7 +45,10 @@ of N partitions would spread them (--partitioner), which reproduces what
 ehrwatch run finds on such a topic; the default, one engine, is one
 partition. Lines that cannot be decoded are reported by line number and
 error class (never their content) and skipped; --strict makes them an
-error.
+error. The summary lists the role and department names, seen in the
+events or the reference data, that no vocabulary category covers
+(docs/detectors.md, "Vocabulary"); ehrwatch vocabulary suggest proposes a
+mapping for them.
 
 flags:
 `
@@ -139,6 +144,7 @@ type replayStats struct {
 	NoZone     []string                   // facilities seen without a configured time zone
 	Took       time.Duration              // reading, decoding and detecting
 	Setup      time.Duration              // loading configuration and reference data
+	Unmapped   []detectors.UnmappedName   // role and department names no vocabulary category covers
 }
 
 func (s replayStats) totalFindings() int {
@@ -179,7 +185,8 @@ func replay(ctx context.Context, o replayOptions, stdout, stderr io.Writer) erro
 	for k, v := range o.tz {
 		zones[k] = v
 	}
-	refOpts := detectors.ReferenceOptions{CareSlackBefore: refCfg.CareSlackBefore, CareSlackAfter: refCfg.CareSlackAfter}
+	refOpts := detectors.ReferenceOptions{CareSlackBefore: refCfg.CareSlackBefore, CareSlackAfter: refCfg.CareSlackAfter,
+		Vocabulary: refCfg.Vocabulary}
 	idx, err := loadReferenceIndex(o.reference, refOpts)
 	if err != nil {
 		return err
@@ -211,7 +218,9 @@ func replay(ctx context.Context, o replayOptions, stdout, stderr io.Writer) erro
 	bw := bufio.NewWriterSize(out, 1<<20)
 	enc := newFindingEncoder(bw)
 
+	monitor := detectors.NewVocabularyMonitor(func() detectors.Reference { return idx })
 	r := &replayer{
+		observe:   monitor.Observe,
 		newEngine: newEngine,
 		part:      mustPartitioner(o.partitioner, o.partitions),
 		n:         o.partitions,
@@ -256,6 +265,7 @@ func replay(ctx context.Context, o replayOptions, stdout, stderr io.Writer) erro
 	}
 	st.Took = time.Since(began) - setup
 	st.Setup = setup
+	st.Unmapped = monitor.Unmapped()
 	printReplaySummary(summary, st, o)
 	if o.strict && st.BadLines > 0 {
 		return fmt.Errorf("replay: %d line(s) could not be decoded (--strict)", st.BadLines)
@@ -320,6 +330,7 @@ func printReplaySummary(w io.Writer, st replayStats, o replayOptions) {
 	for _, f := range st.NoZone {
 		fmt.Fprintf(w, "warning: facility %s has no time zone (give --facilities or --tz %s=Area/City); its local days and hours were taken as UTC\n", f, f)
 	}
+	printUnmapped(w, st.Unmapped, 10)
 	fmt.Fprintf(w, "findings: %d", st.totalFindings())
 	if n := st.totalFindings(); n > 0 {
 		var parts []string
@@ -363,6 +374,8 @@ type replayer struct {
 	onBad           func(line int, err error)
 	maxBad          int
 	onDetectorError func(n int, err error)
+	// observe sees every decoded event, in input order, before the engines.
+	observe func(ev *schemas.AccessEvent)
 }
 
 // replayChunk is a run of consecutive input events on their way through
@@ -490,6 +503,9 @@ func (r *replayer) run(ctx context.Context, in io.Reader) (replayStats, error) {
 				continue
 			}
 			st.Events++
+			if r.observe != nil {
+				r.observe(ev)
+			}
 			if _, ok := r.zones[ev.FacilityID]; !ok && !noZone[ev.FacilityID] && len(noZone) < 100 {
 				noZone[ev.FacilityID] = true
 			}

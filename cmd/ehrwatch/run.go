@@ -136,6 +136,11 @@ func runRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err := p.Registry().Register(engines); err != nil {
 		return fmt.Errorf("detector metrics: %w", err)
 	}
+	engines.monitor = detectors.NewVocabularyMonitor(ref.Reference.Load)
+	if err := p.Registry().Register(vocabularyCollector{engines.monitor}); err != nil {
+		return fmt.Errorf("vocabulary metrics: %w", err)
+	}
+	p.SetDetail("vocabulary", func() string { return unmappedDetail(engines.monitor) })
 	mgr, err = alerting.New(cfg.Alerting, alerting.Options{
 		Store:      alerting.NewClickHouseStore(conn),
 		Logger:     log,

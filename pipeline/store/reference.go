@@ -19,14 +19,18 @@ type ReferenceLoad struct {
 	Users      []schemas.User
 	Patients   []schemas.Patient
 	Encounters []schemas.Encounter
+	// Vocabulary is the hospital's mapping of role and department names
+	// (migration 0017), without deleted rows.
+	Vocabulary []schemas.VocabularyEntry
 	// Skipped counts rows that failed validation and were left out, by
 	// "table: error class: field" (never by value).
 	Skipped map[string]int
 }
 
 // ReadReference reads the latest version of every row of the users,
-// patients and encounters tables (migration 0006; SELECT … FINAL, so the
-// row with the highest updated_at per id wins). Rows that fail their
+// patients and encounters tables (migration 0006) and of the vocabulary
+// table (0017; deleted rows left out) (SELECT … FINAL, so the row with the
+// highest updated_at per id wins). Rows that fail their
 // schemas Validate are skipped and counted; a failed query is an error
 // (the caller keeps its previous data).
 func ReadReference(ctx context.Context, conn driver.Conn) (*ReferenceLoad, error) {
@@ -61,7 +65,7 @@ func ReadReference(ctx context.Context, conn driver.Conn) (*ReferenceLoad, error
 	}
 
 	rows, err = conn.Query(ctx, `SELECT patient_id, first_name, last_name, address_line, city, state, postal_code,
- date_of_birth, vip, deceased_at, employee_user_id FROM patients FINAL`)
+ date_of_birth, vip, deceased_at, employee_user_id, next_of_kin_user_ids, guarantor_user_id FROM patients FINAL`)
 	if err != nil {
 		return nil, refQueryError("patients", err)
 	}
@@ -69,7 +73,7 @@ func ReadReference(ctx context.Context, conn driver.Conn) (*ReferenceLoad, error
 		var p schemas.Patient
 		var dob *time.Time
 		if err := rows.Scan(&p.PatientID, &p.FirstName, &p.LastName, &p.Address.Line, &p.Address.City, &p.Address.State,
-			&p.Address.PostalCode, &dob, &p.VIP, &p.DeceasedAt, &p.EmployeeUserID); err != nil {
+			&p.Address.PostalCode, &dob, &p.VIP, &p.DeceasedAt, &p.EmployeeUserID, &p.NextOfKinUserIDs, &p.GuarantorUserID); err != nil {
 			rows.Close()
 			return nil, refQueryError("patients", err)
 		}
@@ -77,6 +81,9 @@ func ReadReference(ctx context.Context, conn driver.Conn) (*ReferenceLoad, error
 			p.DateOfBirth = dob.Format(time.DateOnly)
 		}
 		p.DeceasedAt = utcPtr(p.DeceasedAt)
+		if len(p.NextOfKinUserIDs) == 0 {
+			p.NextOfKinUserIDs = nil
+		}
 		if err := p.Validate(); err != nil {
 			skip("patients", err)
 			continue
@@ -112,6 +119,32 @@ func ReadReference(ctx context.Context, conn driver.Conn) (*ReferenceLoad, error
 	if err := closeRows(rows); err != nil {
 		return nil, refQueryError("encounters", err)
 	}
+
+	rows, err = conn.Query(ctx, `SELECT kind, name, categories, note FROM vocabulary FINAL WHERE NOT deleted ORDER BY kind, name`)
+	if err != nil {
+		return nil, refQueryError("vocabulary", err)
+	}
+	for rows.Next() {
+		var e schemas.VocabularyEntry
+		var kind string
+		if err := rows.Scan(&kind, &e.Name, &e.Categories, &e.Note); err != nil {
+			rows.Close()
+			return nil, refQueryError("vocabulary", err)
+		}
+		e.Kind = schemas.VocabularyKind(kind)
+		if err := e.Validate(); err != nil {
+			skip("vocabulary", err)
+			continue
+		}
+		if _, err := detectors.NewCategorySet(e.Categories...); err != nil {
+			skip("vocabulary", &detectors.FieldError{Key: "categories", Msg: "unknown category"})
+			continue
+		}
+		out.Vocabulary = append(out.Vocabulary, e)
+	}
+	if err := closeRows(rows); err != nil {
+		return nil, refQueryError("vocabulary", err)
+	}
 	return out, nil
 }
 
@@ -122,7 +155,7 @@ func LoadReference(ctx context.Context, conn driver.Conn, opts detectors.Referen
 	if err != nil {
 		return nil, nil, err
 	}
-	x, err := detectors.NewReferenceIndex(ld.Users, ld.Patients, ld.Encounters, opts)
+	x, err := detectors.NewReferenceIndexWithVocabulary(ld.Users, ld.Patients, ld.Encounters, ld.Vocabulary, opts)
 	if err != nil {
 		return nil, nil, err
 	}

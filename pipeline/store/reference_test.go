@@ -38,6 +38,14 @@ func TestReadReferenceAndAllowlist(t *testing.T) {
  ('e1', 'p1', 'icu', '2026-03-01 08:00:00', '2026-03-03 08:00:00', ['u1', 'u3'], '2026-03-03 08:00:00'),
  ('e2', 'p2', 'cardiology', '2026-03-01 08:00:00', NULL, [], '2026-01-01 00:00:00'),
  ('e3', '', 'cardiology', '2026-03-01 08:00:00', NULL, [], '2026-01-01 00:00:00')`,
+		`INSERT INTO patients (patient_id, first_name, last_name, vip, employee_user_id, next_of_kin_user_ids, guarantor_user_id, updated_at) VALUES
+ ('p4', 'Fi', 'Ng', false, '', ['u2', 'u3'], 'u3', '2026-01-01 00:00:00')`,
+		`INSERT INTO vocabulary (kind, name, categories, note, deleted, updated_at) VALUES
+ ('department', 'Pit Crew', ['emergency'], 'the ED is called the pit here', false, '2026-01-01 00:00:00'),
+ ('department', 'Pit Crew', ['emergency', 'critical_care'], '', false, '2026-02-01 00:00:00'),
+ ('role', 'Records Lady', ['release_of_information'], '', false, '2026-01-01 00:00:00'),
+ ('role', 'Records Lady', ['release_of_information'], '', true, '2026-02-01 00:00:00'),
+ ('role', 'Wizard', ['magic'], '', false, '2026-01-01 00:00:00')`,
 		`INSERT INTO allowlist (entry_id, user_id, patient_id, department, detector, reason, owner, expires_at, deleted, updated_at) VALUES
  ('a1', 'u3', '', '', 'vip', 'security desk', 'privacy-office', '2027-01-01 00:00:00', false, '2026-01-01 00:00:00'),
  ('a2', 'u1', '', '', '*', 'old exception', 'privacy-office', '2027-01-01 00:00:00', false, '2026-01-01 00:00:00'),
@@ -53,10 +61,14 @@ func TestReadReferenceAndAllowlist(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(ld.Users) != 2 || len(ld.Patients) != 3 || len(ld.Encounters) != 2 {
-		t.Fatalf("loaded %d users, %d patients, %d encounters; want 2, 3, 2 (%v)", len(ld.Users), len(ld.Patients), len(ld.Encounters), ld.Skipped)
+	if len(ld.Users) != 2 || len(ld.Patients) != 4 || len(ld.Encounters) != 2 || len(ld.Vocabulary) != 1 {
+		t.Fatalf("loaded %d users, %d patients, %d encounters, %d vocabulary entries; want 2, 4, 2, 1 (%v)",
+			len(ld.Users), len(ld.Patients), len(ld.Encounters), len(ld.Vocabulary), ld.Skipped)
 	}
-	if ld.Skipped["users: missing_field: terminated_at"] != 1 || ld.Skipped["encounters: missing_field: patient_id"] != 1 {
+	if v := ld.Vocabulary[0]; v.Kind != schemas.VocabularyDepartment || v.Name != "Pit Crew" || strings.Join(v.Categories, ",") != "emergency,critical_care" {
+		t.Errorf("vocabulary (latest version, deleted and invalid rows left out) = %+v", ld.Vocabulary)
+	}
+	if ld.Skipped["users: missing_field: terminated_at"] != 1 || ld.Skipped["encounters: missing_field: patient_id"] != 1 || ld.Skipped["vocabulary: categories"] != 1 {
 		t.Errorf("skipped %v", ld.Skipped)
 	}
 	var u1 schemas.User
@@ -76,8 +88,12 @@ func TestReadReferenceAndAllowlist(t *testing.T) {
 				t.Errorf("p1 = %+v", p)
 			}
 		case "p2":
-			if p.DeceasedAt == nil || p.DateOfBirth != "" {
+			if p.DeceasedAt == nil || p.DateOfBirth != "" || p.NextOfKinUserIDs != nil || p.GuarantorUserID != "" {
 				t.Errorf("p2 = %+v", p)
+			}
+		case "p4":
+			if strings.Join(p.NextOfKinUserIDs, ",") != "u2,u3" || p.GuarantorUserID != "u3" {
+				t.Errorf("p4 (next of kin, guarantor) = %+v", p)
 			}
 		}
 	}
@@ -99,6 +115,12 @@ func TestReadReferenceAndAllowlist(t *testing.T) {
 	pt, _ := x.PatientTokens("p1")
 	if ut.Address.IsZero() || ut.Address != pt.Address || ut.LastName != pt.LastName {
 		t.Error("u1 and p1 should share last-name and address tokens")
+	}
+	if m := x.Vocabulary().Department("PIT-CREW"); !m.Categories.Has(detectors.CategoryCriticalCare) || m.Source != detectors.VocabularyFromHospital {
+		t.Errorf("the vocabulary table's mapping is not in use: %+v", m)
+	}
+	if id, ok := x.EmployeeOf("p9"); !ok || id != "u1" {
+		t.Errorf("EmployeeOf(p9) = %q, %v", id, ok)
 	}
 	ev := &schemas.AccessEvent{UserID: "u3", UserDepartment: "cardiology", PatientID: "p1", EventTime: time.Date(2026, 3, 2, 0, 0, 0, 0, time.UTC)}
 	if c := x.Care(ev); !c.Explained || c.EncounterID != "e1" {
