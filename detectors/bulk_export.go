@@ -293,7 +293,7 @@ func (d *BulkExport) finding(u *bulkUser, ev *schemas.AccessEvent, count int) sc
 		strings.Join(parts, " and "), span.Round(time.Second), start.In(loc).Format("2006-01-02 15:04:05 MST"),
 		count, formatDuration(d.cfg.Window))
 	if count != d.cfg.Count {
-		b.WriteString(", the threshold for release-of-information and health-information staff, whose work is disclosing records")
+		b.WriteString(", the threshold for staff whose work is disclosing records (detectors.bulk_export.disclosure_categories)")
 	}
 	score := uint8(min(100, max(1, math.Round(60+40*(1-float64(span)/float64(d.cfg.Window))))))
 	return schemas.Finding{

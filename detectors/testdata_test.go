@@ -27,7 +27,8 @@ import (
 //	testdata/<detector>/<case>/
 //	  config.yaml         optional; see caseConfig
 //	  events.jsonl        canonical access events, one per line, in arrival order
-//	  reference/          optional users.ndjson, patients.ndjson, encounters.ndjson
+//	  reference/          optional users.ndjson, patients.ndjson, encounters.ndjson,
+//	                      vocabulary.ndjson
 //	  expected.jsonl      the findings, one canonical JSON object per line
 //
 // The harness builds an Engine with only <detector> enabled (config.yaml may
@@ -63,6 +64,9 @@ func caseDirs(t testing.TB) []string {
 	}
 	var dirs []string
 	for _, m := range matches {
+		if filepath.Base(filepath.Dir(filepath.Dir(m))) == "vocabulary" {
+			continue // vocabulary report cases (TestVocabularyCases)
+		}
 		dirs = append(dirs, filepath.Dir(m))
 	}
 	slices.Sort(dirs)
@@ -176,7 +180,11 @@ func runCase(t testing.TB, dir string) []byte {
 	users, patients, encounters := loadReference(t, filepath.Join(dir, "reference"))
 	opts := cc.Reference
 	opts.HashKey = caseHashKey
-	idx, err := detectors.NewReferenceIndex(users, patients, encounters, opts)
+	vocab, err := schemas.LoadVocabularyDir(filepath.Join(dir, "reference"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	idx, err := detectors.NewReferenceIndexWithVocabulary(users, patients, encounters, vocab, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
