@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/ehrwatch/ehrwatch/detectors"
 	"github.com/ehrwatch/ehrwatch/schemas"
@@ -137,5 +138,36 @@ func TestVocabularyCases(t *testing.T) {
 				t.Errorf("unmapped report differs from %s\n--- got\n%s--- want\n%s", path, got.Bytes(), want)
 			}
 		})
+	}
+}
+
+func TestSuggestVocabulary(t *testing.T) {
+	for _, tc := range []struct {
+		kind schemas.VocabularyKind
+		name string
+		b    detectors.NameBehaviour
+		want string
+	}{
+		// Behaviour alone: break-glass common, encounters short.
+		{schemas.VocabularyDepartment, "The Pit", detectors.NameBehaviour{Events: 1000, BreakGlass: 40, Encounters: 200, MedianEncounter: 4 * time.Hour}, "emergency"},
+		// Same name, break-glass rare: no emergency.
+		{schemas.VocabularyDepartment, "The Pit", detectors.NameBehaviour{Events: 1000, BreakGlass: 2, Encounters: 200, MedianEncounter: 4 * time.Hour}, ""},
+		// Long stays: an inpatient ward.
+		{schemas.VocabularyDepartment, "7 East", detectors.NameBehaviour{Events: 1000, Encounters: 50, MedianEncounter: 80 * time.Hour}, "inpatient_ward"},
+		// Mostly prints and exports: disclosure work ("records" also says HIM).
+		{schemas.VocabularyRole, "Records Wrangler", detectors.NameBehaviour{Events: 400, Disclosures: 200}, "him,release_of_information"},
+		// Spelling: a built-in abbreviation inside the name, a close spelling.
+		{schemas.VocabularyRole, "PFS Representative", detectors.NameBehaviour{}, "billing_coding"},
+		{schemas.VocabularyDepartment, "Emergancy Dept", detectors.NameBehaviour{}, "emergency"},
+		// Nothing to go on.
+		{schemas.VocabularyDepartment, "Gift Shop", detectors.NameBehaviour{Events: 10}, ""},
+	} {
+		e := detectors.SuggestVocabulary(tc.kind, tc.name, tc.b)
+		if got := strings.Join(e.Categories, ","); got != tc.want {
+			t.Errorf("%s %q %+v: %q (%s), want %q", tc.kind, tc.name, tc.b, got, e.Note, tc.want)
+		}
+		if e.Kind != tc.kind || e.Name != tc.name || !strings.HasPrefix(e.Note, "suggested: ") || e.Validate() != nil {
+			t.Errorf("entry %+v", e)
+		}
 	}
 }

@@ -64,6 +64,7 @@ func runGen(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	fs.StringVar(&o.topic, "topic", "ehr-access", "Kafka topic (with --kafka)")
 	fs.Float64Var(&o.rate, "rate", 0, "events per second to produce (with --kafka; 0: as fast as possible)")
 	fs.IntVar(&o.batchSize, "batch", 1000, "messages per Kafka write (with --kafka)")
+	vocabulary := fs.String("vocabulary", "canonical", "how roles and departments are spelled: canonical, or export (as a real EHR export: abbreviations, per-facility names, a float pool; writes reference/vocabulary.ndjson)")
 	fs.IntVar(&o.partitions, "partitions", -1, "partitions of the topic if gen has to create it (with --kafka; -1: the broker's default)")
 	if err := parseFlags(fs, args, stdout); err != nil {
 		return err
@@ -113,10 +114,17 @@ func runGen(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return err
 	}
 
+	if *vocabulary != "canonical" && *vocabulary != "export" {
+		return usageError{fmt.Sprintf("gen: --vocabulary must be canonical or export (got %q)", *vocabulary)}
+	}
+
 	began := time.Now()
 	h, err := synth.New(cfg)
 	if err != nil {
 		return err
+	}
+	if *vocabulary == "export" {
+		h = h.WithVocabulary(synth.ExportVocabulary())
 	}
 	stats, err := genWrite(ctx, h, o, stderr)
 	if err != nil {

@@ -8,6 +8,7 @@
 //	ehrwatch demo                  the whole pipeline on an in-process broker with a synthetic hospital
 //	ehrwatch gen --out DIR         write a synthetic hospital and its labelled access stream (or --kafka)
 //	ehrwatch replay --events F --reference DIR  run the detectors over an exported log, without Kafka
+//	ehrwatch vocabulary suggest --events F --reference DIR  propose a mapping of unmapped role and department names
 //	ehrwatch migrate --config F    create or upgrade the ClickHouse schema
 //	ehrwatch serve --config F      the triage and report HTTP API
 //	ehrwatch report patient|user   who opened patient X / what user U opened (--id --from --to --config F)
@@ -99,6 +100,7 @@ commands:
   demo               run the real pipeline on an in-process Kafka with a synthetic hospital
   gen                write a synthetic hospital and labelled access stream (--out DIR, or --kafka BROKERS)
   replay             run the detectors over an exported access log, without Kafka (--events FILE --reference DIR)
+  vocabulary suggest propose categories for unmapped role and department names (--events FILE --reference DIR)
   migrate            create or upgrade the ClickHouse schema (--config FILE)
   serve              serve the triage and report API (--config FILE)
   report patient|user  access report for a patient or a user (--id --from --to --config FILE)
@@ -132,6 +134,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runGen(ctx, args[1:], stdout, stderr)
 	case "replay":
 		return runReplay(ctx, args[1:], stdout, stderr)
+	case "vocabulary":
+		return runVocabulary(ctx, args[1:], stdout, stderr)
 	case "migrate":
 		return runMigrate(ctx, args[1:], stdout, stderr)
 	case "serve":

@@ -1,9 +1,17 @@
 package main
 
 import (
+	"bufio"
+	"cmp"
+	"context"
+	"encoding/json"
+	"flag"
 	"fmt"
 	"io"
+	"os"
+	"slices"
 	"strings"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -104,4 +112,199 @@ func unmappedDetail(m *detectors.VocabularyMonitor) string {
 		fmt.Fprintf(&b, " %s %q (%d events)", n.Kind, n.Name, n.Events)
 	}
 	return b.String()
+}
+
+const vocabularyUsage = `usage: ehrwatch vocabulary suggest --events FILE --reference DIR [flags]
+
+Proposes a mapping, for a person to confirm, of the role and department
+names seen in an exported access log and its reference data that no
+vocabulary rule covers (built-in defaults, the reference directory's
+vocabulary.ndjson, reference.vocabulary in --config). Each proposal is a
+line in vocabulary.ndjson's format, with a note saying why: the most
+similar built-in name, and behaviour (a department where break-glass is
+common and encounters are short is probably an emergency department; one
+whose encounters last days, an inpatient ward; a role that mostly prints
+or exports, release of information). Review the lines, fix or delete
+them, and append them to vocabulary.ndjson (or the vocabulary table).
+
+flags:
+`
+
+func runVocabulary(_ context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 || args[0] != "suggest" {
+		fmt.Fprint(stderr, vocabularyUsage)
+		return usageError{"vocabulary: want `vocabulary suggest --events FILE --reference DIR`"}
+	}
+	var events, reference, config string
+	var all bool
+	fs := flag.NewFlagSet("vocabulary suggest", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprint(stderr, vocabularyUsage)
+		fs.PrintDefaults()
+	}
+	fs.StringVar(&events, "events", "", "events file (NDJSON, canonical or FHIR AuditEvent); - for standard input")
+	fs.StringVar(&reference, "reference", "", "directory with users.ndjson, patients.ndjson, encounters.ndjson and optionally vocabulary.ndjson")
+	fs.StringVar(&config, "config", "", "ehrwatch configuration file (its reference.vocabulary is applied)")
+	fs.BoolVar(&all, "all", false, "propose for every name seen, mapped ones too (their current mapping in the note)")
+	if err := fs.Parse(args[1:]); err != nil {
+		return flagError(err)
+	}
+	if events == "" || reference == "" || fs.NArg() > 0 {
+		fs.Usage()
+		return usageError{"vocabulary suggest: --events FILE and --reference DIR are required"}
+	}
+	_, refCfg, err := loadDetectionConfig(config)
+	if err != nil {
+		return err
+	}
+	set, err := schemas.LoadReferenceDir(reference)
+	if err != nil {
+		return fmt.Errorf("vocabulary suggest: reference data in %s: %w", reference, err)
+	}
+	entries, err := schemas.LoadVocabularyDir(reference)
+	if err != nil {
+		return fmt.Errorf("vocabulary suggest: %w", err)
+	}
+	vocab, err := detectors.NewVocabulary(entries, refCfg.Vocabulary)
+	if err != nil {
+		return fmt.Errorf("vocabulary suggest: %w", err)
+	}
+
+	type key struct {
+		kind schemas.VocabularyKind
+		name string
+	}
+	beh := map[key]*detectors.NameBehaviour{}
+	get := func(kind schemas.VocabularyKind, name string) *detectors.NameBehaviour {
+		k := key{kind, name}
+		b := beh[k]
+		if b == nil {
+			b = &detectors.NameBehaviour{}
+			beh[k] = b
+		}
+		return b
+	}
+	users := map[string]*schemas.User{}
+	for i := range set.Users {
+		u := &set.Users[i]
+		users[u.UserID] = u
+		if u.Role != "" {
+			get(schemas.VocabularyRole, u.Role)
+		}
+		if u.Department != "" {
+			get(schemas.VocabularyDepartment, u.Department)
+		}
+	}
+	stays := map[string][]time.Duration{}
+	for _, e := range set.Encounters {
+		if e.Department == "" {
+			continue
+		}
+		get(schemas.VocabularyDepartment, e.Department)
+		if e.End != nil {
+			stays[e.Department] = append(stays[e.Department], e.End.Sub(e.Start))
+		}
+	}
+	for dept, ds := range stays {
+		slices.Sort(ds)
+		b := get(schemas.VocabularyDepartment, dept)
+		b.Encounters, b.MedianEncounter = len(ds), ds[len(ds)/2]
+	}
+
+	var in io.Reader = os.Stdin
+	if events != "-" {
+		f, err := os.Open(events)
+		if err != nil {
+			return fmt.Errorf("vocabulary suggest: %w", err)
+		}
+		defer f.Close()
+		in = f
+	}
+	lr := newLineReader(in, schemas.MaxFHIRMessageSize)
+	bad := 0
+	for {
+		line, _, tooLong, err := lr.next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return fmt.Errorf("vocabulary suggest: reading events: %w", err)
+		}
+		if tooLong || isBlankLine(line) {
+			bad += boolInt(tooLong)
+			continue
+		}
+		ev, err := schemas.DecodeEvent(line)
+		if err != nil {
+			bad++
+			continue
+		}
+		role, dept := ev.UserRole, ev.UserDepartment
+		if u := users[ev.UserID]; u != nil {
+			role, dept = cmp.Or(role, u.Role), cmp.Or(dept, u.Department)
+		}
+		disclosure := ev.Action == schemas.ActionPrint || ev.Action == schemas.ActionExport
+		for _, kn := range []key{{schemas.VocabularyRole, role}, {schemas.VocabularyDepartment, dept}} {
+			if kn.name == "" {
+				continue
+			}
+			b := get(kn.kind, kn.name)
+			b.Events++
+			if ev.BreakGlass {
+				b.BreakGlass++
+			}
+			if disclosure {
+				b.Disclosures++
+			}
+		}
+	}
+
+	keys := make([]key, 0, len(beh))
+	for k := range beh {
+		keys = append(keys, k)
+	}
+	slices.SortFunc(keys, func(a, b key) int {
+		if c := cmp.Compare(beh[b].Events, beh[a].Events); c != 0 {
+			return c
+		}
+		return cmp.Or(cmp.Compare(a.kind, b.kind), cmp.Compare(a.name, b.name))
+	})
+	bw := bufio.NewWriter(stdout)
+	enc := json.NewEncoder(bw)
+	enc.SetEscapeHTML(false)
+	proposed, mapped := 0, 0
+	for _, k := range keys {
+		m := vocab.Lookup(k.kind, k.name)
+		if m.Mapped() {
+			mapped++
+			if !all {
+				continue
+			}
+		}
+		e := detectors.SuggestVocabulary(k.kind, k.name, *beh[k])
+		if m.Mapped() {
+			e.Note = fmt.Sprintf("currently %s (%s); %s", m.Categories, m.Source, e.Note)
+		}
+		if err := enc.Encode(e); err != nil {
+			return err
+		}
+		proposed++
+	}
+	if err := bw.Flush(); err != nil {
+		return err
+	}
+	fmt.Fprintf(stderr, "vocabulary suggest: %d names seen, %d mapped, %d proposal(s) written", len(keys), mapped, proposed)
+	if bad > 0 {
+		fmt.Fprintf(stderr, "; %d event line(s) could not be decoded and were skipped", bad)
+	}
+	fmt.Fprintln(stderr)
+	return nil
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }

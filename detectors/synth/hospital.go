@@ -78,6 +78,9 @@ type Hospital struct {
 	Truth []Label
 
 	plan *plan
+	// vocab, when set (WithVocabulary), respells the streamed events.
+	vocab  *Vocabulary
+	facIdx map[string]int
 }
 
 // Generate builds the hospital and materialises its whole stream. Memory is
@@ -157,18 +160,18 @@ func (p *plan) finish() {
 // ids. Memory stays proportional to the sessions in progress, not to the
 // length of the stream.
 func (h *Hospital) EachEvent(fn func(ev *schemas.AccessEvent) error) ([]Label, error) {
-	return h.plan.run(fn)
+	return h.plan.run(h.renamed(fn))
 }
 
 // All is EachEvent as an iterator, without the ground truth.
 func (h *Hospital) All() iter.Seq[*schemas.AccessEvent] {
 	return func(yield func(*schemas.AccessEvent) bool) {
-		_, _ = h.plan.run(func(ev *schemas.AccessEvent) error {
+		_, _ = h.plan.run(h.renamed(func(ev *schemas.AccessEvent) error {
 			if !yield(ev) {
 				return errStop
 			}
 			return nil
-		})
+		}))
 	}
 }
 

@@ -72,6 +72,11 @@ func (h *Hospital) WriteReference(dir string) error {
 	if err := writeNDJSON(filepath.Join(dir, EncountersFile), h.Encounters); err != nil {
 		return err
 	}
+	if h.vocab != nil {
+		if err := writeNDJSON(filepath.Join(dir, "reference", schemas.VocabularyFile), h.vocab.Entries); err != nil {
+			return err
+		}
+	}
 	return writeNDJSON(filepath.Join(dir, FacilitiesFile), h.Facilities)
 }
 

@@ -108,7 +108,9 @@ func (v *Vocabulary) floats(userID, role, dept string) bool {
 }
 
 // WithVocabulary returns a copy of the hospital whose users, encounters
-// and (when materialised) events spell roles and departments in v; ids,
+// and events (materialised, or streamed by EachEvent and All) spell roles
+// and departments in v, and whose WriteReference writes v.Entries as
+// vocabulary.ndjson; ids,
 // times and ground truth are unchanged. Float-pool nurses get v.FloatPool
 // as their reference department; their events keep naming their unit.
 // The receiver is not modified.
@@ -118,6 +120,7 @@ func (h *Hospital) WithVocabulary(v *Vocabulary) *Hospital {
 	for i, f := range h.Facilities {
 		facIdx[f.ID] = i
 	}
+	out.vocab, out.facIdx = v, facIdx
 	out.Users = make([]schemas.User, len(h.Users))
 	for i, u := range h.Users {
 		fac := 0
@@ -148,6 +151,18 @@ func (h *Hospital) WithVocabulary(v *Vocabulary) *Hospital {
 		}
 	}
 	return &out
+}
+
+// renamed wraps an EachEvent callback so that it sees events in the
+// hospital's vocabulary.
+func (h *Hospital) renamed(fn func(ev *schemas.AccessEvent) error) func(ev *schemas.AccessEvent) error {
+	if h.vocab == nil {
+		return fn
+	}
+	return func(ev *schemas.AccessEvent) error {
+		h.vocab.RenameEvent(ev, h.facIdx[ev.FacilityID])
+		return fn(ev)
+	}
 }
 
 // RenameEvent spells an event's user_role and user_department in v, for
