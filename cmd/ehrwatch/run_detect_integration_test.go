@@ -151,6 +151,17 @@ func TestRunDetectsAlertsAndServesAPI(t *testing.T) {
 		t.Fatal(err)
 	}
 	seedReference(t, conn, h)
+	// A department no vocabulary rule covers, and one the vocabulary
+	// table maps: the first is reported (metric, /readyz detail), the
+	// second is not.
+	if err := conn.Exec(context.Background(), `INSERT INTO users (user_id, role, department, status) VALUES
+ ('usr-e2e-odd1', 'Volunteer', 'Gift Shop', 'active'), ('usr-e2e-odd2', 'Volunteer', 'The Pit', 'active')`); err != nil {
+		t.Fatal(err)
+	}
+	if err := conn.Exec(context.Background(), `INSERT INTO vocabulary (kind, name, categories) VALUES
+ ('department', 'the pit', ['emergency']), ('role', 'volunteer', [])`); err != nil {
+		t.Fatal(err)
+	}
 
 	topic := testenv.NewTopic(t, brokers, 2)
 	dlq := testenv.NewTopic(t, brokers, 1)
@@ -270,15 +281,22 @@ http:
 	for name, check := range map[string]func(float64) bool{
 		`ehrwatch_engine_findings_total{detector="vip"}`:                     func(v float64) bool { return v > 0 },
 		"ehrwatch_engine_late_events_total":                                  func(v float64) bool { return v >= 0 },
-		`ehrwatch_reference_records{kind="users"}`:                           func(v float64) bool { return v == float64(len(h.Users)) },
+		`ehrwatch_reference_records{kind="users"}`:                           func(v float64) bool { return v == float64(len(h.Users)+2) },
 		`ehrwatch_detector_snapshots_total{result="ok"}`:                     func(v float64) bool { return v > 0 },
 		`ehrwatch_reference_refreshes_total{result="ok",source="reference"}`: func(v float64) bool { return v >= 1 },
 		"ehrwatch_after_store_duration_seconds_count":                        func(v float64) bool { return v > 0 },
 		`ehrwatch_findings_total{detector="vip"}`:                            func(v float64) bool { return v > 0 },
+		`ehrwatch_vocabulary_unmapped_names{kind="department"}`:              func(v float64) bool { return v == 1 },
+		`ehrwatch_vocabulary_unmapped_names{kind="role"}`:                    func(v float64) bool { return v == 0 },
 	} {
 		if v := metricValue(body, name); !check(v) {
 			t.Errorf("metric %s = %v", name, v)
 		}
+	}
+
+	if code, body := httpGet(t, "http://"+opsAddr+"/readyz", ""); code != http.StatusOK ||
+		!strings.Contains(body, "vocabulary: 1 role/department name(s) map to no category") || !strings.Contains(body, `department "Gift Shop" (0 events)`) {
+		t.Errorf("/readyz: %d %q, want 200 with the unmapped department as a detail", code, body)
 	}
 
 	// An allowlist row added in ClickHouse is in use after the next refresh.
