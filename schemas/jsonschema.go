@@ -17,10 +17,13 @@ const (
 	SchemaPatient     = "patient"
 	SchemaEncounter   = "encounter"
 	SchemaFinding     = "finding"
+	// SchemaVocabularyEntry is one line of vocabulary.ndjson.
+	SchemaVocabularyEntry = "vocabulary_entry"
 )
 
 // JSONSchema returns a copy of the JSON Schema (draft 2020-12) named name
-// ("access_event", "user", "patient", "encounter", "finding"; see
+// ("access_event", "user", "patient", "encounter", "finding",
+// "vocabulary_entry"; see
 // JSONSchemaNames), or nil if there is none. The schemas document the wire
 // formats for producers and consumers; the Go decoders are stricter in ways
 // JSON Schema cannot say (duplicate keys, byte-length limits, offsets that

@@ -301,6 +301,7 @@ func schemaTargets() []schemaTarget {
 		{SchemaPatient, reflect.TypeFor[Patient](), patientRequired, true},
 		{SchemaEncounter, reflect.TypeFor[Encounter](), encounterRequired, true},
 		{SchemaFinding, reflect.TypeFor[Finding](), findingRequired, false},
+		{SchemaVocabularyEntry, reflect.TypeFor[VocabularyEntry](), vocabularyRequired, true},
 	}
 }
 
@@ -564,6 +565,7 @@ func TestReferenceSamplesMatchSchema(t *testing.T) {
 		"testdata/reference/users.ndjson":      SchemaUser,
 		"testdata/reference/patients.ndjson":   SchemaPatient,
 		"testdata/reference/encounters.ndjson": SchemaEncounter,
+		"testdata/reference/vocabulary.ndjson": SchemaVocabularyEntry,
 	} {
 		s := loadSchema(t, name)
 		b, err := os.ReadFile(file)

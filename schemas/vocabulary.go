@@ -19,6 +19,10 @@ const (
 // Valid reports whether k is a known kind.
 func (k VocabularyKind) Valid() bool { return k == VocabularyRole || k == VocabularyDepartment }
 
+// vocabularyRequired are the required members of a vocabulary entry;
+// jsonschema/vocabulary_entry.schema.json must agree (a test checks).
+var vocabularyRequired = []string{"kind", "name"}
+
 // VocabularyEntry maps one of the hospital's role or department names to
 // the categories the detectors reason with ("emergency",
 // "release_of_information", …; see detectors.Categories). Names are
