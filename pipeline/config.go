@@ -248,6 +248,18 @@ type Config struct {
 	// SnapshotMaxBytes bounds one compressed snapshot; a larger one is not
 	// stored (it is counted and logged) and the previous one stays in use.
 	SnapshotMaxBytes int `yaml:"snapshot_max_bytes"`
+	// WarmupHorizon bounds how far back a partition without a usable
+	// detector snapshot (never snapshotted, killed before the first
+	// snapshot, snapshot unreadable or its events no longer in Kafka)
+	// re-reads to rebuild its detectors: 0 (the default) re-reads
+	// everything Kafka retains, which makes the findings exactly those of
+	// an uninterrupted run as long as the topic still holds every event
+	// the group consumed; a duration re-reads only the messages Kafka
+	// timestamped within it before now, which is faster but starts the
+	// multi-day baselines (volume, off-hours) short. The messages below
+	// the committed offset only feed the detectors: nothing is stored or
+	// alerted on again.
+	WarmupHorizon time.Duration `yaml:"warmup_horizon"`
 }
 
 // RetryConfig is an exponential backoff with jitter.
@@ -325,6 +337,11 @@ func (c Config) Validate(prefix string) error {
 		bad("snapshot_interval", "must be >= 0 (0: no time trigger)")
 	} else if c.SnapshotInterval > 0 && c.SnapshotInterval < time.Second {
 		bad("snapshot_interval", "must be 0 or >= 1s")
+	}
+	if c.WarmupHorizon < 0 {
+		bad("warmup_horizon", "must be >= 0 (0: everything Kafka retains)")
+	} else if c.WarmupHorizon > 0 && c.WarmupHorizon < time.Minute {
+		bad("warmup_horizon", "must be 0 or >= 1m")
 	}
 	if c.SnapshotMaxBytes < 1<<10 {
 		bad("snapshot_max_bytes", "must be >= 1024")

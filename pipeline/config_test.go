@@ -62,7 +62,7 @@ func TestKafkaConfigValidateNamesEveryBadKey(t *testing.T) {
 
 func TestConfigValidateNamesEveryBadKey(t *testing.T) {
 	c := Config{BatchMaxWait: time.Microsecond, DrainTimeout: time.Minute, ShutdownTimeout: time.Second,
-		HandoffLinger: -time.Millisecond, SnapshotEvents: -1, SnapshotInterval: time.Millisecond,
+		HandoffLinger: -time.Millisecond, SnapshotEvents: -1, SnapshotInterval: time.Millisecond, WarmupHorizon: time.Second,
 		Retry: RetryConfig{InitialInterval: time.Second, MaxInterval: time.Millisecond, Multiplier: 0.5, Jitter: -1}}
 	err := c.Validate("pipeline")
 	if err == nil {
@@ -70,7 +70,7 @@ func TestConfigValidateNamesEveryBadKey(t *testing.T) {
 	}
 	for _, k := range []string{"batch_max_rows", "batch_max_wait", "queue_size", "commit_interval", "lag_interval",
 		"drain_timeout", "retry.max_interval", "retry.multiplier", "retry.jitter",
-		"snapshot_events", "snapshot_interval", "snapshot_max_bytes", "handoff_linger"} {
+		"snapshot_events", "snapshot_interval", "snapshot_max_bytes", "handoff_linger", "warmup_horizon"} {
 		if !strings.Contains(err.Error(), "pipeline."+k+":") {
 			t.Errorf("error does not name pipeline.%s:\n%v", k, err)
 		}

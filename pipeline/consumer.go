@@ -240,6 +240,7 @@ func (p *Pipeline) consumePartition(ctx context.Context, pt *partition) {
 		return
 	}
 	snap := p.newSnapshotter(pt, proc)
+	warm := &warmup{p: p, pt: pt, snap: snap, from: from, last: -1, started: time.Now()}
 	fetchBackoff := backoff{cfg: p.cfg.Retry}
 	chunk := &chunker{p: p, linger: p.cfg.HandoffLinger, recs: make([]record, 0, handoffChunk)}
 	defer chunk.stopLinger()
@@ -271,19 +272,34 @@ func (p *Pipeline) consumePartition(ctx context.Context, pt *partition) {
 			continue
 		}
 		fetchBackoff.reset()
+		pt.setHighWater(m.HighWaterMark)
+		if pt.start >= 0 && m.Offset < pt.start {
+			// Below the committed offset: stored and alerted on by a
+			// previous owner; only the detectors' state is rebuilt.
+			if m.Offset <= warm.last {
+				continue // a redelivery
+			}
+			warm.process(ctx, proc, &m)
+			if snap != nil && snap.due() {
+				if row := snap.take(m.Offset); row != nil && !p.sink.submit(ctx, record{snapshot: row}) {
+					break
+				}
+			}
+			continue
+		}
+		warm.done()
 		pt.consumed.Inc()
 		p.stats.consumed.Add(1)
-		pt.setHighWater(m.HighWaterMark)
 		if err := pt.tracker.Begin(m.Offset); err != nil {
 			// A partition reader delivers increasing offsets; anything else
 			// is a redelivery of something already in flight.
 			pt.log.Warn().Int64("offset", m.Offset).Err(err).Msg("skipping out-of-order message")
 			continue
 		}
-		if pt.start >= 0 && m.Offset < pt.start {
-			p.metrics.replayed.Inc()
-		}
 		rec := p.process(ctx, pt, proc, &m)
+		if snap != nil {
+			snap.processed(m.Offset)
+		}
 		if !chunk.add(ctx, rec) {
 			break
 		}
@@ -306,8 +322,12 @@ func (p *Pipeline) consumePartition(ctx context.Context, pt *partition) {
 	start := time.Now()
 	// Then hand on what was processed but not yet handed on, so a graceful
 	// stop stores it; if that fails, its offsets are unregistered.
+	// Then snapshot the detectors behind it, so the next owner restores
+	// them where this one stopped instead of rebuilding them.
 	if !chunk.flush(dctx) {
 		chunk.drop()
+	} else if row := snap.takeFinal(); row != nil {
+		p.sink.submit(dctx, record{snapshot: row})
 	}
 	err = p.sink.barrier(dctx)
 	next, _ := pt.tracker.Committable()

@@ -6,8 +6,10 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"math"
 	"time"
 
+	"github.com/rs/zerolog"
 	"github.com/segmentio/kafka-go"
 
 	"github.com/ehrwatch/ehrwatch/pipeline/store"
@@ -18,75 +20,165 @@ import (
 const maxSnapshotExpansion = 64
 
 // restore prepares a newly assigned partition's Processor and returns it
-// with the offset to start reading at.
+// with the offset to start reading at. Every offset below the committed
+// offset C (pt.start) that is read again only rebuilds detector state:
+// its events, findings and dead letters were stored (and its findings
+// alerted on) by the previous owner, so consumePartition drops them.
 //
-// With snapshots on, a StatefulProcessor and an absolute committed offset
-// C, it loads the newest snapshot below C (offset X), restores it, and
-// returns X+1: the events X+1..C-1 are processed (and stored) again, so
-// the detectors reach the state they had at C, and the findings they
-// complete again carry the same ids. Without a usable snapshot it returns
-// the Processor as is and C (or first/last for a new group). A snapshot
-// that cannot be restored leaves a fresh Processor from the factory; a
-// snapshot whose next event is no longer in Kafka is not used. Reading the
-// snapshot is retried while ClickHouse is unreachable; ok is false only
-// when ctx ends (or the factory fails) first.
+// With a StatefulProcessor and an absolute C, it loads the newest snapshot
+// below C (offset X), restores it, and returns X+1: the events X+1..C-1 go
+// through the detectors again, so they reach the state they had at C.
+// Without a usable snapshot (none, snapshots off, unreadable, or its next
+// event no longer retained by Kafka) it returns a fresh Processor and the
+// warm-up start (see warmupStart): the detectors are rebuilt from there.
+// Reading the snapshot or the partition's offsets is retried while
+// ClickHouse or Kafka is unreachable; ok is false only when ctx ends (or
+// the factory fails) first.
 func (p *Pipeline) restore(ctx context.Context, pt *partition, proc Processor) (Processor, int64, bool) {
 	sp, stateful := proc.(StatefulProcessor)
-	if p.snapshots == nil || !stateful || pt.start < 0 {
+	if !stateful || pt.start < 0 {
 		return proc, pt.start, true
 	}
-	group := p.kc.cfg.GroupID
 	var snap store.Snapshot
 	var found bool
-	b := backoff{cfg: p.cfg.Retry}
-	for {
-		rctx, cancel := context.WithTimeout(ctx, p.kc.cfg.RequestTimeout*3)
-		var err error
-		snap, found, err = p.snapshots.Latest(rctx, group, pt.topic, int32(pt.id), pt.start)
-		cancel()
-		if err == nil {
-			p.health.clear(opRestore)
-			break
-		}
-		if ctx.Err() != nil {
-			return proc, 0, false
-		}
-		pause := b.next()
-		p.health.set(opRestore, "cannot read detector snapshots: "+safeError(err))
-		pt.log.Warn().Str("error", safeError(err)).Dur("pause", pause).Msg("reading the detector snapshot failed; retrying")
-		if !sleep(ctx, pause) {
-			return proc, 0, false
+	if p.snapshots != nil {
+		group := p.kc.cfg.GroupID
+		b := backoff{cfg: p.cfg.Retry}
+		for {
+			rctx, cancel := context.WithTimeout(ctx, p.kc.cfg.RequestTimeout*3)
+			var err error
+			snap, found, err = p.snapshots.Latest(rctx, group, pt.topic, int32(pt.id), pt.start)
+			cancel()
+			if err == nil {
+				p.health.clear(opRestore)
+				break
+			}
+			if ctx.Err() != nil {
+				return proc, 0, false
+			}
+			pause := b.next()
+			p.health.set(opRestore, "cannot read detector snapshots: "+safeError(err))
+			pt.log.Warn().Str("error", safeError(err)).Dur("pause", pause).Msg("reading the detector snapshot failed; retrying")
+			if !sleep(ctx, pause) {
+				return proc, 0, false
+			}
 		}
 	}
+	first, ok := p.firstOffsetRetrying(ctx, pt)
+	if !ok {
+		return proc, 0, false
+	}
+	warmup := func(result string, msg string, log zerolog.Logger) (Processor, int64, bool) {
+		from, ok := p.warmupStart(ctx, pt, first)
+		if !ok {
+			return proc, 0, false
+		}
+		p.metrics.restores.WithLabelValues(result).Inc()
+		log.Info().Int64("committed", pt.start).Int64("warmup_from", from).Int64("warmup_events", pt.start-from).
+			Dur("warmup_horizon", p.cfg.WarmupHorizon).Msg(msg)
+		return proc, from, true
+	}
 	if !found {
-		p.metrics.restores.WithLabelValues(restoreNone).Inc()
-		pt.log.Info().Int64("committed", pt.start).Msg("no detector snapshot below the committed offset; detectors start empty")
-		return proc, pt.start, true
+		return warmup(restoreNone, "no detector snapshot below the committed offset; rebuilding detector state from the warm-up start", pt.log)
 	}
 	log := pt.log.With().Int64("snapshot_offset", snap.Offset).Int64("committed", pt.start).
 		Time("taken_at", snap.TakenAt).Int("bytes", len(snap.Data)).Logger()
-	if first, err := p.firstOffset(ctx, pt); err == nil && snap.Offset+1 < first {
-		p.metrics.restores.WithLabelValues(restoreExpired).Inc()
-		log.Warn().Int64("first_offset", first).
-			Msg("the events after the detector snapshot are no longer in Kafka; detectors start empty at the committed offset")
-		return proc, pt.start, true
+	if snap.Offset+1 < first {
+		log.Warn().Int64("first_offset", first).Msg("the events after the detector snapshot are no longer in Kafka")
+		return warmup(restoreExpired, "rebuilding detector state from the warm-up start (not exact: the events the snapshot needs are gone)", log)
 	}
 	start := time.Now()
 	if err := restoreFrom(sp, snap.Data, p.cfg.SnapshotMaxBytes*maxSnapshotExpansion); err != nil {
-		p.metrics.restores.WithLabelValues(restoreFailed).Inc()
-		log.Error().Str("error", safeError(err)).Msg("restoring the detector snapshot failed; detectors start empty at the committed offset")
+		log.Error().Str("error", safeError(err)).Msg("restoring the detector snapshot failed")
 		closeProcessor(pt, proc)
 		fresh, ferr := p.newProcessor(pt.topic, pt.id)
 		if ferr != nil {
 			p.failFatal(fmt.Errorf("create detectors for %s/%d: %w", pt.topic, pt.id, ferr))
 			return nopProcessor{}, 0, false
 		}
-		return fresh, pt.start, true
+		proc = fresh
+		return warmup(restoreFailed, "rebuilding detector state from the warm-up start", log)
 	}
 	p.metrics.restores.WithLabelValues(restoreRestored).Inc()
 	log.Info().Int64("replay", pt.start-snap.Offset-1).Dur("took", time.Since(start)).
-		Msg("detectors restored from snapshot; replaying the events after it")
+		Msg("detectors restored from snapshot; replaying the events after it into the detectors")
 	return proc, snap.Offset + 1, true
+}
+
+// warmupStart is where a partition without a usable snapshot rebuilds its
+// detectors from: its oldest retained offset first, or, with
+// pipeline.warmup_horizon set, the first message Kafka timestamped within
+// the horizon before now (never before first, never after the committed
+// offset).
+func (p *Pipeline) warmupStart(ctx context.Context, pt *partition, first int64) (int64, bool) {
+	from := first
+	if h := p.cfg.WarmupHorizon; h > 0 {
+		at, ok := p.listOffsetRetrying(ctx, pt, kafka.TimeOffsetOf(pt.id, time.Now().Add(-h)))
+		if !ok {
+			return 0, false
+		}
+		if at < 0 { // no message that recent
+			at = pt.start
+		}
+		from = max(from, at)
+	}
+	return min(max(from, 0), pt.start), true
+}
+
+// firstOffsetRetrying is the partition's log start offset, retried while
+// Kafka does not answer; ok is false when ctx ends first.
+func (p *Pipeline) firstOffsetRetrying(ctx context.Context, pt *partition) (int64, bool) {
+	return p.listOffsetRetrying(ctx, pt, kafka.FirstOffsetOf(pt.id))
+}
+
+// listOffsetRetrying answers one ListOffsets request for pt: the log start
+// offset for kafka.FirstOffsetOf, or the first offset at or after a
+// timestamp (-1 when there is none) for kafka.TimeOffsetOf.
+func (p *Pipeline) listOffsetRetrying(ctx context.Context, pt *partition, req kafka.OffsetRequest) (int64, bool) {
+	b := backoff{cfg: p.cfg.Retry}
+	for {
+		off, err := p.listOffset(ctx, pt, req)
+		if err == nil {
+			return off, true
+		}
+		if ctx.Err() != nil {
+			return 0, false
+		}
+		pause := b.next()
+		pt.log.Warn().Err(err).Dur("pause", pause).Msg("listing the partition's offsets failed; retrying")
+		if !sleep(ctx, pause) {
+			return 0, false
+		}
+	}
+}
+
+func (p *Pipeline) listOffset(ctx context.Context, pt *partition, req kafka.OffsetRequest) (int64, error) {
+	rctx, cancel := context.WithTimeout(ctx, p.kc.cfg.RequestTimeout)
+	defer cancel()
+	res, err := p.kc.admin().ListOffsets(rctx, &kafka.ListOffsetsRequest{
+		Topics: map[string][]kafka.OffsetRequest{pt.topic: {req}},
+	})
+	if err != nil {
+		return 0, err
+	}
+	for _, o := range res.Topics[pt.topic] {
+		if o.Partition != pt.id {
+			continue
+		}
+		if o.Error != nil {
+			return 0, o.Error
+		}
+		if req.Timestamp == kafka.FirstOffset {
+			return o.FirstOffset, nil
+		}
+		// kafka-go files a timestamp answer under Offsets, except "no such
+		// message" (offset and timestamp -1), which it files as LastOffset.
+		for off := range o.Offsets {
+			return off, nil
+		}
+		return -1, nil
+	}
+	return 0, fmt.Errorf("no offsets for %s/%d", pt.topic, pt.id)
 }
 
 // restoreFrom decompresses data and restores sp from it.
@@ -105,27 +197,6 @@ func restoreFrom(sp StatefulProcessor, data []byte, limit int) error {
 	return sp.Restore(bytes.NewReader(raw))
 }
 
-// firstOffset is the partition's log start offset.
-func (p *Pipeline) firstOffset(ctx context.Context, pt *partition) (int64, error) {
-	rctx, cancel := context.WithTimeout(ctx, p.kc.cfg.RequestTimeout)
-	defer cancel()
-	res, err := p.kc.admin().ListOffsets(rctx, &kafka.ListOffsetsRequest{
-		Topics: map[string][]kafka.OffsetRequest{pt.topic: {kafka.FirstOffsetOf(pt.id)}},
-	})
-	if err != nil {
-		return 0, err
-	}
-	for _, o := range res.Topics[pt.topic] {
-		if o.Partition == pt.id {
-			if o.Error != nil {
-				return 0, o.Error
-			}
-			return o.FirstOffset, nil
-		}
-	}
-	return 0, fmt.Errorf("no offsets for %s/%d", pt.topic, pt.id)
-}
-
 // snapshotter decides when a partition's detectors are snapshotted and
 // takes the snapshots; it belongs to the partition's goroutine.
 type snapshotter struct {
@@ -135,6 +206,10 @@ type snapshotter struct {
 	events int
 	last   time.Time
 	buf    bytes.Buffer
+	// offset is the last offset the detectors processed; dirty says
+	// whether they processed any since the last snapshot (or the restore).
+	offset int64
+	dirty  bool
 }
 
 // newSnapshotter returns nil when snapshots are off or proc has no state.
@@ -144,6 +219,12 @@ func (p *Pipeline) newSnapshotter(pt *partition, proc Processor) *snapshotter {
 		return nil
 	}
 	return &snapshotter{p: p, pt: pt, sp: sp, last: time.Now()}
+}
+
+// processed records that the detectors have processed the message at
+// offset.
+func (s *snapshotter) processed(offset int64) {
+	s.offset, s.dirty = offset, true
 }
 
 // due counts one processed message and reports whether a snapshot is due.
@@ -159,7 +240,7 @@ func (s *snapshotter) due() bool {
 // snapshot failed (counted and logged; the next one is tried after the
 // next interval).
 func (s *snapshotter) take(offset int64) *store.SnapshotRow {
-	s.events, s.last = 0, time.Now()
+	s.events, s.last, s.dirty = 0, time.Now(), false
 	start := time.Now()
 	s.buf.Reset()
 	zw, _ := gzip.NewWriterLevel(&s.buf, gzip.BestSpeed)
@@ -189,4 +270,62 @@ func (s *snapshotter) take(offset int64) *store.SnapshotRow {
 		Data:     bytes.Clone(s.buf.Bytes()),
 		TakenAt:  time.Now().UTC(),
 	}
+}
+
+// takeFinal snapshots the detectors when their partition is revoked or the
+// pipeline stops, if they processed anything since the last snapshot (or
+// the restore): the next owner then restores exactly this state and
+// continues at the committed offset. It returns nil when there is nothing
+// new (or s is nil: snapshots off).
+func (s *snapshotter) takeFinal() *store.SnapshotRow {
+	if s == nil || !s.dirty {
+		return nil
+	}
+	return s.take(s.offset)
+}
+
+// warmup feeds the messages below the committed offset, which a previous
+// owner stored, dead-lettered and alerted on, to the detectors only: their
+// findings are dropped, nothing is stored, dead-lettered or committed.
+type warmup struct {
+	p           *Pipeline
+	pt          *partition
+	snap        *snapshotter
+	from, last  int64 // where the warm-up started; the last offset it processed (-1: none)
+	events      int
+	undecodable int
+	started     time.Time
+	logged      bool
+}
+
+// process runs the detectors on m and drops what they return.
+func (w *warmup) process(ctx context.Context, proc Processor, m *kafka.Message) {
+	w.last = m.Offset
+	w.events++
+	w.p.metrics.replayed.Inc()
+	if ev, err := w.p.decode(m.Value); err != nil {
+		w.undecodable++ // dead-lettered by the owner that committed it
+	} else {
+		// Errors were counted and logged by the owner that committed it.
+		_, _ = proc.Process(ctx, ev)
+	}
+	if w.snap != nil {
+		w.snap.processed(m.Offset)
+	}
+	if m.Offset == w.pt.start-1 {
+		w.done()
+	}
+}
+
+// done logs the end of the warm-up once.
+func (w *warmup) done() {
+	if w.logged || w.events == 0 {
+		return
+	}
+	w.logged = true
+	took := time.Since(w.started)
+	w.pt.log.Info().Int64("from", w.from).Int64("committed", w.pt.start).Int("events", w.events).
+		Int("undecodable", w.undecodable).Dur("took", took).
+		Float64("events_per_second", math.Round(float64(w.events)/max(took.Seconds(), 1e-9))).
+		Msg("detector state rebuilt up to the committed offset")
 }

@@ -119,15 +119,22 @@ func findingRows(t *testing.T, conn clickhouse.Conn) []string {
 }
 
 // TestDetectorStateSurvivesRestarts runs the pipeline with every detector
-// over a synthetic hospital twice: once without interruption, and once
-// stopped (as on SIGTERM) and restarted at several points, among them just
-// after the first event of a new local day and the event whose time moves
-// the watermark past midnight (the restored detectors close the day's
-// windows). Each restart restores the newest snapshot below the committed
-// offset and replays from there. The findings stored by the two runs (every
-// id, with every column, read with FINAL) must be identical. Before one
-// restart, snapshots at and past the committed offset are planted: they must
-// never be used.
+// over a synthetic hospital twice, with the default snapshot settings
+// (which take no periodic snapshot in a run this short): once without
+// interruption, and once stopped (as on SIGTERM) and restarted at several
+// points, among them just after the first event of a new local day and the
+// event whose time moves the watermark past midnight (the restored
+// detectors close the day's windows). A graceful stop snapshots every
+// partition's detectors at its last offset, and the next run restores that
+// snapshot and continues at the committed offset without replaying
+// anything. Before one restart every snapshot is deleted (as when the
+// process was killed before its first snapshot) and snapshots at and past
+// the committed offset are planted (they must never be used); before
+// another the newest snapshot is replaced by an unreadable one: both times
+// the detectors are rebuilt by re-reading the partition from its start,
+// without storing anything again. The findings stored by the two runs
+// (every id, with every column, read with FINAL) must be identical, and
+// no event or finding row is stored twice.
 func TestDetectorStateSurvivesRestarts(t *testing.T) {
 	t.Parallel() // mostly waiting on group joins
 	h := newHarness(t, 2)
@@ -135,7 +142,6 @@ func TestDetectorStateSurvivesRestarts(t *testing.T) {
 	msgs := hospitalMessages(t, hosp)
 	factory := engineFactory(t, hosp)
 	cfg, k := h.configs()
-	cfg.SnapshotEvents, cfg.SnapshotInterval = 400, 0
 	cfg.BatchMaxRows = 2000
 
 	// The uninterrupted run: its own topic (same keys, same order, so the
@@ -172,21 +178,45 @@ func TestDetectorStateSurvivesRestarts(t *testing.T) {
 
 	produced := 0
 	var restored, replayed float64
+	var stored int64
 	for i, stop := range stops {
 		produceRaw(t, h.brokers, h.topic, msgs[produced:stop.last+1])
 		produced = stop.last + 1
-		if i == 2 {
+		switch i {
+		case 2:
+			h.deleteSnapshots(t)
 			h.plantFutureSnapshots(t)
+		case 3:
+			h.deleteSnapshots(t)
+			h.plantSnapshots(t, -1, "unreadable")
 		}
 		r := h.start(cfg, k, pipeline.Deps{NewProcessor: factory})
 		h.waitDrained(2 * time.Minute)
 		r.stop()
 		r.wait(t)
+		stored += r.p.Stats().Stored
 		if i > 0 {
 			restored += r.metric(t, `ehrwatch_detector_restores_total{result="restored"}`)
-			replayed += r.metric(t, "ehrwatch_replayed_messages_total")
-			if failed := r.metric(t, `ehrwatch_detector_restores_total{result="failed"}`); failed != 0 {
-				t.Errorf("restart %d (%s): %v snapshot restores failed", i, stops[i-1].name, failed)
+			rebuilt := r.metric(t, "ehrwatch_replayed_messages_total")
+			replayed += rebuilt
+			failed := r.metric(t, `ehrwatch_detector_restores_total{result="failed"}`)
+			none := r.metric(t, `ehrwatch_detector_restores_total{result="none"}`)
+			wantFailed, wantNone := 0.0, 0.0
+			switch i {
+			case 2:
+				wantNone = float64(h.partitions)
+			case 3:
+				wantFailed = float64(h.partitions)
+			default:
+				if rebuilt != 0 {
+					t.Errorf("restart %d (%s): %v messages replayed after a graceful stop, want 0", i, stops[i-1].name, rebuilt)
+				}
+			}
+			if failed != wantFailed || none != wantNone {
+				t.Errorf("restart %d (%s): restores failed %v, none %v; want %v, %v", i, stops[i-1].name, failed, none, wantFailed, wantNone)
+			}
+			if wantFailed+wantNone > 0 && rebuilt < float64(stops[i-1].last+1) {
+				t.Errorf("restart %d (%s): %v messages re-read to rebuild the detectors, want all %d committed", i, stops[i-1].name, rebuilt, stops[i-1].last+1)
 			}
 		}
 		t.Logf("stopped %s (after message %d of %d)", stop.name, stop.last, len(msgs))
@@ -198,11 +228,12 @@ func TestDetectorStateSurvivesRestarts(t *testing.T) {
 	replayed += final.metric(t, "ehrwatch_replayed_messages_total")
 	final.stop()
 	final.wait(t)
-	if want := float64(len(stops) * h.partitions); restored != want {
+	stored += final.p.Stats().Stored
+	if want := float64((len(stops) - 2) * h.partitions); restored != want {
 		t.Errorf("%v partition restores from a snapshot over %d restarts, want %v", restored, len(stops), want)
 	}
 	if replayed == 0 {
-		t.Error("no message was replayed after a restore; the test does not exercise replay")
+		t.Error("no message was re-read to rebuild the detectors; the test does not exercise the warm-up")
 	}
 
 	pipelinetest.WaitFor(t, 2*time.Minute, "the uninterrupted run to drain", func() bool {
@@ -211,6 +242,14 @@ func TestDetectorStateSurvivesRestarts(t *testing.T) {
 	ref.stop()
 	ref.wait(t)
 
+	// Nothing below a committed offset was stored again: the runs inserted
+	// every event exactly once between them.
+	if stored != int64(len(msgs)) {
+		t.Errorf("the runs stored %d events between them, want exactly %d (none twice)", stored, len(msgs))
+	}
+	if c := pipelinetest.TableCounts(t, h.conn, "access_events"); c.Unique != uint64(len(msgs)) {
+		t.Errorf("access_events %+v after the restarts, want %d events", c, len(msgs))
+	}
 	want, got := findingRows(t, refConn), findingRows(t, h.conn)
 	t.Logf("%d messages, %d findings; %v partition restores, %v messages replayed", len(msgs), len(want), restored, replayed)
 	if len(want) < 10 {
@@ -241,6 +280,35 @@ func TestDetectorStateSurvivesRestarts(t *testing.T) {
 			if !wantSet[g] {
 				t.Errorf("only in the restarted run: %s", g)
 			}
+		}
+	}
+}
+
+// deleteSnapshots deletes every detector snapshot, as if the process had
+// been killed before it took one.
+func (h *harness) deleteSnapshots(t *testing.T) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := h.conn.Exec(ctx, "TRUNCATE TABLE detector_snapshots"); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// plantSnapshots stores data as a snapshot at each partition's committed
+// offset plus delta.
+func (h *harness) plantSnapshots(t *testing.T, delta int64, data string) {
+	t.Helper()
+	_, committed := pipelinetest.Offsets(t, h.brokers, h.group, h.topic, h.partitions)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	for p, c := range committed {
+		if c < 0 {
+			t.Fatalf("partition %d has no committed offset", p)
+		}
+		if err := h.conn.Exec(ctx, `INSERT INTO detector_snapshots (consumer_group, kafka_topic, kafka_partition, kafka_offset, snapshot, taken_at)
+VALUES (?, ?, ?, ?, ?, now64(3))`, h.group, h.topic, uint32(p), uint64(c+delta), data); err != nil {
+			t.Fatal(err)
 		}
 	}
 }
