@@ -69,23 +69,49 @@
 // # Detector state
 //
 // A Processor that is a StatefulProcessor (*detectors.Engine) is
-// checkpointed: every pipeline.snapshot_events events or
-// pipeline.snapshot_interval, between two events, the partition's
-// goroutine takes a snapshot (gzip-compressed) and submits it to the sink
-// behind the event it follows (offset X), so it is stored in the same
-// batch as that event or a later one, always before the commit that covers
-// X. When a partition is assigned with a committed offset C, the new owner
+// checkpointed into detector_snapshots (gzip-compressed), always behind
+// the event it follows (offset X), so it is stored in the same batch as
+// that event or a later one, before the commit that covers X:
+//
+//   - when its partition is revoked or the pipeline stops (the drain of a
+//     generation: rebalance, SIGTERM), after the last processed event,
+//     if the detectors processed anything since the last snapshot;
+//   - every pipeline.snapshot_events events or pipeline.snapshot_interval
+//     (checked at each event), so a process that is killed loses at most
+//     that much detector progress.
+//
+// When a partition is assigned with a committed offset C, the new owner
 // loads the newest snapshot of its consumer group, topic and partition
 // whose offset X is below C (a snapshot at or past C reflects events whose
 // storage was never committed, and is never used), restores it into a
-// fresh Processor and starts reading at X+1: events X+1..C-1 go through the
-// detectors again and are stored again, which the ReplacingMergeTrees and
-// the deterministic finding ids collapse. The findings after a restart or
-// a rebalance are therefore those of an uninterrupted run. Without a
-// usable snapshot (none yet, snapshots off, unreadable, or its next event
-// no longer retained by Kafka) the detectors start empty at C, as without
-// checkpoints. Dead letters among the replayed events are produced to the
-// DLQ topic again (it is at least once). Snapshots live three days
+// fresh Processor and starts reading at X+1. After a graceful stop or a
+// rebalance X is C-1: the new owner continues at C at once. Without a
+// usable snapshot (never taken, the process was killed before its first
+// one, snapshots off, unreadable, or its next event no longer retained by
+// Kafka) the detectors start fresh and re-read the partition from the
+// warm-up start: its oldest retained offset (pipeline.warmup_horizon 0,
+// the default), or the first message Kafka timestamped within the horizon
+// before now.
+//
+// Offsets below C are only fed to the detectors: their findings are
+// dropped, their events and dead letters are not stored or produced
+// again, and alerting does not see them; the previous owner stored all of
+// it before it committed C. From C on the restored or rebuilt detectors
+// are in the state an uninterrupted run's were in at C (the same events
+// in the same order from the same start; detectors.Engine snapshots hold
+// its watermark, open windows and remembered findings), so the findings
+// after a restart, kill or rebalance are those of an uninterrupted run, as
+// long as Kafka still holds what the rebuild needs: the events after the
+// newest snapshot, or, without one, every event the group consumed. A
+// warm-up horizon shorter than that trades exactness for time: the
+// volume detector's personal baselines need the last
+// detection.detectors.volume.history_days (14) local days, and the
+// off-hours histograms decay with a 28-day half-life from each user's
+// first event, so they come back short and findings near the restart can
+// differ in score or be missed. Re-reading costs what detection costs
+// without storage (figures in README.md and docs/benchmarks.md).
+// Reference data and the allowlist are those loaded now, not those of
+// the time the events were first seen. Snapshots live three days
 // (migration 0040); only the newest matters.
 //
 // # Ordering
@@ -98,11 +124,12 @@
 // order the producer wrote them; there is no ordering between partitions
 // (and hence between users), and none by event time: detectors reason on
 // event time with watermarks and tolerate late events. When a partition moves
-// to another instance (rebalance, restart), the new owner restores the
-// detectors' state from the newest snapshot below the last committed offset
-// and continues with the event right after that snapshot (see Detector
-// state), so the order is kept across the move; events the old owner had
-// already seen after that point are seen again, in the same order.
+// to another instance (rebalance, restart, kill), the new owner restores the
+// detectors' state from the newest snapshot below the last committed offset,
+// or rebuilds it from the warm-up start, and feeds its detectors every event
+// from there in offset order (see Detector state), so each detector sees
+// one unbroken offset-ordered stream across the move, with the default
+// configuration; events below the committed offset only rebuild state.
 //
 // # Backpressure
 //

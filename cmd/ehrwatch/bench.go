@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 	"github.com/segmentio/kafka-go"
 
@@ -52,6 +53,10 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 //	(b) the whole pipeline with the sink disabled, without detectors,
 //	(b) the whole pipeline with the sink disabled, with the detectors,
 //	(c) the whole pipeline into ClickHouse (a fresh database, dropped after),
+//	(d) with the detectors, the warm-up of (b)'s group restarted without a
+//	    detector snapshot: every partition re-reads its events into fresh
+//	    detectors, storing nothing (what a kill before the first snapshot
+//	    costs),
 //
 // and prints events/s and the ratios between them.
 func runBenchPipeline(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -135,6 +140,13 @@ func runBenchPipeline(ctx context.Context, args []string, stdout, stderr io.Writ
 			return fmt.Errorf("(b) pipeline with detectors without sink: %w", err)
 		}
 		b.report("(b) ehrwatch, detectors, no sink", noSink, raw)
+		// (d): the same group again, as after a kill before any snapshot.
+		warm, err := b.warmup(ctx, "discard-detect", pipeline.Deps{Sink: pipeline.DiscardSink{}, DeadLetters: discardDLQ{},
+			NewProcessor: detect, Snapshots: noSnapshots{}})
+		if err != nil {
+			return fmt.Errorf("(d) warm-up: %w", err)
+		}
+		b.report("(d) warm-up, detectors only", warm, raw)
 	}
 	if *cpuProfile != "" {
 		pprof.StopCPUProfile()
@@ -309,9 +321,55 @@ func (b *bench) rawFetch(ctx context.Context) (measurement, error) {
 	return measurement{events: b.events, took: time.Since(start)}, errors.Join(errs...)
 }
 
+// noSnapshots is a snapshot store without snapshots.
+type noSnapshots struct{}
+
+func (noSnapshots) Latest(context.Context, string, string, int32, int64) (store.Snapshot, bool, error) {
+	return store.Snapshot{}, false, nil
+}
+
 // pipeline runs a pipeline in a fresh group until every event is stored
 // (or discarded), timing from the first consumed message.
 func (b *bench) pipeline(ctx context.Context, name string, deps pipeline.Deps) (measurement, error) {
+	return b.run(ctx, name, deps, func(p *pipeline.Pipeline) (int64, int64) {
+		st := p.Stats()
+		return st.Consumed, st.Stored
+	})
+}
+
+// warmup runs a pipeline in the group of an earlier run, which committed
+// every event, with no detector snapshot to restore (deps.Snapshots): each
+// partition re-reads all its events into fresh detectors and stores
+// nothing. It times the re-reading from the first re-read message.
+func (b *bench) warmup(ctx context.Context, name string, deps pipeline.Deps) (measurement, error) {
+	return b.run(ctx, name, deps, func(p *pipeline.Pipeline) (int64, int64) {
+		n := int64(promValue(p.Registry(), "ehrwatch_replayed_messages_total"))
+		return n, n
+	})
+}
+
+// promValue is the value of a counter or gauge without labels in reg.
+func promValue(reg *prometheus.Registry, name string) float64 {
+	mfs, err := reg.Gather()
+	if err != nil {
+		return 0
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name || len(mf.GetMetric()) == 0 {
+			continue
+		}
+		m := mf.GetMetric()[0]
+		if c := m.GetCounter(); c != nil {
+			return c.GetValue()
+		}
+		return m.GetGauge().GetValue()
+	}
+	return 0
+}
+
+// run runs a pipeline in group b.topic-name until progress reports every
+// event done, timing from the first event it reports started.
+func (b *bench) run(ctx context.Context, name string, deps pipeline.Deps, progress func(*pipeline.Pipeline) (started, done int64)) (measurement, error) {
 	k := b.cfg.Kafka
 	k.GroupID = b.topic + "-" + name
 	k.Topics = []string{b.topic}
@@ -343,11 +401,11 @@ func (b *bench) pipeline(ctx context.Context, name string, deps pipeline.Deps) (
 			return measurement{}, ctx.Err()
 		case <-tick.C:
 		}
-		st := p.Stats()
-		if start.IsZero() && st.Consumed > 0 {
+		started, finished := progress(p)
+		if start.IsZero() && started > 0 {
 			start = time.Now()
 		}
-		if st.Stored >= int64(b.events) {
+		if finished >= int64(b.events) {
 			return measurement{events: b.events, took: time.Since(start)}, nil
 		}
 	}

@@ -73,12 +73,34 @@ type runEnv struct {
 
 func newRunEnv(t *testing.T, partitions, batchRows int) *runEnv {
 	t.Helper()
+	return newRunEnvWith(t, partitions, batchRows, runOptions{})
+}
+
+// runOptions change what newRunEnvWith writes into the configuration.
+type runOptions struct {
+	bin string // a binary built before (buildEhrwatch); "" builds one
+	// clickhouse replaces the ClickHouse address (a proxy to it).
+	clickhouse func(addr string) string
+	// sections replaces the reference section with YAML of its own: it is
+	// given the hash key file's path and must set reference.hash_key_file.
+	sections func(hashKey string) string
+}
+
+func newRunEnvWith(t *testing.T, partitions, batchRows int, o runOptions) *runEnv {
+	t.Helper()
 	brokers := testenv.Kafka(t)
 	conn, db := testenv.ClickHouse(t)
 	pipelinetest.Migrate(t, conn)
+	if o.bin == "" {
+		o.bin = buildEhrwatch(t)
+	}
+	chAddr := testenv.ClickHouseAddr(t)
+	if o.clickhouse != nil {
+		chAddr = o.clickhouse(chAddr)
+	}
 	e := &runEnv{
 		t:          t,
-		bin:        buildEhrwatch(t),
+		bin:        o.bin,
 		brokers:    brokers,
 		topic:      testenv.NewTopic(t, brokers, partitions),
 		partitions: partitions,
@@ -89,6 +111,10 @@ func newRunEnv(t *testing.T, partitions, batchRows int) *runEnv {
 	dlq := testenv.NewTopic(t, brokers, 1)
 	e.config = filepath.Join(t.TempDir(), "ehrwatch.yaml")
 	hashKey := writeHashKey(t)
+	sections := fmt.Sprintf("reference:\n  hash_key_file: %q\n", hashKey)
+	if o.sections != nil {
+		sections = o.sections(hashKey)
+	}
 	yaml := fmt.Sprintf(`# written by %s
 kafka:
   brokers: [%q]
@@ -112,13 +138,11 @@ pipeline:
   shutdown_timeout: 15s
   retry:
     max_interval: 1s
-reference:
-  hash_key_file: %q
-http:
+%shttp:
   listen: 127.0.0.1:0
 log:
   level: debug
-`, t.Name(), brokers, e.group, e.topic, dlq, testenv.ClickHouseAddr(t), db, batchRows, hashKey)
+`, t.Name(), brokers, e.group, e.topic, dlq, chAddr, db, batchRows, sections)
 	if err := os.WriteFile(e.config, []byte(yaml), 0o600); err != nil {
 		t.Fatal(err)
 	}
