@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/base64"
@@ -10,6 +11,9 @@ import (
 	mrand "math/rand/v2"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
@@ -138,9 +142,10 @@ func (r *webhookReceiver) total(path string) int {
 
 // chaosEnv is one run environment (topic, group, database) of the suite,
 // with the hospital's reference data and the webhook output to path.
-func chaosEnv(t *testing.T, bin string, h *synth.Hospital, hook *webhookReceiver, path string, clickhouseAddr func(string) string) *runEnv {
+func chaosEnv(t *testing.T, bin string, h *synth.Hospital, hook *webhookReceiver, path string, o runOptions) *runEnv {
 	t.Helper()
-	e := newRunEnvWith(t, 4, 2000, runOptions{bin: bin, clickhouse: clickhouseAddr, sections: func(hashKey string) string {
+	o.bin = bin
+	o.sections = func(hashKey string) string {
 		return fmt.Sprintf(`reference:
   source: clickhouse
   hash_key_file: %q
@@ -153,7 +158,8 @@ alerting:
       secret: %q
       delivery: {initial_backoff: 100ms, max_backoff: 1s, max_attempts: 20}
 `, hashKey, hook.srv.URL+path, hook.secret)
-	}})
+	}
+	e := newRunEnvWith(t, 4, 2000, o)
 	seedReference(t, e.conn, h)
 	return e
 }
@@ -299,7 +305,10 @@ func unalerted(t *testing.T, conn clickhouse.Conn) []string {
 //     notification is being delivered, each followed by a restart;
 //   - rebalances: a second instance joins and leaves the group 15 times
 //     while the first keeps running, and ClickHouse is cut off (a TCP
-//     proxy refuses every connection) for 5 s around one of the leaves.
+//     proxy refuses every connection) for 5 s around one of the leaves;
+//   - broker restart: a private broker (deployments/dev/kafka.sh with its
+//     own state directory; the shared one is never restarted) is stopped
+//     and started again, with its data, while `ehrwatch run` consumes.
 //
 // After each, the stored findings (every column) and alerts (id, rule,
 // severity, finding count) equal the uninterrupted run's, and every alert
@@ -310,7 +319,7 @@ func TestRunChaosKeepsFindingsAndAlerts(t *testing.T) {
 	h, msgs := chaosHospital(t)
 	hook := newWebhookReceiver(t)
 
-	ref := chaosEnv(t, bin, h, hook, "/ref", nil)
+	ref := chaosEnv(t, bin, h, hook, "/ref", runOptions{})
 	pipelinetest.Produce(t, ref.brokers, ref.topic, msgs)
 	c := ref.start()
 	pipelinetest.WaitFor(t, 2*time.Minute, "the uninterrupted run to drain", func() bool { return ref.lag() == 0 })
@@ -327,20 +336,78 @@ func TestRunChaosKeepsFindingsAndAlerts(t *testing.T) {
 
 	t.Run("kills", func(t *testing.T) {
 		t.Parallel()
-		e := chaosEnv(t, bin, h, hook, "/kill", nil)
+		e := chaosEnv(t, bin, h, hook, "/kill", runOptions{})
 		chaosKills(t, e, hook, msgs)
 		compareWithReference(t, e, hook, "/kill", wantFindings, wantAlerts)
 	})
 	t.Run("rebalances", func(t *testing.T) {
 		t.Parallel()
 		var proxy *pipelinetest.Proxy
-		e := chaosEnv(t, bin, h, hook, "/rebalance", func(addr string) string {
+		e := chaosEnv(t, bin, h, hook, "/rebalance", runOptions{clickhouse: func(addr string) string {
 			proxy = pipelinetest.NewProxy(t, addr)
 			return proxy.Addr()
-		})
+		}})
 		chaosRebalances(t, e, hook, proxy, msgs)
 		compareWithReference(t, e, hook, "/rebalance", wantFindings, wantAlerts)
 	})
+	t.Run("broker restart", func(t *testing.T) {
+		t.Parallel()
+		brokers, restart := privateBroker(t)
+		e := chaosEnv(t, bin, h, hook, "/broker", runOptions{brokers: brokers})
+		chaosBrokerRestart(t, e, hook, restart, msgs)
+		compareWithReference(t, e, hook, "/broker", wantFindings, wantAlerts)
+	})
+}
+
+// privateBroker starts a Kafka broker of the test's own with
+// deployments/dev/kafka.sh and its own state directory (the shared test
+// broker must never be restarted), stopped when the test ends. restart
+// stops it and starts it again with its data, on the same port.
+func privateBroker(t *testing.T) (brokers string, restart func()) {
+	t.Helper()
+	state := t.TempDir()
+	script := filepath.Join("..", "..", "deployments", "dev", "kafka.sh")
+	kafkaSh := func(cmd string) string {
+		t.Helper()
+		c := exec.Command("bash", script, cmd)
+		c.Env = append(os.Environ(), "EHRWATCH_DEV_STATE="+state)
+		var stderr bytes.Buffer
+		c.Stderr = &stderr
+		out, err := c.Output()
+		if err != nil {
+			t.Fatalf("kafka.sh %s (state %s): %v\n%s", cmd, state, err, stderr.Bytes())
+		}
+		lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+		return lines[len(lines)-1]
+	}
+	addr := kafkaSh("start")
+	t.Cleanup(func() { kafkaSh("stop") })
+	return addr, func() {
+		start := time.Now()
+		if got := kafkaSh("restart"); got != addr {
+			t.Fatalf("the broker came back on %s, not %s", got, addr)
+		}
+		t.Logf("broker restarted in %s", time.Since(start).Round(100*time.Millisecond))
+	}
+}
+
+// chaosBrokerRestart produces half of msgs, restarts the broker while
+// `ehrwatch run` is consuming them, produces the rest and lets it finish.
+func chaosBrokerRestart(t *testing.T, e *runEnv, hook *webhookReceiver, restart func(), msgs []pipelinetest.Message) {
+	half := len(msgs) / 2
+	pipelinetest.Produce(t, e.brokers, e.topic, msgs[:half])
+	c := e.start()
+	if !c.waitUntil(60*time.Second, "a stored batch", func() bool { return c.flushed >= 1 }) {
+		t.Fatal("no stored batch within 60s")
+	}
+	restart()
+	pipelinetest.Produce(t, e.brokers, e.topic, msgs[half:])
+	pipelinetest.WaitFor(t, 3*time.Minute, "lag 0 after the broker restart", func() bool { return e.lag() == 0 })
+	settle(hook, "/broker")
+	if err := c.signal(syscall.SIGTERM, 30*time.Second); err != nil {
+		t.Errorf("ehrwatch exited with %v after SIGTERM", err)
+	}
+	logRestores(t, e)
 }
 
 // chaosKills produces msgs in 20 chunks and SIGKILLs `ehrwatch run` once

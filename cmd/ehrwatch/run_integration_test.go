@@ -79,6 +79,8 @@ func newRunEnv(t *testing.T, partitions, batchRows int) *runEnv {
 // runOptions change what newRunEnvWith writes into the configuration.
 type runOptions struct {
 	bin string // a binary built before (buildEhrwatch); "" builds one
+	// brokers replaces the test broker (a private one).
+	brokers string
 	// clickhouse replaces the ClickHouse address (a proxy to it).
 	clickhouse func(addr string) string
 	// sections replaces the reference section with YAML of its own: it is
@@ -88,7 +90,10 @@ type runOptions struct {
 
 func newRunEnvWith(t *testing.T, partitions, batchRows int, o runOptions) *runEnv {
 	t.Helper()
-	brokers := testenv.Kafka(t)
+	brokers := o.brokers
+	if brokers == "" {
+		brokers = testenv.Kafka(t)
+	}
 	conn, db := testenv.ClickHouse(t)
 	pipelinetest.Migrate(t, conn)
 	if o.bin == "" {

@@ -3,11 +3,14 @@
 # development and integration tests. No Docker: the broker's jars come from
 # Maven Central through the machine's `mvn` and are cached outside the repo.
 #
-# Usage: deployments/dev/kafka.sh {start|stop|status|env}
+# Usage: deployments/dev/kafka.sh {start|stop|restart|status|env}
 #
 #   start   start the broker (idempotent); last stdout line is the bootstrap
 #           address, e.g. 127.0.0.1:21234
 #   stop    stop the broker and delete its data
+#   restart stop the broker and start it again with its data, on the same
+#           port (for tests: only on a broker of your own, started with its
+#           own EHRWATCH_DEV_STATE)
 #   status  print "running <addr>" (exit 0) or "stopped" (exit 1)
 #   env     start if needed, then print `export EHRDEV_KAFKA=<addr>`;
 #           use as: eval "$(deployments/dev/kafka.sh env)"
@@ -195,19 +198,7 @@ do_stop() {
   exec 9>"${STATE_DIR}/.lock"
   flock 9
   if pid_alive; then
-    local pid i
-    pid="$(cat "${PID_FILE}")"
-    log "stopping broker (pid ${pid})"
-    kill -TERM "${pid}" 2>/dev/null || true
-    for i in $(seq 1 300); do
-      kill -0 "${pid}" 2>/dev/null || break
-      sleep 0.1
-    done
-    if kill -0 "${pid}" 2>/dev/null; then
-      log "broker ignored SIGTERM for 30s; sending SIGKILL"
-      kill -KILL "${pid}" 2>/dev/null || true
-      sleep 0.5
-    fi
+    stop_broker
   else
     log "broker not running"
   fi
@@ -306,16 +297,8 @@ EOF
 </Configuration>
 EOF
 
-  [[ -f "${LOG_FILE}" ]] && mv -f "${LOG_FILE}" "${LOG_FILE}.1"
-  : >"${LOG_FILE}"
-
   local -a jvm
-  # shellcheck disable=SC2206 # word-splitting of HEAP_OPTS is intended
-  jvm=(java ${HEAP_OPTS} -XX:+UseG1GC -XX:MaxGCPauseMillis=20
-    -Djava.awt.headless=true
-    -Dlog4j2.configurationFile="${STATE_DIR}/log4j2.xml"
-    -Dkafka.logs.dir="${STATE_DIR}"
-    -cp "${LIB_DIR}/*")
+  jvm_cmd
 
   # Random base64url UUID. Like Kafka's Uuid.randomUuid, avoid a leading '-':
   # the storage tool's argument parser would take it for an option.
@@ -332,6 +315,27 @@ EOF
   fi
 
   log "starting broker on 127.0.0.1:${port} (controller ${cport}); log: ${LOG_FILE}"
+  launch "${port}"
+}
+
+# jvm_cmd sets the caller's array jvm to the java command line.
+jvm_cmd() {
+  # shellcheck disable=SC2206 # word-splitting of HEAP_OPTS is intended
+  jvm=(java ${HEAP_OPTS} -XX:+UseG1GC -XX:MaxGCPauseMillis=20
+    -Djava.awt.headless=true
+    -Dlog4j2.configurationFile="${STATE_DIR}/log4j2.xml"
+    -Dkafka.logs.dir="${STATE_DIR}"
+    -cp "${LIB_DIR}/*")
+}
+
+# launch PORT: start the broker of ${STATE_DIR}/server.properties in the
+# background and wait until it is ready; print its address.
+launch() {
+  local port="$1" pid i
+  local -a jvm
+  jvm_cmd
+  [[ -f "${LOG_FILE}" ]] && mv -f "${LOG_FILE}" "${LOG_FILE}.1"
+  : >"${LOG_FILE}"
   # setsid+nohup: own session, survives this shell and its terminal. The
   # inner bash records its pid and execs java, so the pid file holds the JVM's.
   # shellcheck disable=SC2016 # expanded by the inner bash
@@ -339,7 +343,6 @@ EOF
     "${jvm[@]}" kafka.Kafka "${STATE_DIR}/server.properties" \
     >"${OUT_FILE}" 2>&1 </dev/null 8>&- 9>&- &
   # Wait for the pid file written by the child.
-  local i
   for i in $(seq 1 50); do
     [[ -s "${PID_FILE}" ]] && break
     sleep 0.1
@@ -359,6 +362,39 @@ EOF
   fi
   log "ready after ${SECONDS}s"
   printf '127.0.0.1:%s\n' "${port}"
+}
+
+# stop_broker: SIGTERM the broker and wait for it to exit (SIGKILL after 30s).
+stop_broker() {
+  local pid i
+  pid="$(cat "${PID_FILE}")"
+  log "stopping broker (pid ${pid})"
+  kill -TERM "${pid}" 2>/dev/null || true
+  for i in $(seq 1 300); do
+    kill -0 "${pid}" 2>/dev/null || break
+    sleep 0.1
+  done
+  if kill -0 "${pid}" 2>/dev/null; then
+    log "broker ignored SIGTERM for 30s; sending SIGKILL"
+    kill -KILL "${pid}" 2>/dev/null || true
+    sleep 0.5
+  fi
+}
+
+# do_restart: stop the broker and start it again with the same data and
+# ports (a broker restart, for tests that need one: use it only on a broker
+# of your own, with its own EHRWATCH_DEV_STATE).
+do_restart() {
+  mkdir -p "${STATE_DIR}"
+  exec 9>"${STATE_DIR}/.lock"
+  flock 9
+  pid_alive || die "broker not running"
+  local port
+  port="$(cat "${PORT_FILE}")"
+  stop_broker
+  rm -f "${PID_FILE}"
+  SECONDS=0
+  launch "${port}"
 }
 
 # wait_ready PID PORT: the broker logged that it started (KRaft: after it is
@@ -407,8 +443,9 @@ main() {
     stop) do_stop ;;
     status) do_status ;;
     env) do_env ;;
+    restart) do_restart ;;
     *)
-      printf 'usage: %s {start|stop|status|env}\n' "$0" >&2
+      printf 'usage: %s {start|stop|restart|status|env}\n' "$0" >&2
       exit 2
       ;;
   esac
