@@ -255,8 +255,10 @@ type Config struct {
 	// everything Kafka retains, which makes the findings exactly those of
 	// an uninterrupted run as long as the topic still holds every event
 	// the group consumed; a duration re-reads only the messages Kafka
-	// timestamped within it before now, which is faster but starts the
-	// multi-day baselines (volume, off-hours) short. The messages below
+	// timestamped within it before now (the producer's create time, or the
+	// log append time, whichever the topic keeps), which is faster but
+	// starts the multi-day baselines (volume, off-hours) short. The
+	// messages below
 	// the committed offset only feed the detectors: nothing is stored or
 	// alerted on again.
 	WarmupHorizon time.Duration `yaml:"warmup_horizon"`

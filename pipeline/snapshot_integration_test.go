@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"slices"
 	"strings"
 	"testing"
@@ -16,6 +17,7 @@ import (
 	"github.com/ehrwatch/ehrwatch/detectors/synth"
 	"github.com/ehrwatch/ehrwatch/pipeline"
 	"github.com/ehrwatch/ehrwatch/pipeline/pipelinetest"
+	"github.com/ehrwatch/ehrwatch/pipeline/store"
 	"github.com/ehrwatch/ehrwatch/pipeline/testenv"
 	"github.com/ehrwatch/ehrwatch/schemas"
 )
@@ -331,5 +333,96 @@ VALUES (?, ?, ?, ?, 'not a snapshot', now64(3))`, h.group, h.topic, uint32(p), u
 				t.Fatal(err)
 			}
 		}
+	}
+}
+
+// countingDetector is a StatefulProcessor whose state is the number of
+// events it has seen: every event yields a finding saying so, which shows
+// from where a rebuilt detector was fed.
+type countingDetector struct{ seen int }
+
+func (d *countingDetector) Process(_ context.Context, ev *schemas.AccessEvent) ([]schemas.Finding, error) {
+	d.seen++
+	start := ev.EventTime.Truncate(time.Hour)
+	return []schemas.Finding{{
+		FindingID: schemas.FindingID("counting", []string{ev.EventID}, start, start.Add(time.Hour)),
+		Detector:  "counting", Severity: schemas.SeverityInfo, FacilityID: ev.FacilityID, UserID: ev.UserID,
+		PatientID: ev.PatientID, WindowStart: start, WindowEnd: start.Add(time.Hour), EventIDs: []string{ev.EventID},
+		Explanation: fmt.Sprintf("seen %d", d.seen),
+	}}, nil
+}
+
+func (d *countingDetector) Snapshot(w io.Writer) error { _, err := fmt.Fprint(w, d.seen); return err }
+
+func (d *countingDetector) Restore(r io.Reader) error { _, err := fmt.Fscan(r, &d.seen); return err }
+
+// noSnapshots never has a snapshot: every assignment rebuilds.
+type noSnapshots struct{}
+
+func (noSnapshots) Latest(context.Context, string, string, int32, int64) (store.Snapshot, bool, error) {
+	return store.Snapshot{}, false, nil
+}
+
+// TestWarmupHorizon: without a snapshot, a partition's detectors are
+// rebuilt from the oldest retained offset (warmup_horizon 0), or from the
+// first message Kafka timestamped within the horizon; either way only the
+// events from the committed offset on are stored again.
+func TestWarmupHorizon(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, 1)
+	msgs := pipelinetest.Fixture{N: 310, Users: 3, Prefix: "warm"}.Messages()
+	now := time.Now()
+	for i := range msgs {
+		msgs[i].Time = now
+		if i < 100 {
+			msgs[i].Time = now.Add(-3 * time.Hour)
+		}
+	}
+	cfg, k := h.configs()
+	deps := pipeline.Deps{Snapshots: noSnapshots{}, NewProcessor: func(string, int) (pipeline.Processor, error) {
+		return &countingDetector{}, nil
+	}}
+	seenAt := func(offset int) string {
+		t.Helper()
+		var s string
+		if err := h.conn.QueryRow(context.Background(),
+			"SELECT explanation FROM findings FINAL WHERE kafka_offset = ?", uint64(offset)).Scan(&s); err != nil {
+			t.Fatalf("finding at offset %d: %v", offset, err)
+		}
+		return s
+	}
+	var stored int64
+	runTo := func(horizon time.Duration) float64 {
+		t.Helper()
+		cfg.WarmupHorizon = horizon
+		r := h.start(cfg, k, deps)
+		h.waitDrained(time.Minute)
+		r.stop()
+		r.wait(t)
+		stored += r.p.Stats().Stored
+		return r.metric(t, "ehrwatch_replayed_messages_total")
+	}
+
+	pipelinetest.Produce(t, h.brokers, h.topic, msgs[:250])
+	if n := runTo(0); n != 0 {
+		t.Errorf("a new group re-read %v messages", n)
+	}
+	// Committed 250; the messages at 100.. are within an hour of now.
+	pipelinetest.Produce(t, h.brokers, h.topic, msgs[250:300])
+	if n := runTo(time.Hour); n != 150 {
+		t.Errorf("warmup_horizon 1h re-read %v messages, want the 150 of the last hour below the committed offset", n)
+	}
+	if got := seenAt(250); got != "seen 151" {
+		t.Errorf("with warmup_horizon 1h the detector at offset 250 had %q, want seen 151", got)
+	}
+	pipelinetest.Produce(t, h.brokers, h.topic, msgs[300:])
+	if n := runTo(0); n != 300 {
+		t.Errorf("warmup_horizon 0 re-read %v messages, want all 300 below the committed offset", n)
+	}
+	if got := seenAt(300); got != "seen 301" {
+		t.Errorf("with warmup_horizon 0 the detector at offset 300 had %q, want seen 301", got)
+	}
+	if stored != int64(len(msgs)) {
+		t.Errorf("the runs stored %d events between them, want exactly %d", stored, len(msgs))
 	}
 }
