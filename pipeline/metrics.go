@@ -120,10 +120,10 @@ func newMetrics() *metrics {
 		Buckets: prometheus.ExponentialBuckets(0.0005, 2.5, 14),
 	})
 	m.restores = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "ehrwatch_detector_restores_total", Help: "Partition assignments by how their detectors started: restored, none (no usable snapshot), failed (unreadable snapshot; started empty), expired (snapshot's events no longer in Kafka; started empty).",
+		Name: "ehrwatch_detector_restores_total", Help: "Partition assignments by how their detectors started: restored (from a snapshot), none (no snapshot: rebuilt from the warm-up start), failed (unreadable snapshot: rebuilt), expired (the snapshot's events are no longer in Kafka: rebuilt, not exactly).",
 	}, []string{"result"})
 	m.replayed = prometheus.NewCounter(prometheus.CounterOpts{
-		Name: "ehrwatch_replayed_messages_total", Help: "Messages below the committed offset consumed again after a restore from a snapshot.",
+		Name: "ehrwatch_replayed_messages_total", Help: "Messages below the committed offset re-read into the detectors only (after a restore, or to rebuild them without a snapshot); nothing of them is stored again.",
 	})
 	for _, c := range []prometheus.Collector{
 		m.afterStoreSeconds, m.snapshots, m.snapshotBytes, m.snapshotSeconds, m.restores, m.replayed,
