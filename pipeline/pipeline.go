@@ -35,14 +35,17 @@ type Processor interface {
 // StatefulProcessor is a Processor whose state can be checkpointed
 // (*detectors.Engine is one). When snapshots are on, the pipeline calls
 // Snapshot from the partition's goroutine between two Process calls, every
-// Config.SnapshotEvents events or Config.SnapshotInterval, and stores the
-// bytes with the offset of the last event processed; when the partition is
-// next assigned (after a restart or a rebalance), it calls Restore on a
+// Config.SnapshotEvents events or Config.SnapshotInterval and when the
+// partition is revoked or the pipeline stops, and stores the bytes with
+// the offset of the last event processed; when the partition is next
+// assigned (after a restart, a kill or a rebalance), it calls Restore on a
 // fresh Processor, before any Process, with the newest snapshot below the
-// committed offset, and replays the events after the snapshot's offset.
-// Snapshot must write the same bytes for the same state, and Process on a
-// restored Processor must return what it would have returned without the
-// interruption.
+// committed offset, and feeds it the events after the snapshot's offset;
+// without a usable snapshot it feeds a fresh Processor the partition from
+// the warm-up start (Config.WarmupHorizon). What Process returns for
+// offsets below the committed one is dropped. Snapshot must write the same
+// bytes for the same state, and Process on a restored Processor must
+// return what it would have returned without the interruption.
 type StatefulProcessor interface {
 	Processor
 	Snapshot(w io.Writer) error
