@@ -28,6 +28,7 @@ import (
 	"github.com/ehrwatch/ehrwatch/detectors/synth"
 	"github.com/ehrwatch/ehrwatch/pipeline/alerting"
 	"github.com/ehrwatch/ehrwatch/pipeline/pipelinetest"
+	"github.com/ehrwatch/ehrwatch/pipeline/testenv"
 )
 
 // The chaos suite: `ehrwatch run` (the real binary, every detector,
@@ -362,7 +363,11 @@ func TestRunChaosKeepsFindingsAndAlerts(t *testing.T) {
 // privateBroker starts a Kafka broker of the test's own with
 // deployments/dev/kafka.sh and its own state directory (the shared test
 // broker must never be restarted), stopped when the test ends. restart
-// stops it and starts it again with its data, on the same port.
+// stops it and starts it again with its data, on the same port. Before
+// it restarts or stops anything it checks that the broker is the one the
+// test started in its own state directory, not the shared one (were the
+// script to ignore the state variable, it would report the shared broker
+// as already running).
 func privateBroker(t *testing.T) (brokers string, restart func()) {
 	t.Helper()
 	state := t.TempDir()
@@ -370,7 +375,7 @@ func privateBroker(t *testing.T) (brokers string, restart func()) {
 	kafkaSh := func(cmd string) string {
 		t.Helper()
 		c := exec.Command("bash", script, cmd)
-		c.Env = append(os.Environ(), "EHRWATCH_DEV_STATE="+state)
+		c.Env = append(os.Environ(), "EHRDEV_STATE="+state)
 		var stderr bytes.Buffer
 		c.Stderr = &stderr
 		out, err := c.Output()
@@ -380,9 +385,25 @@ func privateBroker(t *testing.T) (brokers string, restart func()) {
 		lines := strings.Split(strings.TrimSpace(string(out)), "\n")
 		return lines[len(lines)-1]
 	}
+	// ours reports whether addr is the broker whose port file is in state.
+	ours := func(addr string) bool {
+		port, err := os.ReadFile(filepath.Join(state, "kafka", "port"))
+		return err == nil && strings.HasSuffix(addr, ":"+strings.TrimSpace(string(port)))
+	}
 	addr := kafkaSh("start")
-	t.Cleanup(func() { kafkaSh("stop") })
+	if !ours(addr) || addr == strings.TrimSpace(os.Getenv(testenv.KafkaEnv)) {
+		t.Fatalf("kafka.sh start gave %s, which is not a broker in %s: it would restart someone else's broker", addr, state)
+	}
+	t.Cleanup(func() {
+		if ours(addr) {
+			kafkaSh("stop")
+		}
+	})
 	return addr, func() {
+		t.Helper()
+		if !ours(addr) {
+			t.Fatalf("%s is not the broker in %s; not restarting it", addr, state)
+		}
 		start := time.Now()
 		if got := kafkaSh("restart"); got != addr {
 			t.Fatalf("the broker came back on %s, not %s", got, addr)

@@ -10,7 +10,7 @@
 #   stop    stop the broker and delete its data
 #   restart stop the broker and start it again with its data, on the same
 #           port (for tests: only on a broker of your own, started with its
-#           own EHRWATCH_DEV_STATE)
+#           own EHRDEV_STATE)
 #   status  print "running <addr>" (exit 0) or "stopped" (exit 1)
 #   env     start if needed, then print `export EHRDEV_KAFKA=<addr>`;
 #           use as: eval "$(deployments/dev/kafka.sh env)"
@@ -383,7 +383,7 @@ stop_broker() {
 
 # do_restart: stop the broker and start it again with the same data and
 # ports (a broker restart, for tests that need one: use it only on a broker
-# of your own, with its own EHRWATCH_DEV_STATE).
+# of your own, with its own EHRDEV_STATE).
 do_restart() {
   mkdir -p "${STATE_DIR}"
   exec 9>"${STATE_DIR}/.lock"
