@@ -39,15 +39,17 @@ func DecodeEvent(data []byte) (*AccessEvent, error) {
 		ev AccessEvent
 		lt time.Time
 	})
-	if _, err := decodeEvent(data, &h.ev, &h.lt); err != nil {
+	if _, err := decodeEvent(data, &h.ev, &h.lt, defaultFHIROpts); err != nil {
 		return nil, err
 	}
 	return &h.ev, nil
 }
 
 // DecodeEventInto is DecodeEvent into a caller-owned event, reporting the
-// format it found. On error *ev is zeroed and the error is a *DecodeError
-// (permanent: send the message to the dead-letter queue).
+// format it found. On error *ev is zeroed and the error is either a
+// *NotAccessError (errors.Is(err, ErrNotAccess): a well-formed event that
+// is not a chart access, such as a login; count it and skip it) or a
+// *DecodeError (permanent: send the message to the dead-letter queue).
 //
 // All string fields of a decoded event share one backing allocation that
 // holds only the event's own strings. Code that keeps one field much longer
@@ -55,10 +57,10 @@ func DecodeEvent(data []byte) (*AccessEvent, error) {
 // strings.Clone it, or it pins the whole event's strings, patient id
 // included.
 func DecodeEventInto(data []byte, ev *AccessEvent) (Format, error) {
-	return decodeEvent(data, ev, nil)
+	return decodeEvent(data, ev, nil, defaultFHIROpts)
 }
 
-func decodeEvent(data []byte, ev *AccessEvent, lt *time.Time) (Format, error) {
+func decodeEvent(data []byte, ev *AccessEvent, lt *time.Time, opts *fhirOpts) (Format, error) {
 	if len(data) > MaxFHIRMessageSize {
 		*ev = AccessEvent{}
 		return FormatUnknown, newErr("", ClassTooLarge, rMessageTooLarge, -1)
@@ -66,7 +68,12 @@ func decodeEvent(data []byte, ev *AccessEvent, lt *time.Time) (Format, error) {
 	format := FormatCanonical
 	maybeFHIR, de := decodeCanonical(data, ev, lt, true)
 	if maybeFHIR {
-		format, de = decodeFHIR(data, ev, lt, de)
+		var ignore IgnoreReason
+		format, de, ignore = decodeFHIR(data, ev, lt, de, opts)
+		if ignore != "" {
+			*ev = AccessEvent{}
+			return format, &NotAccessError{Reason: ignore, Format: format}
+		}
 	}
 	if format == FormatCanonical && len(data) > MaxCanonicalMessageSize {
 		// Too large for canonical JSON whatever else is wrong with it.

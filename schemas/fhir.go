@@ -29,57 +29,38 @@ const (
 	sysObjectRole   = "http://terminology.hl7.org/CodeSystem/object-role"
 )
 
-// DecodeFHIR decodes one FHIR AuditEvent (R4 or R5, JSON) into ev.
+// DecodeFHIR decodes one FHIR AuditEvent (R4 or R5, JSON) into ev with
+// the default FHIRConfig. The mapping, rule by rule with the FHIR path each
+// rule reads, is in docs/feeds.md; in short:
 //
-// The version is told by shape: R4 has type/subtype/period/purposeOfEvent
-// or a string outcome; R5 has code/category/occurred[x]/patient/encounter/
-// authorization or an object outcome. A resource with markers of both, or
-// of neither, is rejected. Elements the mapping does not read are skipped
-// (but must still be valid JSON); elements it reads must have the right
-// type and must not be repeated.
-//
-// Mapping (both versions unless noted):
-//
-//	event_id           id (required)
-//	event_time         R4 period.start, R5 occurredDateTime or occurredPeriod.start; else recorded
-//	logged_time        recorded
-//	source             source.observer (identifier.value, else reference id, else display)
-//	facility_id        source.site: R4 string; R5 Reference (as source) — required
-//	user_id            the user agent's who: identifier.value, else the reference's id
-//	                   ("Practitioner/123" → "123"); the user agent is the first with
-//	                   requestor=true, else the first whose who is a Practitioner or
-//	                   PractitionerRole, else the only agent
-//	user_role          user agent role[0]: first coding code, else text
-//	user_department    user agent extension FHIRExtUserDepartment, else agent.location id
-//	client_ip          user agent R4 network.address when type is "2" or it parses as an IP;
-//	                   R5 networkString when it parses as an IP
-//	workstation_id     the same address when it is not an IP (R4 type "1"), R5
-//	                   networkReference id; else the first other agent whose who is a Device
-//	patient_id         R5 patient; any entity whose what is a Patient (reference type
-//	                   or Reference.type), or R4 entity type "1" with role "1"; all must
-//	                   agree (several patients: invalid_value "entity") — required
-//	encounter_id       R5 encounter; else an entity whose what is an Encounter
-//	resource           the first other entity's what.reference, verbatim
-//	action             type/subtype (R4) or category/code (R5) coding DICOM 110106 or a
-//	                   code/display "export" → export, "print" → print; else action code
-//	                   C→create R→view U→update D→delete E→query; else a
-//	                   restful-interaction coding (read→view, search→query, …)
-//	break_glass        a coding BTG (v3-ActReason) in R4 purposeOfEvent / agent.purposeOfUse
-//	                   or R5 authorization / agent.authorization; a type/subtype/code
-//	                   coding "emergency override" or "break-glass"; or the
-//	                   FHIRExtBreakGlassReason extension
-//	break_glass_reason the FHIRExtBreakGlassReason extension, else the text of the
-//	                   concept that carried BTG (what the user typed in the
-//	                   break-glass dialog); entity.description is never used
-//	outcome            R4 outcome, R5 outcome.code.code: "0" → success, "4"/"8"/"12" →
-//	                   failure; absent → success
+//	patient_id     R5 patient; else entities whose role is Patient (object-role 1);
+//	               else entities whose what is a Patient reference. The identifier
+//	               (HL7 v2 CX or Identifier, assigning authority mapped by
+//	               fhir.patient_identifier_authorities) wins over the reference id
+//	               ("_history" stripped). No patient: not a chart access.
+//	user_id        the requestor agent's who: identifier, then reference (fhir.user_id_from);
+//	               never who.display (display only: not a chart access, no_user)
+//	facility_id    source.site; else the requestor's location; else source.observer
+//	               when it is an Organization or Location; else
+//	               fhir.source_facilities[source] (or ["*"]); else missing_field source.site
+//	action         DICOM 110106 / "export" / "Disclosure" → export; "print" → print;
+//	               DICOM 110127/110128 → view; else action C/R/U/D/E; else REST codes
+//	break_glass    DICOM 110127/110128 in any code; BTG or ETREAT in purposeOfEvent,
+//	               authorization or the agent's purposeOfUse/authorization; a code or
+//	               display "emergency override"/"break-glass"; the reason extension
 //
 // Errors are *DecodeError whose Field is the FHIR element path without
 // indexes ("agent.who", "source.site", "entity"), or the canonical field
 // name when a rule of AccessEvent.Validate failed on a value with no single
-// source element. On error *ev is zeroed.
+// source element, or a *NotAccessError for a well-formed event that is not
+// a chart access. On error *ev is zeroed.
 func DecodeFHIR(data []byte, ev *AccessEvent) error {
-	if _, de := decodeFHIR(data, ev, nil, nil); de != nil {
+	f, de, ignore := decodeFHIR(data, ev, nil, nil, defaultFHIROpts)
+	if ignore != "" {
+		*ev = AccessEvent{}
+		return &NotAccessError{Reason: ignore, Format: f}
+	}
+	if de != nil {
 		*ev = AccessEvent{}
 		return de
 	}
@@ -88,36 +69,37 @@ func DecodeFHIR(data []byte, ev *AccessEvent) error {
 
 // decodeFHIR decodes data as a FHIR AuditEvent. If the top-level object has
 // no resourceType, it returns notFHIR when that is set (the canonical error
-// DecodeEvent met) and FormatCanonical.
-func decodeFHIR(data []byte, ev *AccessEvent, lt *time.Time, notFHIR *DecodeError) (Format, *DecodeError) {
+// DecodeEvent met) and FormatCanonical. A non-empty IgnoreReason means the
+// event is well formed but not a chart access.
+func decodeFHIR(data []byte, ev *AccessEvent, lt *time.Time, notFHIR *DecodeError, opts *fhirOpts) (Format, *DecodeError, IgnoreReason) {
 	if len(data) > MaxFHIRMessageSize {
-		return FormatUnknown, newErr("", ClassTooLarge, rMessageTooLarge, -1)
+		return FormatUnknown, newErr("", ClassTooLarge, rMessageTooLarge, -1), ""
 	}
 	d := getDoc()
 	defer putDoc(d)
 	if de := d.parse(data); de != nil {
-		return FormatUnknown, de
+		return FormatUnknown, de, ""
 	}
 	if d.nodes[0].kind != jObject {
-		return FormatUnknown, newErr("", ClassWrongType, rNotObject, 0)
+		return FormatUnknown, newErr("", ClassWrongType, rNotObject, 0), ""
 	}
-	m := fhirMapper{d: d}
+	m := fhirMapper{d: d, opts: opts, userAgent: -1}
 	rt, de := m.get(0, "resourceType", "resourceType", jString, rWantString)
 	if de != nil {
-		return FormatUnknown, de
+		return FormatUnknown, de, ""
 	}
 	if rt < 0 {
 		if notFHIR != nil {
-			return FormatCanonical, notFHIR
+			return FormatCanonical, notFHIR, ""
 		}
-		return FormatUnknown, newErr("resourceType", ClassUnsupportedFormat, rNotFHIR, -1)
+		return FormatUnknown, newErr("resourceType", ClassUnsupportedFormat, rNotFHIR, -1), ""
 	}
 	if string(d.text(rt)) != "AuditEvent" {
-		return FormatUnknown, newErr("resourceType", ClassUnsupportedFormat, rNotAuditEvent, int(d.nodes[rt].start))
+		return FormatUnknown, newErr("resourceType", ClassUnsupportedFormat, rNotAuditEvent, int(d.nodes[rt].start)), ""
 	}
 	f, de := m.run()
-	if de != nil {
-		return f, de
+	if de != nil || m.ignore != "" {
+		return f, de, m.ignore
 	}
 	if m.hasLogged {
 		if lt == nil {
@@ -127,12 +109,13 @@ func decodeFHIR(data []byte, ev *AccessEvent, lt *time.Time, notFHIR *DecodeErro
 		m.ev.LoggedTime = lt
 	}
 	*ev = m.ev
-	return f, nil
+	return f, nil, ""
 }
 
 // fhirMapper holds one AuditEvent's mapping in progress.
 type fhirMapper struct {
 	d    *jdoc
+	opts *fhirOpts
 	r5   bool
 	vals [numEventFields][]byte // decoded text of each string field
 	src  [numEventFields]string // the FHIR path each value came from
@@ -141,6 +124,8 @@ type fhirMapper struct {
 	logged      time.Time // recorded, once read
 	hasLogged   bool
 	ipTentative bool // client_ip holds a network address that may not be an IP
+	ignore      IgnoreReason
+	userAgent   int32 // the requestor agent's node, once chosen
 }
 
 // codeFlags is what a set of codings says about the access.
@@ -156,6 +141,9 @@ const (
 	flagUpdate
 	flagDelete
 	flagQuery
+	flagAuth     // DICOM 110114 User Authentication, 110122 Login, 110123 Logout
+	flagOverride // DICOM 110127/110128 Emergency Override Started/Stopped
+	flagSecAlert // DICOM 110113 Security Alert
 )
 
 func (m *fhirMapper) run() (Format, *DecodeError) {
@@ -235,6 +223,23 @@ func (m *fhirMapper) run() (Format, *DecodeError) {
 		}
 	}
 
+	// Patient, encounter and resource: an event without a patient is not
+	// a chart access, whatever else it holds.
+	if de := m.subjects(); de != nil {
+		return format, de
+	}
+	if m.vals[fPatientID] == nil {
+		switch {
+		case typeFlags&flagAuth != 0:
+			m.ignore = IgnoreAuthentication
+		case typeFlags&flagQuery != 0:
+			m.ignore = IgnoreQueryWithoutPatient
+		default:
+			m.ignore = IgnoreNoPatient
+		}
+		return format, nil
+	}
+
 	// Action.
 	var codeAction Action
 	if b, de := m.str(root, "action", "action"); de != nil {
@@ -260,6 +265,9 @@ func (m *fhirMapper) run() (Format, *DecodeError) {
 		m.ev.Action = ActionExport
 	case typeFlags&flagPrint != 0:
 		m.ev.Action = ActionPrint
+	case typeFlags&flagOverride != 0 && (codeAction == "" || codeAction == ActionQuery):
+		// An emergency override opens the chart (action E: "execute").
+		m.ev.Action = ActionView
 	case codeAction != "":
 		m.ev.Action = codeAction
 	case typeFlags&flagDelete != 0:
@@ -299,7 +307,7 @@ func (m *fhirMapper) run() (Format, *DecodeError) {
 	if pf&flagBTG != 0 && ptext != nil {
 		reason = ptext
 	}
-	breakGlass := (pf|typeFlags)&(flagBTG|flagEmergency) != 0
+	breakGlass := (pf|typeFlags)&(flagBTG|flagEmergency|flagOverride|flagSecAlert) != 0
 
 	// The break-glass reason extension wins over concept text.
 	ext, de := m.extension(root, "extension", FHIRExtBreakGlassReason, false)
@@ -313,7 +321,7 @@ func (m *fhirMapper) run() (Format, *DecodeError) {
 
 	// Agents.
 	agentFlags, agentReason, de := m.agents()
-	if de != nil {
+	if de != nil || m.ignore != "" {
 		return format, de
 	}
 	if agentFlags&flagBTG != 0 {
@@ -329,13 +337,8 @@ func (m *fhirMapper) run() (Format, *DecodeError) {
 		}
 	}
 
-	// Source.
+	// Source and facility.
 	if de := m.source(); de != nil {
-		return format, de
-	}
-
-	// Patient, encounter and resource.
-	if de := m.subjects(); de != nil {
 		return format, de
 	}
 
@@ -455,8 +458,8 @@ func (m *fhirMapper) outcome() *DecodeError {
 		code = b
 	}
 	switch string(code) {
-	case "0":
-	case "4", "8", "12":
+	case "0", "information", "warning":
+	case "4", "8", "12", "error", "fatal": // audit-event-outcome; R5 also allows issue-severity
 		m.ev.Outcome = OutcomeFailure
 	default:
 		return newErr(path, ClassInvalidValue, rOutcomeCode, -1)
@@ -506,6 +509,8 @@ func (m *fhirMapper) agents() (codeFlags, []byte, *DecodeError) {
 		return 0, nil, newErr("agent.requestor", ClassMissingField, rRequired, -1)
 	}
 
+	m.userAgent = user
+
 	// who → user_id
 	who, de := m.refOf(user, "who", "agent.who", false)
 	if de != nil {
@@ -514,10 +519,20 @@ func (m *fhirMapper) agents() (codeFlags, []byte, *DecodeError) {
 	if !who.present {
 		return 0, nil, newErr("agent.who", ClassMissingField, rRequired, -1)
 	}
-	if who.id == nil {
-		return 0, nil, newErr("agent.who", ClassInvalidValue, rBadReference, who.pos)
+	if who.contained {
+		return 0, nil, newErr("agent.who", ClassInvalidValue, rContainedReference, who.pos)
 	}
-	if de := m.set(fUserID, who.id, "agent.who"); de != nil {
+	uid := m.userID(who)
+	if uid == nil {
+		if who.refID == nil && who.ident == nil && who.display == nil {
+			return 0, nil, newErr("agent.who", ClassInvalidValue, rBadReference, who.pos)
+		}
+		// Known by display only (or by identifiers of other systems): a
+		// well-formed event nobody can be held accountable for.
+		m.ignore = IgnoreNoUser
+		return 0, nil, nil
+	}
+	if de := m.set(fUserID, uid, "agent.who"); de != nil {
 		return 0, nil, de
 	}
 
@@ -679,35 +694,75 @@ func (m *fhirMapper) source() *DecodeError {
 			return newErr("source.site", ClassWrongType, rWantStringOrObject, int(m.d.nodes[site].start))
 		}
 	}
-	if len(facility) == 0 {
-		return newErr("source.site", ClassMissingField, rRequired, -1)
-	}
-	if de := m.set(fFacilityID, facility, "source.site"); de != nil {
-		return de
-	}
 	obs, de := m.refOf(src, "observer", "source.observer", true)
 	if de != nil {
 		return de
 	}
-	return m.set(fSource, obs.id, "source.observer")
+	if de := m.set(fSource, obs.id, "source.observer"); de != nil {
+		return de
+	}
+	// The facility chain (docs/feeds.md): source.site, the requestor's
+	// location, an Organization or Location observer, the configured
+	// facility of the source. Never a silent default.
+	path := "source.site"
+	if len(facility) == 0 && m.userAgent >= 0 {
+		loc, de := m.refOf(m.userAgent, "location", "agent.location", false)
+		if de != nil {
+			return de
+		}
+		facility, path = loc.ident, "agent.location"
+		if facility == nil {
+			facility = loc.refID
+		}
+	}
+	if len(facility) == 0 && (string(obs.typ) == "Organization" || string(obs.typ) == "Location") {
+		facility, path = obs.id, "source.observer"
+	}
+	if len(facility) == 0 && len(m.opts.facilityOfSrc) > 0 {
+		f, ok := m.opts.facilityOfSrc[string(obs.id)]
+		if !ok {
+			f = m.opts.facilityOfSrc["*"]
+		}
+		facility, path = []byte(f), "source.observer"
+	}
+	if len(facility) == 0 {
+		return newErr("source.site", ClassMissingField, rRequired, -1)
+	}
+	return m.set(fFacilityID, facility, path)
 }
 
 // subjects maps patient, encounter and resource from R5 patient/encounter
-// and from entity[].
+// and from entity[]. The patient comes from the first of these tiers that
+// names one: (1) R5 patient and entities whose role is Patient
+// (object-role 1); (2) entities whose what is a Patient reference. Within
+// the tier every designation must agree. It leaves patient_id unset when
+// no tier names a patient.
 func (m *fhirMapper) subjects() *DecodeError {
 	d := m.d
-	var patient []byte
+	var patient [3][]byte // by tier; [0] unused
+	var patientPath [3]string
+	add := func(tier int, id []byte, path string, pos int) *DecodeError {
+		if patient[tier] != nil && !bytes.Equal(patient[tier], id) {
+			return newErr("entity", ClassInvalidValue, rSeveralPatients, pos)
+		}
+		if patient[tier] == nil {
+			patient[tier], patientPath[tier] = id, path
+		}
+		return nil
+	}
 	if m.r5 {
 		p, de := m.refOf(0, "patient", "patient", false)
 		if de != nil {
 			return de
 		}
-		if p.present && p.id == nil {
-			return newErr("patient", ClassInvalidValue, rBadReference, p.pos)
-		}
-		if p.id != nil {
-			patient = p.id
-			m.src[fPatientID] = "patient"
+		if p.present {
+			id, de := m.patientID(p, "patient")
+			if de != nil {
+				return de
+			}
+			if de := add(1, id, "patient", p.pos); de != nil {
+				return de
+			}
 		}
 		e, de := m.refOf(0, "encounter", "encounter", false)
 		if de != nil {
@@ -734,70 +789,73 @@ func (m *fhirMapper) subjects() *DecodeError {
 			if !what.present {
 				continue
 			}
-			id, typ, ref := what.id, what.typ, what.ref
-			isPatient := string(typ) == "Patient"
-			if !isPatient && typ == nil {
-				if isPatient, de = m.patientRole(c); de != nil {
-					return de
-				}
+			role, de := m.patientRole(c)
+			if de != nil {
+				return de
+			}
+			tier := 0
+			switch {
+			case role:
+				tier = 1
+			case string(what.typ) == "Patient":
+				tier = 2
 			}
 			switch {
-			case isPatient:
-				if id == nil {
-					return newErr("entity.what", ClassInvalidValue, rBadReference, what.pos)
+			case tier > 0:
+				id, de := m.patientID(what, "entity.what")
+				if de != nil {
+					return de
 				}
-				if patient != nil && !bytes.Equal(patient, id) {
-					return newErr("entity", ClassInvalidValue, rSeveralPatients, int(d.nodes[c].start))
+				if de := add(tier, id, "entity.what", int(d.nodes[c].start)); de != nil {
+					return de
 				}
-				if patient == nil {
-					patient = id
-					m.src[fPatientID] = "entity.what"
-				}
-			case string(typ) == "Encounter":
+			case string(what.typ) == "Encounter":
 				if m.vals[fEncounterID] == nil {
-					if de := m.set(fEncounterID, id, "entity.what"); de != nil {
+					if de := m.set(fEncounterID, what.id, "entity.what"); de != nil {
 						return de
 					}
 				}
 			default:
-				if m.vals[fResource] == nil && len(ref) > 0 {
-					if de := m.set(fResource, ref, "entity.what.reference"); de != nil {
+				if m.vals[fResource] == nil && len(what.ref) > 0 && !what.contained {
+					if de := m.set(fResource, what.ref, "entity.what.reference"); de != nil {
 						return de
 					}
 				}
 			}
 		}
 	}
-	if patient == nil {
-		if m.r5 {
-			return newErr("patient", ClassMissingField, rRequired, -1)
+	for tier := 1; tier <= 2; tier++ {
+		if patient[tier] != nil {
+			return m.set(fPatientID, patient[tier], patientPath[tier])
 		}
-		return newErr("entity", ClassMissingField, rRequired, -1)
 	}
-	return m.set(fPatientID, patient, m.src[fPatientID])
+	return nil
 }
 
 // patientRole reports whether an entity is marked as the patient by code:
-// R4 type "1" (Person) with role "1" (Patient); R5 role "1" (Patient).
+// role "1" (object-role Patient); in R4, a type, if present, must be "1"
+// (audit-entity-type Person).
 func (m *fhirMapper) patientRole(entity int32) (bool, *DecodeError) {
 	role := false
 	if !m.r5 {
 		t, de := m.get(entity, "type", "entity.type", jObject, rWantObject)
-		if de != nil || t < 0 {
-			return false, de
-		}
-		sys, code, _, de := m.coding(t, "entity.type")
 		if de != nil {
 			return false, de
 		}
-		if string(code) != "1" || (sys != nil && string(sys) != sysEntityType) {
-			return false, nil
+		if t >= 0 {
+			sys, code, _, de := m.coding(t, "entity.type")
+			if de != nil {
+				return false, de
+			}
+			if string(code) != "1" || (sys != nil && string(sys) != sysEntityType) {
+				return false, nil
+			}
 		}
 		r, de := m.get(entity, "role", "entity.role", jObject, rWantObject)
 		if de != nil || r < 0 {
 			return false, de
 		}
-		sys, code, _, de = m.coding(r, "entity.role")
+		sys, code, _, de := m.coding(r, "entity.role")
 		if de != nil {
 			return false, de
 		}
@@ -945,54 +1003,158 @@ func (m *fhirMapper) str(obj int32, name, path string) ([]byte, *DecodeError) {
 	return m.d.text(c), nil
 }
 
+// containedType returns the resourceType of the contained resource with
+// id, or nil.
+func (m *fhirMapper) containedType(id []byte) []byte {
+	d := m.d
+	arr, dup := d.member(0, "contained")
+	if dup || arr < 0 || d.nodes[arr].kind != jArray {
+		return nil
+	}
+	n := d.nodes[arr].count
+	for c, k := d.first(arr), int32(0); k < n; c, k = d.nodes[c].next, k+1 {
+		if d.nodes[c].kind != jObject {
+			continue
+		}
+		i, dup := d.member(c, "id")
+		if dup || i < 0 || d.nodes[i].kind != jString || !bytes.Equal(d.text(i), id) {
+			continue
+		}
+		if t, dup := d.member(c, "resourceType"); !dup && t >= 0 && d.nodes[t].kind == jString {
+			return d.text(t)
+		}
+	}
+	return nil
+}
+
+// userID picks user_id from the requestor's who by fhir.user_id_from and
+// fhir.user_identifier_systems; nil if none qualifies. display never does.
+func (m *fhirMapper) userID(who refInfo) []byte {
+	o := m.opts
+	ident, ref := who.ident, who.refID
+	if o.userNoIdent {
+		ident = nil
+	} else if len(o.userSystems) > 0 && ident != nil {
+		ok := false
+		for _, s := range o.userSystems {
+			if string(who.identSys) == s {
+				ok = true
+				break
+			}
+		}
+		if !ok {
+			ident = nil
+		}
+	}
+	if o.userNoRef {
+		ref = nil
+	}
+	if o.userRefFirst && ref != nil {
+		return ref
+	}
+	if ident != nil {
+		return ident
+	}
+	return ref
+}
+
+// patientID maps a Reference that designates the patient: its identifier
+// (the ID of an HL7 v2 CX value, prefixed per assigning authority by
+// fhir.patient_identifier_authorities), else the id of its reference.
+func (m *fhirMapper) patientID(r refInfo, path string) ([]byte, *DecodeError) {
+	if r.ident != nil {
+		id, auth := r.ident, r.identSys
+		if i := bytes.IndexByte(id, '^'); i >= 0 {
+			// CX: ID^check digit^scheme^assigning authority (HD:
+			// namespace&universal id&type)^…
+			auth = nil
+			parts := bytes.SplitN(id, []byte("^"), 5)
+			id = parts[0]
+			if len(parts) > 3 {
+				hd := bytes.Split(parts[3], []byte("&"))
+				auth = hd[0]
+				if len(hd) > 1 && len(hd[1]) > 0 {
+					auth = hd[1]
+				}
+			}
+		}
+		auth = bytes.TrimPrefix(auth, []byte("urn:oid:"))
+		if len(id) > 0 {
+			if len(m.opts.authorities) == 0 {
+				return id, nil
+			}
+			if prefix, ok := m.opts.authorities[string(auth)]; ok {
+				if prefix == "" {
+					return id, nil
+				}
+				return append(append(make([]byte, 0, len(prefix)+len(id)), prefix...), id...), nil
+			}
+		}
+	}
+	if r.contained {
+		return nil, newErr(path, ClassInvalidValue, rContainedReference, r.pos)
+	}
+	if r.refID != nil {
+		return r.refID, nil
+	}
+	return nil, newErr(path, ClassInvalidValue, rBadReference, r.pos)
+}
+
 // refInfo is what refOf reads from a Reference.
 type refInfo struct {
-	id      []byte // identifier.value, else the reference's id, else (allowDisplay) display
-	typ     []byte // resource type, from reference or Reference.type
-	ref     []byte // the reference string verbatim
-	present bool   // the member exists (and is not null)
-	pos     int    // offset of the Reference object
+	id        []byte // identifier.value, else the reference's id, else (allowDisplay) display
+	refID     []byte // the id of reference ("_history" stripped), nil if none or contained
+	ident     []byte // identifier.value
+	identSys  []byte // identifier.system
+	display   []byte // display
+	typ       []byte // resource type, from reference or Reference.type
+	ref       []byte // the reference string verbatim
+	contained bool   // reference is "#…" (a contained resource)
+	present   bool   // the member exists (and is not null)
+	pos       int    // offset of the Reference object
 }
 
 // refOf reads the Reference in member name of obj.
 func (m *fhirMapper) refOf(obj int32, name, path string, allowDisplay bool) (refInfo, *DecodeError) {
-	var id, typ, ref []byte
+	var ri refInfo
 	r, de := m.get(obj, name, path, jObject, rWantObject)
 	if de != nil || r < 0 {
 		return refInfo{}, de
 	}
-	if ref, de = m.str(r, "reference", path); de != nil {
+	ri.present, ri.pos = true, int(m.d.nodes[r].start)
+	if ri.ref, de = m.str(r, "reference", path); de != nil {
 		return refInfo{}, de
 	}
-	if len(ref) > 0 {
-		s := ref
+	if s := ri.ref; len(s) > 0 {
 		if s[0] == '#' {
-			return refInfo{}, newErr(path, ClassInvalidValue, rContainedReference, int(m.d.nodes[r].start))
-		}
-		if i := bytes.Index(s, []byte("/_history/")); i >= 0 {
-			s = s[:i]
-		}
-		if bytes.HasPrefix(s, []byte("urn:")) {
-			id = s
+			ri.contained = true
+			ri.typ = m.containedType(s[1:])
 		} else {
-			i := bytes.LastIndexByte(s, '/')
-			id = s[i+1:]
-			if i > 0 {
-				t := s[:i]
-				typ = t[bytes.LastIndexByte(t, '/')+1:]
+			if i := bytes.Index(s, []byte("/_history/")); i >= 0 {
+				s = s[:i]
+			}
+			if bytes.HasPrefix(s, []byte("urn:")) {
+				ri.refID = s
+			} else {
+				i := bytes.LastIndexByte(s, '/')
+				ri.refID = s[i+1:]
+				if i > 0 {
+					t := s[:i]
+					ri.typ = t[bytes.LastIndexByte(t, '/')+1:]
+				}
+			}
+			if len(ri.refID) == 0 {
+				return refInfo{}, newErr(path, ClassInvalidValue, rBadReference, ri.pos)
 			}
 		}
-		if len(id) == 0 {
-			return refInfo{}, newErr(path, ClassInvalidValue, rBadReference, int(m.d.nodes[r].start))
-		}
 	}
-	if typ == nil {
+	if ri.typ == nil {
 		t, de := m.str(r, "type", path)
 		if de != nil {
 			return refInfo{}, de
 		}
 		if len(t) > 0 {
-			typ = t[bytes.LastIndexByte(t, '/')+1:]
+			ri.typ = t[bytes.LastIndexByte(t, '/')+1:]
 		}
 	}
 	ident, de := m.get(r, "identifier", path, jObject, rWantObject)
@@ -1005,18 +1167,27 @@ func (m *fhirMapper) refOf(obj int32, name, path string, allowDisplay bool) (ref
 			return refInfo{}, de
 		}
 		if len(v) > 0 {
-			id = v
+			ri.ident = v
 		}
-	}
-	if id == nil && allowDisplay {
-		if id, de = m.str(r, "display", path); de != nil {
+		if ri.identSys, de = m.str(ident, "system", path); de != nil {
 			return refInfo{}, de
 		}
 	}
-	if len(id) == 0 {
-		id = nil
+	if ri.display, de = m.str(r, "display", path); de != nil {
+		return refInfo{}, de
 	}
-	return refInfo{id: id, typ: typ, ref: ref, present: true, pos: int(m.d.nodes[r].start)}, nil
+	if len(ri.display) == 0 {
+		ri.display = nil
+	}
+	switch {
+	case ri.ident != nil:
+		ri.id = ri.ident
+	case ri.refID != nil:
+		ri.id = ri.refID
+	case allowDisplay:
+		ri.id = ri.display
+	}
+	return ri, nil
 }
 
 // coding reads a Coding object.
@@ -1180,6 +1351,12 @@ func classifyCoding(system, code, display []byte) codeFlags {
 			f |= flagExport
 		case "110112": // Query
 			f |= flagQuery
+		case "110114", "110122", "110123": // User Authentication, Login, Logout
+			f |= flagAuth
+		case "110127", "110128": // Emergency Override Started, Stopped
+			f |= flagOverride
+		case "110113": // Security Alert
+			f |= flagSecAlert
 		}
 	case sysRestful:
 		switch string(code) {
@@ -1195,7 +1372,7 @@ func classifyCoding(system, code, display []byte) codeFlags {
 			f |= flagQuery
 		}
 	case sysActReason, sysActReasonOld, sysActReasonOID, "":
-		if string(code) == "BTG" {
+		if string(code) == "BTG" || string(code) == "ETREAT" {
 			f |= flagBTG
 		}
 	}
@@ -1203,7 +1380,7 @@ func classifyCoding(system, code, display []byte) codeFlags {
 		switch {
 		case foldEq(w, "print"):
 			f |= flagPrint
-		case foldEq(w, "export"):
+		case foldEq(w, "export"), foldEq(w, "disclosure"):
 			f |= flagExport
 		case foldEq(w, "emergency override"), foldEq(w, "emergency-override"),
 			foldEq(w, "break-glass"), foldEq(w, "break the glass"), foldEq(w, "breakglass"):

@@ -93,9 +93,18 @@ func jsonStrings(data []byte) (keys, values []string) {
 // in that dynamic part, unless it is also in an input key and the error is
 // an unknown_field echo (which repeats a key, by design, never a value).
 func errorLeak(data []byte, err error) string {
+	if na, ok := err.(*NotAccessError); ok {
+		if !slices.Contains(IgnoreReasons, na.Reason) {
+			return fmt.Sprintf("unknown ignore reason %q", na.Reason)
+		}
+		if msg := err.Error(); msg != (&NotAccessError{Reason: na.Reason}).Error() {
+			return fmt.Sprintf("Error() %q has more than the reason", msg)
+		}
+		return ""
+	}
 	de, ok := err.(*DecodeError)
 	if !ok {
-		return fmt.Sprintf("error %T is not a *DecodeError", err)
+		return fmt.Sprintf("error %T is neither a *DecodeError nor a *NotAccessError", err)
 	}
 	if !slices.Contains(ErrorClasses, de.Class) || de.Class == ClassOther {
 		return fmt.Sprintf("unknown class %q", de.Class)

@@ -2,7 +2,8 @@
 # The project's test command (`make test` runs it; so does CI).
 #
 # Installs what the tests need (Go modules, Kafka's jars from Maven Central,
-# chDB from PyPI, all cached under ~/.cache/ehrwatch), starts a real Kafka
+# chDB from PyPI, HL7's FHIR example packages from npm, all cached under
+# ~/.cache/ehrwatch), starts a real Kafka
 # broker and the ClickHouse engine (unless they already run), runs the static
 # checks and the whole Go test suite against them, and stops the services it
 # started. Extra arguments go to `go test` (e.g. -run Pipeline).
@@ -36,6 +37,10 @@ for svc in kafka clickhouse; do
 	eval "$(bash "$here/$svc.sh" env)"
 done
 export EHRDEV_KAFKA EHRDEV_CLICKHOUSE
+
+log "FHIR example packages"
+eval "$(bash "$here/fhir-examples.sh" env)"
+export EHRDEV_FHIR_EXAMPLES
 
 log "gofmt"
 unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))
