@@ -365,6 +365,12 @@ func (p *Pipeline) process(ctx context.Context, pt *partition, proc Processor, m
 		tracker: pt.tracker,
 	}
 	ev, err := p.decode(m.Value)
+	if reason, ok := schemas.IgnoreReasonOf(err); ok {
+		// Well formed but not a chart access (a login, say): counted,
+		// committed like a handled message, never dead-lettered.
+		p.metrics.ignored.WithLabelValues(string(reason)).Inc()
+		return rec
+	}
 	if err != nil {
 		rec.dead = p.deadLetter(pt, m, err)
 		return rec

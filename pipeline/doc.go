@@ -48,7 +48,11 @@
 //     on its partition is durably handled: stored in ClickHouse, or, for an
 //     undecodable message, produced to the DLQ topic (acknowledged by all
 //     in-sync replicas) and stored in the dlq table. Offsets that do not
-//     exist (compaction, transaction markers) never hold a commit back.
+//     exist (compaction, transaction markers) never hold a commit back, nor
+//     do well-formed messages that are not chart accesses (a login, a
+//     search without a patient: schemas.ErrNotAccess), which are counted
+//     by reason in ehrwatch_events_ignored_total and committed with the
+//     batch they fall in, neither stored nor dead-lettered.
 //   - Commits go through the generation that assigned the partition: once
 //     this member has lost a partition (evicted, or the group moved on), its
 //     commit is refused by the coordinator instead of overwriting the new

@@ -19,6 +19,7 @@ type metrics struct {
 	consumed       *prometheus.CounterVec // topic
 	stored         *prometheus.CounterVec // table
 	deadLettered   *prometheus.CounterVec // error_class
+	ignored        *prometheus.CounterVec // reason
 	findings       *prometheus.CounterVec // detector
 	detectorErrors prometheus.Counter
 	fetchErrors    prometheus.Counter
@@ -56,6 +57,9 @@ func newMetrics() *metrics {
 	m.deadLettered = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "ehrwatch_dlq_messages_total", Help: "Messages durably dead-lettered (DLQ topic and dlq table), by error class.",
 	}, []string{"error_class"})
+	m.ignored = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "ehrwatch_events_ignored_total", Help: "Well-formed messages that are not chart accesses (logins, searches without a patient…), skipped and committed, by reason.",
+	}, []string{"reason"})
 	m.findings = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "ehrwatch_findings_total", Help: "Findings durably stored, by detector.",
 	}, []string{"detector"})
@@ -150,6 +154,10 @@ func newMetrics() *metrics {
 	}
 	for _, r := range []string{restoreRestored, restoreNone, restoreFailed, restoreExpired} {
 		m.restores.WithLabelValues(r)
+	}
+	f(m.ignored)
+	for _, r := range schemas.IgnoreReasons {
+		m.ignored.WithLabelValues(string(r))
 	}
 	return m
 }

@@ -151,7 +151,7 @@ func (p *pending) add(r *record) {
 	if r.dead != nil {
 		p.batch.DeadLetters = append(p.batch.DeadLetters, r.dead.row)
 		p.dlq = append(p.dlq, r.dead.msg)
-	} else {
+	} else if r.event != nil { // nil: ignored (not a chart access), only acked
 		p.batch.Events = append(p.batch.Events, store.EventRow{Position: r.pos, Event: r.event})
 		for i := range r.findings {
 			p.batch.Findings = append(p.batch.Findings, store.FindingRow{Position: r.pos, Finding: &r.findings[i]})
