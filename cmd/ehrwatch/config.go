@@ -21,6 +21,7 @@ import (
 	"github.com/ehrwatch/ehrwatch/pipeline/alerting"
 	"github.com/ehrwatch/ehrwatch/pipeline/api"
 	"github.com/ehrwatch/ehrwatch/pipeline/store"
+	"github.com/ehrwatch/ehrwatch/schemas"
 )
 
 // Config is the whole ehrwatch configuration: one YAML file, then
@@ -39,6 +40,9 @@ type Config struct {
 	// refreshed (detectors.ReferenceConfig).
 	Reference detectors.ReferenceConfig `yaml:"reference"`
 	Alerting  alerting.Config           `yaml:"alerting"`
+	// FHIR is how FHIR AuditEvents are mapped where the standard leaves a
+	// choice (schemas.FHIRConfig; docs/feeds.md).
+	FHIR schemas.FHIRConfig `yaml:"fhir"`
 	// API is the triage and report API. `ehrwatch serve` always serves it
 	// (on 127.0.0.1:8080 when api.listen is empty); `ehrwatch run` serves
 	// it too, on its own listener with its own TLS settings, only when
@@ -59,6 +63,7 @@ func DefaultConfig() Config {
 		Detection:  DetectionConfig{detectors.DefaultEngineConfig(detectors.Registry())},
 		Reference:  detectors.DefaultReferenceConfig(),
 		Alerting:   alerting.DefaultConfig(),
+		FHIR:       schemas.DefaultFHIRConfig(),
 		API:        apiCfg,
 		HTTP:       DefaultHTTPConfig(),
 		Log:        DefaultLogConfig(),
@@ -81,6 +86,7 @@ func (c *Config) Validate() error {
 		c.Detection.validate("detection"),
 		c.Reference.Validate("reference"),
 		c.Alerting.Validate("alerting"),
+		c.FHIR.Validate("fhir"),
 		c.validateAPI(),
 		c.HTTP.Validate("http"),
 		c.Log.Validate("log"),

@@ -93,9 +93,14 @@ func runRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	// exists; the pipeline calls them only from Run.
 	var engines *engineSet
 	var mgr *alerting.Manager
+	dec, err := schemas.NewDecoder(cfg.FHIR)
+	if err != nil {
+		return err
+	}
 	p, err := pipeline.New(cfg.Pipeline, cfg.Kafka, pipeline.Deps{
 		Logger:     log,
 		ClickHouse: conn,
+		Decode:     dec.Decode,
 		NewProcessor: func(topic string, partition int) (pipeline.Processor, error) {
 			return engines.NewProcessor(topic, partition)
 		},
