@@ -202,6 +202,10 @@ const (
 	rBadFindingID
 	rNotFinite
 	rBadVocabularyKind
+	rCSVFieldCount
+	rCSVQuote
+	rUnmappedAction
+	rLocalTimeGap
 	numReasons
 )
 
@@ -262,6 +266,10 @@ var reasonText = [numReasons]string{
 	rBadFindingID:       "not 32 lower-case hex digits",
 	rNotFinite:          "number is NaN or infinite",
 	rBadVocabularyKind:  "not a known vocabulary kind (role, department)",
+	rCSVFieldCount:      "row has a different number of fields than the header",
+	rCSVQuote:           "malformed quoting",
+	rUnmappedAction:     "value is not in the mapping's action vocabulary",
+	rLocalTimeGap:       "local time does not exist in the zone (daylight-saving gap)",
 }
 
 // newErr builds a *DecodeError; off < 0 means "no position".

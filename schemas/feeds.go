@@ -35,11 +35,14 @@ const (
 	// known only by a display name (who.display is never used as an id),
 	// or whose identifiers are all outside fhir.user_identifier_systems.
 	IgnoreNoUser IgnoreReason = "no_user"
+	// IgnoreMappedAction: a CSV row whose action the mapping's vocabulary
+	// marks "ignore" (a login, a report run, a message sent).
+	IgnoreMappedAction IgnoreReason = "ignored_action"
 )
 
 // IgnoreReasons lists every IgnoreReason, for pre-registering metric label
 // values.
-var IgnoreReasons = []IgnoreReason{IgnoreAuthentication, IgnoreQueryWithoutPatient, IgnoreNoPatient, IgnoreNoUser}
+var IgnoreReasons = []IgnoreReason{IgnoreAuthentication, IgnoreQueryWithoutPatient, IgnoreNoPatient, IgnoreNoUser, IgnoreMappedAction}
 
 // NotAccessError is the error of an event that is not a chart access. It
 // holds no input data.
