@@ -101,6 +101,7 @@ commands:
   gen                write a synthetic hospital and labelled access stream (--out DIR, or --kafka BROKERS)
   replay             run the detectors over an exported access log, without Kafka (--events FILE --reference DIR)
   vocabulary suggest propose categories for unmapped role and department names (--events FILE --reference DIR)
+  convert            convert a CSV/TSV or FHIR export to canonical NDJSON (--in FILE --mapping FILE)
   migrate            create or upgrade the ClickHouse schema (--config FILE)
   serve              serve the triage and report API (--config FILE)
   report patient|user  access report for a patient or a user (--id --from --to --config FILE)
@@ -136,6 +137,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runReplay(ctx, args[1:], stdout, stderr)
 	case "vocabulary":
 		return runVocabulary(ctx, args[1:], stdout, stderr)
+	case "convert":
+		return runConvert(ctx, args[1:], stdout, stderr)
 	case "migrate":
 		return runMigrate(ctx, args[1:], stdout, stderr)
 	case "serve":

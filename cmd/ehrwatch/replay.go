@@ -32,7 +32,9 @@ ClickHouse, and writes their findings as NDJSON (the Finding fields).
 
   --events FILE      access events, one JSON object per line, in arrival order:
                      canonical ehrwatch events or FHIR R4/R5 AuditEvents
-                     (mixed is fine); "-" reads standard input
+                     (mixed is fine; --config's fhir section maps FHIR);
+                     with --csv-mapping, a CSV/TSV export; "-" reads
+                     standard input
   --reference DIR    users.ndjson, patients.ndjson and encounters.ndjson, and
                      optionally vocabulary.ndjson (the hospital's mapping of
                      role and department names to categories)
@@ -43,12 +45,13 @@ Engine, watermark and allowed lateness as ehrwatch run. With --partitions N
 the events are spread over N engines by user_id exactly as a Kafka topic
 of N partitions would spread them (--partitioner), which reproduces what
 ehrwatch run finds on such a topic; the default, one engine, is one
-partition. Lines that cannot be decoded are reported by line number and
-error class (never their content) and skipped; --strict makes them an
-error. The summary lists the role and department names, seen in the
-events or the reference data, that no vocabulary category covers
-(docs/detectors.md, "Vocabulary"); ehrwatch vocabulary suggest proposes a
-mapping for them.
+partition. Lines that are not chart accesses (logins, searches without a
+patient) are counted by reason and skipped. Lines that cannot be decoded
+are reported by line number and error class (never their content) and
+skipped; --strict makes them an error. The summary lists the role and
+department names, seen in the events or the reference data, that no
+vocabulary category covers (docs/detectors.md, "Vocabulary"); ehrwatch
+vocabulary suggest proposes a mapping for them.
 
 flags:
 `
@@ -66,6 +69,7 @@ type replayOptions struct {
 	strict      bool
 	maxErrors   int
 	cpuProfile  string
+	csvMapping  string
 }
 
 // tzFlags collects repeated --tz FACILITY=ZONE flags.
@@ -110,6 +114,7 @@ func runReplay(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	fs.Var(o.tz, "tz", "facility time zone, `FACILITY=ZONE` (repeatable; overrides --facilities and the config)")
 	fs.IntVar(&o.partitions, "partitions", 1, "spread users over this many engines, as a topic with this many partitions would")
 	fs.StringVar(&o.partitioner, "partitioner", "fnv1a", "how user_id keys map to partitions: fnv1a (kafka-go Hash, sarama) or murmur2 (Java clients, librdkafka consistent_random)")
+	fs.StringVar(&o.csvMapping, "csv-mapping", "", "read --events as a CSV/TSV export with this mapping `FILE` (YAML; see docs/feeds.md and deployments/csv/)")
 	fs.BoolVar(&o.strict, "strict", false, "exit non-zero when any line cannot be decoded")
 	fs.IntVar(&o.maxErrors, "max-errors", 20, "bad lines reported one by one before only counting")
 	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the replay (after loading) to this file")
@@ -134,17 +139,15 @@ func runReplay(ctx context.Context, args []string, stdout, stderr io.Writer) err
 
 // replayStats summarises one replay.
 type replayStats struct {
-	Lines      int                        // non-blank lines read
-	Events     int                        // lines decoded and processed
-	BadLines   int                        // lines that could not be decoded
-	BadClasses map[schemas.ErrorClass]int // bad lines by error class
-	Findings   map[string]int             // emitted findings (versions included) by detector
-	Late       uint64                     // events behind their engine's watermark
-	DetErrors  int                        // detector errors
-	NoZone     []string                   // facilities seen without a configured time zone
-	Took       time.Duration              // reading, decoding and detecting
-	Setup      time.Duration              // loading configuration and reference data
-	Unmapped   []detectors.UnmappedName   // role and department names no vocabulary category covers
+	lineTally                          // lines read, bad lines and not chart accesses
+	Events    int                      // lines decoded and processed
+	Findings  map[string]int           // emitted findings (versions included) by detector
+	Late      uint64                   // events behind their engine's watermark
+	DetErrors int                      // detector errors
+	NoZone    []string                 // facilities seen without a configured time zone
+	Took      time.Duration            // reading, decoding and detecting
+	Setup     time.Duration            // loading configuration and reference data
+	Unmapped  []detectors.UnmappedName // role and department names no vocabulary category covers
 }
 
 func (s replayStats) totalFindings() int {
@@ -158,7 +161,7 @@ func (s replayStats) totalFindings() int {
 func replay(ctx context.Context, o replayOptions, stdout, stderr io.Writer) error {
 	began := time.Now()
 	stderr = &lockedWriter{w: stderr} // the reader and the writer both report
-	ecfg, refCfg, err := loadDetectionConfig(o.config)
+	ecfg, refCfg, fhirCfg, err := loadDetectionConfig(o.config)
 	if err != nil {
 		return err
 	}
@@ -251,7 +254,11 @@ func replay(ctx context.Context, o replayOptions, stdout, stderr io.Writer) erro
 		}
 		defer pprof.StopCPUProfile()
 	}
-	st, err := r.run(ctx, in)
+	src, err := openSource(in, o.csvMapping, fhirCfg)
+	if err != nil {
+		return fmt.Errorf("replay: %w", err)
+	}
+	st, err := r.run(ctx, src)
 	if ferr := bw.Flush(); err == nil {
 		err = ferr
 	}
@@ -314,13 +321,7 @@ func printReplaySummary(w io.Writer, st replayStats, o replayOptions) {
 		fmt.Fprintf(w, ", peak RSS %d MiB", rss>>20)
 	}
 	fmt.Fprintln(w)
-	if st.BadLines > 0 {
-		var parts []string
-		for _, c := range sortedStrings(st.BadClasses) {
-			parts = append(parts, fmt.Sprintf("%s %d", c, st.BadClasses[schemas.ErrorClass(c)]))
-		}
-		fmt.Fprintf(w, "bad lines: %d of %d skipped (%s)\n", st.BadLines, st.Lines, strings.Join(parts, ", "))
-	}
+	printTally(w, st.lineTally)
 	if st.Late > 0 {
 		fmt.Fprintf(w, "late events: %d arrived behind their engine's watermark (still processed)\n", st.Late)
 	}
@@ -399,8 +400,8 @@ type replayFindings struct {
 
 const replayChunkSize = 2048
 
-func (r *replayer) run(ctx context.Context, in io.Reader) (replayStats, error) {
-	st := replayStats{BadClasses: map[schemas.ErrorClass]int{}, Findings: map[string]int{}}
+func (r *replayer) run(ctx context.Context, src eventSource) (replayStats, error) {
+	st := replayStats{lineTally: newLineTally(), Findings: map[string]int{}}
 	engines := make([]*detectors.Engine, r.n)
 	for i := range engines {
 		e, err := r.newEngine()
@@ -458,7 +459,6 @@ func (r *replayer) run(ctx context.Context, in io.Reader) (replayStats, error) {
 	// Reader and decoder.
 	noZone := map[string]bool{}
 	readErr := func() error {
-		lr := newLineReader(in, schemas.MaxFHIRMessageSize)
 		var c *replayChunk
 		n := 0
 		send := func() {
@@ -473,31 +473,20 @@ func (r *replayer) run(ctx context.Context, in io.Reader) (replayStats, error) {
 			c, n = nil, 0
 		}
 		for {
-			line, lineNo, tooLong, err := lr.next()
+			ev, lineNo, err := src.next()
 			if err == io.EOF {
 				send()
 				return nil
 			}
-			if err != nil {
+			if err != nil && !isLineError(err) {
 				return fmt.Errorf("replay: reading events: %w", err)
 			}
 			if lineNo%4096 == 0 && ctx.Err() != nil {
 				return ctx.Err()
 			}
-			if isBlankLine(line) && !tooLong {
-				continue
-			}
 			st.Lines++
-			var ev *schemas.AccessEvent
-			if tooLong {
-				err = &schemas.DecodeError{Class: schemas.ClassTooLarge, Detail: "line exceeds the maximum message size", Line: lineNo, Offset: -1}
-			} else {
-				ev, err = schemas.DecodeEvent(line)
-			}
 			if err != nil {
-				st.BadLines++
-				st.BadClasses[schemas.ErrorClassOf(err)]++
-				if st.BadLines <= r.maxBad {
+				if st.count(err) && st.BadLines <= r.maxBad {
 					r.onBad(lineNo, err)
 				}
 				continue
@@ -734,13 +723,13 @@ func loadFacilityZones(path string) (map[string]string, error) {
 // section's facilities and care slack from an ehrwatch configuration file
 // (the one `ehrwatch run` reads; the other sections are checked but not
 // used). An empty path means defaults.
-func loadDetectionConfig(path string) (detectors.EngineConfig, detectors.ReferenceConfig, error) {
+func loadDetectionConfig(path string) (detectors.EngineConfig, detectors.ReferenceConfig, schemas.FHIRConfig, error) {
 	if path == "" {
-		return detectors.DefaultEngineConfig(detectors.Registry()), detectors.DefaultReferenceConfig(), nil
+		return detectors.DefaultEngineConfig(detectors.Registry()), detectors.DefaultReferenceConfig(), schemas.DefaultFHIRConfig(), nil
 	}
 	cfg, err := LoadConfig(path, os.Environ())
 	if err != nil {
-		return detectors.EngineConfig{}, detectors.ReferenceConfig{}, fmt.Errorf("replay: %w", err)
+		return detectors.EngineConfig{}, detectors.ReferenceConfig{}, schemas.FHIRConfig{}, fmt.Errorf("replay: %w", err)
 	}
-	return cfg.Detection.EngineConfig, cfg.Reference, nil
+	return cfg.Detection.EngineConfig, cfg.Reference, cfg.FHIR, nil
 }

@@ -154,7 +154,7 @@ func runVocabulary(_ context.Context, args []string, stdout, stderr io.Writer) e
 		fs.Usage()
 		return usageError{"vocabulary suggest: --events FILE and --reference DIR are required"}
 	}
-	_, refCfg, err := loadDetectionConfig(config)
+	_, refCfg, _, err := loadDetectionConfig(config)
 	if err != nil {
 		return err
 	}
