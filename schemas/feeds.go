@@ -33,7 +33,9 @@ const (
 	IgnoreNoPatient IgnoreReason = "no_patient"
 	// IgnoreNoUser: an event naming a patient whose requesting agent is
 	// known only by a display name (who.display is never used as an id),
-	// or whose identifiers are all outside fhir.user_identifier_systems.
+	// or whose identifiers are all outside fhir.user_identifier_systems, or
+	// that has several agents and none is the requestor or a practitioner
+	// (a system-to-system access).
 	IgnoreNoUser IgnoreReason = "no_user"
 	// IgnoreMappedAction: a CSV row whose action the mapping's vocabulary
 	// marks "ignore" (a login, a report run, a message sent).

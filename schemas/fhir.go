@@ -506,7 +506,10 @@ func (m *fhirMapper) agents() (codeFlags, []byte, *DecodeError) {
 	case n == 1:
 		user = d.first(arr)
 	default:
-		return 0, nil, newErr("agent.requestor", ClassMissingField, rRequired, -1)
+		// Several agents, none the requestor nor a practitioner: a
+		// system-to-system access (IHE BALP's "no user" examples).
+		m.ignore = IgnoreNoUser
+		return 0, nil, nil
 	}
 
 	m.userAgent = user
@@ -577,6 +580,16 @@ func (m *fhirMapper) agents() (codeFlags, []byte, *DecodeError) {
 		return 0, nil, de
 	}
 	if m.vals[fWorkstationID] == nil {
+		// The observer (the server that recorded the event) is not the
+		// user's workstation.
+		var observer []byte
+		if src, _ := m.d.member(0, "source"); src >= 0 && m.d.nodes[src].kind == jObject {
+			if obs, _ := m.d.member(src, "observer"); obs >= 0 && m.d.nodes[obs].kind == jObject {
+				if r, _ := m.d.member(obs, "reference"); r >= 0 && m.d.nodes[r].kind == jString {
+					observer = m.d.text(r)
+				}
+			}
+		}
 		for c, k := d.first(arr), int32(0); k < n; c, k = d.nodes[c].next, k+1 {
 			if c == user {
 				continue
@@ -585,7 +598,7 @@ func (m *fhirMapper) agents() (codeFlags, []byte, *DecodeError) {
 			if de != nil {
 				return 0, nil, de
 			}
-			if string(dev.typ) == "Device" && dev.id != nil {
+			if string(dev.typ) == "Device" && dev.id != nil && (observer == nil || !bytes.Equal(dev.ref, observer)) {
 				if de := m.set(fWorkstationID, dev.id, "agent.who"); de != nil {
 					return 0, nil, de
 				}
