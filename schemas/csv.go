@@ -256,7 +256,6 @@ func NewCSVReader(r io.Reader, m *CSVMapping) (*CSVReader, error) {
 // is an I/O error.
 func (c *CSVReader) Next() (*AccessEvent, int, error) {
 	rec, err := c.r.Read()
-	line, _ := c.r.FieldPos(0)
 	if err != nil {
 		var pe *csv.ParseError
 		if errors.As(err, &pe) {
@@ -270,6 +269,7 @@ func (c *CSVReader) Next() (*AccessEvent, int, error) {
 		}
 		return nil, 0, err
 	}
+	line, _ := c.r.FieldPos(0)
 	ev, de := c.row(rec)
 	if de != nil {
 		if na, ok := de.(*NotAccessError); ok {

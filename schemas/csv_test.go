@@ -143,3 +143,55 @@ func TestCSVMappingValidate(t *testing.T) {
 		t.Error("empty export accepted")
 	}
 }
+
+// FuzzCSVReader: no export panics the reader; every row is an event that
+// passes Validate, a not-a-chart-access, or a safe *DecodeError with its
+// line.
+func FuzzCSVReader(f *testing.F) {
+	for _, p := range []string{"testdata/csv/iso_csv/export.csv", "testdata/csv/metrics_tsv/export.tsv"} {
+		if b, err := os.ReadFile(p); err == nil {
+			f.Add(b, strings.HasSuffix(p, ".tsv"))
+		}
+	}
+	f.Add([]byte("when,login,mrn,what\n\"x\n"), false)
+	load := func(p string) *CSVMapping {
+		m, err := LoadCSVMapping(p)
+		if err != nil {
+			f.Fatal(err)
+		}
+		return m
+	}
+	iso, tsv := load("testdata/csv/iso_csv/mapping.yaml"), load("testdata/csv/metrics_tsv/mapping.yaml")
+	f.Fuzz(func(t *testing.T, data []byte, tab bool) {
+		m := iso
+		if tab {
+			m = tsv
+		}
+		r, err := NewCSVReader(bytes.NewReader(data), m)
+		if err != nil {
+			return
+		}
+		for i := 0; i < 10000; i++ {
+			ev, line, err := r.Next()
+			if err == io.EOF {
+				return
+			}
+			if _, ok := IgnoreReasonOf(err); ok {
+				continue
+			}
+			var de *DecodeError
+			if errors.As(err, &de) {
+				if leak := csvLeak(data, de); leak != "" || de.Line != line {
+					t.Fatalf("line %d: %v %s", line, err, leak)
+				}
+				continue
+			}
+			if err != nil {
+				t.Fatalf("line %d: unexpected error %v", line, err)
+			}
+			if err := ev.Validate(); err != nil {
+				t.Fatalf("line %d: %v", line, err)
+			}
+		}
+	})
+}
