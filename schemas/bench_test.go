@@ -1,6 +1,7 @@
 package schemas
 
 import (
+	"bytes"
 	"encoding/json"
 	"os"
 	"testing"
@@ -92,6 +93,39 @@ func BenchmarkEncodingJSONBaseline(b *testing.B) {
 		var ev AccessEvent
 		if err := json.Unmarshal(data, &ev); err != nil {
 			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkCSVReader reads the iso_csv sample's first data row over and
+// over (rows per second of a CSV export).
+func BenchmarkCSVReader(b *testing.B) {
+	m, err := LoadCSVMapping("testdata/csv/iso_csv/mapping.yaml")
+	if err != nil {
+		b.Fatal(err)
+	}
+	raw, err := os.ReadFile("testdata/csv/iso_csv/export.csv")
+	if err != nil {
+		b.Fatal(err)
+	}
+	lines := bytes.SplitAfter(raw, []byte("\n"))
+	var buf bytes.Buffer
+	buf.Write(lines[0])
+	for range 1000 {
+		buf.Write(lines[1])
+	}
+	data := buf.Bytes()
+	b.SetBytes(int64(len(data)))
+	b.ReportAllocs()
+	for b.Loop() {
+		r, err := NewCSVReader(bytes.NewReader(data), m)
+		if err != nil {
+			b.Fatal(err)
+		}
+		for range 1000 {
+			if _, _, err := r.Next(); err != nil {
+				b.Fatal(err)
+			}
 		}
 	}
 }
