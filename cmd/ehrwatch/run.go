@@ -146,6 +146,7 @@ func runRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return fmt.Errorf("vocabulary metrics: %w", err)
 	}
 	p.SetDetail("vocabulary", func() string { return unmappedDetail(engines.monitor) })
+	p.Registry().MustRegister(buildInfoCollector())
 	mgr, err = alerting.New(cfg.Alerting, alerting.Options{
 		Store:      alerting.NewClickHouseStore(conn),
 		Logger:     log,
