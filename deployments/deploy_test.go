@@ -165,6 +165,57 @@ func validateConfig(t *testing.T, path string, env ...string) {
 	}
 }
 
+// startupChecks runs `ehrwatch config validate --for CMD` on the
+// configuration at path as a shipped container starts it: args are the
+// container's arguments (CMD first; its --listen becomes api.listen or
+// http.listen as the command reads it), env its environment. Settings that
+// name files point at stand-ins; the check is the one the command itself
+// makes at start-up, so a shipped configuration that passes also starts.
+func startupChecks(t *testing.T, path string, args []string, env map[string]string) {
+	t.Helper()
+	if len(args) == 0 {
+		t.Fatalf("%s: container without arguments", path)
+	}
+	command := args[0]
+	f := secretFiles(t)
+	vars := fileEnv(t, path)
+	for k, v := range env {
+		switch {
+		case k == "EHRWATCH_REFERENCE_HASH_KEY_FILE" && v != "":
+			v = f["hash"]
+		case strings.HasSuffix(k, "_FILE") && v != "":
+			v = f["password"]
+		}
+		vars = append(vars, k+"="+v)
+	}
+	for i, a := range args {
+		if (a == "--listen" || a == "-listen") && i+1 < len(args) {
+			key := "EHRWATCH_HTTP_LISTEN"
+			if command == "serve" {
+				key = "EHRWATCH_API_LISTEN"
+			}
+			vars = append(vars, key+"="+args[i+1])
+		}
+	}
+	cmd := exec.Command(ehrwatchBin(t), "config", "validate", "--for", command, path)
+	cmd.Env = append(os.Environ(), vars...)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Errorf("%s as `ehrwatch %s` starts it: %v\n%s", path, strings.Join(args, " "), err, out)
+	}
+}
+
+// containerEnv is the literal environment of a container spec (values
+// from Secrets or fields are skipped).
+func containerEnv(c any) map[string]string {
+	out := map[string]string{}
+	for _, e := range list(get(c, "env")) {
+		if v, ok := get(e, "value").(string); ok {
+			out[str(get(e, "name"))] = v
+		}
+	}
+	return out
+}
+
 // fileEnv points the file settings of the configuration at path to
 // stand-ins: the hash key always, the CA files where TLS is enabled.
 func fileEnv(t *testing.T, path string) []string {
@@ -441,8 +492,18 @@ func TestComposeFile(t *testing.T) {
 		t.Error("named volumes missing")
 	}
 
-	// The compose config validates, and its demo token is what it says.
+	// The compose config validates, passes the start-up checks of every
+	// command that uses it, and its demo token is what it says.
 	validateConfig(t, "compose/ehrwatch.yaml", fileEnv(t, "compose/ehrwatch.yaml")...)
+	for _, name := range []string{"run", "serve", "migrate"} {
+		env := map[string]string{}
+		if m, ok := byName[name]["environment"].(map[string]any); ok {
+			for k, v := range m {
+				env[k] = fmt.Sprint(v)
+			}
+		}
+		startupChecks(t, "compose/ehrwatch.yaml", strs(byName[name]["command"]), env)
+	}
 	m := regexp.MustCompile(`demo token is "([^"]+)"`).FindStringSubmatch(readFile(t, "compose/ehrwatch.yaml"))
 	if m == nil || str(get(cfg, "api", "tokens", 0, "hash")) != api.HashToken(m[1]) {
 		t.Error("compose/ehrwatch.yaml: the documented demo token does not hash to api.tokens[0].hash")
@@ -603,6 +664,13 @@ func TestKubernetesManifests(t *testing.T) {
 	// The configurations validate (file settings pointed at stand-ins).
 	validateConfig(t, "k8s/base/ehrwatch.yaml", fileEnv(t, "k8s/base/ehrwatch.yaml")...)
 	validateConfig(t, "k8s/overlays/example/ehrwatch.yaml", fileEnv(t, "k8s/overlays/example/ehrwatch.yaml")...)
+	// ... and pass the start-up checks of each workload that reads them.
+	for _, path := range []string{"k8s/base/ehrwatch.yaml", "k8s/overlays/example/ehrwatch.yaml"} {
+		for _, o := range []map[string]any{run, serve, job} {
+			c := get(o, "spec", "template", "spec", "containers", 0)
+			startupChecks(t, path, strs(get(c, "args")), containerEnv(c))
+		}
+	}
 
 	// kubectl, where installed, renders the overlay.
 	kubectl, err := exec.LookPath("kubectl")

@@ -94,9 +94,41 @@ func (c *Config) Validate() error {
 }
 
 // ValidateRun adds what the production process needs beyond valid values:
-// the reference hash key (and directory, for source: files).
+// the reference hash key (and directory, for source: files), and a way to
+// authenticate when it serves the API.
 func (c *Config) ValidateRun() error {
-	return errors.Join(c.Validate(), c.Reference.ValidateRequired("reference"))
+	errs := []error{c.Validate(), c.Reference.ValidateRequired("reference")}
+	if c.API.Listen != "" {
+		errs = append(errs, c.validateAPIAuth())
+	}
+	return errors.Join(errs...)
+}
+
+// ValidateServe adds what `ehrwatch serve` needs: a way to authenticate.
+func (c *Config) ValidateServe() error {
+	return errors.Join(c.Validate(), c.validateAPIAuth())
+}
+
+// ValidateFor is the check a command makes at start-up: run, serve, or
+// (migrate, report) Validate.
+func (c *Config) ValidateFor(command string) error {
+	switch command {
+	case "run":
+		return c.ValidateRun()
+	case "serve":
+		return c.ValidateServe()
+	}
+	return c.Validate()
+}
+
+// configCommands are the commands `config validate --for` knows.
+var configCommands = []string{"run", "serve", "migrate", "report"}
+
+func (c *Config) validateAPIAuth() error {
+	if len(c.API.Tokens) == 0 && len(c.API.OIDC) == 0 {
+		return errors.New("api.tokens, api.oidc: the API needs at least one way to authenticate: a token (`ehrwatch serve hash-token`) or an OpenID Connect issuer")
+	}
+	return nil
 }
 
 // validateAPI checks the api section (an empty listen address is valid:
@@ -263,14 +295,20 @@ func LoadConfig(path string, environ []string) (Config, error) {
 	return cfg, nil
 }
 
-// LoadRunConfig is LoadConfig with ValidateRun: what `ehrwatch run` and
-// `ehrwatch config validate` use.
+// LoadRunConfig is LoadConfig with ValidateRun: what `ehrwatch run` uses.
 func LoadRunConfig(path string, environ []string) (Config, error) {
+	return LoadConfigFor("run", path, environ)
+}
+
+// LoadConfigFor is LoadConfig with the start-up checks of command
+// (ValidateFor): what each command and `ehrwatch config validate --for`
+// use, so that a file that validates also starts.
+func LoadConfigFor(command, path string, environ []string) (Config, error) {
 	cfg, err := loadConfig(path, environ)
 	if err != nil {
 		return cfg, err
 	}
-	if err := cfg.ValidateRun(); err != nil {
+	if err := cfg.ValidateFor(command); err != nil {
 		return cfg, fmt.Errorf("invalid config: %w", err)
 	}
 	return cfg, nil

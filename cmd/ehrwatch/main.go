@@ -162,7 +162,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	return usageError{fmt.Sprintf("unknown command %q", args[0])}
 }
 
-const configUsage = `usage: ehrwatch config validate FILE   check FILE as ` + "`ehrwatch run`" + ` would; every bad value is reported with its key
+const configUsage = `usage: ehrwatch config validate [--for run,serve,...] FILE
+                                       check FILE as the commands would at start-up; every
+                                       bad value is reported with its key
        ehrwatch config defaults        print the whole default configuration as YAML
 `
 
@@ -172,11 +174,31 @@ func runConfig(args []string, stdout, stderr io.Writer) error {
 		return flag.ErrHelp
 	}
 	switch {
-	case len(args) == 2 && args[0] == "validate":
-		if _, err := LoadRunConfig(args[1], os.Environ()); err != nil {
+	case len(args) >= 2 && args[0] == "validate":
+		fs := flag.NewFlagSet("config validate", flag.ContinueOnError)
+		fs.SetOutput(stderr)
+		commandUsage(fs, configUsage)
+		forCmds := fs.String("for", "run", "comma-separated commands whose start-up checks to apply: "+strings.Join(configCommands, ", "))
+		if err := parseFlags(fs, args[1:], stdout); err != nil {
 			return err
 		}
-		fmt.Fprintf(stdout, "%s: ok\n", args[1])
+		if fs.NArg() != 1 {
+			fs.Usage()
+			return usageError{"config validate: want exactly one FILE"}
+		}
+		var errs []error
+		for _, c := range strings.Split(*forCmds, ",") {
+			if c = strings.TrimSpace(c); !slices.Contains(configCommands, c) {
+				return usageError{fmt.Sprintf("config validate: --for: unknown command %q (want %s)", c, strings.Join(configCommands, ", "))}
+			}
+			if _, err := LoadConfigFor(c, fs.Arg(0), os.Environ()); err != nil {
+				errs = append(errs, fmt.Errorf("for %s: %w", c, err))
+			}
+		}
+		if err := errors.Join(errs...); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "%s: ok for %s\n", fs.Arg(0), *forCmds)
 		return nil
 	case len(args) == 1 && args[0] == "defaults":
 		return writeDefaultConfig(stdout)

@@ -58,7 +58,7 @@ func runServe(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 		fs.Usage()
 		return usageError{"serve: unexpected arguments"}
 	}
-	cfg, err := LoadConfig(*configPath, os.Environ())
+	cfg, err := LoadConfigFor("serve", *configPath, os.Environ())
 	if err != nil {
 		return err
 	}
