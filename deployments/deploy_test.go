@@ -712,6 +712,16 @@ func TestKubernetesManifests(t *testing.T) {
 			t.Errorf("a pod mounts ConfigMap %s, which is neither generated nor documented", n)
 		}
 	}
+	// The migrate Job is named after the image tag and mounts a ConfigMap
+	// whose name does not change with its content, so `kubectl apply`
+	// never tries to change a finished (immutable) Job.
+	tag := str(get(yamlDoc(t, "k8s/overlays/example/kustomization.yaml"), "images", 0, "newTag"))
+	if !rendered["Job/ehrwatch-migrate-"+tag] {
+		t.Errorf("rendered overlay has no Job ehrwatch-migrate-%s (have %v)", tag, keysOf(rendered))
+	}
+	if !rendered["ConfigMap/ehrwatch-migrate-config"] || !rendered["ServiceMonitor/ehrwatch-run"] || !rendered["PrometheusRule/ehrwatch"] {
+		t.Error("rendered overlay lacks ehrwatch-migrate-config (unhashed), the ServiceMonitor or the PrometheusRule")
+	}
 }
 
 func keysOf[V any](m map[string]V) []string {

@@ -42,6 +42,10 @@ log "FHIR example packages"
 eval "$(bash "$here/fhir-examples.sh" env)"
 export EHRDEV_FHIR_EXAMPLES
 
+log "promtool"
+eval "$(bash "$here/promtool.sh" env)"
+export EHRDEV_PROMTOOL
+
 log "gofmt"
 unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))
 if [ -n "$unformatted" ]; then
