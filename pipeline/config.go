@@ -262,6 +262,32 @@ type Config struct {
 	// the committed offset only feed the detectors: nothing is stored or
 	// alerted on again.
 	WarmupHorizon time.Duration `yaml:"warmup_horizon"`
+	// DeadLetterMaxPayload bounds the payload a dead letter keeps in the
+	// dlq table: a larger message is kept as its first bytes, flagged
+	// payload_truncated, with its size and SHA-256. On the DLQ topic the
+	// bound is the topic's max.message.bytes, read from the brokers.
+	DeadLetterMaxPayload int `yaml:"dead_letter_max_payload"`
+	// MaxPartitionsPerInsert bounds the months (partitions) one INSERT into
+	// access_events or findings touches; a batch spanning more is split.
+	// Keep it at or below the server's max_partitions_per_insert_block
+	// (100 by default).
+	MaxPartitionsPerInsert int `yaml:"max_partitions_per_insert"`
+	// EventTime is the plausibility window of event times.
+	EventTime EventTimeConfig `yaml:"event_time"`
+}
+
+// EventTimeConfig is the window around an event's reference time (its
+// logged_time, else the Kafka message timestamp) in which its event_time
+// must fall. An event outside it is dead-lettered as
+// implausible_event_time before the detectors see it. Whatever the window,
+// event times before 1970 or from 2106 on (which the tables' TTL cannot
+// represent) are implausible.
+type EventTimeConfig struct {
+	// MaxPast is how far before its reference time an event may be. Widen
+	// it to backfill an old log (e.g. 9000h for last year's).
+	MaxPast time.Duration `yaml:"max_past"`
+	// MaxFuture is how far after its reference time an event may be.
+	MaxFuture time.Duration `yaml:"max_future"`
 }
 
 // RetryConfig is an exponential backoff with jitter.
@@ -278,17 +304,20 @@ type RetryConfig struct {
 // DefaultConfig flushes at 10 000 rows or 1 s.
 func DefaultConfig() Config {
 	return Config{
-		BatchMaxRows:     10000,
-		BatchMaxWait:     time.Second,
-		QueueSize:        5000,
-		HandoffLinger:    5 * time.Millisecond,
-		CommitInterval:   time.Second,
-		LagInterval:      5 * time.Second,
-		DrainTimeout:     10 * time.Second,
-		ShutdownTimeout:  30 * time.Second,
-		SnapshotEvents:   50000,
-		SnapshotInterval: 5 * time.Minute,
-		SnapshotMaxBytes: 256 << 20,
+		BatchMaxRows:           10000,
+		BatchMaxWait:           time.Second,
+		QueueSize:              5000,
+		HandoffLinger:          5 * time.Millisecond,
+		CommitInterval:         time.Second,
+		LagInterval:            5 * time.Second,
+		DrainTimeout:           10 * time.Second,
+		ShutdownTimeout:        30 * time.Second,
+		SnapshotEvents:         50000,
+		SnapshotInterval:       5 * time.Minute,
+		SnapshotMaxBytes:       256 << 20,
+		DeadLetterMaxPayload:   1 << 20,
+		MaxPartitionsPerInsert: 100,
+		EventTime:              EventTimeConfig{MaxPast: 30 * 24 * time.Hour, MaxFuture: 24 * time.Hour},
 		Retry: RetryConfig{
 			InitialInterval: 100 * time.Millisecond,
 			MaxInterval:     10 * time.Second,
@@ -348,11 +377,26 @@ func (c Config) Validate(prefix string) error {
 	if c.SnapshotMaxBytes < 1<<10 {
 		bad("snapshot_max_bytes", "must be >= 1024")
 	}
+	if c.DeadLetterMaxPayload < 1<<10 || c.DeadLetterMaxPayload > 64<<20 {
+		bad("dead_letter_max_payload", "must be in 1024..67108864")
+	}
+	if c.MaxPartitionsPerInsert < 1 || c.MaxPartitionsPerInsert > 10000 {
+		bad("max_partitions_per_insert", "must be in 1..10000")
+	}
+	if c.EventTime.MaxPast <= 0 || c.EventTime.MaxPast > maxEventTimeSpan {
+		bad("event_time.max_past", "must be in 0..%s (exclusive of 0)", maxEventTimeSpan)
+	}
+	if c.EventTime.MaxFuture <= 0 || c.EventTime.MaxFuture > maxEventTimeSpan {
+		bad("event_time.max_future", "must be in 0..%s (exclusive of 0)", maxEventTimeSpan)
+	}
 	if err := c.Retry.Validate(prefix + ".retry"); err != nil {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }
+
+// maxEventTimeSpan bounds the event-time window: 100 years.
+const maxEventTimeSpan = 100 * 365 * 24 * time.Hour
 
 // snapshotsOn reports whether detector snapshots are taken.
 func (c Config) snapshotsOn() bool { return c.SnapshotEvents > 0 || c.SnapshotInterval > 0 }

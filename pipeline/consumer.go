@@ -1,8 +1,11 @@
 package pipeline
 
 import (
+	"bytes"
 	"cmp"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -27,7 +30,22 @@ const (
 	HeaderErrorClass      = "ehrwatch-error-class"
 	HeaderErrorField      = "ehrwatch-error-field"
 	HeaderDeadLetteredAt  = "ehrwatch-dead-lettered-at"
+	// HeaderRecordID names the refused finding of a rejected_by_storage
+	// dead letter (absent for a message).
+	HeaderRecordID = "ehrwatch-record-id"
+	// HeaderPayloadSize and HeaderPayloadSHA256 describe the whole
+	// payload; HeaderPayloadTruncated is "true" when the message carries
+	// only its first bytes because the whole did not fit the DLQ topic's
+	// max.message.bytes.
+	HeaderPayloadSize      = "ehrwatch-payload-size"
+	HeaderPayloadSHA256    = "ehrwatch-payload-sha256"
+	HeaderPayloadTruncated = "ehrwatch-payload-truncated"
 )
+
+// ClassImplausibleEventTime is the dead-letter class of an event whose
+// event_time lies outside pipeline.event_time around its logged_time (or
+// its Kafka timestamp).
+const ClassImplausibleEventTime = "implausible_event_time"
 
 // generation is this member's share of one consumer-group generation.
 type generation struct {
@@ -372,7 +390,16 @@ func (p *Pipeline) process(ctx context.Context, pt *partition, proc Processor, m
 		return rec
 	}
 	if err != nil {
-		rec.dead = p.deadLetter(pt, m, err)
+		class, field := string(schemas.ErrorClassOf(err)), ""
+		var de *schemas.DecodeError
+		if errors.As(err, &de) {
+			field = de.Field
+		}
+		rec.dead = p.deadLetter(pt, m, class, field)
+		return rec
+	}
+	if !p.plausible(ev, m) {
+		rec.dead = p.deadLetter(pt, m, ClassImplausibleEventTime, "event_time")
 		return rec
 	}
 	rec.event = ev
@@ -386,22 +413,58 @@ func (p *Pipeline) process(ctx context.Context, pt *partition, proc Processor, m
 	return rec
 }
 
-// deadLetter builds the dlq row and DLQ message for an undecodable m. The
-// log line and the row's error name the error class and field only.
-func (p *Pipeline) deadLetter(pt *partition, m *kafka.Message, err error) *deadLetter {
-	class := string(schemas.ErrorClassOf(err))
-	field := ""
-	var de *schemas.DecodeError
-	if errors.As(err, &de) {
-		field = de.Field
+// Event times the tables can hold whatever the configured window: the
+// TTL expressions convert them to DateTime (1970..2106).
+var (
+	minEventTime = time.Date(1970, 1, 2, 0, 0, 0, 0, time.UTC)
+	maxEventTime = time.Date(2105, 12, 31, 0, 0, 0, 0, time.UTC)
+)
+
+// plausible reports whether ev's event_time lies within pipeline.event_time
+// of its reference time: logged_time when the event has one, else the
+// Kafka message timestamp (else now).
+func (p *Pipeline) plausible(ev *schemas.AccessEvent, m *kafka.Message) bool {
+	t := ev.EventTime
+	if t.Before(minEventTime) || !t.Before(maxEventTime) {
+		return false
 	}
+	ref := m.Time
+	if ev.LoggedTime != nil {
+		ref = *ev.LoggedTime
+	} else if ref.IsZero() || ref.Unix() <= 0 {
+		ref = time.Now()
+	}
+	return !t.Before(ref.Add(-p.cfg.EventTime.MaxPast)) && !t.After(ref.Add(p.cfg.EventTime.MaxFuture))
+}
+
+// deadLetter builds the dlq row and DLQ message for m, which failed with
+// class (and field). The log line and the row's error name the class and
+// field only. A payload larger than pipeline.dead_letter_max_payload (for
+// the row) or the DLQ topic's limit (for the message) is kept as its first
+// bytes; both carry the whole payload's size and SHA-256. Only those
+// prefixes are kept, not m.Value.
+func (p *Pipeline) deadLetter(pt *partition, m *kafka.Message, class, field string) *deadLetter {
 	text := class
 	if field != "" {
 		text += ": " + field
 	}
 	now := time.Now().UTC()
-	pt.log.Warn().Int64("offset", m.Offset).Str("error_class", class).Str("field", field).
-		Msg("undecodable message; dead-lettering")
+	pt.log.Warn().Int64("offset", m.Offset).Str("error_class", class).Str("field", field).Int("bytes", len(m.Value)).
+		Msg("dead-lettering message")
+	sum := sha256.Sum256(m.Value)
+	row := store.DLQRow{
+		Position:      store.Position{Topic: m.Topic, Partition: int32(m.Partition), Offset: m.Offset},
+		Key:           bytes.Clone(m.Key),
+		PayloadSize:   int64(len(m.Value)),
+		PayloadSHA256: hex.EncodeToString(sum[:]),
+		ErrorClass:    class,
+		Error:         text,
+		ReceivedAt:    now,
+	}
+	keep := min(len(m.Value), max(p.cfg.DeadLetterMaxPayload, p.sink.dlqMaxMessageBytes()))
+	prefix := bytes.Clone(m.Value[:keep])
+	row.Payload = prefix[:min(keep, p.cfg.DeadLetterMaxPayload)]
+	row.PayloadTruncated = len(row.Payload) < len(m.Value)
 	headers := []kafka.Header{
 		{Key: HeaderSourceTopic, Value: []byte(m.Topic)},
 		{Key: HeaderSourcePartition, Value: []byte(strconv.Itoa(m.Partition))},
@@ -409,17 +472,12 @@ func (p *Pipeline) deadLetter(pt *partition, m *kafka.Message, err error) *deadL
 		{Key: HeaderErrorClass, Value: []byte(class)},
 		{Key: HeaderErrorField, Value: []byte(field)},
 		{Key: HeaderDeadLetteredAt, Value: []byte(now.Format(time.RFC3339Nano))},
+		{Key: HeaderPayloadSize, Value: []byte(strconv.FormatInt(row.PayloadSize, 10))},
+		{Key: HeaderPayloadSHA256, Value: []byte(row.PayloadSHA256)},
 	}
 	return &deadLetter{
-		row: store.DLQRow{
-			Position:   store.Position{Topic: m.Topic, Partition: int32(m.Partition), Offset: m.Offset},
-			Key:        m.Key,
-			Payload:    m.Value,
-			ErrorClass: class,
-			Error:      text,
-			ReceivedAt: now,
-		},
-		msg: kafka.Message{Key: m.Key, Value: m.Value, Headers: headers},
+		row: row,
+		msg: boundMessage(kafka.Message{Key: row.Key, Value: prefix, Headers: headers}, p.sink.dlqMaxMessageBytes()),
 	}
 }
 

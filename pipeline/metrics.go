@@ -42,6 +42,7 @@ type metrics struct {
 	snapshotSeconds   prometheus.Histogram
 	restores          *prometheus.CounterVec // result
 	replayed          prometheus.Counter
+	refusedRows       *prometheus.CounterVec // table
 }
 
 func newMetrics() *metrics {
@@ -60,6 +61,11 @@ func newMetrics() *metrics {
 	m.ignored = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "ehrwatch_events_ignored_total", Help: "Well-formed messages that are not chart accesses (logins, searches without a patient…), skipped and committed, by reason.",
 	}, []string{"reason"})
+	m.refusedRows = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "ehrwatch_clickhouse_refused_rows_total",
+		Help: "Rows ClickHouse refused for a reason retrying cannot cure, isolated by bisection, by table (events and findings are dead-lettered).",
+	}, []string{"table"})
+	f(m.refusedRows)
 	m.findings = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "ehrwatch_findings_total", Help: "Findings durably stored, by detector.",
 	}, []string{"detector"})
@@ -142,6 +148,9 @@ func newMetrics() *metrics {
 	// Pre-create the bounded label values, so rates start at zero.
 	for _, t := range store.Tables {
 		m.stored.WithLabelValues(t)
+	}
+	for _, c := range []string{ClassImplausibleEventTime, store.ClassRejectedByStorage} {
+		m.deadLettered.WithLabelValues(c)
 	}
 	for _, c := range schemas.ErrorClasses {
 		m.deadLettered.WithLabelValues(string(c))

@@ -109,7 +109,7 @@ type Pipeline struct {
 	metrics      *metrics
 	health       *health
 	sink         *sink
-	ownDLQ       *kafka.Writer // closed by Run when the pipeline built it
+	ownDLQ       *dlqProducer // sized and closed by Run when the pipeline built it
 	decode       func([]byte) (*schemas.AccessEvent, error)
 	newProcessor ProcessorFactory
 	snapshots    SnapshotStore // nil: snapshots off
@@ -168,6 +168,7 @@ func New(cfg Config, kafkaCfg KafkaConfig, deps Deps) (*Pipeline, error) {
 			return nil, errors.New("pipeline: Deps.ClickHouse or Deps.Sink is required")
 		}
 		w := store.NewWriter(deps.ClickHouse)
+		w.MaxPartitionsPerInsert = cfg.MaxPartitionsPerInsert
 		w.OnInsert = func(table string, rows int, took time.Duration, err error) {
 			p.metrics.insertSeconds.WithLabelValues(table).Observe(took.Seconds())
 		}
@@ -175,7 +176,7 @@ func New(cfg Config, kafkaCfg KafkaConfig, deps Deps) (*Pipeline, error) {
 	}
 	dlq := deps.DeadLetters
 	if dlq == nil {
-		p.ownDLQ = kc.dlqWriter()
+		p.ownDLQ = newDLQProducer(kc, deps.Logger.With().Str("component", "dlq").Logger())
 		dlq = p.ownDLQ
 	}
 	p.sink = newSink(cfg, st, dlq, p.metrics, p.health, p.log.With().Str("component", "sink").Logger())
@@ -252,17 +253,19 @@ func (p *Pipeline) Run(ctx context.Context) error {
 		Int("batch_max_rows", p.cfg.BatchMaxRows).Dur("batch_max_wait", p.cfg.BatchMaxWait).
 		Msg("pipeline starting")
 
+	if err := p.waitForTopics(ctx); err != nil {
+		p.log.Info().Msg("pipeline stopped before it joined the group")
+		return nil
+	}
+	if p.ownDLQ != nil {
+		// Before any dead letter is cut to fit it.
+		p.ownDLQ.configure(ctx)
+	}
 	// The sink outlives ctx: it must flush during the shutdown.
 	sinkCtx, cancelSink := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelSink()
 	p.sink.start(sinkCtx)
 
-	if err := p.waitForTopics(ctx); err != nil {
-		cancelSink()
-		p.sink.wait()
-		p.log.Info().Msg("pipeline stopped before it joined the group")
-		return nil
-	}
 	cg, err := kafka.NewConsumerGroup(p.kc.groupConfig())
 	if err != nil {
 		cancelSink()

@@ -83,7 +83,12 @@ func Permanent(err error) error {
 
 // permanentClickHouseCodes are server errors that the same INSERT will hit
 // again: schema mismatches, bad data, missing objects, missing rights.
+//
+// The Writer bisects INSERTs refused for their rows (store.RefusedByData),
+// so of these only the schema, object and access errors reach the
+// pipeline.
 var permanentClickHouseCodes = map[int32]bool{
+	6:   true, // CANNOT_PARSE_TEXT
 	16:  true, // NO_SUCH_COLUMN_IN_TABLE
 	27:  true, // CANNOT_PARSE_INPUT_ASSERTION_FAILED
 	36:  true, // BAD_ARGUMENTS
@@ -96,17 +101,21 @@ var permanentClickHouseCodes = map[int32]bool{
 	62:  true, // SYNTAX_ERROR
 	69:  true, // ARGUMENT_OUT_OF_BOUND
 	70:  true, // CANNOT_CONVERT_TYPE
+	72:  true, // CANNOT_PARSE_NUMBER
 	81:  true, // UNKNOWN_DATABASE
 	115: true, // UNKNOWN_SETTING
 	117: true, // INCORRECT_DATA
+	131: true, // TOO_LARGE_STRING_SIZE
 	164: true, // READONLY
 	192: true, // UNKNOWN_USER
 	193: true, // WRONG_PASSWORD
 	194: true, // REQUIRED_PASSWORD
 	291: true, // DATABASE_ACCESS_DENIED
 	321: true, // VALUE_IS_OUT_OF_RANGE_OF_DATA_TYPE
+	469: true, // VIOLATED_CONSTRAINT
 	497: true, // ACCESS_DENIED
 	516: true, // AUTHENTICATION_FAILED
+	691: true, // UNKNOWN_ELEMENT_OF_ENUM
 }
 
 // Retryable is the one place that decides whether a failed write is worth

@@ -3,6 +3,9 @@ package pipeline
 import (
 	"context"
 	"errors"
+	"fmt"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -133,6 +136,7 @@ type pending struct {
 	seq      uint64
 	batch    store.Batch
 	dlq      []kafka.Message // dead letters not yet produced
+	rejected int             // batch.Rejected already turned into dlq messages
 	acks     map[*offsetTracker]ackRange
 	messages int
 	items    int // messages and snapshots
@@ -406,14 +410,17 @@ func (s *sink) write(ctx context.Context, p *pending) error {
 		Msg("flush started")
 	op := ""
 	err := retry(ctx, s.cfg.Retry, func(ctx context.Context) error {
+		// ClickHouse first: rows it refuses become dead letters too.
+		op = opClickHouse
+		if err := s.store.Write(ctx, &p.batch); err != nil {
+			return err
+		}
+		s.collectRejected(p, log)
 		if len(p.dlq) > 0 {
 			op = opDLQ
-			if err := s.produceDeadLetters(ctx, p); err != nil {
-				return err
-			}
+			return s.produceDeadLetters(ctx, p)
 		}
-		op = opClickHouse
-		return s.store.Write(ctx, &p.batch)
+		return nil
 	}, func(err error, attempt int, pause time.Duration) {
 		s.m.retries.WithLabelValues(op).Inc()
 		reason := safeError(err)
@@ -476,13 +483,90 @@ func (s *sink) runAfterStore(ctx context.Context, p *pending, log zerolog.Logger
 	return nil
 }
 
+// collectRejected logs and counts the rows the store refused since the
+// last call and queues the dead letters of refused events and findings for
+// the DLQ topic.
+func (s *sink) collectRejected(p *pending, log zerolog.Logger) {
+	for _, r := range p.batch.Rejected[p.rejected:] {
+		var row *store.DLQRow
+		pos := store.Position{}
+		if r.DeadLetter >= 0 {
+			row = &p.batch.DeadLetters[r.DeadLetter]
+			pos = row.Position
+		}
+		ev := log.Warn()
+		switch r.Table {
+		case store.TableEvents:
+			pos = p.batch.Events[r.Row].Position
+			ev = ev.Str("event_id", p.batch.Events[r.Row].Event.EventID)
+		case store.TableFindings:
+			pos = p.batch.Findings[r.Row].Position
+			ev = ev.Str("finding_id", p.batch.Findings[r.Row].Finding.FindingID)
+		case store.TableDLQ:
+			pos = p.batch.DeadLetters[r.Row].Position
+		case store.TableSnapshots:
+			pos = p.batch.Snapshots[r.Row].Position
+		}
+		s.m.refusedRows.WithLabelValues(r.Table).Inc()
+		ev.Str("table", r.Table).Str("topic", pos.Topic).Int32("partition", pos.Partition).Int64("offset", pos.Offset).
+			Str("error", safeError(r.Err)).Bool("dead_lettered", row != nil).
+			Msg("ClickHouse refused a row; the rest of the batch is stored")
+		if row != nil {
+			p.dlq = append(p.dlq, boundMessage(refusedMessage(row), s.dlqMaxMessageBytes()))
+		}
+	}
+	p.rejected = len(p.batch.Rejected)
+}
+
+// refusedMessage is the DLQ message of a row ClickHouse refused.
+func refusedMessage(row *store.DLQRow) kafka.Message {
+	headers := []kafka.Header{
+		{Key: HeaderSourceTopic, Value: []byte(row.Topic)},
+		{Key: HeaderSourcePartition, Value: []byte(strconv.Itoa(int(row.Partition)))},
+		{Key: HeaderSourceOffset, Value: []byte(strconv.FormatInt(row.Offset, 10))},
+		{Key: HeaderErrorClass, Value: []byte(row.ErrorClass)},
+		{Key: HeaderErrorField, Value: []byte(strings.TrimPrefix(row.Error, row.ErrorClass+": "))},
+		{Key: HeaderDeadLetteredAt, Value: []byte(row.ReceivedAt.Format(time.RFC3339Nano))},
+		{Key: HeaderPayloadSize, Value: []byte(strconv.FormatInt(row.PayloadSize, 10))},
+		{Key: HeaderPayloadSHA256, Value: []byte(row.PayloadSHA256)},
+	}
+	if row.RecordID != "" {
+		headers = append(headers, kafka.Header{Key: HeaderRecordID, Value: []byte(row.RecordID)})
+	}
+	return kafka.Message{Key: row.Key, Value: row.Payload, Headers: headers}
+}
+
+// dlqMaxMessageBytes is the DLQ topic's max.message.bytes as last read
+// (Kafka's default for a DeadLetterWriter that does not tell).
+func (s *sink) dlqMaxMessageBytes() int {
+	if d, ok := s.dlq.(interface{ MaxMessageBytes() int }); ok {
+		return d.MaxMessageBytes()
+	}
+	return defaultMaxMessageBytes
+}
+
 // produceDeadLetters writes p's dead letters to the DLQ topic, keeping only
-// those that failed for the next attempt.
+// those that failed for the next attempt. When the brokers (or kafka-go)
+// refuse a message as too large, the producer reads the topic's limit
+// again (or halves its own), the messages are cut to the new limit and the
+// error is retryable.
 func (s *sink) produceDeadLetters(ctx context.Context, p *pending) error {
 	err := s.dlq.WriteMessages(ctx, p.dlq...)
 	if err == nil {
 		p.dlq = nil
 		return nil
+	}
+	var tooLarge kafka.MessageTooLargeError
+	if errors.Is(err, kafka.MessageSizeTooLarge) || errors.As(err, &tooLarge) {
+		limit := minDLQMessageBytes // a writer that does not tell: cut to the minimum
+		if d, ok := s.dlq.(*dlqProducer); ok {
+			d.tooLarge(ctx)
+			limit = d.MaxMessageBytes()
+		}
+		for i := range p.dlq {
+			p.dlq[i] = boundMessage(p.dlq[i], limit)
+		}
+		return fmt.Errorf("DLQ topic refused a message as too large; cut to %d bytes: %s", limit, err.Error())
 	}
 	var we kafka.WriteErrors
 	if errors.As(err, &we) && len(we) == len(p.dlq) {
@@ -498,8 +582,14 @@ func (s *sink) produceDeadLetters(ctx context.Context, p *pending) error {
 }
 
 func (s *sink) account(p *pending, took time.Duration) {
+	refusedEvents := 0
+	for _, r := range p.batch.Rejected {
+		if r.Table == store.TableEvents {
+			refusedEvents++
+		}
+	}
 	if s.stats != nil {
-		s.stats.stored.Add(int64(len(p.batch.Events)))
+		s.stats.stored.Add(int64(len(p.batch.Events) - refusedEvents))
 		s.stats.deadLettered.Add(int64(len(p.batch.DeadLetters)))
 	}
 	s.m.flushSeconds.Observe(took.Seconds())

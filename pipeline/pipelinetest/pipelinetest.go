@@ -68,9 +68,12 @@ func (f Fixture) Messages() []Message {
 			out[i] = Message{Message: kafka.Message{Key: []byte(user), Value: value}, Class: class}
 			continue
 		}
+		at := base.Add(time.Duration(i) * 10 * time.Millisecond)
+		logged := at.Add(1500 * time.Millisecond) // the pipeline checks event times against it
 		ev := schemas.AccessEvent{
 			EventID:        fmt.Sprintf("%s-%08d", prefix, i),
-			EventTime:      base.Add(time.Duration(i) * 10 * time.Millisecond),
+			EventTime:      at,
+			LoggedTime:     &logged,
 			Source:         "epic",
 			FacilityID:     "fac-1",
 			UserID:         user,
