@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -65,7 +66,13 @@ type partition struct {
 	mu        sync.Mutex
 	consumed  prometheus.Counter
 	log       zerolog.Logger
+	// fetchFailedAt is when the partition's reader last reported an error
+	// (unix nanoseconds; 0: none since the last fetched message).
+	fetchFailedAt atomic.Int64
 }
+
+// fetchKey is pt's /readyz condition while its reader fails.
+func (pt *partition) fetchKey() string { return "fetch " + pt.topic + "/" + strconv.Itoa(pt.id) }
 
 func (pt *partition) setHighWater(hw int64) {
 	pt.mu.Lock()
@@ -251,7 +258,14 @@ func (p *Pipeline) consumePartition(ctx context.Context, pt *partition) {
 	if !ok {
 		return
 	}
-	r := p.kc.reader(pt.topic, pt.id)
+	r := p.kc.reader(pt.topic, pt.id, func() {
+		// kafka-go retries failed fetches inside the reader and only logs
+		// them: this is how a lost broker reaches /readyz.
+		if pt.fetchFailedAt.Swap(time.Now().UnixNano()) == 0 {
+			p.health.set(pt.fetchKey(), "fetching fails (kafka-go retries; see the logs)")
+		}
+	})
+	defer p.health.clear(pt.fetchKey())
 	if err := r.SetOffset(from); err != nil {
 		pt.log.Error().Err(err).Msg("cannot position reader")
 		_ = r.Close()
@@ -290,6 +304,9 @@ func (p *Pipeline) consumePartition(ctx context.Context, pt *partition) {
 			continue
 		}
 		fetchBackoff.reset()
+		if pt.fetchFailedAt.Swap(0) != 0 {
+			p.health.clear(pt.fetchKey())
+		}
 		pt.setHighWater(m.HighWaterMark)
 		if pt.start >= 0 && m.Offset < pt.start {
 			// Below the committed offset: stored and alerted on by a
@@ -500,6 +517,7 @@ func (p *Pipeline) commitLoop(ctx context.Context, g *generation) {
 			p.log.Info().Int32("generation", g.gen.ID).Msg("generation ended")
 			return
 		case <-tick.C:
+			p.clearRecoveredFetches(g)
 		case <-p.sink.flushed:
 		}
 		_ = p.commit(g)
@@ -534,7 +552,29 @@ func generationGone(err error) bool {
 		errors.Is(err, kafka.RebalanceInProgress) || errors.Is(err, kafka.FencedInstanceID)
 }
 
-// commit commits every partition's committable offset that moved.
+// fetchRecovered is how long a partition reader must go without an error
+// before its /readyz condition clears on an idle partition (kafka-go's
+// reader retries within ReadBackoffMax, 2s).
+const fetchRecovered = 3 * time.Second
+
+// clearRecoveredFetches clears the fetch condition of partitions whose
+// reader reported no error for fetchRecovered and commit_interval.
+func (p *Pipeline) clearRecoveredFetches(g *generation) {
+	quiet := max(fetchRecovered, p.cfg.CommitInterval)
+	for _, pt := range g.parts {
+		at := pt.fetchFailedAt.Load()
+		if at != 0 && time.Since(time.Unix(0, at)) > quiet && pt.fetchFailedAt.CompareAndSwap(at, 0) {
+			p.health.clear(pt.fetchKey())
+		}
+	}
+}
+
+// commit commits every partition's committable offset that moved. When
+// none moved, it commits the last committed offsets again: a heartbeat of
+// the commit path, so that a lost coordinator shows on /readyz within
+// commit_interval even when no message arrives. A failure (other than the
+// generation having ended) makes the pipeline not ready until a commit
+// succeeds.
 func (p *Pipeline) commit(g *generation) error {
 	offsets := map[string]map[int]int64{}
 	var moved []*partition
@@ -550,17 +590,30 @@ func (p *Pipeline) commit(g *generation) error {
 		moved = append(moved, pt)
 	}
 	if len(moved) == 0 {
-		return nil
+		for _, pt := range g.parts {
+			if c := p.committedOf(pt); c >= 0 {
+				if offsets[pt.topic] == nil {
+					offsets[pt.topic] = map[int]int64{}
+				}
+				offsets[pt.topic][pt.id] = c
+			}
+		}
+		if len(offsets) == 0 {
+			p.health.clear(opCommit) // nothing this member could commit
+			return nil
+		}
 	}
 	if err := g.gen.CommitOffsets(offsets); err != nil {
 		p.metrics.commits.WithLabelValues("error").Inc()
 		if generationGone(err) {
 			p.log.Info().Int32("generation", g.gen.ID).Err(err).Msg("offset commit refused: the generation has ended")
 		} else {
+			p.health.set(opCommit, "offset commit failed: "+err.Error())
 			p.log.Warn().Int32("generation", g.gen.ID).Err(err).Msg("offset commit failed; will retry")
 		}
 		return err
 	}
+	p.health.clear(opCommit)
 	p.metrics.commits.WithLabelValues("ok").Inc()
 	p.metrics.lastCommit.SetToCurrentTime()
 	for _, pt := range moved {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -145,8 +146,21 @@ func (k *kafkaClients) groupConfig() kafka.ConsumerGroupConfig {
 }
 
 // reader returns a reader for one partition: no group (the generation
-// owns the assignment), positioned by the caller with SetOffset.
-func (k *kafkaClients) reader(topic string, partition int) *kafka.Reader {
+// owns the assignment), positioned by the caller with SetOffset. onError is
+// called (from the reader's goroutine) whenever the reader reports an
+// error, which it then retries itself.
+//
+// MaxBytes does not bound the message size: the brokers return a record
+// batch larger than the fetch's limit when it is the first one (KIP-74),
+// and kafka-go reads it whole, so a message as large as the topic accepts
+// is fetched (the poison suite fetches a 50 MB one with the 8 MiB default).
+func (k *kafkaClients) reader(topic string, partition int, onError func()) *kafka.Reader {
+	errLogger := kafka.LoggerFunc(func(msg string, args ...any) {
+		if strings.Contains(msg, "error") || strings.Contains(msg, "failed") {
+			onError() // not for notices such as skipping to the first offset
+		}
+		k.errLogger.Printf(msg, args...)
+	})
 	return kafka.NewReader(kafka.ReaderConfig{
 		Brokers:          k.cfg.Brokers,
 		Topic:            topic,
@@ -161,7 +175,7 @@ func (k *kafkaClients) reader(topic string, partition int) *kafka.Reader {
 		ReadBackoffMax:   2 * time.Second,
 		MaxAttempts:      3,
 		Logger:           k.logger,
-		ErrorLogger:      k.errLogger,
+		ErrorLogger:      errLogger,
 	})
 }
 
