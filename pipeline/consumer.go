@@ -67,8 +67,29 @@ type partition struct {
 	consumed  prometheus.Counter
 	log       zerolog.Logger
 	// fetchFailedAt is when the partition's reader last reported an error
-	// (unix nanoseconds; 0: none since the last fetched message).
+	// (unix nanoseconds; 0: none since the last fetched message), and
+	// fetchFailures how many it reported in a row, none more than
+	// fetchRecovered apart.
 	fetchFailedAt atomic.Int64
+	fetchFailures atomic.Int32
+}
+
+// fetchFailing is how many errors in a row make a partition's reader
+// "failing" on /readyz. kafka-go retries a failed fetch after 100ms, then
+// 200ms, 400ms… (the reader's backoff), so a lost broker reaches it in
+// about 0.3s, while a single fetch that timed out under load does not.
+const fetchFailing = 3
+
+// fetchError records an error reported by pt's reader.
+func (p *Pipeline) fetchError(pt *partition) {
+	now := time.Now().UnixNano()
+	prev := pt.fetchFailedAt.Swap(now)
+	if prev == 0 || time.Duration(now-prev) > fetchRecovered {
+		pt.fetchFailures.Store(0)
+	}
+	if pt.fetchFailures.Add(1) == fetchFailing {
+		p.health.set(pt.fetchKey(), "fetching fails (kafka-go retries; see the logs)")
+	}
 }
 
 // fetchKey is pt's /readyz condition while its reader fails.
@@ -258,13 +279,9 @@ func (p *Pipeline) consumePartition(ctx context.Context, pt *partition) {
 	if !ok {
 		return
 	}
-	r := p.kc.reader(pt.topic, pt.id, func() {
-		// kafka-go retries failed fetches inside the reader and only logs
-		// them: this is how a lost broker reaches /readyz.
-		if pt.fetchFailedAt.Swap(time.Now().UnixNano()) == 0 {
-			p.health.set(pt.fetchKey(), "fetching fails (kafka-go retries; see the logs)")
-		}
-	})
+	// kafka-go retries failed fetches inside the reader and only logs them:
+	// this is how a lost broker reaches /readyz.
+	r := p.kc.reader(pt.topic, pt.id, func() { p.fetchError(pt) })
 	defer p.health.clear(pt.fetchKey())
 	if err := r.SetOffset(from); err != nil {
 		pt.log.Error().Err(err).Msg("cannot position reader")
@@ -304,7 +321,7 @@ func (p *Pipeline) consumePartition(ctx context.Context, pt *partition) {
 			continue
 		}
 		fetchBackoff.reset()
-		if pt.fetchFailedAt.Swap(0) != 0 {
+		if pt.fetchFailedAt.Swap(0) != 0 && pt.fetchFailures.Swap(0) >= fetchFailing {
 			p.health.clear(pt.fetchKey())
 		}
 		pt.setHighWater(m.HighWaterMark)
@@ -563,7 +580,8 @@ func (p *Pipeline) clearRecoveredFetches(g *generation) {
 	quiet := max(fetchRecovered, p.cfg.CommitInterval)
 	for _, pt := range g.parts {
 		at := pt.fetchFailedAt.Load()
-		if at != 0 && time.Since(time.Unix(0, at)) > quiet && pt.fetchFailedAt.CompareAndSwap(at, 0) {
+		if at != 0 && time.Since(time.Unix(0, at)) > quiet && pt.fetchFailedAt.CompareAndSwap(at, 0) &&
+			pt.fetchFailures.Swap(0) >= fetchFailing {
 			p.health.clear(pt.fetchKey())
 		}
 	}

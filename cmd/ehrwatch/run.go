@@ -113,6 +113,30 @@ func runRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return err
 	}
 
+	// The operational endpoint comes up first, so /readyz can say what
+	// start-up is waiting for.
+	ln, err := net.Listen("tcp", cfg.HTTP.Listen)
+	if err != nil {
+		return fmt.Errorf("http.listen: %w", err)
+	}
+	srv := &http.Server{Handler: p.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- srv.Serve(ln) }()
+	serving := true
+	defer func() {
+		if serving { // returned before the run group took the server over
+			_ = srv.Close()
+		}
+	}()
+	log.Info().Str("listen", ln.Addr().String()).Msg("operational endpoint listening")
+	if err := waitForClickHouse(ctx, conn, cfg, p, log); err != nil {
+		if ctx.Err() != nil {
+			log.Info().Msg("signal received while waiting for ClickHouse; stopping")
+			return nil
+		}
+		return err
+	}
+
 	ref, err := newReferenceData(cfg.Reference, cfg.Detection.Allowlist, conn, p.Registry(), log, p.SetCondition)
 	if err != nil {
 		return err
@@ -174,16 +198,8 @@ func runRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		}
 	}
 
-	ln, err := net.Listen("tcp", cfg.HTTP.Listen)
-	if err != nil {
-		if apiLn != nil {
-			_ = apiLn.Close()
-		}
-		return fmt.Errorf("http.listen: %w", err)
-	}
 	log.Info().Str("listen", ln.Addr().String()).Str("version", version).Strs("detectors", mustDetectors(newEngine)).
 		Msg("ehrwatch starting")
-	srv := &http.Server{Handler: p.Handler(), ReadHeaderTimeout: 10 * time.Second}
 
 	var g oklogrun.Group
 	// Signals: main's ctx ends on SIGTERM or SIGINT.
@@ -221,9 +237,10 @@ func runRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 	// HTTP: kept up while the pipeline drains, so /readyz says
 	// "shutting down" and /metrics shows the last flushes.
+	serving = false
 	{
 		g.Add(func() error {
-			if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+			if err := <-serveErr; !errors.Is(err, http.ErrServerClosed) {
 				return fmt.Errorf("http: %w", err)
 			}
 			return nil
@@ -262,6 +279,47 @@ func runRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 	log.Info().Msg("ehrwatch stopped")
 	return nil
+}
+
+// waitForClickHouse pings ClickHouse until it answers, pausing between
+// attempts with the pipeline's retry backoff (pipeline.retry), and says so
+// on /readyz (condition "clickhouse") and in the log meanwhile. An error
+// that waiting cannot cure (authentication, unknown database) is returned
+// at once, as is ctx's error when the process is signalled.
+func waitForClickHouse(ctx context.Context, conn driver.Conn, cfg Config, p *pipeline.Pipeline, log zerolog.Logger) error {
+	r := cfg.Pipeline.Retry
+	pause := r.InitialInterval
+	start := time.Now()
+	for attempt := 1; ; attempt++ {
+		pctx, cancel := context.WithTimeout(ctx, cfg.ClickHouse.QueryTimeout)
+		err := conn.Ping(pctx)
+		cancel()
+		if err == nil {
+			p.SetCondition("clickhouse", "")
+			if attempt > 1 {
+				log.Info().Int("attempts", attempt).Dur("waited", time.Since(start)).Msg("ClickHouse reachable")
+			}
+			return nil
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		reason := pipeline.Redact(err)
+		if !pipeline.Retryable(err) {
+			return fmt.Errorf("clickhouse: %s", reason)
+		}
+		p.SetCondition("clickhouse", "waiting for ClickHouse: "+reason)
+		log.Warn().Str("error", reason).Int("attempt", attempt).Dur("pause", pause).
+			Msg("ClickHouse unreachable at start-up; waiting")
+		t := time.NewTimer(pause)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		case <-t.C:
+		}
+		pause = min(time.Duration(float64(pause)*r.Multiplier), r.MaxInterval)
+	}
 }
 
 // newRunAPI builds the triage and report API for `run` and opens its
