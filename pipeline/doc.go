@@ -31,11 +31,12 @@
 // The sink is shared by all partitions: a batcher goroutine fills a batch
 // (events, findings and dead letters from any partition) until it holds
 // batch_max_rows rows or is batch_max_wait old, and hands it to a flusher
-// goroutine, which produces the batch's dead letters to the DLQ topic, then
-// inserts it (one INSERT per table), retrying until it succeeds, hands the
-// batch's findings to the after-store hook (Deps.AfterStore: alerting),
-// retrying the hook alone until it succeeds, and finally acks its offsets
-// in the partitions' trackers. The batcher fills the next batch while the
+// goroutine, which inserts it (one INSERT per table, split and bisected as
+// described under Dead letters), then produces the batch's dead letters to
+// the DLQ topic, retrying until both succeed, hands the batch's findings to
+// the after-store hook (Deps.AfterStore: alerting), retrying the hook alone
+// until it succeeds, and finally acks its offsets in the partitions'
+// trackers. The batcher fills the next batch while the
 // flusher writes the previous one. So for every batch: stored, then seen by
 // alerting, then committable; a hook that keeps failing holds the commits
 // back and /readyz names it ("after_store").
@@ -45,14 +46,15 @@
 // At least once into ClickHouse, effectively once after deduplication:
 //
 //   - An offset is committed only when it and every offset fetched before it
-//     on its partition is durably handled: stored in ClickHouse, or, for an
-//     undecodable message, produced to the DLQ topic (acknowledged by all
-//     in-sync replicas) and stored in the dlq table. Offsets that do not
-//     exist (compaction, transaction markers) never hold a commit back, nor
-//     do well-formed messages that are not chart accesses (a login, a
-//     search without a patient: schemas.ErrNotAccess), which are counted
-//     by reason in ehrwatch_events_ignored_total and committed with the
-//     batch they fall in, neither stored nor dead-lettered.
+//     on its partition is durably handled: stored in ClickHouse, or, for a
+//     dead letter (see Dead letters), produced to the DLQ topic
+//     (acknowledged by all in-sync replicas) and stored in the dlq table.
+//     Offsets that do not exist (compaction, transaction markers) never
+//     hold a commit back, nor do well-formed messages that are not chart
+//     accesses (a login, a search without a patient: schemas.ErrNotAccess),
+//     which are counted by reason in ehrwatch_events_ignored_total and
+//     committed with the batch they fall in, neither stored nor
+//     dead-lettered.
 //   - Commits go through the generation that assigned the partition: once
 //     this member has lost a partition (evicted, or the group moved on), its
 //     commit is refused by the coordinator instead of overwriting the new
@@ -146,9 +148,73 @@
 // exponential backoff and jitter (pipeline.retry), the batcher fills up and
 // stops reading, the consumers block and stop fetching, and /readyz answers
 // 503 with the reason. Nothing is dropped and nothing unstored is committed:
-// Kafka is the buffer. Errors that retrying cannot fix (unknown table,
-// access denied, data the server rejects) stop the pipeline: Run returns the
-// error and the process exits non-zero without committing what failed.
+// Kafka is the buffer. Data never stops the pipeline: a message it cannot
+// decode, an implausible event time and a row the server refuses each
+// become a dead letter and the partition moves on (see Dead letters). Only
+// errors about the deployment that retrying cannot fix (unknown table or
+// database, access denied) stop it: Run returns the error and the process
+// exits non-zero without committing what failed.
+//
+// # Dead letters
+//
+// Every message that cannot become a stored event ends in the DLQ topic
+// and the dlq table, with its class (header ehrwatch-error-class, column
+// error_class), whatever its size; docs/dead-letters.md lists the classes:
+//
+//   - the decoder's classes (schemas.ErrorClass: syntax, too_large, …);
+//   - implausible_event_time: the event time lies outside
+//     pipeline.event_time (30 days back, 1 day ahead by default) around
+//     its logged_time, else its Kafka timestamp, or outside 1970..2105,
+//     which the tables' TTL cannot hold. Decided before the detectors see
+//     the event;
+//   - rejected_by_storage: ClickHouse refused the row for a reason that
+//     retrying cannot cure (store.RefusedByData: a violated constraint, a
+//     value it cannot parse, too many partitions in one block). The
+//     refused INSERT is bisected until the refused rows are isolated; the
+//     rest of the batch is stored, every sub-insert with the
+//     deduplication token of its own rows, so a retried batch deduplicates
+//     sub-insert by sub-insert. The payload is the row as canonical JSON.
+//     The findings the detectors drew from a refused event are stored and
+//     alerted as usual (the access happened and was seen); a refused
+//     finding is dead-lettered too (record_id = its id); a refused
+//     snapshot is dropped (the previous one stays in use); a refused dead
+//     letter stays on the DLQ topic only. Transient errors (network,
+//     overload, a server restarting) are retried with backoff, never
+//     bisected.
+//
+// Sizes: the DLQ producer reads the DLQ topic's max.message.bytes
+// (DescribeConfigs; Kafka's default 1048588 when it cannot) and sizes its
+// writer from it (kafka-go's own default would refuse messages over 1 MiB);
+// a dead letter that does not fit keeps its first bytes, flagged
+// ehrwatch-payload-truncated, with ehrwatch-payload-size and
+// ehrwatch-payload-sha256 describing the whole. If the brokers still refuse
+// a message as too large (the topic's limit was lowered), the producer
+// reads the limit again, or halves its own, and retries. The dlq table
+// keeps at most pipeline.dead_letter_max_payload bytes (1 MiB) the same
+// way (payload_truncated, payload_size, payload_sha256). Partition readers
+// fetch messages larger than kafka.max_bytes: the brokers return an
+// oversized first record batch whole (KIP-74) and kafka-go reads it, so a
+// message as large as the source topic accepts is consumed (the poison
+// suite dead-letters a 50 MB one with the 8 MiB default).
+//
+// Storage layout: access_events and findings are partitioned by month and
+// ClickHouse refuses an INSERT block spanning more than
+// max_partitions_per_insert_block months (100 by default). The writer
+// groups a batch's rows by month, in month order, at most
+// pipeline.max_partitions_per_insert months per INSERT, so a backfill of
+// years of events (with a widened pipeline.event_time.max_past, within the
+// tables' retention) is stored like any other batch.
+//
+// # Readiness
+//
+// /readyz answers 503 with every reason: a consumer group that cannot be
+// joined, a partition reader whose fetches fail (three errors in a row,
+// about 0.3s after a broker is lost), an offset commit that fails (the
+// committer commits every commit_interval, the unchanged offsets too, so
+// this shows within commit_interval on an idle pipeline), a write or the
+// after-store hook being retried, and what the process reports through
+// SetCondition (reference data, and, in ehrwatch run, ClickHouse
+// unreachable at start-up, which run waits for with backoff).
 //
 // # Shutdown and rebalances
 //
