@@ -347,3 +347,40 @@ func totalBytes(msgs []kafka.Message) int {
 	}
 	return n
 }
+
+// TestDLQSizedFromTopicConfig: the DLQ producer reads the DLQ topic's
+// max.message.bytes before consuming, so a dead letter larger than it is
+// cut to fit up-front, not after the brokers refused it.
+func TestDLQSizedFromTopicConfig(t *testing.T) {
+	t.Parallel() // own topics, group and database
+	h := newHarness(t, 1)
+	const limit = 200_000
+	h.dlqTopic = bigTopic(t, h.brokers, 1, limit)
+	value := append([]byte(`{"event_id":"big","patient_id":"MRN-PHI-0000001","x":"`), bytes.Repeat([]byte("y"), 300_000)...)
+	msgs := pipelinetest.Fixture{N: 50, Users: 2, Prefix: "sized"}.Messages()
+	msgs = append(msgs, pipelinetest.Message{Message: kafka.Message{Key: []byte("user-0000"), Value: value}})
+	pipelinetest.Produce(t, h.brokers, h.topic, msgs)
+	cfg, k := h.configs()
+	h.start(cfg, k, pipeline.Deps{})
+	h.waitDrained(time.Minute)
+
+	dlq := readTopic(t, h.brokers, h.dlqTopic, 0)
+	if len(dlq) != 1 {
+		t.Fatalf("DLQ topic holds %d messages, want 1", len(dlq))
+	}
+	m := dlq[0]
+	hdr := map[string]string{}
+	for _, x := range m.Headers {
+		hdr[x.Key] = string(x.Value)
+	}
+	if len(m.Value) >= limit || hdr[pipeline.HeaderPayloadTruncated] != "true" ||
+		hdr[pipeline.HeaderPayloadSize] != strconv.Itoa(len(value)) || !bytes.HasPrefix(value, m.Value) {
+		t.Errorf("DLQ message of %d bytes, headers %v: want a flagged prefix under %d bytes", len(m.Value), hdr, limit)
+	}
+	if !h.logs.Contains(`"max_message_bytes":200000`) {
+		t.Error("the DLQ producer did not log the topic's limit")
+	}
+	if h.logs.Contains("refused a message as too large") {
+		t.Error("the brokers refused a dead letter: the limit was not read up-front")
+	}
+}
