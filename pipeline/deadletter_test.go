@@ -2,6 +2,7 @@ package pipeline
 
 import (
 	"bytes"
+	"context"
 	"strconv"
 	"strings"
 	"testing"
@@ -130,5 +131,42 @@ func TestDeadLetterConfigValidate(t *testing.T) {
 		if !strings.Contains(err.Error(), "pipeline."+k+":") {
 			t.Errorf("error does not name pipeline.%s:\n%v", k, err)
 		}
+	}
+}
+
+// TestProduceCutsMessagesTheBrokersRefuse: a dead letter the brokers refuse
+// as too large (error 10, the topic's limit lowered meanwhile) is cut and
+// produced on the retry; the others of the call are not produced twice.
+func TestProduceCutsMessagesTheBrokersRefuse(t *testing.T) {
+	const brokerLimit = 50_000
+	dlq := &fakeDLQ{fail: func(_ int, msgs []kafka.Message) error {
+		we := make(kafka.WriteErrors, len(msgs))
+		failed := false
+		for i, m := range msgs {
+			if len(m.Value) > brokerLimit {
+				we[i], failed = kafka.MessageSizeTooLarge, true
+			}
+		}
+		if failed {
+			return we
+		}
+		return nil
+	}}
+	s := &sink{dlq: dlq}
+	big := kafka.Message{Value: bytes.Repeat([]byte("z"), 900_000), Headers: []kafka.Header{{Key: HeaderPayloadSize, Value: []byte("900000")}}}
+	small := kafka.Message{Value: []byte("small")}
+	p := &pending{dlq: []kafka.Message{small, big}}
+	err := s.produceDeadLetters(context.Background(), p)
+	if err == nil || !Retryable(err) {
+		t.Fatalf("first attempt: %v, want a retryable error", err)
+	}
+	if len(p.dlq) != 1 || len(p.dlq[0].Value) > brokerLimit {
+		t.Fatalf("left for the retry: %d messages, first of %d bytes", len(p.dlq), len(p.dlq[0].Value))
+	}
+	if err := s.produceDeadLetters(context.Background(), p); err != nil {
+		t.Fatalf("retry: %v", err)
+	}
+	if len(dlq.got) != 2 || dlq.got[0] != "small" || len(dlq.got[1]) > brokerLimit {
+		t.Errorf("produced %d messages, want the small one once and the cut one", len(dlq.got))
 	}
 }

@@ -509,7 +509,7 @@ func (s *sink) collectRejected(p *pending, log zerolog.Logger) {
 		}
 		s.m.refusedRows.WithLabelValues(r.Table).Inc()
 		ev.Str("table", r.Table).Str("topic", pos.Topic).Int32("partition", pos.Partition).Int64("offset", pos.Offset).
-			Str("error", safeError(r.Err)).Bool("dead_lettered", row != nil).
+			Str("error", store.RefusalText(r.Err)).Bool("dead_lettered", row != nil).
 			Msg("ClickHouse refused a row; the rest of the batch is stored")
 		if row != nil {
 			p.dlq = append(p.dlq, boundMessage(refusedMessage(row), s.dlqMaxMessageBytes()))
@@ -556,18 +556,6 @@ func (s *sink) produceDeadLetters(ctx context.Context, p *pending) error {
 		p.dlq = nil
 		return nil
 	}
-	var tooLarge kafka.MessageTooLargeError
-	if errors.Is(err, kafka.MessageSizeTooLarge) || errors.As(err, &tooLarge) {
-		limit := minDLQMessageBytes // a writer that does not tell: cut to the minimum
-		if d, ok := s.dlq.(*dlqProducer); ok {
-			d.tooLarge(ctx)
-			limit = d.MaxMessageBytes()
-		}
-		for i := range p.dlq {
-			p.dlq[i] = boundMessage(p.dlq[i], limit)
-		}
-		return fmt.Errorf("DLQ topic refused a message as too large; cut to %d bytes: %s", limit, err.Error())
-	}
 	var we kafka.WriteErrors
 	if errors.As(err, &we) && len(we) == len(p.dlq) {
 		var left []kafka.Message
@@ -578,7 +566,36 @@ func (s *sink) produceDeadLetters(ctx context.Context, p *pending) error {
 		}
 		p.dlq = left
 	}
+	if tooLarge(err) {
+		limit := minDLQMessageBytes // a writer that does not tell: cut to the minimum
+		if d, ok := s.dlq.(*dlqProducer); ok {
+			d.tooLarge(ctx)
+			limit = d.MaxMessageBytes()
+		}
+		for i := range p.dlq {
+			p.dlq[i] = boundMessage(p.dlq[i], limit)
+		}
+		return fmt.Errorf("DLQ topic refused a message as too large; cut to %d bytes: %s", limit, err.Error())
+	}
 	return err
+}
+
+// tooLarge reports whether err (or one of a kafka.WriteErrors) is a
+// message refused as too large, by the brokers (error 10) or by kafka-go.
+func tooLarge(err error) bool {
+	var mtl kafka.MessageTooLargeError
+	if errors.Is(err, kafka.MessageSizeTooLarge) || errors.As(err, &mtl) {
+		return true
+	}
+	var we kafka.WriteErrors
+	if errors.As(err, &we) {
+		for _, e := range we {
+			if e != nil && tooLarge(e) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 func (s *sink) account(p *pending, took time.Duration) {

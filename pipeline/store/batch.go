@@ -316,7 +316,7 @@ func (b *Batch) reject(table string, i int, err error) {
 	var payload []byte
 	var jerr error
 	row := DLQRow{Position: b.position(table, i), ErrorClass: ClassRejectedByStorage,
-		Error: ClassRejectedByStorage + ": " + refusalText(err), ReceivedAt: time.Now().UTC()}
+		Error: ClassRejectedByStorage + ": " + RefusalText(err), ReceivedAt: time.Now().UTC()}
 	switch table {
 	case TableEvents:
 		ev := b.Events[i].Event
@@ -337,9 +337,10 @@ func (b *Batch) reject(table string, i int, err error) {
 	b.Rejected = append(b.Rejected, rej)
 }
 
-// refusalText names a refusal without row data: the ClickHouse error code
-// and name, or that the client could not convert a value.
-func refusalText(err error) string {
+// RefusalText names a refusal (see RefusedByData) without row data: the
+// ClickHouse error code and name, or that the client could not convert a
+// value.
+func RefusalText(err error) string {
 	var ex *clickhouse.Exception
 	if errors.As(err, &ex) {
 		return exceptionText(ex)
