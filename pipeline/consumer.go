@@ -488,7 +488,7 @@ func (p *Pipeline) deadLetter(pt *partition, m *kafka.Message, class, field stri
 	sum := sha256.Sum256(m.Value)
 	row := store.DLQRow{
 		Position:      store.Position{Topic: m.Topic, Partition: int32(m.Partition), Offset: m.Offset},
-		Key:           bytes.Clone(m.Key),
+		Key:           bytes.Clone(m.Key[:min(len(m.Key), maxDLQKeyBytes)]),
 		PayloadSize:   int64(len(m.Value)),
 		PayloadSHA256: hex.EncodeToString(sum[:]),
 		ErrorClass:    class,

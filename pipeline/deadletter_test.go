@@ -62,6 +62,11 @@ func TestBoundMessage(t *testing.T) {
 			t.Errorf("limit %d: cut again: headers %s", limit, headersText(again))
 		}
 	}
+	huge := base
+	huge.Key = bytes.Repeat([]byte("k"), 2<<20)
+	if m := boundMessage(huge, defaultMaxMessageBytes); messageSize(m) > defaultMaxMessageBytes-dlqBatchMargin || len(m.Value) == 0 {
+		t.Errorf("a 2 MiB key: message of about %d bytes, value %d bytes", messageSize(m), len(m.Value))
+	}
 	small := base
 	small.Value = []byte(`{"event_id":`)
 	small.Headers = []kafka.Header{{Key: HeaderPayloadSize, Value: []byte("12")}}

@@ -228,6 +228,8 @@ const (
 	// dlqMessageMargin below it for one message's key, value and headers.
 	dlqBatchMargin   = 4 << 10
 	dlqMessageMargin = 8 << 10
+	// maxDLQKeyBytes bounds a dead letter's key.
+	maxDLQKeyBytes = 4 << 10
 	// minDLQMessageBytes is the least a DLQ message is allowed.
 	minDLQMessageBytes = 16 << 10
 	// dlqBatchSize bounds the messages per produced batch, so kafka-go's
@@ -237,7 +239,7 @@ const (
 
 // boundMessage returns m cut to fit a topic whose max.message.bytes is
 // limit: its value is cut to its first bytes when the whole does not fit,
-// and flagged with HeaderPayloadTruncated. It keeps m's other headers
+// and flagged with HeaderPayloadTruncated; a key is cut to maxDLQKeyBytes. It keeps m's other headers
 // (HeaderPayloadSize and HeaderPayloadSHA256 describe the whole payload).
 func boundMessage(m kafka.Message, limit int) kafka.Message {
 	hs := make([]kafka.Header, 0, len(m.Headers)+1)
@@ -252,6 +254,9 @@ func boundMessage(m kafka.Message, limit int) kafka.Message {
 			}
 		}
 		hs = append(hs, h)
+	}
+	if len(m.Key) > maxDLQKeyBytes { // a key this long is itself the problem
+		m.Key = m.Key[:maxDLQKeyBytes]
 	}
 	headerBytes := 0
 	for _, h := range hs {
