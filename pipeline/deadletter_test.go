@@ -108,6 +108,7 @@ func TestPlausibleEventTime(t *testing.T) {
 		{"logged_time wins over the Kafka timestamp", at(-40 * day), ptr(at(-40 * day)), ref, true},
 		{"no logged_time: the Kafka timestamp", at(-31 * day), nil, ref, false},
 		{"no logged_time, recent", at(-time.Hour), nil, ref, true},
+		{"no reference time at all: the absolute bounds only", at(-400 * day), nil, time.Time{}, true},
 		{"1950", time.Date(1950, 1, 1, 0, 0, 0, 0, time.UTC), ptr(time.Date(1950, 1, 1, 0, 0, 1, 0, time.UTC)), time.Time{}, false},
 		{"2200", time.Date(2200, 1, 1, 0, 0, 0, 0, time.UTC), ptr(time.Date(2200, 1, 1, 0, 0, 1, 0, time.UTC)), time.Time{}, false},
 	}

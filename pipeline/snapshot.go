@@ -305,6 +305,8 @@ func (w *warmup) process(ctx context.Context, proc Processor, m *kafka.Message) 
 	w.p.metrics.replayed.Inc()
 	if ev, err := w.p.decode(m.Value); err != nil {
 		w.undecodable++ // dead-lettered by the owner that committed it
+	} else if !w.p.plausible(ev, m) {
+		w.undecodable++ // dead-lettered too: the detectors never saw it
 	} else {
 		// Errors were counted and logged by the owner that committed it.
 		_, _ = proc.Process(ctx, ev)
