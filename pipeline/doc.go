@@ -165,8 +165,9 @@
 //   - implausible_event_time: the event time lies outside
 //     pipeline.event_time (30 days back, 1 day ahead by default) around
 //     its logged_time, else its Kafka timestamp, or outside 1970..2105,
-//     which the tables' TTL cannot hold. Decided before the detectors see
-//     the event;
+//     which the tables' TTL cannot hold. Decided from the message alone,
+//     before the detectors see the event, and again when a partition is
+//     re-read to rebuild detector state, so they never see it;
 //   - rejected_by_storage: ClickHouse refused the row for a reason that
 //     retrying cannot cure (store.RefusedByData: a violated constraint, a
 //     value it cannot parse, too many partitions in one block). The
