@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"compress/gzip"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"math"
@@ -13,6 +14,7 @@ import (
 	"github.com/segmentio/kafka-go"
 
 	"github.com/ehrwatch/ehrwatch/pipeline/store"
+	"github.com/ehrwatch/ehrwatch/schemas"
 )
 
 // maxSnapshotExpansion bounds the decompressed size of a snapshot relative
@@ -294,6 +296,7 @@ type warmup struct {
 	from, last  int64 // where the warm-up started; the last offset it processed (-1: none)
 	events      int
 	undecodable int
+	ignored     int // well-formed, not chart accesses (schemas.ErrNotAccess)
 	started     time.Time
 	logged      bool
 }
@@ -303,7 +306,9 @@ func (w *warmup) process(ctx context.Context, proc Processor, m *kafka.Message) 
 	w.last = m.Offset
 	w.events++
 	w.p.metrics.replayed.Inc()
-	if ev, err := w.p.decode(m.Value); err != nil {
+	if ev, err := w.p.decode(m.Value); errors.Is(err, schemas.ErrNotAccess) {
+		w.ignored++
+	} else if err != nil {
 		w.undecodable++ // dead-lettered by the owner that committed it
 	} else if !w.p.plausible(ev, m) {
 		w.undecodable++ // dead-lettered too: the detectors never saw it
@@ -327,7 +332,7 @@ func (w *warmup) done() {
 	w.logged = true
 	took := time.Since(w.started)
 	w.pt.log.Info().Int64("from", w.from).Int64("committed", w.pt.start).Int("events", w.events).
-		Int("undecodable", w.undecodable).Dur("took", took).
+		Int("undecodable", w.undecodable).Int("not_accesses", w.ignored).Dur("took", took).
 		Float64("events_per_second", math.Round(float64(w.events)/max(took.Seconds(), 1e-9))).
 		Msg("detector state rebuilt up to the committed offset")
 }

@@ -5,6 +5,7 @@ import (
 	"cmp"
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -222,7 +223,7 @@ func runVocabulary(_ context.Context, args []string, stdout, stderr io.Writer) e
 		in = f
 	}
 	lr := newLineReader(in, schemas.MaxFHIRMessageSize)
-	bad := 0
+	bad, ignored := 0, 0
 	for {
 		line, _, tooLong, err := lr.next()
 		if err == io.EOF {
@@ -236,6 +237,10 @@ func runVocabulary(_ context.Context, args []string, stdout, stderr io.Writer) e
 			continue
 		}
 		ev, err := schemas.DecodeEvent(line)
+		if errors.Is(err, schemas.ErrNotAccess) {
+			ignored++ // a login, a search without a patient: not an error
+			continue
+		}
 		if err != nil {
 			bad++
 			continue
@@ -295,6 +300,9 @@ func runVocabulary(_ context.Context, args []string, stdout, stderr io.Writer) e
 		return err
 	}
 	fmt.Fprintf(stderr, "vocabulary suggest: %d names seen, %d mapped, %d proposal(s) written", len(keys), mapped, proposed)
+	if ignored > 0 {
+		fmt.Fprintf(stderr, "; %d event line(s) were not chart accesses and were skipped", ignored)
+	}
 	if bad > 0 {
 		fmt.Fprintf(stderr, "; %d event line(s) could not be decoded and were skipped", bad)
 	}
