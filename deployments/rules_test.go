@@ -44,6 +44,9 @@ func TestPrometheusRules(t *testing.T) {
 		}
 	}
 
+	if testing.Short() {
+		t.Skip("promtool check rules: skipped in -short mode")
+	}
 	promtool := os.Getenv(promtoolEnv)
 	if promtool == "" {
 		t.Fatalf("%s is not set: run `eval \"$(deployments/dev/promtool.sh env)\"` (builds promtool once) or `make test`", promtoolEnv)
