@@ -70,6 +70,10 @@ type Alert struct {
 	Summary string `json:"-"`
 	// Version increases with every update; the table keeps the highest.
 	Version uint64 `json:"version"`
+	// NotifiedVersion is the version last handed to the outputs (0:
+	// never): the alert fires in Alertmanager from then until it is closed
+	// in triage, and a resend carries the same idempotency key.
+	NotifiedVersion uint64 `json:"notified_version"`
 
 	// Change is what this Observe call did to the alert.
 	Change Change `json:"-"`

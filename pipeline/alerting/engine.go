@@ -27,6 +27,14 @@ type engine struct {
 
 	evictions map[string]int // kind → count since the last drain
 	tooLate   int            // rule applications skipped as too late, since the last drain
+
+	// persistent: the state lives in a StateStore and the maps above are
+	// only the working set of one Observe, loaded before and written back
+	// after it. Nothing then expires by watermark and nothing is too late.
+	persistent                         bool
+	versions                           map[string]uint64 // kind+"\x00"+key → loaded version
+	dirtyGroups, dirtyRisk, dirtySurge map[string]bool
+	members                            []Membership // findings newly counted in a group
 }
 
 type ruleSpec struct {
@@ -43,6 +51,11 @@ func newEngine(cfg Config) *engine {
 		risk:      map[string]*userRisk{},
 		surge:     map[string]*patientSurge{},
 		evictions: map[string]int{},
+		versions:  map[string]uint64{},
+
+		dirtyGroups: map[string]bool{},
+		dirtyRisk:   map[string]bool{},
+		dirtySurge:  map[string]bool{},
 	}
 	for _, r := range cfg.Rules {
 		s := &ruleSpec{cfg: r, minCount: uint32(max(r.MinCount, 1))}
@@ -123,8 +136,11 @@ type group struct {
 	notified     bool
 	notifiedAt   time.Time
 	notifiedRank int
-	written      uint64 // version last emitted
-	writtenRank  int
+	// notifiedVersion is the version last handed to the outputs: the
+	// idempotency key of that notification (alert id + version).
+	notifiedVersion uint64
+	written         uint64 // version last emitted
+	writtenRank     int
 }
 
 func (e *engine) newGroup(id, rule string, kind groupKind, start time.Time, window time.Duration) *group {
@@ -188,6 +204,7 @@ func (e *engine) observe(findings []schemas.Finding) observeResult {
 			touched[g] = struct{}{}
 			order = append(order, g)
 		}
+		e.dirtyGroups[g.id] = true
 	}
 	for _, o := range obs {
 		res.observed++
@@ -215,11 +232,41 @@ func (e *engine) observe(findings []schemas.Finding) observeResult {
 			res.alerts = append(res.alerts, a)
 		}
 	}
-	e.maybeSweep()
+	if !e.persistent {
+		e.maybeSweep()
+	}
 	return res
 }
 
 // --- rules -----------------------------------------------------------------
+
+// ruleGroupID is the id of the group of rule s that finding f (at time t)
+// joins; ok is false when the rule does not take f.
+func (e *engine) ruleGroupID(s *ruleSpec, f *schemas.Finding, t time.Time) (string, bool) {
+	if f.Severity.Rank() < s.cfg.MinSeverity.Rank() {
+		return "", false
+	}
+	if s.detectors != nil && !s.detectors[f.Detector] {
+		return "", false
+	}
+	if (s.byUser && f.UserID == "") || (s.byPatient && f.PatientID == "") {
+		return "", false
+	}
+	var key []string
+	if s.byUser {
+		key = append(key, "user="+f.UserID)
+	}
+	if s.byDetector {
+		key = append(key, "detector="+f.Detector)
+	}
+	if s.byPatient {
+		key = append(key, "patient="+f.PatientID)
+	}
+	if s.byFacl {
+		key = append(key, "facility="+f.FacilityID)
+	}
+	return AlertID(s.cfg.Name, key, windowStart(t, s.cfg.Window)), true
+}
 
 func (e *engine) applyRule(s *ruleSpec, o observation) *group {
 	f := o.f
@@ -292,6 +339,9 @@ func (e *engine) addFinding(g *group, o observation) bool {
 	if len(g.seen) < lim.MaxTrackedFindings {
 		g.seen[f.FindingID] = struct{}{}
 	}
+	if e.persistent {
+		e.members = append(e.members, Membership{FindingID: f.FindingID, AlertID: g.id, Rule: g.rule})
+	}
 	if g.count < math.MaxUint32 {
 		g.count++
 	}
@@ -325,6 +375,9 @@ func (e *engine) addFinding(g *group, o observation) bool {
 // expired (or would expire at once). A finding for it is too late:
 // counting it in a fresh group would re-notify an alert already raised.
 func (e *engine) expired(start time.Time, window time.Duration) bool {
+	if e.persistent {
+		return false // the group, if it ever existed, was loaded
+	}
 	if start.Add(window + e.cfg.Limits.Lateness).Before(e.watermark) {
 		e.tooLate++
 		return true
@@ -398,11 +451,11 @@ func (e *engine) emit(g *group) (Alert, bool) {
 		return Alert{}, false
 	}
 	if notify {
-		g.notified, g.notifiedAt, g.notifiedRank = true, g.lastSeen, rank
+		g.notified, g.notifiedAt, g.notifiedRank, g.notifiedVersion = true, g.lastSeen, rank, v
 	}
 	g.written, g.writtenRank = v, rank
 	a := g.alert(e)
-	a.Version, a.Change, a.Notify = v, change, notify
+	a.Version, a.Change, a.Notify, a.NotifiedVersion = v, change, notify, g.notifiedVersion
 	return a, true
 }
 
@@ -530,6 +583,7 @@ func (e *engine) applyRisk(o observation) *group {
 	if !u.add(riskEntry{ms: o.ms, id: f.FindingID, detector: f.Detector, score: score, facility: f.FacilityID}, e.cfg.Limits.MaxRiskEntriesPerUser) {
 		return nil
 	}
+	e.dirtyRisk[f.UserID] = true
 	latest := u.entries[len(u.entries)-1].ms
 	u.prune(latest - c.Window.Milliseconds())
 	total, perDet, contributing := u.total(latest, c)
@@ -728,6 +782,7 @@ func (e *engine) applySurge(o observation) *group {
 		e.evictions["surge_user"]++
 	}
 	p.users[f.UserID] = refs
+	e.dirtySurge[f.PatientID] = true
 	if o.ms > p.latest {
 		p.latest = o.ms
 	}

@@ -20,8 +20,13 @@ var ErrClosed = errors.New("alerting: manager closed")
 // Options are the Manager's collaborators.
 type Options struct {
 	// Store persists alerts and dead letters. Nil: nothing is persisted
-	// (dry runs, tests); dead letters are only counted.
+	// (dry runs, tests); dead letters are only counted. When it is also a
+	// StateStore (ClickHouseStore is), the engine's state is persisted
+	// too (see StateStore).
 	Store Store
+	// State overrides the StateStore taken from Store
+	// (NewMemoryStateStore in tests).
+	State StateStore
 	// Logger receives operational messages: ids, classes and counts only.
 	// The zero value discards them.
 	Logger zerolog.Logger
@@ -47,7 +52,8 @@ type Manager struct {
 
 	mu      sync.Mutex
 	eng     *engine
-	pending map[string]Alert // written alerts that failed to persist, by id
+	state   StateStore       // nil: state in memory
+	pending map[string]Alert // written alerts that failed to persist, by id (memory mode)
 	closed  bool
 
 	closeOnce sync.Once
@@ -83,6 +89,11 @@ func New(cfg Config, opts Options) (*Manager, error) {
 		eng:     newEngine(cfg),
 		pending: map[string]Alert{},
 	}
+	mgr.state = opts.State
+	if mgr.state == nil {
+		mgr.state, _ = opts.Store.(StateStore)
+	}
+	mgr.eng.persistent = mgr.state != nil
 	mgr.dl = newDeadLetters(opts.Store, m, mgr.log)
 	for _, n := range notifiers {
 		mgr.outputs = append(mgr.outputs, newOutput(n.name, n.common, n.n, m, mgr.dl, mgr.log, now))
@@ -112,6 +123,9 @@ func (m *Manager) Observe(ctx context.Context, findings []schemas.Finding) ([]Al
 	}
 	if !m.cfg.Enabled {
 		return nil, nil
+	}
+	if m.state != nil {
+		return m.observePersistent(ctx, findings)
 	}
 	res := m.eng.observe(findings)
 	m.recordEngineMetrics(res)
@@ -222,4 +236,60 @@ func flushContext(ctx context.Context) (context.Context, context.CancelFunc) {
 		return context.WithCancel(ctx)
 	}
 	return context.WithTimeout(context.WithoutCancel(ctx), deadLetterWriteLimit)
+}
+
+// observePersistent is Observe with a StateStore: load the state the
+// findings touch, apply them, write the changed state and alerts back,
+// then notify. The working set is dropped whatever happens, so a failed
+// call leaves nothing behind and its retry starts again from the store.
+func (m *Manager) observePersistent(ctx context.Context, findings []schemas.Finding) ([]Alert, error) {
+	defer m.eng.reset()
+	fail := func(op string, err error) ([]Alert, error) {
+		m.m.persistErrs.Inc()
+		m.log.Error().Str("error", err.Error()).Str("operation", op).Msg("alert state; the batch will be retried")
+		return nil, err
+	}
+	if keys := m.eng.neededKeys(findings); !keys.empty() {
+		recs, err := m.state.LoadState(ctx, keys)
+		if err != nil {
+			return fail("load", err)
+		}
+		if err := m.eng.install(recs); err != nil {
+			return fail("decode", err)
+		}
+		if more := m.eng.riskGroupKeys(findings); len(more) > 0 {
+			recs, err := m.state.LoadState(ctx, StateKeys{Groups: more})
+			if err != nil {
+				return fail("load", err)
+			}
+			if err := m.eng.install(recs); err != nil {
+				return fail("decode", err)
+			}
+		}
+	}
+	m.m.loaded.Add(float64(len(m.eng.versions)))
+	res := m.eng.observe(findings)
+	m.recordEngineMetrics(res)
+	recs, err := m.eng.dirtyRecords()
+	if err != nil {
+		return fail("encode", err)
+	}
+	batch := res.alerts
+	sort.Slice(batch, func(i, j int) bool { return batch[i].AlertID < batch[j].AlertID })
+	if len(recs) == 0 && len(batch) == 0 {
+		return nil, nil
+	}
+	if err := m.state.WriteState(ctx, recs, batch, m.eng.members); err != nil {
+		return fail("write", err)
+	}
+	for _, a := range batch {
+		m.m.alerts.WithLabelValues(a.Rule, string(a.Change)).Inc()
+		if !a.Notify {
+			continue
+		}
+		for _, o := range m.outputs {
+			o.enqueue(a)
+		}
+	}
+	return batch, nil
 }

@@ -14,6 +14,7 @@ type metrics struct {
 	evictions     *prometheus.CounterVec // kind
 	persistErrs   prometheus.Counter
 	persistPend   prometheus.Gauge
+	loaded        prometheus.Counter
 	sent          *prometheus.CounterVec // output
 	failed        *prometheus.CounterVec // output, class
 	dropped       *prometheus.CounterVec // output, reason
@@ -41,6 +42,8 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help: "Failed writes of alerts to ClickHouse (the alerts are retried with the next Observe)."}),
 		persistPend: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "persist_pending",
 			Help: "Alerts waiting to be written after a failed write."}),
+		loaded: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "state_loaded_total",
+			Help: "Persisted state records (groups, risk users, surge patients) loaded to apply findings."}),
 		sent: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "notifications_sent_total",
 			Help: "Alert notifications delivered, by output."}, []string{"output"}),
 		failed: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "notifications_failed_total",
@@ -64,7 +67,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{m.findings, m.alerts, m.state, m.evictions, m.persistErrs, m.persistPend,
+	for _, c := range []prometheus.Collector{m.findings, m.alerts, m.state, m.evictions, m.persistErrs, m.persistPend, m.loaded,
 		m.sent, m.failed, m.dropped, m.queued, m.latency, m.attemptErrors, m.deadLetters, m.deadLettersLost, m.deadLetterWriteErrors} {
 		if err := reg.Register(c); err != nil {
 			return nil, err

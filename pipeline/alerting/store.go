@@ -38,7 +38,8 @@ type DeliveryFailure struct {
 }
 
 // ClickHouseStore writes to the alerts and alert_delivery_failures tables
-// created by the migrations (0004, 0020).
+// created by the migrations (0004, 0020), and keeps the engine's state in
+// alert_engine_state and alert_findings (0060): it is a StateStore.
 type ClickHouseStore struct {
 	conn driver.Conn
 }
@@ -50,7 +51,7 @@ func NewClickHouseStore(conn driver.Conn) *ClickHouseStore {
 }
 
 const insertAlerts = `INSERT INTO alerts (alert_id, rule, detector, severity, score, facility_id, user_id, patient_id,
- first_seen, last_seen, finding_count, finding_ids, explanation, version)`
+ first_seen, last_seen, finding_count, finding_ids, explanation, version, notified_version)`
 
 // WriteAlerts implements Store.
 func (s *ClickHouseStore) WriteAlerts(ctx context.Context, alerts []Alert) error {
@@ -69,12 +70,86 @@ func (s *ClickHouseStore) WriteAlerts(ctx context.Context, alerts []Alert) error
 			ids = []string{}
 		}
 		if err := batch.Append(a.AlertID, a.Rule, a.Detector, string(a.Severity), a.Score, a.FacilityID,
-			a.UserID, a.PatientID, a.FirstSeen.UTC(), a.LastSeen.UTC(), a.FindingCount, ids, a.Explanation, a.Version); err != nil {
+			a.UserID, a.PatientID, a.FirstSeen.UTC(), a.LastSeen.UTC(), a.FindingCount, ids, a.Explanation, a.Version, a.NotifiedVersion); err != nil {
 			return storeError("append alert row", err)
 		}
 	}
 	if err := batch.Send(); err != nil {
 		return storeError(fmt.Sprintf("insert %d alerts", len(alerts)), err)
+	}
+	return nil
+}
+
+// LoadState implements StateStore: one query for all the keys.
+func (s *ClickHouseStore) LoadState(ctx context.Context, keys StateKeys) ([]StateRecord, error) {
+	if keys.empty() {
+		return nil, nil
+	}
+	groups, users, patients := keys.Groups, keys.Users, keys.Patients
+	for _, l := range []*[]string{&groups, &users, &patients} {
+		if *l == nil {
+			*l = []string{}
+		}
+	}
+	rows, err := s.conn.Query(ctx, `SELECT kind, key, version, data FROM alert_engine_state FINAL
+ WHERE (kind = 'group' AND has(?, key)) OR (kind = 'risk' AND has(?, key)) OR (kind = 'surge' AND has(?, key))`,
+		groups, users, patients)
+	if err != nil {
+		return nil, storeError("load alert state", err)
+	}
+	defer rows.Close()
+	var out []StateRecord
+	for rows.Next() {
+		var r StateRecord
+		var data string
+		if err := rows.Scan(&r.Kind, &r.Key, &r.Version, &data); err != nil {
+			return nil, storeError("read alert state", err)
+		}
+		r.Data = []byte(data)
+		out = append(out, r)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, storeError("read alert state", err)
+	}
+	return out, nil
+}
+
+// WriteState implements StateStore: the alerts and memberships first, then
+// the state, so state never claims an alert row that is not there.
+func (s *ClickHouseStore) WriteState(ctx context.Context, recs []StateRecord, alerts []Alert, members []Membership) error {
+	if err := s.WriteAlerts(ctx, alerts); err != nil {
+		return err
+	}
+	if len(members) > 0 {
+		batch, err := s.conn.PrepareBatch(ctx, "INSERT INTO alert_findings (finding_id, alert_id, rule)")
+		if err != nil {
+			return storeError("prepare alert findings insert", err)
+		}
+		defer func() { _ = batch.Abort() }()
+		for _, m := range members {
+			if err := batch.Append(m.FindingID, m.AlertID, m.Rule); err != nil {
+				return storeError("append alert finding row", err)
+			}
+		}
+		if err := batch.Send(); err != nil {
+			return storeError(fmt.Sprintf("insert %d alert findings", len(members)), err)
+		}
+	}
+	if len(recs) == 0 {
+		return nil
+	}
+	batch, err := s.conn.PrepareBatch(ctx, "INSERT INTO alert_engine_state (kind, key, version, data)")
+	if err != nil {
+		return storeError("prepare alert state insert", err)
+	}
+	defer func() { _ = batch.Abort() }()
+	for _, r := range recs {
+		if err := batch.Append(r.Kind, r.Key, r.Version, string(r.Data)); err != nil {
+			return storeError("append alert state row", err)
+		}
+	}
+	if err := batch.Send(); err != nil {
+		return storeError(fmt.Sprintf("insert %d alert state rows", len(recs)), err)
 	}
 	return nil
 }
