@@ -14,34 +14,34 @@
 #           line is its address, e.g. 127.0.0.1:21234
 #   stop    stop it and delete its data
 #   status  print "running <addr>" (exit 0) or "stopped" (exit 1)
-#   env     start if needed, then print `export EHRWATCH_TEST_ALERTMANAGER=<url>`;
+#   env     start if needed, then print `export EHRDEV_ALERTMANAGER=<url>`;
 #           use as: eval "$(deployments/dev/alertmanager.sh env)"
 #
 # It listens on 127.0.0.1 only, clustering off, and routes every alert to
-# one receiver, "local", a webhook at EHRWATCH_ALERTMANAGER_RECEIVER (by
+# one receiver, "local", a webhook at EHRDEV_ALERTMANAGER_RECEIVER (by
 # default http://127.0.0.1:9/, where nothing listens: notifications fail
 # and are logged, alerts stay queryable at /api/v2/alerts).
 #
 # Environment:
-#   EHRWATCH_CACHE                   cache root          (default ~/.cache/ehrwatch)
-#   EHRWATCH_DEV_STATE               runtime state root  (default /tmp/ehrwatch-dev)
-#   EHRWATCH_ALERTMANAGER_VERSION    module version      (default pinned below)
-#   EHRWATCH_ALERTMANAGER_RESOLVE_TIMEOUT  global resolve_timeout (default 10s:
+#   EHRDEV_CACHE                   cache root          (default ~/.cache/ehrwatch)
+#   EHRDEV_STATE               runtime state root  (default /tmp/ehrwatch-dev)
+#   EHRDEV_ALERTMANAGER_VERSION    module version      (default pinned below)
+#   EHRDEV_ALERTMANAGER_RESOLVE_TIMEOUT  global resolve_timeout (default 5s:
 #                                    short, so tests see an alert without endsAt
 #                                    resolve quickly; production uses 5m)
-#   EHRWATCH_ALERTMANAGER_RECEIVER   webhook URL of the local receiver
+#   EHRDEV_ALERTMANAGER_RECEIVER   webhook URL of the local receiver
 set -euo pipefail
 
-AM_VERSION="${EHRWATCH_ALERTMANAGER_VERSION:-v0.35.0}"
-RESOLVE_TIMEOUT="${EHRWATCH_ALERTMANAGER_RESOLVE_TIMEOUT:-10s}"
-RECEIVER_URL="${EHRWATCH_ALERTMANAGER_RECEIVER:-http://127.0.0.1:9/}"
+AM_VERSION="${EHRDEV_ALERTMANAGER_VERSION:-v0.35.0}"
+RESOLVE_TIMEOUT="${EHRDEV_ALERTMANAGER_RESOLVE_TIMEOUT:-5s}"
+RECEIVER_URL="${EHRDEV_ALERTMANAGER_RECEIVER:-http://127.0.0.1:9/}"
 
 SCRIPT_DIR="$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd)"
 REPO_ROOT="$(cd -- "${SCRIPT_DIR}/../.." && pwd)"
 USER_HOME=~
-CACHE_DIR="${EHRWATCH_CACHE:-${USER_HOME}/.cache/ehrwatch}/alertmanager-${AM_VERSION}"
+CACHE_DIR="${EHRDEV_CACHE:-${USER_HOME}/.cache/ehrwatch}/alertmanager-${AM_VERSION}"
 BIN="${CACHE_DIR}/alertmanager"
-STATE_DIR="${EHRWATCH_DEV_STATE:-/tmp/ehrwatch-dev}/alertmanager"
+STATE_DIR="${EHRDEV_STATE:-/tmp/ehrwatch-dev}/alertmanager"
 PID_FILE="${STATE_DIR}/alertmanager.pid"
 PORT_FILE="${STATE_DIR}/port"
 OUT_FILE="${STATE_DIR}/alertmanager.log"
@@ -206,7 +206,7 @@ EOF
     --web.listen-address="127.0.0.1:${port}" \
     --cluster.listen-address= \
     --log.level=warn \
-    >"${OUT_FILE}" 2>&1 </dev/null &
+    >"${OUT_FILE}" 2>&1 </dev/null 9>&- 8>&- &
   echo $! >"${PID_FILE}"
   echo "${port}" >"${PORT_FILE}"
   local i
@@ -236,7 +236,7 @@ do_env() {
   local addr
   addr="$(do_start | tail -n 1)"
   [[ -n "${addr}" ]] || die "could not start Alertmanager"
-  printf 'export EHRWATCH_TEST_ALERTMANAGER=http://%s\n' "${addr}"
+  printf 'export EHRDEV_ALERTMANAGER=http://%s\n' "${addr}"
 }
 
 main() {

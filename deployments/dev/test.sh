@@ -2,9 +2,10 @@
 # The project's test command (`make test` runs it; so does CI).
 #
 # Installs what the tests need (Go modules, Kafka's jars from Maven Central,
-# chDB from PyPI, HL7's FHIR example packages from npm, all cached under
-# ~/.cache/ehrwatch), starts a real Kafka
-# broker and the ClickHouse engine (unless they already run), runs the static
+# chDB from PyPI, HL7's FHIR example packages from npm, an Alertmanager
+# built from its Go module source, all cached under ~/.cache/ehrwatch),
+# starts a real Kafka broker, the ClickHouse engine and Alertmanager
+# (unless they already run), runs the static
 # checks and the whole Go test suite against them, and stops the services it
 # started. Extra arguments go to `go test` (e.g. -run Pipeline).
 set -euo pipefail
@@ -28,7 +29,7 @@ trap cleanup EXIT
 log "go modules"
 go mod download
 
-for svc in kafka clickhouse; do
+for svc in kafka clickhouse alertmanager; do
 	if ! bash "$here/$svc.sh" status >/dev/null 2>&1; then
 		started+=("$svc")
 	fi
@@ -36,7 +37,7 @@ for svc in kafka clickhouse; do
 	bash "$here/$svc.sh" start
 	eval "$(bash "$here/$svc.sh" env)"
 done
-export EHRDEV_KAFKA EHRDEV_CLICKHOUSE
+export EHRDEV_KAFKA EHRDEV_CLICKHOUSE EHRDEV_ALERTMANAGER
 
 log "FHIR example packages"
 eval "$(bash "$here/fhir-examples.sh" env)"

@@ -25,6 +25,9 @@ const (
 	ChangeEscalated Change = "escalated"
 	// ChangeNew: the alert was raised.
 	ChangeNew Change = "new"
+	// ChangeResolved: the alert was closed in triage (lifecycle loop
+	// only; never returned by Observe).
+	ChangeResolved Change = "resolved"
 )
 
 func (c Change) rank() int {
@@ -79,6 +82,13 @@ type Alert struct {
 	Change Change `json:"-"`
 	// Notify is true when the alert was handed to the outputs.
 	Notify bool `json:"-"`
+
+	// Resolved marks a closing sent by the lifecycle loop: ResolvedAt is
+	// when triage closed the alert, CloseKey the triage state version
+	// the closing followed (it names the closing in the webhook-id).
+	Resolved   bool      `json:"-"`
+	ResolvedAt time.Time `json:"-"`
+	CloseKey   uint64    `json:"-"`
 }
 
 // AlertID derives the id of the alert of rule for the group key parts and

@@ -36,6 +36,30 @@ type Config struct {
 	Limits LimitsConfig `yaml:"limits"`
 	// Outputs are the notification channels; each is optional.
 	Outputs OutputsConfig `yaml:"outputs"`
+	// Lifecycle keeps notified alerts firing until triage closes them and
+	// checks that no finding at or above a rule's threshold lacks an
+	// alert. It needs ClickHouse (ehrwatch run).
+	Lifecycle LifecycleConfig `yaml:"lifecycle"`
+}
+
+// LifecycleConfig is the lifecycle loop (see the package documentation,
+// "Lifecycle").
+type LifecycleConfig struct {
+	// Enabled runs the loop.
+	Enabled bool `yaml:"enabled"`
+	// Interval is how often the loop runs: it re-sends every open alert to
+	// Alertmanager with endsAt = now + 3 × interval, resolves the alerts
+	// closed in triage (Alertmanager endsAt = now; webhook alert.resolved)
+	// and recomputes the invariant. Keep it well inside Alertmanager's
+	// resolve_timeout.
+	Interval time.Duration `yaml:"interval"`
+	// InvariantLookback bounds the findings the invariant checks, by when
+	// they were stored.
+	InvariantLookback time.Duration `yaml:"invariant_lookback"`
+	// InvariantGrace leaves out findings stored this recently: alerting
+	// sees a batch's findings right after they are stored, so only a
+	// finding older than this without an alert is a violation.
+	InvariantGrace time.Duration `yaml:"invariant_grace"`
 }
 
 // Group-by dimensions of a rule.
@@ -265,7 +289,9 @@ type AlertmanagerConfig struct {
 	// override the labels ehrwatch sets.
 	Labels map[string]string `yaml:"labels"`
 	// ResolveAfter sets endsAt to the send time plus this. 0: no endsAt,
-	// so Alertmanager's resolve_timeout applies.
+	// so Alertmanager's resolve_timeout applies. Used only when the
+	// lifecycle loop is off; with it on, endsAt is always the send time
+	// plus 3 × lifecycle.interval and alerts are resolved by triage.
 	ResolveAfter time.Duration `yaml:"resolve_after"`
 }
 
@@ -369,6 +395,12 @@ func DefaultConfig() Config {
 			MaxSurgePatients:        50_000,
 			MaxSurgeUsersPerPatient: 200,
 		},
+		Lifecycle: LifecycleConfig{
+			Enabled:           true,
+			Interval:          time.Minute,
+			InvariantLookback: 7 * 24 * time.Hour,
+			InvariantGrace:    5 * time.Minute,
+		},
 		Outputs: OutputsConfig{
 			Alertmanager: AlertmanagerConfig{Delivery: d, Alertname: "EhrwatchAlert"},
 			Webhook:      WebhookConfig{Delivery: d},
@@ -429,6 +461,16 @@ func (c Config) Validate(prefix string) error {
 	}
 	if err := c.Limits.validate(prefix + ".limits"); err != nil {
 		return err
+	}
+	if l := c.Lifecycle; l.Enabled {
+		switch {
+		case l.Interval < 100*time.Millisecond:
+			return fmt.Errorf("%s.lifecycle.interval: must be ≥ 100ms (got %s)", prefix, l.Interval)
+		case l.InvariantLookback <= 0:
+			return fmt.Errorf("%s.lifecycle.invariant_lookback: must be > 0", prefix)
+		case l.InvariantGrace < 0:
+			return fmt.Errorf("%s.lifecycle.invariant_grace: must be ≥ 0", prefix)
+		}
 	}
 	if c.PatientSurge.Enabled && c.Limits.MaxSurgeUsersPerPatient < c.PatientSurge.MinUsers {
 		return fmt.Errorf("%s.limits.max_surge_users_per_patient: must be ≥ patient_surge.min_users (%d)", prefix, c.PatientSurge.MinUsers)

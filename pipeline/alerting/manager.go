@@ -27,6 +27,9 @@ type Options struct {
 	// State overrides the StateStore taken from Store
 	// (NewMemoryStateStore in tests).
 	State StateStore
+	// Lifecycle overrides the LifecycleStore taken from Store. Without
+	// one the lifecycle loop does not run.
+	Lifecycle LifecycleStore
 	// Logger receives operational messages: ids, classes and counts only.
 	// The zero value discards them.
 	Logger zerolog.Logger
@@ -49,6 +52,7 @@ type Manager struct {
 	m       *metrics
 	outputs []*output
 	dl      *deadLetters
+	life    *lifecycle // nil: off
 
 	mu      sync.Mutex
 	eng     *engine
@@ -95,12 +99,26 @@ func New(cfg Config, opts Options) (*Manager, error) {
 	}
 	mgr.eng.persistent = mgr.state != nil
 	mgr.dl = newDeadLetters(opts.Store, m, mgr.log)
+	ls := opts.Lifecycle
+	if ls == nil {
+		ls, _ = opts.Store.(LifecycleStore)
+	}
+	if cfg.Enabled && cfg.Lifecycle.Enabled && ls != nil {
+		mgr.life = &lifecycle{m: mgr, store: ls, cfg: cfg.Lifecycle,
+			stop: make(chan struct{}), done: make(chan struct{}), ticked: make(chan struct{}, 1)}
+	}
 	for _, n := range notifiers {
+		if am, ok := n.n.(*alertmanager); ok && mgr.life != nil {
+			am.firingFor = firingFactor * cfg.Lifecycle.Interval
+		}
 		mgr.outputs = append(mgr.outputs, newOutput(n.name, n.common, n.n, m, mgr.dl, mgr.log, now))
 	}
 	mgr.dl.start()
 	for _, o := range mgr.outputs {
 		o.start()
+	}
+	if mgr.life != nil {
+		mgr.life.start()
 	}
 	return mgr, nil
 }
@@ -194,6 +212,9 @@ func (m *Manager) recordEngineMetrics(res observeResult) {
 // expired). It is idempotent.
 func (m *Manager) Close(ctx context.Context) error {
 	m.closeOnce.Do(func() {
+		if m.life != nil {
+			m.life.close()
+		}
 		m.mu.Lock()
 		m.closed = true
 		if n := len(m.pending); n > 0 {

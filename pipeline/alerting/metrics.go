@@ -15,6 +15,10 @@ type metrics struct {
 	persistErrs   prometheus.Counter
 	persistPend   prometheus.Gauge
 	loaded        prometheus.Counter
+	lifecycle     *prometheus.CounterVec // output, kind, result
+	lifecycleErrs *prometheus.CounterVec // operation
+	firing        prometheus.Gauge
+	withoutAlert  prometheus.Gauge
 	sent          *prometheus.CounterVec // output
 	failed        *prometheus.CounterVec // output, class
 	dropped       *prometheus.CounterVec // output, reason
@@ -44,6 +48,14 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help: "Alerts waiting to be written after a failed write."}),
 		loaded: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "state_loaded_total",
 			Help: "Persisted state records (groups, risk users, surge patients) loaded to apply findings."}),
+		lifecycle: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "lifecycle_sends_total",
+			Help: "Lifecycle deliveries, by output, kind (refresh: a firing alert re-sent with a new endsAt; resolve: a closing) and result (ok, error)."}, []string{"output", "kind", "result"}),
+		lifecycleErrs: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "lifecycle_errors_total",
+			Help: "Failed lifecycle-loop store operations, by operation (firing, closed, mark_resolved, invariant); retried at the next tick."}, []string{"operation"}),
+		firing: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "firing_alerts",
+			Help: "Notified alerts not closed in triage, kept firing in Alertmanager."}),
+		withoutAlert: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "findings_without_alert",
+			Help: "Invariant, must be 0: stored findings at or above a rule's threshold (min_count <= 1) that no alert counts, stored between lifecycle.invariant_lookback and lifecycle.invariant_grace ago."}),
 		sent: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "notifications_sent_total",
 			Help: "Alert notifications delivered, by output."}, []string{"output"}),
 		failed: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "notifications_failed_total",
@@ -67,7 +79,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{m.findings, m.alerts, m.state, m.evictions, m.persistErrs, m.persistPend, m.loaded,
+	for _, c := range []prometheus.Collector{m.findings, m.alerts, m.state, m.evictions, m.persistErrs, m.persistPend, m.loaded, m.lifecycle, m.lifecycleErrs, m.firing, m.withoutAlert,
 		m.sent, m.failed, m.dropped, m.queued, m.latency, m.attemptErrors, m.deadLetters, m.deadLettersLost, m.deadLetterWriteErrors} {
 		if err := reg.Register(c); err != nil {
 			return nil, err

@@ -28,10 +28,13 @@ type amAlert struct {
 }
 
 type alertmanager struct {
-	cfg   AlertmanagerConfig
-	post  *httpPoster
-	links func(string) string
-	now   func() time.Time
+	cfg AlertmanagerConfig
+	// firingFor, when set (the lifecycle loop runs), is endsAt's distance
+	// from the send time for an open alert.
+	firingFor time.Duration
+	post      *httpPoster
+	links     func(string) string
+	now       func() time.Time
 }
 
 func newAlertmanager(cfg AlertmanagerConfig, links func(string) string, now func() time.Time) (*alertmanager, error) {
@@ -52,9 +55,17 @@ func newAlertmanager(cfg AlertmanagerConfig, links func(string) string, now func
 	return &alertmanager{cfg: cfg, post: p, links: links, now: now}, nil
 }
 
-// payload renders a as a one-element postableAlerts array. Labels carry
-// no patient data; the description does only with include_patient_id.
+// payload renders a as a one-element postableAlerts array.
 func (am *alertmanager) payload(a *Alert) ([]byte, error) {
+	return json.Marshal([]amAlert{am.postable(a)})
+}
+
+// postable renders a as one postableAlert. Labels carry no patient data;
+// the description does only with include_patient_id. endsAt: a closed
+// alert's closing time (resolved); with the lifecycle loop, the send time
+// plus 3 × lifecycle.interval (firing until refreshed or resolved);
+// otherwise resolve_after, or none.
+func (am *alertmanager) postable(a *Alert) amAlert {
 	labels := map[string]string{}
 	for k, v := range am.cfg.Labels {
 		labels[k] = v
@@ -91,10 +102,33 @@ func (am *alertmanager) payload(a *Alert) ([]byte, error) {
 		StartsAt:     a.FirstSeen.UTC().Format(time.RFC3339Nano),
 		GeneratorURL: link,
 	}
-	if am.cfg.ResolveAfter > 0 {
-		pa.EndsAt = am.now().Add(am.cfg.ResolveAfter).UTC().Format(time.RFC3339Nano)
+	now := am.now()
+	switch {
+	case a.Resolved:
+		end := a.ResolvedAt
+		if end.IsZero() || end.After(now) {
+			end = now
+		}
+		pa.EndsAt = end.UTC().Format(time.RFC3339Nano)
+	case am.firingFor > 0:
+		pa.EndsAt = now.Add(am.firingFor).UTC().Format(time.RFC3339Nano)
+	case am.cfg.ResolveAfter > 0:
+		pa.EndsAt = now.Add(am.cfg.ResolveAfter).UTC().Format(time.RFC3339Nano)
 	}
-	return json.Marshal([]amAlert{pa})
+	return pa
+}
+
+// sendMany posts several alerts in one request (the lifecycle refresh).
+func (am *alertmanager) sendMany(ctx context.Context, as []Alert) error {
+	pas := make([]amAlert, len(as))
+	for i := range as {
+		pas[i] = am.postable(&as[i])
+	}
+	body, err := json.Marshal(pas)
+	if err != nil {
+		return &DeliveryError{Class: ClassEncode}
+	}
+	return am.post.post(ctx, body, nil)
 }
 
 func (am *alertmanager) send(ctx context.Context, a *Alert) error {

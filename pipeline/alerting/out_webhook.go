@@ -73,10 +73,19 @@ func WebhookID(alertID string, version uint64) string {
 	return alertID + "_v" + strconv.FormatUint(version, 10)
 }
 
+// WebhookResolvedID is the webhook-id of an alert's closing in triage;
+// closeKey is the triage state version the closing followed, so a resend
+// of the same closing carries the same id.
+func WebhookResolvedID(alertID string, closeKey uint64) string {
+	return alertID + "_resolved_s" + strconv.FormatUint(closeKey, 10)
+}
+
 // Webhook event types.
 const (
 	WebhookAlertCreated = "alert.created"
 	WebhookAlertUpdated = "alert.updated"
+	// WebhookAlertResolved: the alert was closed in triage.
+	WebhookAlertResolved = "alert.resolved"
 )
 
 // WebhookPayload is the body of a webhook, per the Standard Webhooks
@@ -135,7 +144,10 @@ func newWebhook(cfg WebhookConfig, links func(string) string, now func() time.Ti
 
 func (w *webhook) payload(a *Alert) ([]byte, error) {
 	typ := WebhookAlertUpdated
-	if a.Change == ChangeNew {
+	switch {
+	case a.Resolved:
+		typ = WebhookAlertResolved
+	case a.Change == ChangeNew:
 		typ = WebhookAlertCreated
 	}
 	ids := a.FindingIDs
@@ -151,7 +163,12 @@ func (w *webhook) payload(a *Alert) ([]byte, error) {
 	if w.cfg.IncludePatientID {
 		d.PatientID = a.PatientID
 	}
-	return json.Marshal(WebhookPayload{Type: typ, Timestamp: a.LastSeen.UTC(), Data: d})
+	ts := a.LastSeen.UTC()
+	if a.Resolved {
+		d.Change = ChangeResolved
+		ts = a.ResolvedAt.UTC()
+	}
+	return json.Marshal(WebhookPayload{Type: typ, Timestamp: ts, Data: d})
 }
 
 func (w *webhook) send(ctx context.Context, a *Alert) error {
@@ -160,6 +177,9 @@ func (w *webhook) send(ctx context.Context, a *Alert) error {
 		return &DeliveryError{Class: ClassEncode}
 	}
 	id := WebhookID(a.AlertID, a.Version)
+	if a.Resolved {
+		id = WebhookResolvedID(a.AlertID, a.CloseKey)
+	}
 	// The attempt's timestamp: re-signed on every retry.
 	ts := w.now().Unix()
 	h := http.Header{}

@@ -4,10 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+
+	"github.com/ehrwatch/ehrwatch/schemas"
 )
 
 // Store persists alerts and delivery dead letters. ClickHouseStore is the
@@ -51,7 +55,7 @@ func NewClickHouseStore(conn driver.Conn) *ClickHouseStore {
 }
 
 const insertAlerts = `INSERT INTO alerts (alert_id, rule, detector, severity, score, facility_id, user_id, patient_id,
- first_seen, last_seen, finding_count, finding_ids, explanation, version, notified_version)`
+ first_seen, last_seen, finding_count, finding_ids, explanation, version, notified_version, summary)`
 
 // WriteAlerts implements Store.
 func (s *ClickHouseStore) WriteAlerts(ctx context.Context, alerts []Alert) error {
@@ -70,7 +74,7 @@ func (s *ClickHouseStore) WriteAlerts(ctx context.Context, alerts []Alert) error
 			ids = []string{}
 		}
 		if err := batch.Append(a.AlertID, a.Rule, a.Detector, string(a.Severity), a.Score, a.FacilityID,
-			a.UserID, a.PatientID, a.FirstSeen.UTC(), a.LastSeen.UTC(), a.FindingCount, ids, a.Explanation, a.Version, a.NotifiedVersion); err != nil {
+			a.UserID, a.PatientID, a.FirstSeen.UTC(), a.LastSeen.UTC(), a.FindingCount, ids, a.Explanation, a.Version, a.NotifiedVersion, a.Summary); err != nil {
 			return storeError("append alert row", err)
 		}
 	}
@@ -151,6 +155,137 @@ func (s *ClickHouseStore) WriteState(ctx context.Context, recs []StateRecord, al
 	if err := batch.Send(); err != nil {
 		return storeError(fmt.Sprintf("insert %d alert state rows", len(recs)), err)
 	}
+	return nil
+}
+
+const alertColumns = `a.alert_id, a.rule, a.detector, a.severity, a.score, a.facility_id, a.user_id, a.patient_id,
+ a.first_seen, a.last_seen, a.finding_count, a.finding_ids, a.explanation, a.summary, a.version, a.notified_version`
+
+// triageStates is each alert's current triage status, its state version,
+// when it last changed, and the version of its last row that was not
+// closed (0 when it was closed straight away): the key of its closing.
+const triageStates = `SELECT alert_id, argMax(status, version) AS cur_status, max(version) AS state_version,
+ argMax(changed_at, version) AS closed_at, maxIf(version, status != 'closed') AS open_version
+ FROM alert_state_history GROUP BY alert_id`
+
+// FiringAlerts implements LifecycleStore.
+func (s *ClickHouseStore) FiringAlerts(ctx context.Context) ([]Alert, error) {
+	rows, err := s.conn.Query(ctx, `SELECT `+alertColumns+`
+ FROM (SELECT * FROM alerts FINAL WHERE notified_version > 0) AS a
+ LEFT JOIN (`+triageStates+`) AS t ON t.alert_id = a.alert_id
+ WHERE t.cur_status != 'closed' ORDER BY a.alert_id`)
+	if err != nil {
+		return nil, storeError("query firing alerts", err)
+	}
+	defer rows.Close()
+	var out []Alert
+	for rows.Next() {
+		var a Alert
+		if err := scanAlert(rows, &a); err != nil {
+			return nil, storeError("read firing alerts", err)
+		}
+		out = append(out, a)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, storeError("read firing alerts", err)
+	}
+	return out, nil
+}
+
+// ClosedAlerts implements LifecycleStore.
+func (s *ClickHouseStore) ClosedAlerts(ctx context.Context, output string) ([]Alert, error) {
+	rows, err := s.conn.Query(ctx, `SELECT `+alertColumns+`, t.closed_at, t.open_version
+ FROM (SELECT * FROM alerts FINAL WHERE notified_version > 0) AS a
+ INNER JOIN (`+triageStates+`) AS t ON t.alert_id = a.alert_id
+ LEFT JOIN (SELECT alert_id, max(state_version) AS done FROM alert_lifecycle
+            WHERE output = ? AND kind = 'resolved' GROUP BY alert_id) AS l ON l.alert_id = a.alert_id
+ WHERE t.cur_status = 'closed' AND l.done <= t.open_version ORDER BY a.alert_id`, output)
+	if err != nil {
+		return nil, storeError("query closed alerts", err)
+	}
+	defer rows.Close()
+	var out []Alert
+	for rows.Next() {
+		var a Alert
+		if err := scanAlert(rows, &a, &a.ResolvedAt, &a.CloseKey); err != nil {
+			return nil, storeError("read closed alerts", err)
+		}
+		a.Resolved, a.Change = true, ChangeResolved
+		a.ResolvedAt = a.ResolvedAt.UTC()
+		out = append(out, a)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, storeError("read closed alerts", err)
+	}
+	return out, nil
+}
+
+// MarkResolved implements LifecycleStore: the closing is recorded under a
+// state version above its key, so ClosedAlerts no longer returns it.
+func (s *ClickHouseStore) MarkResolved(ctx context.Context, output string, a Alert) error {
+	if err := s.conn.Exec(ctx, `INSERT INTO alert_lifecycle (output, alert_id, kind, state_version) VALUES (?, ?, 'resolved', ?)`,
+		output, a.AlertID, a.CloseKey+1); err != nil {
+		return storeError("record resolved alert", err)
+	}
+	return nil
+}
+
+// FindingsWithoutAlert implements LifecycleStore.
+func (s *ClickHouseStore) FindingsWithoutAlert(ctx context.Context, rules []RuleConfig, lookback, grace time.Duration) (uint64, error) {
+	var conds []string
+	var args []any
+	for _, r := range rules {
+		if r.MinCount > 1 {
+			continue // a lone finding legitimately raises nothing
+		}
+		var sevs []string
+		for _, sv := range []schemas.Severity{schemas.SeverityInfo, schemas.SeverityLow, schemas.SeverityMedium, schemas.SeverityHigh, schemas.SeverityCritical} {
+			if sv.Rank() >= r.MinSeverity.Rank() {
+				sevs = append(sevs, string(sv))
+			}
+		}
+		c := "(has(?, severity)"
+		args = append(args, sevs)
+		if len(r.Detectors) > 0 {
+			ds := make([]string, len(r.Detectors))
+			for i, d := range r.Detectors {
+				ds[i] = strings.TrimSpace(d)
+			}
+			c += " AND has(?, detector)"
+			args = append(args, ds)
+		}
+		if slices.Contains(r.GroupBy, GroupByUser) {
+			c += " AND user_id != ''"
+		}
+		if slices.Contains(r.GroupBy, GroupByPatient) {
+			c += " AND patient_id != ''"
+		}
+		conds = append(conds, c+")")
+	}
+	if len(conds) == 0 {
+		return 0, nil
+	}
+	args = append(args, int64(lookback/time.Second), int64(grace/time.Second))
+	var n uint64
+	err := s.conn.QueryRow(ctx, `SELECT count() FROM findings FINAL
+ WHERE NOT suppressed AND (`+strings.Join(conds, " OR ")+`)
+ AND detected_at >= now64(3) - toIntervalSecond(?) AND detected_at < now64(3) - toIntervalSecond(?)
+ AND finding_id NOT IN (SELECT finding_id FROM alert_findings)`, args...).Scan(&n)
+	if err != nil {
+		return 0, storeError("count findings without alert", err)
+	}
+	return n, nil
+}
+
+func scanAlert(rows driver.Rows, a *Alert, extra ...any) error {
+	var sev string
+	dest := []any{&a.AlertID, &a.Rule, &a.Detector, &sev, &a.Score, &a.FacilityID, &a.UserID, &a.PatientID,
+		&a.FirstSeen, &a.LastSeen, &a.FindingCount, &a.FindingIDs, &a.Explanation, &a.Summary, &a.Version, &a.NotifiedVersion}
+	if err := rows.Scan(append(dest, extra...)...); err != nil {
+		return err
+	}
+	a.Severity = schemas.Severity(sev)
+	a.FirstSeen, a.LastSeen = a.FirstSeen.UTC(), a.LastSeen.UTC()
 	return nil
 }
 

@@ -50,3 +50,7 @@ CREATE TABLE IF NOT EXISTS alert_lifecycle
 )
 ENGINE = ReplacingMergeTree(state_version)
 ORDER BY (output, alert_id, kind);
+
+-- The patient-free summary of an alert, which the outputs send unless
+-- include_patient_id is set; the lifecycle loop re-sends alerts from here.
+ALTER TABLE alerts ADD COLUMN IF NOT EXISTS summary String DEFAULT '';
