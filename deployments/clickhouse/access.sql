@@ -80,6 +80,15 @@ GRANT INSERT ON ehrwatch.dlq TO ehrwatch_writer_role;
 GRANT INSERT ON ehrwatch.alerts TO ehrwatch_writer_role;
 GRANT INSERT ON ehrwatch.alert_delivery_failures TO ehrwatch_writer_role;
 GRANT INSERT, SELECT ON ehrwatch.detector_snapshots TO ehrwatch_writer_role;
+-- Alerting's persisted state and lifecycle (pipeline/alerting): it reads
+-- its own state, the alerts, triage's history and the findings (for the
+-- findings_without_alert invariant).
+GRANT INSERT, SELECT ON ehrwatch.alert_engine_state TO ehrwatch_writer_role;
+GRANT INSERT, SELECT ON ehrwatch.alert_findings TO ehrwatch_writer_role;
+GRANT INSERT, SELECT ON ehrwatch.alert_lifecycle TO ehrwatch_writer_role;
+GRANT SELECT ON ehrwatch.alerts TO ehrwatch_writer_role;
+GRANT SELECT ON ehrwatch.findings TO ehrwatch_writer_role;
+GRANT SELECT ON ehrwatch.alert_state_history TO ehrwatch_writer_role;
 GRANT SELECT ON ehrwatch.users TO ehrwatch_writer_role;
 GRANT SELECT ON ehrwatch.patients TO ehrwatch_writer_role;
 GRANT SELECT ON ehrwatch.encounters TO ehrwatch_writer_role;

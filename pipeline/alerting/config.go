@@ -165,8 +165,9 @@ type PatientSurgeConfig struct {
 // entries first when a burst outruns expiry.
 type LimitsConfig struct {
 	// Lateness is how long state is kept past its window for late
-	// findings. A finding later than this starts a fresh group with the
-	// same alert id (see the package documentation).
+	// findings when alerting has no StateStore (the demo, dry runs); a
+	// later finding is counted as too_late. With ClickHouse (ehrwatch run)
+	// the state is persisted and no late finding is dropped.
 	Lateness time.Duration `yaml:"lateness"`
 	// MaxGroups caps open groups over all rules (including user_risk and
 	// patient_surge alerts).
