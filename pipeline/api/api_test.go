@@ -485,7 +485,7 @@ func (e *env) testBadInput(t *testing.T) {
 
 // auditRow is api_audit as the tests read it.
 type auditRow struct {
-	RequestID, Principal, AuthMethod, Role, Channel, Method, Endpoint string
+	RequestID, ClientRequestID, Principal, AuthMethod, Role, Channel, Method, Endpoint string
 	AlertID, PatientID, UserID                                        string
 	Patients                                                          []string
 	Params                                                            string
@@ -496,7 +496,7 @@ type auditRow struct {
 
 func readAudit(t *testing.T, conn clickhouse.Conn) []auditRow {
 	t.Helper()
-	rows, err := conn.Query(context.Background(), `SELECT request_id, principal, auth_method, role, channel, method, endpoint,
+	rows, err := conn.Query(context.Background(), `SELECT request_id, client_request_id, principal, auth_method, role, channel, method, endpoint,
  alert_id, patient_id, user_id, patients_returned, params, status, rows, remote_addr FROM api_audit ORDER BY at, request_id`)
 	if err != nil {
 		t.Fatal(err)
@@ -505,7 +505,7 @@ func readAudit(t *testing.T, conn clickhouse.Conn) []auditRow {
 	var out []auditRow
 	for rows.Next() {
 		var a auditRow
-		if err := rows.Scan(&a.RequestID, &a.Principal, &a.AuthMethod, &a.Role, &a.Channel, &a.Method, &a.Endpoint,
+		if err := rows.Scan(&a.RequestID, &a.ClientRequestID, &a.Principal, &a.AuthMethod, &a.Role, &a.Channel, &a.Method, &a.Endpoint,
 			&a.AlertID, &a.PatientID, &a.UserID, &a.Patients, &a.Params, &a.Status, &a.Rows, &a.RemoteAddr); err != nil {
 			t.Fatal(err)
 		}
@@ -537,16 +537,26 @@ func (e *env) testAudit(t *testing.T) {
 		{"GET", "/api/v1/openapi.yaml", "", "", "rid-openapi-0001", false},
 		{"GET", "/api/v1/alerts", "", "", "rid-anon-0000001", false},
 	}
+	serverID := map[string]string{} // client's id → the server's
 	for _, c := range calls {
 		r := e.do(c.method, c.path, c.token, c.body, "X-Request-Id", c.rid)
-		if r.header.Get("X-Request-Id") != c.rid {
-			t.Errorf("%s: request id not echoed", c.path)
+		sid := r.header.Get("X-Request-Id")
+		if sid == "" || sid == c.rid || r.header.Get("X-Client-Request-Id") != c.rid {
+			t.Errorf("%s: X-Request-Id %q, X-Client-Request-Id %q: want a server id and the client's echoed apart",
+				c.path, sid, r.header.Get("X-Client-Request-Id"))
 		}
+		if _, dup := serverID[sid]; dup {
+			t.Errorf("server request id %s issued twice", sid)
+		}
+		serverID[c.rid] = sid
 	}
 	rows := readAudit(t, e.conn)
 	byRID := map[string]auditRow{}
 	for _, a := range rows {
-		byRID[a.RequestID] = a
+		byRID[a.ClientRequestID] = a
+		if a.RequestID != serverID[a.ClientRequestID] {
+			t.Errorf("audit row of %s: request_id %q, want the server's %q", a.ClientRequestID, a.RequestID, serverID[a.ClientRequestID])
+		}
 	}
 	for _, c := range calls {
 		if _, ok := byRID[c.rid]; ok != c.audited {
