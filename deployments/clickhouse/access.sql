@@ -113,6 +113,7 @@ GRANT INSERT ON ehrwatch.api_audit TO ehrwatch_api_role;
 -- patient data); no patients table at all.
 GRANT SELECT ON ehrwatch.access_events TO ehrwatch_reader_role;
 GRANT SELECT ON ehrwatch.findings TO ehrwatch_reader_role;
+GRANT SELECT ON ehrwatch.alert_findings TO ehrwatch_reader_role;
 GRANT SELECT ON ehrwatch.alerts TO ehrwatch_reader_role;
 GRANT SELECT ON ehrwatch.alert_state TO ehrwatch_reader_role;
 GRANT SELECT ON ehrwatch.encounters TO ehrwatch_reader_role;
