@@ -486,12 +486,12 @@ func (e *env) testBadInput(t *testing.T) {
 // auditRow is api_audit as the tests read it.
 type auditRow struct {
 	RequestID, ClientRequestID, Principal, AuthMethod, Role, Channel, Method, Endpoint string
-	AlertID, PatientID, UserID                                        string
-	Patients                                                          []string
-	Params                                                            string
-	Status                                                            uint16
-	Rows                                                              uint32
-	RemoteAddr                                                        string
+	AlertID, PatientID, UserID                                                         string
+	Patients                                                                           []string
+	Params                                                                             string
+	Status                                                                             uint16
+	Rows                                                                               uint32
+	RemoteAddr                                                                         string
 }
 
 func readAudit(t *testing.T, conn clickhouse.Conn) []auditRow {
