@@ -251,15 +251,18 @@ func (q *queue) len() int {
 
 // output is one notification channel: a queue and its worker.
 type output struct {
-	name   string
-	cfg    outputCommon
-	n      notifier
-	q      *queue
-	m      *metrics
-	dl     *deadLetters
-	log    zerolog.Logger
-	now    func() time.Time
-	sleep  func(ctx context.Context, d time.Duration) bool
+	name  string
+	cfg   outputCommon
+	n     notifier
+	q     *queue
+	m     *metrics
+	dl    *deadLetters
+	log   zerolog.Logger
+	now   func() time.Time
+	sleep func(ctx context.Context, d time.Duration) bool
+	// onSent, when set, learns of every delivered notification (the
+	// lifecycle loop records it, see Manager.recordSent).
+	onSent func(output string, a Alert)
 	base   context.Context // canceled when Close's deadline passes
 	cancel context.CancelFunc
 	done   chan struct{}
@@ -335,6 +338,9 @@ func (o *output) deliver(d *delivery) {
 		if err == nil {
 			o.m.latency.WithLabelValues(o.name).Observe(o.now().Sub(d.enqueued).Seconds())
 			o.m.sent.WithLabelValues(o.name).Inc()
+			if o.onSent != nil {
+				o.onSent(o.name, d.alert)
+			}
 			return
 		}
 		var de *DeliveryError

@@ -153,6 +153,12 @@
 //     delivery; each is recorded in alert_lifecycle, so a closing is
 //     delivered once per output (retried at every tick until it succeeds)
 //     and a reopened alert fires again and is resolved again when closed;
+//   - notifications the other outputs never got (the process crashed
+//     or shut down with them queued or in flight) are sent again: every
+//     delivered notification is recorded in alert_lifecycle (kind
+//     notified), and the loop re-queues the alerts notified between 24h
+//     and 3 × interval ago whose notified version an output has neither
+//     delivered nor dead-lettered for good, under the original webhook-id;
 //   - the loop also counts the findings stored between
 //     invariant_lookback and invariant_grace ago that a rule with
 //     min_count ≤ 1 takes and that no alert counts

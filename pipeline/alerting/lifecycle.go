@@ -18,11 +18,50 @@ type LifecycleStore interface {
 	ClosedAlerts(ctx context.Context, output string) ([]Alert, error)
 	// MarkResolved records that output got the closing of a.
 	MarkResolved(ctx context.Context, output string, a Alert) error
+	// MarkDelivered records that the outputs delivered these
+	// notifications (the alert's NotifiedVersion).
+	MarkDelivered(ctx context.Context, sent []Sent) error
+	// PendingNotifications returns the alerts notified between maxAge and
+	// minAge ago whose notified version output has neither delivered nor
+	// dead-lettered for good (queue_full and shutdown failures are
+	// pending): notifications a crash or a shutdown lost.
+	PendingNotifications(ctx context.Context, output string, minAge, maxAge time.Duration) ([]Alert, error)
 	// FindingsWithoutAlert counts the findings stored between lookback
 	// and grace ago that some rule with min_count ≤ 1 takes (unsuppressed,
 	// at or above its min_severity, its detectors) and that no alert
 	// counts: the invariant, which must be 0.
 	FindingsWithoutAlert(ctx context.Context, rules []RuleConfig, lookback, grace time.Duration) (uint64, error)
+}
+
+// Sent is one delivered notification.
+type Sent struct {
+	Output  string
+	AlertID string
+	Version uint64 // the alert's NotifiedVersion
+}
+
+// Pending notifications are looked for among alerts notified between
+// pendingMaxAge and 3 × lifecycle.interval ago: younger ones may still be
+// in an output's queue. A resend that races a slow delivery carries the
+// same key.
+const (
+	pendingMaxAge = 24 * time.Hour
+	maxUnrecorded = 100_000
+)
+
+// recordSent remembers a delivered notification until the next tick
+// writes it.
+func (m *Manager) recordSent(output string, a Alert) {
+	if a.Resolved || a.NotifiedVersion == 0 {
+		return
+	}
+	m.sentMu.Lock()
+	defer m.sentMu.Unlock()
+	if len(m.sent) >= maxUnrecorded {
+		// Forgetting one only means it may be re-sent, with the same key.
+		m.sent = m.sent[1:]
+	}
+	m.sent = append(m.sent, Sent{Output: output, AlertID: a.AlertID, Version: a.NotifiedVersion})
 }
 
 // firingFactor: an open alert is sent with endsAt = now + firingFactor ×
@@ -74,6 +113,37 @@ func (l *lifecycle) tick() {
 		}
 	}()
 	m := l.m
+	m.sentMu.Lock()
+	sent := m.sent
+	m.sent = nil
+	m.sentMu.Unlock()
+	if len(sent) > 0 {
+		if err := l.store.MarkDelivered(ctx, sent); err != nil {
+			l.fail("mark_delivered", err)
+			m.sentMu.Lock()
+			m.sent = append(sent, m.sent...)
+			m.sentMu.Unlock()
+		}
+	}
+	// Notifications lost by a crash or a shutdown go out again, with the
+	// same idempotency key (Alertmanager gets every firing alert below).
+	minAge := firingFactor * l.cfg.Interval
+	for _, o := range m.outputs {
+		if o.name == OutputAlertmanager {
+			continue
+		}
+		pending, err := l.store.PendingNotifications(ctx, o.name, minAge, pendingMaxAge)
+		if err != nil {
+			l.fail("pending", err)
+			break
+		}
+		for _, a := range pending {
+			if o.wants(a) {
+				o.enqueue(a)
+				m.m.lifecycle.WithLabelValues(o.name, "resend", "queued").Inc()
+			}
+		}
+	}
 	var am *output
 	for _, o := range m.outputs {
 		if o.name == OutputAlertmanager {

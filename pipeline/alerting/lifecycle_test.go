@@ -222,3 +222,63 @@ func TestFindingsWithoutAlertInvariant(t *testing.T) {
 		return metric(t, reg, "ehrwatch_alerting_findings_without_alert", nil) == 0
 	})
 }
+
+// TestLostNotificationIsResentWithItsKey: a notification that never left
+// (the webhook hung and the process shut down) is sent by the next
+// process's lifecycle loop, once, with the webhook-id of the original.
+func TestLostNotificationIsResentWithItsKey(t *testing.T) {
+	conn := migrated(t)
+	ctx := context.Background()
+	stop := make(chan struct{})
+	hang := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-r.Context().Done():
+		case <-stop:
+		}
+	}))
+	defer hang.Close()
+	defer close(stop)
+	recv := newSWReceiver(t, testSecret)
+	srv := httptest.NewServer(recv)
+	defer srv.Close()
+
+	cfgFor := func(url string) alerting.Config {
+		cfg := webhookConfig(url)
+		cfg.Lifecycle.Interval = 100 * time.Millisecond
+		return cfg
+	}
+	mgr1, err := alerting.New(cfgFor(hang.URL), alerting.Options{Store: alerting.NewClickHouseStore(conn), Logger: zerolog.Nop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	alerts, err := mgr1.Observe(ctx, []schemas.Finding{finding("vip", schemas.SeverityHigh, "U-LOST", 1, at("09:00"))})
+	if err != nil || len(alerts) != 1 || !alerts[0].Notify {
+		t.Fatalf("alerts %+v, %v", alerts, err)
+	}
+	a := alerts[0]
+	short, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+	_ = mgr1.Close(short) // the hung delivery is cut off: dead-lettered as shutdown
+	cancel()
+
+	mgr2, err := alerting.New(cfgFor(srv.URL), alerting.Options{Store: alerting.NewClickHouseStore(conn), Logger: zerolog.Nop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mgr2.Close(ctx)
+	waitFor(t, "the lost notification", func() bool { return recv.acceptedCount() == 1 })
+	recv.mu.Lock()
+	got := recv.accepted[0]
+	recv.mu.Unlock()
+	if id := got.header.Get("webhook-id"); id != alerting.WebhookID(a.AlertID, a.Version) {
+		t.Errorf("resent with webhook-id %q, want the original %q", id, alerting.WebhookID(a.AlertID, a.Version))
+	}
+	if !strings.Contains(string(got.body), `"alert.created"`) {
+		t.Errorf("resent as %s, want alert.created", got.body)
+	}
+	time.Sleep(time.Second) // ten more ticks: the delivery is recorded, nothing is sent again
+	recv.mu.Lock()
+	defer recv.mu.Unlock()
+	if len(recv.accepted) != 1 || len(recv.rejected) != 0 {
+		t.Errorf("after the resend: %d accepted, rejected %v", len(recv.accepted), recv.rejected)
+	}
+}

@@ -54,6 +54,9 @@ type Manager struct {
 	dl      *deadLetters
 	life    *lifecycle // nil: off
 
+	sentMu sync.Mutex
+	sent   []Sent // delivered notifications not yet recorded
+
 	mu      sync.Mutex
 	eng     *engine
 	state   StateStore       // nil: state in memory
@@ -111,7 +114,11 @@ func New(cfg Config, opts Options) (*Manager, error) {
 		if am, ok := n.n.(*alertmanager); ok && mgr.life != nil {
 			am.firingFor = firingFactor * cfg.Lifecycle.Interval
 		}
-		mgr.outputs = append(mgr.outputs, newOutput(n.name, n.common, n.n, m, mgr.dl, mgr.log, now))
+		o := newOutput(n.name, n.common, n.n, m, mgr.dl, mgr.log, now)
+		if mgr.life != nil {
+			o.onSent = mgr.recordSent
+		}
+		mgr.outputs = append(mgr.outputs, o)
 	}
 	mgr.dl.start()
 	for _, o := range mgr.outputs {

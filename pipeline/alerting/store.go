@@ -230,6 +230,59 @@ func (s *ClickHouseStore) MarkResolved(ctx context.Context, output string, a Ale
 	return nil
 }
 
+// MarkDelivered implements LifecycleStore.
+func (s *ClickHouseStore) MarkDelivered(ctx context.Context, sent []Sent) error {
+	batch, err := s.conn.PrepareBatch(ctx, "INSERT INTO alert_lifecycle (output, alert_id, kind, state_version)")
+	if err != nil {
+		return storeError("prepare delivered insert", err)
+	}
+	defer func() { _ = batch.Abort() }()
+	for _, x := range sent {
+		if err := batch.Append(x.Output, x.AlertID, "notified", x.Version); err != nil {
+			return storeError("append delivered row", err)
+		}
+	}
+	if err := batch.Send(); err != nil {
+		return storeError(fmt.Sprintf("insert %d delivered rows", len(sent)), err)
+	}
+	return nil
+}
+
+// PendingNotifications implements LifecycleStore. The alert goes out
+// under its notified version, so the resend carries the original key.
+func (s *ClickHouseStore) PendingNotifications(ctx context.Context, output string, minAge, maxAge time.Duration) ([]Alert, error) {
+	rows, err := s.conn.Query(ctx, `SELECT `+alertColumns+`, d.done
+ FROM (SELECT * FROM alerts FINAL WHERE notified_version > 0
+       AND created_at < now64(3) - toIntervalSecond(?) AND created_at >= now64(3) - toIntervalSecond(?)) AS a
+ LEFT JOIN (SELECT alert_id, max(state_version) AS done FROM alert_lifecycle
+            WHERE output = ? AND kind = 'notified' GROUP BY alert_id) AS d ON d.alert_id = a.alert_id
+ LEFT JOIN (SELECT alert_id, max(version) AS failed FROM alert_delivery_failures
+            WHERE output = ? AND error_class NOT IN ('shutdown', 'queue_full') GROUP BY alert_id) AS f ON f.alert_id = a.alert_id
+ WHERE d.done < a.notified_version AND f.failed < a.notified_version ORDER BY a.alert_id`,
+		int64(minAge/time.Second), int64(maxAge/time.Second), output, output)
+	if err != nil {
+		return nil, storeError("query pending notifications", err)
+	}
+	defer rows.Close()
+	var out []Alert
+	for rows.Next() {
+		var a Alert
+		var done uint64
+		if err := scanAlert(rows, &a, &done); err != nil {
+			return nil, storeError("read pending notifications", err)
+		}
+		a.Version, a.Notify, a.Change = a.NotifiedVersion, true, ChangeUpdated
+		if done == 0 {
+			a.Change = ChangeNew // this output never got any version of it
+		}
+		out = append(out, a)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, storeError("read pending notifications", err)
+	}
+	return out, nil
+}
+
 // FindingsWithoutAlert implements LifecycleStore.
 func (s *ClickHouseStore) FindingsWithoutAlert(ctx context.Context, rules []RuleConfig, lookback, grace time.Duration) (uint64, error) {
 	var conds []string
