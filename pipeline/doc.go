@@ -71,6 +71,11 @@
 //     source topic/partition/offset headers.
 //   - A graceful stop (SIGTERM, or a rebalance) stores and commits everything
 //     it processed, so it causes no re-reads at all.
+//   - Alerts follow the findings exactly: the after-store hook
+//     (pipeline/alerting with ClickHouse) keeps its grouping and
+//     notification state in alert_engine_state, keyed by alert id, user
+//     and patient, and writes it before the batch is acknowledged, so a
+//     replayed batch changes nothing and no late finding is dropped.
 //
 // # Detector state
 //

@@ -69,6 +69,9 @@ func (m *Manager) recordSent(output string, a Alert) {
 // resolves it on its own.
 const firingFactor = 3
 
+// tickTimeout bounds a lifecycle tick whose interval is shorter.
+const tickTimeout = 30 * time.Second
+
 // lifecycle is the loop that keeps Alertmanager in step with triage.
 type lifecycle struct {
 	m      *Manager
@@ -103,7 +106,9 @@ func (l *lifecycle) close() {
 // tick re-sends the firing alerts to Alertmanager, delivers the closings,
 // and recomputes the invariant. Every failure is retried at the next tick.
 func (l *lifecycle) tick() {
-	ctx, cancel := context.WithTimeout(context.Background(), l.cfg.Interval)
+	// A slow tick delays the next one (the ticker drops ticks); it is not
+	// cut at one interval, which would starve a loaded server's queries.
+	ctx, cancel := context.WithTimeout(context.Background(), max(l.cfg.Interval, tickTimeout))
 	defer cancel()
 	go func() {
 		select {
@@ -113,37 +118,6 @@ func (l *lifecycle) tick() {
 		}
 	}()
 	m := l.m
-	m.sentMu.Lock()
-	sent := m.sent
-	m.sent = nil
-	m.sentMu.Unlock()
-	if len(sent) > 0 {
-		if err := l.store.MarkDelivered(ctx, sent); err != nil {
-			l.fail("mark_delivered", err)
-			m.sentMu.Lock()
-			m.sent = append(sent, m.sent...)
-			m.sentMu.Unlock()
-		}
-	}
-	// Notifications lost by a crash or a shutdown go out again, with the
-	// same idempotency key (Alertmanager gets every firing alert below).
-	minAge := firingFactor * l.cfg.Interval
-	for _, o := range m.outputs {
-		if o.name == OutputAlertmanager {
-			continue
-		}
-		pending, err := l.store.PendingNotifications(ctx, o.name, minAge, pendingMaxAge)
-		if err != nil {
-			l.fail("pending", err)
-			break
-		}
-		for _, a := range pending {
-			if o.wants(a) {
-				o.enqueue(a)
-				m.m.lifecycle.WithLabelValues(o.name, "resend", "queued").Inc()
-			}
-		}
-	}
 	var am *output
 	for _, o := range m.outputs {
 		if o.name == OutputAlertmanager {
@@ -195,6 +169,37 @@ func (l *lifecycle) tick() {
 				continue
 			}
 			m.m.lifecycle.WithLabelValues(o.name, "resolve", "ok").Inc()
+		}
+	}
+	m.sentMu.Lock()
+	sent := m.sent
+	m.sent = nil
+	m.sentMu.Unlock()
+	if len(sent) > 0 {
+		if err := l.store.MarkDelivered(ctx, sent); err != nil {
+			l.fail("mark_delivered", err)
+			m.sentMu.Lock()
+			m.sent = append(sent, m.sent...)
+			m.sentMu.Unlock()
+		}
+	}
+	// Notifications lost by a crash or a shutdown go out again, with the
+	// same idempotency key (Alertmanager gets every firing alert below).
+	minAge := firingFactor * l.cfg.Interval
+	for _, o := range m.outputs {
+		if o.name == OutputAlertmanager {
+			continue
+		}
+		pending, err := l.store.PendingNotifications(ctx, o.name, minAge, pendingMaxAge)
+		if err != nil {
+			l.fail("pending", err)
+			break
+		}
+		for _, a := range pending {
+			if o.wants(a) {
+				o.enqueue(a)
+				m.m.lifecycle.WithLabelValues(o.name, "resend", "queued").Inc()
+			}
 		}
 	}
 	if n, err := l.store.FindingsWithoutAlert(ctx, m.cfg.Rules, l.cfg.InvariantLookback, l.cfg.InvariantGrace); err != nil {

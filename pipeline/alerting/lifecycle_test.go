@@ -68,7 +68,7 @@ func TestAlertLifecycleFollowsTriageInRealAlertmanager(t *testing.T) {
 	defer srv.Close()
 
 	cfg := rulesOnly()
-	cfg.Lifecycle.Interval = time.Second
+	cfg.Lifecycle.Interval = 2 * time.Second
 	cfg.Lifecycle.InvariantGrace = 0
 	am := &cfg.Outputs.Alertmanager
 	am.Enabled, am.URL, am.Delivery, am.Labels = true, amURL, fastDelivery(3), map[string]string{"run": run}
@@ -110,7 +110,7 @@ func TestAlertLifecycleFollowsTriageInRealAlertmanager(t *testing.T) {
 	}
 	// endsAt is set (3 × interval ahead), so Alertmanager's resolve_timeout
 	// never applies; the alert stays active only if it is refreshed.
-	if first.EndsAt.IsZero() || first.EndsAt.After(time.Now().Add(10*time.Second)) {
+	if first.EndsAt.IsZero() || first.EndsAt.After(time.Now().Add(3*cfg.Lifecycle.Interval+time.Second)) {
 		t.Fatalf("endsAt %v, want within 3 × lifecycle.interval", first.EndsAt)
 	}
 	deadline := first.EndsAt.Add(6 * time.Second) // past the first endsAt and the dev Alertmanager's 5s resolve_timeout
@@ -155,7 +155,7 @@ func TestAlertLifecycleFollowsTriageInRealAlertmanager(t *testing.T) {
 	_ = mgr.Close(ctx)
 	mgr2, _ := newMgr()
 	defer func() { _ = mgr2.Close(ctx) }()
-	time.Sleep(2500 * time.Millisecond) // the restarted loop ticks at once, then every 1s
+	time.Sleep(5 * time.Second) // the restarted loop ticks at once, then every 2s
 	recv.mu.Lock()
 	n := 0
 	for _, r := range recv.accepted {
