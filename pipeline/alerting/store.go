@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2"
@@ -118,26 +119,21 @@ func (s *ClickHouseStore) LoadState(ctx context.Context, keys StateKeys) ([]Stat
 	return out, nil
 }
 
-// WriteState implements StateStore: the alerts and memberships first, then
-// the state, so state never claims an alert row that is not there.
+// WriteState implements StateStore: the alerts and memberships first (in
+// parallel), then the state, so state never claims an alert row that is
+// not there.
 func (s *ClickHouseStore) WriteState(ctx context.Context, recs []StateRecord, alerts []Alert, members []Membership) error {
-	if err := s.WriteAlerts(ctx, alerts); err != nil {
+	var wg sync.WaitGroup
+	var alertsErr error
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		alertsErr = s.WriteAlerts(ctx, alerts)
+	}()
+	membersErr := s.writeMembers(ctx, members)
+	wg.Wait()
+	if err := errors.Join(alertsErr, membersErr); err != nil {
 		return err
-	}
-	if len(members) > 0 {
-		batch, err := s.conn.PrepareBatch(ctx, "INSERT INTO alert_findings (finding_id, alert_id, rule)")
-		if err != nil {
-			return storeError("prepare alert findings insert", err)
-		}
-		defer func() { _ = batch.Abort() }()
-		for _, m := range members {
-			if err := batch.Append(m.FindingID, m.AlertID, m.Rule); err != nil {
-				return storeError("append alert finding row", err)
-			}
-		}
-		if err := batch.Send(); err != nil {
-			return storeError(fmt.Sprintf("insert %d alert findings", len(members)), err)
-		}
 	}
 	if len(recs) == 0 {
 		return nil
@@ -226,6 +222,26 @@ func (s *ClickHouseStore) MarkResolved(ctx context.Context, output string, a Ale
 	if err := s.conn.Exec(ctx, `INSERT INTO alert_lifecycle (output, alert_id, kind, state_version) VALUES (?, ?, 'resolved', ?)`,
 		output, a.AlertID, a.CloseKey+1); err != nil {
 		return storeError("record resolved alert", err)
+	}
+	return nil
+}
+
+func (s *ClickHouseStore) writeMembers(ctx context.Context, members []Membership) error {
+	if len(members) == 0 {
+		return nil
+	}
+	batch, err := s.conn.PrepareBatch(ctx, "INSERT INTO alert_findings (finding_id, alert_id, rule)")
+	if err != nil {
+		return storeError("prepare alert findings insert", err)
+	}
+	defer func() { _ = batch.Abort() }()
+	for _, m := range members {
+		if err := batch.Append(m.FindingID, m.AlertID, m.Rule); err != nil {
+			return storeError("append alert finding row", err)
+		}
+	}
+	if err := batch.Send(); err != nil {
+		return storeError(fmt.Sprintf("insert %d alert findings", len(members)), err)
 	}
 	return nil
 }
