@@ -1025,6 +1025,9 @@ func (e *engine) maybeSweep() {
 // sweep expires state the watermark has left behind by more than its
 // window plus the allowed lateness.
 func (e *engine) sweep() {
+	if e.persistent {
+		return // the working set is one Observe's; the store keeps the rest
+	}
 	e.lastSweep = e.watermark
 	late := e.cfg.Limits.Lateness
 	wm := e.watermark
