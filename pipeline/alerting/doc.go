@@ -156,9 +156,10 @@
 //   - notifications the other outputs never got (the process crashed
 //     or shut down with them queued or in flight) are sent again: every
 //     delivered notification is recorded in alert_lifecycle (kind
-//     notified), and the loop re-queues the alerts notified between 24h
-//     and 3 × interval ago whose notified version an output has neither
-//     delivered nor dead-lettered for good, under the original webhook-id;
+//     notified, within a second), and the loop re-queues the alerts
+//     notified between 24h and 3 × interval ago (or before the process
+//     started) whose notified version an output has neither delivered
+//     nor dead-lettered for good, under the original webhook-id;
 //   - the loop also counts the findings stored between
 //     invariant_lookback and invariant_grace ago that a rule with
 //     min_count ≤ 1 takes and that no alert counts

@@ -41,9 +41,9 @@ type Sent struct {
 }
 
 // Pending notifications are looked for among alerts notified between
-// pendingMaxAge and 3 × lifecycle.interval ago: younger ones may still be
-// in an output's queue. A resend that races a slow delivery carries the
-// same key.
+// pendingMaxAge and 3 × lifecycle.interval ago (or, in a process younger
+// than that, before it started): younger ones may still be in an output's
+// queue. A resend that races a slow delivery carries the same key.
 const (
 	pendingMaxAge = 24 * time.Hour
 	maxUnrecorded = 100_000
@@ -80,6 +80,9 @@ type lifecycle struct {
 	stop   chan struct{}
 	done   chan struct{}
 	ticked chan struct{} // non-blocking signal after each tick, for tests
+	// started is when the loop was created: alerts notified before it
+	// cannot be in this process's queues.
+	started time.Time
 }
 
 func (l *lifecycle) start() { go l.run() }
@@ -88,13 +91,41 @@ func (l *lifecycle) run() {
 	defer close(l.done)
 	t := time.NewTicker(l.cfg.Interval)
 	defer t.Stop()
+	// Deliveries are recorded within a second, so a crash soon after a
+	// delivery does not make the next process send it again.
+	f := time.NewTicker(min(l.cfg.Interval, time.Second))
+	defer f.Stop()
+	l.tick()
 	for {
-		l.tick()
 		select {
 		case <-l.stop:
+			l.flushSent(context.Background())
 			return
 		case <-t.C:
+			l.tick()
+		case <-f.C:
+			l.flushSent(context.Background())
 		}
+	}
+}
+
+// flushSent writes the delivered notifications recorded so far.
+func (l *lifecycle) flushSent(parent context.Context) {
+	m := l.m
+	m.sentMu.Lock()
+	sent := m.sent
+	m.sent = nil
+	m.sentMu.Unlock()
+	if len(sent) == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(parent, tickTimeout)
+	defer cancel()
+	if err := l.store.MarkDelivered(ctx, sent); err != nil {
+		l.fail("mark_delivered", err)
+		m.sentMu.Lock()
+		m.sent = append(sent, m.sent...)
+		m.sentMu.Unlock()
 	}
 }
 
@@ -171,21 +202,13 @@ func (l *lifecycle) tick() {
 			m.m.lifecycle.WithLabelValues(o.name, "resolve", "ok").Inc()
 		}
 	}
-	m.sentMu.Lock()
-	sent := m.sent
-	m.sent = nil
-	m.sentMu.Unlock()
-	if len(sent) > 0 {
-		if err := l.store.MarkDelivered(ctx, sent); err != nil {
-			l.fail("mark_delivered", err)
-			m.sentMu.Lock()
-			m.sent = append(sent, m.sent...)
-			m.sentMu.Unlock()
-		}
-	}
+	l.flushSent(ctx)
 	// Notifications lost by a crash or a shutdown go out again, with the
-	// same idempotency key (Alertmanager gets every firing alert below).
-	minAge := firingFactor * l.cfg.Interval
+	// same idempotency key (Alertmanager gets every firing alert above).
+	// An alert notified before this process started is in no queue of
+	// ours: it is pending at once. Later ones get 3 intervals to leave
+	// through the queue first.
+	minAge := min(firingFactor*l.cfg.Interval, time.Since(l.started))
 	for _, o := range m.outputs {
 		if o.name == OutputAlertmanager {
 			continue

@@ -107,7 +107,7 @@ func New(cfg Config, opts Options) (*Manager, error) {
 		ls, _ = opts.Store.(LifecycleStore)
 	}
 	if cfg.Enabled && cfg.Lifecycle.Enabled && ls != nil {
-		mgr.life = &lifecycle{m: mgr, store: ls, cfg: cfg.Lifecycle,
+		mgr.life = &lifecycle{m: mgr, store: ls, cfg: cfg.Lifecycle, started: time.Now(),
 			stop: make(chan struct{}), done: make(chan struct{}), ticked: make(chan struct{}, 1)}
 	}
 	for _, n := range notifiers {
