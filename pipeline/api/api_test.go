@@ -56,6 +56,14 @@ type env struct {
 	tokPOJWT, tokNoRole string
 }
 
+// with returns a copy of e whose helpers report to t: each subtest gets its
+// own, so a helper can never fail a test that has already finished.
+func (e *env) with(t *testing.T) *env {
+	c := *e
+	c.t = t
+	return &c
+}
+
 func newEnv(t *testing.T) *env {
 	t.Helper()
 	testKeys(t)
@@ -177,7 +185,7 @@ func TestAPI(t *testing.T) {
 }
 
 func (e *env) testRBAC(t *testing.T) {
-	e.t = t
+	e = e.with(t)
 	type who struct {
 		name, token string
 	}
@@ -234,7 +242,7 @@ func (e *env) testRBAC(t *testing.T) {
 }
 
 func (e *env) testTriage(t *testing.T) {
-	e.t = t
+	e = e.with(t)
 	p := "/api/v1/alerts/al-2"
 	r := e.do("PATCH", p, tokAnalyst, `{"expected_version": 0, "status": "triaged", "assignee": "soc-analyst"}`)
 	if r.status != 200 {
@@ -308,7 +316,7 @@ func (e *env) testTriage(t *testing.T) {
 }
 
 func (e *env) testReports(t *testing.T) {
-	e.t = t
+	e = e.with(t)
 	r := e.do("GET", reportPath("patient-access", "patient_id", tt.PatientMain), tokPO, "")
 	if r.status != 200 {
 		t.Fatalf("report: %d %s", r.status, r.body)
@@ -394,7 +402,7 @@ func boolWord(b bool) string {
 }
 
 func (e *env) testAlerts(t *testing.T) {
-	e.t = t
+	e = e.with(t)
 	r := e.do("GET", "/api/v1/alerts?severity=high&limit=1", tokAnalyst, "")
 	var page triage.AlertPage
 	if err := json.Unmarshal(r.body, &page); err != nil || r.status != 200 {
@@ -428,7 +436,7 @@ func (e *env) testAlerts(t *testing.T) {
 }
 
 func (e *env) testBadInput(t *testing.T) {
-	e.t = t
+	e = e.with(t)
 	pr := func(extra ...string) string {
 		v := url.Values{"patient_id": {tt.PatientMain}, "from": {"2026-03-01"}, "to": {"2026-04-01"}}
 		for i := 0; i+1 < len(extra); i += 2 {
@@ -515,7 +523,7 @@ func readAudit(t *testing.T, conn clickhouse.Conn) []auditRow {
 }
 
 func (e *env) testAudit(t *testing.T) {
-	e.t = t
+	e = e.with(t)
 	if err := e.conn.Exec(context.Background(), "TRUNCATE TABLE api_audit"); err != nil {
 		t.Fatal(err)
 	}
