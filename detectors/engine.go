@@ -383,9 +383,8 @@ func (e *Engine) advance(ctx context.Context, wm time.Time, out []schemas.Findin
 func (e *Engine) admit(out []schemas.Finding, r *runner, f schemas.Finding, dept string, at time.Time) []schemas.Finding {
 	f.Detector = r.name
 	f.WindowStart, f.WindowEnd = f.WindowStart.UTC(), f.WindowEnd.UTC()
-	if f.Score == 0 {
-		f.Score = SeverityScore(f.Severity)
-	}
+	// A score always lies in its severity's band (schemas/score.go).
+	f.Score = schemas.ClampScore(f.Severity, f.Score)
 	if len(f.EventIDs) > schemas.MaxFindingEventIDs {
 		f.EventIDs = f.EventIDs[:schemas.MaxFindingEventIDs]
 	}

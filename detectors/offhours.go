@@ -497,11 +497,11 @@ func (d *OffHours) finding(u *ohUser, ev *schemas.AccessEvent, lt, bucket time.T
 		b.WriteString(" (a holiday)")
 	}
 	if warm {
-		score = uint8(min(100, max(1, math.Round(100*(1-share/cfg.MinShare)))))
+		score = schemas.ScoreWithin(sev, 1-share/cfg.MinShare)
 		fmt.Fprintf(&b, "; only %s%% of their learned active hours fall in that hour of the day (threshold %s%%)",
 			strconv.FormatFloat(share*100, 'f', 1, 64), strconv.FormatFloat(cfg.MinShare*100, 'f', 1, 64))
 	} else {
-		score = 50
+		score = sev.DefaultScore()
 		fmt.Fprintf(&b, "; outside their %s shift calendar (%02d–%02d) and too little history to have learned their hours", cal.scope, cal.start, cal.end)
 	}
 	if cal != nil {
