@@ -211,7 +211,7 @@ func (d *BreakGlass) Detect(_ context.Context, ev *schemas.AccessEvent) ([]schem
 	case vocab.Role(role).Categories.Intersects(d.emergency):
 		emergency = "role"
 	}
-	care := ref.Care(ev)
+	care := careOf(d.env, ref, ev)
 
 	raise := 0
 	var why []string

@@ -71,7 +71,7 @@ func (d *Coworker) Detect(_ context.Context, ev *schemas.AccessEvent) ([]schemas
 	if selfLink(ref, ev, u, p) != "" {
 		return nil, nil
 	}
-	care := ref.Care(ev)
+	care := careOf(d.env, ref, ev)
 	if care.Explained && !d.cfg.Explained.Report {
 		return nil, nil
 	}

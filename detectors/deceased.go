@@ -80,7 +80,7 @@ func (d *Deceased) Detect(_ context.Context, ev *schemas.AccessEvent) ([]schemas
 	if vocabOf(ref).UserCategories(ev, u).Intersects(d.legitimate) {
 		return nil, nil
 	}
-	care := ref.Care(ev)
+	care := careOf(d.env, ref, ev)
 	sev := d.cfg.Severity
 	if care.Explained {
 		if !d.cfg.Explained.Report {

@@ -44,6 +44,9 @@ type EngineConfig struct {
 	// missing from it run with their defaults. Names without a factory are
 	// ignored, so one Configs can serve engines built from subsets.
 	Detectors Configs `yaml:"-"`
+	// Explanation configures continuity of care and the per-user breadth
+	// the relationship detectors rank by (see ExplanationConfig).
+	Explanation ExplanationConfig `yaml:"explanation"`
 	// Allowlist holds the entries from the configuration file.
 	Allowlist []AllowlistEntry `yaml:"allowlist"`
 	// AllowlistSource, when set, is read on every finding and replaces
@@ -58,6 +61,7 @@ func DefaultEngineConfig(factories []Factory) EngineConfig {
 	return EngineConfig{
 		AllowedLateness: 10 * time.Minute,
 		MaxOpenFindings: 100000,
+		Explanation:     DefaultExplanationConfig(),
 		Detectors:       DefaultConfigs(factories),
 	}
 }
@@ -68,6 +72,9 @@ func (c *EngineConfig) Validate(factories []Factory) error {
 	errs = append(errs, nonNegative("allowed_lateness", c.AllowedLateness))
 	if c.MaxOpenFindings < 0 {
 		errs = append(errs, fieldErrorf("max_open_findings", "must be ≥ 0 (got %d)", c.MaxOpenFindings))
+	}
+	if c.Explanation != (ExplanationConfig{}) {
+		errs = append(errs, c.Explanation.Validate())
 	}
 	for _, f := range factories {
 		if cfg, ok := c.Detectors[f.Name]; ok {
@@ -109,7 +116,7 @@ func ParseEngineConfig(node *yaml.Node, factories []Factory) (EngineConfig, erro
 	}
 	var errs []error
 	var detectorsNode *yaml.Node
-	known := []string{"allowed_lateness", "allowlist", "detectors", "max_open_findings"}
+	known := []string{"allowed_lateness", "allowlist", "detectors", "explanation", "max_open_findings"}
 	for i := 0; i+1 < len(node.Content); i += 2 {
 		k, v := node.Content[i], node.Content[i+1]
 		switch k.Value {
@@ -119,6 +126,8 @@ func ParseEngineConfig(node *yaml.Node, factories []Factory) (EngineConfig, erro
 			errs = append(errs, decodeStrict(v, &cfg.MaxOpenFindings, k.Value))
 		case "allowlist":
 			errs = append(errs, decodeStrict(v, &cfg.Allowlist, k.Value))
+		case "explanation":
+			errs = append(errs, decodeStrict(v, &cfg.Explanation, k.Value))
 		case "detectors":
 			detectorsNode = v
 		default:
@@ -182,6 +191,7 @@ type Engine struct {
 	watermark  time.Time
 	open       map[string]*openFinding
 	openMinEnd time.Time // earliest window end among open; zero when none
+	explain    *explainer
 
 	events     atomic.Uint64
 	late       atomic.Uint64
@@ -218,7 +228,11 @@ func NewEngine(cfg EngineConfig, factories []Factory, env Env) (*Engine, error) 
 	if err := cfg.Validate(factories); err != nil {
 		return nil, err
 	}
+	if cfg.Explanation == (ExplanationConfig{}) {
+		cfg.Explanation = DefaultExplanationConfig()
+	}
 	e := &Engine{
+		explain:  newExplainer(cfg.Explanation),
 		lateness: cfg.AllowedLateness,
 		maxOpen:  cfg.MaxOpenFindings,
 		env:      env,
@@ -248,7 +262,9 @@ func NewEngine(cfg EngineConfig, factories []Factory, env Env) (*Engine, error) 
 		if en, ok := c.(Enabler); ok && !en.IsEnabled() {
 			continue
 		}
-		d, err := f.New(c, env)
+		denv := env
+		denv.explain = e.explain
+		d, err := f.New(c, denv)
 		if err != nil {
 			return nil, fmt.Errorf("detectors.%s: %w", f.Name, err)
 		}
@@ -286,6 +302,9 @@ func (e *Engine) Process(ctx context.Context, ev *schemas.AccessEvent) ([]schema
 	}
 	var out []schemas.Finding
 	var errs []error
+	ref := refOf(e.env)
+	e.explain.begin(ev, ref)
+	defer e.explain.end(ev, ref)
 	for _, r := range e.runners {
 		fs, err := r.det.Detect(ctx, ev)
 		if err != nil {
@@ -332,6 +351,9 @@ func (e *Engine) Close() error {
 // findings whose windows end at or before it.
 func (e *Engine) advance(ctx context.Context, wm time.Time, out []schemas.Finding, errs []error) ([]schemas.Finding, []error) {
 	ref := refOf(e.env)
+	if wm != EndOfTime {
+		e.explain.prune(wm)
+	}
 	for _, r := range e.runners {
 		if r.flusher == nil {
 			continue
@@ -462,6 +484,10 @@ func findingRank(f schemas.Finding) int {
 	return r
 }
 
+// Coverage returns how many of the accesses processed since the Engine
+// was built each kind of explanation covered; safe from any goroutine.
+func (e *Engine) Coverage() Coverage { return e.explain.coverage() }
+
 // Watermark returns the partition's watermark (zero before the first event).
 func (e *Engine) Watermark() time.Time { return e.watermark }
 
@@ -512,6 +538,9 @@ type engineSnapshot struct {
 	Watermark    time.Time          `json:"watermark"`
 	Open         []*openFinding     `json:"open,omitempty"`
 	Detectors    []detectorSnapshot `json:"detectors,omitempty"`
+	// Explanation is the explainer's state (continuity, breadth); absent in
+	// snapshots taken before it existed, which restore to an empty one.
+	Explanation *explainerState `json:"explanation,omitempty"`
 }
 
 type detectorSnapshot struct {
@@ -525,7 +554,7 @@ type detectorSnapshot struct {
 // the Kafka offsets it reflects. The same state always yields the same
 // bytes.
 func (e *Engine) Snapshot(w io.Writer) error {
-	s := engineSnapshot{Version: engineSnapshotVersion, MaxEventTime: e.maxEvent, Watermark: e.watermark}
+	s := engineSnapshot{Version: engineSnapshotVersion, MaxEventTime: e.maxEvent, Watermark: e.watermark, Explanation: &e.explain.state}
 	for _, o := range e.open {
 		s.Open = append(s.Open, o)
 	}
@@ -571,6 +600,13 @@ func (e *Engine) Restore(r io.Reader) error {
 		}
 	}
 	e.maxEvent, e.watermark = s.MaxEventTime, s.Watermark
+	e.explain.state = explainerState{Users: map[string]*userExplain{}}
+	if s.Explanation != nil {
+		e.explain.state = *s.Explanation
+		if e.explain.state.Users == nil {
+			e.explain.state.Users = map[string]*userExplain{}
+		}
+	}
 	e.open = make(map[string]*openFinding, len(s.Open))
 	e.openMinEnd = time.Time{}
 	for _, o := range s.Open {

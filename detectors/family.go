@@ -105,7 +105,7 @@ func (d *Family) Detect(_ context.Context, ev *schemas.AccessEvent) ([]schemas.F
 	if selfLink(ref, ev, u, p) != "" {
 		return nil, nil // self_access reports it
 	}
-	care := ref.Care(ev)
+	care := careOf(d.env, ref, ev)
 	sev := d.cfg.Severity
 	if care.Explained {
 		if !d.cfg.Explained.Report {
@@ -128,6 +128,9 @@ func setCareFacts(f *schemas.Finding, care CareRelationship) {
 	if care.Explained {
 		f.Evidence.Facts["care"] = "explained"
 		f.Evidence.Facts["encounter_id"] = care.EncounterID
+		if care.By != "" {
+			f.Evidence.Facts["care_by"] = care.By
+		}
 		return
 	}
 	f.Evidence.Facts["care"] = "unexplained"

@@ -448,8 +448,7 @@ func (d *OffHours) judge(u *ohUser, ev *schemas.AccessEvent, lt, bucket time.Tim
 }
 
 func (d *OffHours) explained(ev *schemas.AccessEvent) bool {
-	ref := d.env.Reference()
-	return ref != nil && ref.Care(ev).Explained
+	return careOf(d.env, refOf(d.env), ev).Explained
 }
 
 func (d *OffHours) finding(u *ohUser, ev *schemas.AccessEvent, lt, bucket time.Time, day civilDay, warm bool, cal *calendar, share float64, split, holiday, weekend bool) schemas.Finding {
