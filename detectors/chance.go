@@ -122,6 +122,14 @@ type chanceRank struct {
 	unexplained float64 // distinct unexplained charts per active day
 	every       float64 // days between such charts by chance; +Inf when never
 	kind        string
+	need        int // active days needed
+}
+
+func nounCount(n int, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return strconv.Itoa(n) + " " + noun + "s"
 }
 
 // rankByChance returns the ranking of an unexplained access to a chart of
@@ -133,6 +141,7 @@ func rankByChance(env Env, ref Reference, userID, kind string) chanceRank {
 		return r
 	}
 	b := x.breadthOf(userID)
+	r.need = x.cfg.BreadthMinDays
 	if b == nil || b.Days < x.cfg.BreadthMinDays {
 		if b != nil {
 			r.days = b.Days
@@ -167,7 +176,7 @@ func (r chanceRank) likely(days float64) bool { return r.known && r.every <= day
 // sentence explains the ranking in words.
 func (r chanceRank) sentence() string {
 	if !r.known {
-		return fmt.Sprintf("ranked as surprising: with %d active days the user's breadth of access is not learned yet", r.days)
+		return fmt.Sprintf("ranked at the top of its severity: the user's breadth of access is not learned yet (%s of history, %d needed)", nounCount(r.days, "active day"), r.need)
 	}
 	s := fmt.Sprintf("the user opens about %s charts a day, %s%% without a care relationship", roundHuman(r.charts), strconv.Itoa(int(math.Round(100*r.unexplained/max(r.charts, 1e-9)))))
 	if math.IsInf(r.every, 1) {

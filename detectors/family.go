@@ -3,6 +3,7 @@ package detectors
 import (
 	"context"
 	"errors"
+	"fmt"
 
 	"github.com/ehrwatch/ehrwatch/schemas"
 )
@@ -115,11 +116,25 @@ func (d *Family) Detect(_ context.Context, ev *schemas.AccessEvent) ([]schemas.F
 	} else if isDisclosure(ev.Action) {
 		sev = RaiseSeverity(sev, 1)
 	}
+	var ranking string
+	var rank chanceRank
+	if !care.Explained {
+		repeat := repeatDays(d.env, ev)
+		rank = rankByChance(d.env, ref, ev.UserID, chanceRelative)
+		ranking = "; " + rank.sentence()
+		if repeat > 1 {
+			ranking += fmt.Sprintf("; the user opened this chart on %d days", repeat)
+		}
+	}
 	loc := locationOf(d.env, ev.FacilityID)
 	f := newAccessFinding(familyName, ev, loc, sev)
 	f.Evidence.Facts["relationship"] = rel
 	setCareFacts(&f, care)
-	f.Explanation = describeAccess(ev, u, loc) + ", who appears to be a relative: " + familyPhrases[rel] + "; " + careSentence(care) + "."
+	if !care.Explained {
+		rank.setFacts(&f)
+		f.Score = schemas.ScoreWithin(sev, rank.quantile())
+	}
+	f.Explanation = describeAccess(ev, u, loc) + ", who appears to be a relative: " + familyPhrases[rel] + "; " + careSentence(care) + ranking + "."
 	return []schemas.Finding{f}, nil
 }
 
