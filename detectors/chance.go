@@ -33,13 +33,17 @@ import (
 // patientKinds holds how common each kind of patient is, for λ.
 type patientKinds struct {
 	patients, employees, vips, deceased int
+	employeesByDept                     map[string]int // employees with a chart, by their department (folded)
 }
 
-func countPatientKinds(ps map[string]*schemas.Patient) patientKinds {
-	k := patientKinds{patients: len(ps)}
+func countPatientKinds(ps map[string]*schemas.Patient, users map[string]*schemas.User) patientKinds {
+	k := patientKinds{patients: len(ps), employeesByDept: map[string]int{}}
 	for _, p := range ps {
 		if p.EmployeeUserID != "" {
 			k.employees++
+			if u, ok := users[p.EmployeeUserID]; ok && u.Department != "" {
+				k.employeesByDept[foldKey(u.Department)]++
+			}
 		}
 		if p.VIP {
 			k.vips++
@@ -57,6 +61,7 @@ const (
 	chanceVIP      = "vip"
 	chanceDeceased = "deceased"
 	chanceRelative = "relative"
+	chanceSameDept = "same_department"
 )
 
 var chanceNouns = map[string]string{
@@ -64,6 +69,7 @@ var chanceNouns = map[string]string{
 	chanceVIP:      "a VIP's chart",
 	chanceDeceased: "a deceased patient's chart",
 	chanceRelative: "one particular relative's chart",
+	chanceSameDept: "a colleague's chart from their own department",
 }
 
 // share returns the share of patients of a kind (0 when unknown).
@@ -99,7 +105,7 @@ type ChancePolicy struct {
 
 // DefaultChancePolicy returns the defaults.
 func DefaultChancePolicy() ChancePolicy {
-	return ChancePolicy{Enabled: true, Days: 30, Severity: schemas.SeverityLow}
+	return ChancePolicy{Enabled: true, Days: 90, Severity: schemas.SeverityLow}
 }
 
 // Validate checks the policy; keys are relative to "chance".
@@ -135,6 +141,24 @@ func nounCount(n int, noun string) string {
 // rankByChance returns the ranking of an unexplained access to a chart of
 // kind by ev's user; unknown when there is no Engine or too little history.
 func rankByChance(env Env, ref Reference, userID, kind string) chanceRank {
+	var share float64
+	if ri, ok := ref.(*ReferenceIndex); ok {
+		share = ri.kinds.share(kind)
+	}
+	return rankByShare(env, userID, kind, share)
+}
+
+// rankBySameDepartment ranks an unexplained access to the chart of an
+// employee of dept, the user's own department.
+func rankBySameDepartment(env Env, ref Reference, userID, dept string) chanceRank {
+	var share float64
+	if ri, ok := ref.(*ReferenceIndex); ok && ri.kinds.patients > 0 {
+		share = float64(ri.kinds.employeesByDept[foldKey(dept)]) / float64(ri.kinds.patients)
+	}
+	return rankByShare(env, userID, chanceSameDept, share)
+}
+
+func rankByShare(env Env, userID, kind string, share float64) chanceRank {
 	r := chanceRank{kind: kind, every: math.Inf(1)}
 	x := env.explain
 	if x == nil {
@@ -147,10 +171,6 @@ func rankByChance(env Env, ref Reference, userID, kind string) chanceRank {
 			r.days = b.Days
 		}
 		return r
-	}
-	var share float64
-	if ri, ok := ref.(*ReferenceIndex); ok {
-		share = ri.kinds.share(kind)
 	}
 	r.known, r.days, r.charts, r.unexplained = true, b.Days, b.Charts, b.Unexplained
 	if lambda := r.unexplained * share; lambda > 0 {
@@ -172,6 +192,15 @@ func (r chanceRank) quantile() float64 {
 // likely reports whether chance brings the user to such a chart at least
 // once every days days.
 func (r chanceRank) likely(days float64) bool { return r.known && r.every <= days }
+
+// chanceOnly renders only the chance part ("a colleague's chart from their
+// own department is expected by chance about once a week").
+func (r chanceRank) chanceOnly() string {
+	if !r.known || math.IsInf(r.every, 1) {
+		return "chance alone would not bring them to " + chanceNouns[r.kind]
+	}
+	return chanceNouns[r.kind] + " is expected by chance about " + everyPhrase(r.every)
+}
 
 // sentence explains the ranking in words.
 func (r chanceRank) sentence() string {
@@ -232,4 +261,32 @@ func everyPhrase(days float64) string {
 		return "once a year"
 	}
 	return fmt.Sprintf("once in %d years", int(math.Round(days/365)))
+}
+
+// repeatNeed is on how many distinct days a user must open the same
+// related patient's chart before the repeat raises suspicion: 2 for most
+// users; for broad users the smallest count that chance (a Poisson number
+// of look-ups of this one patient over the days remembered, beyond the
+// first) reaches with less than 1 % probability.
+func repeatNeed(env Env, ref Reference, userID string) int {
+	x := env.explain
+	ri, ok := ref.(*ReferenceIndex)
+	if x == nil || !ok || ri.kinds.patients == 0 {
+		return 2
+	}
+	b := x.breadthOf(userID)
+	if b == nil || b.Days < x.cfg.BreadthMinDays {
+		return 2
+	}
+	mu := float64(min(b.Days, relatedMemoryDays)) * b.Unexplained / float64(ri.kinds.patients)
+	// P(X ≥ k) for X ~ Poisson(mu), k = 1, 2, …
+	p, tail := math.Exp(-mu), 1.0
+	for k := 1; k < 20; k++ {
+		tail -= p
+		if tail < 0.01 {
+			return k + 1
+		}
+		p *= mu / float64(k)
+	}
+	return 21
 }

@@ -53,7 +53,7 @@ type ExplanationConfig struct {
 	DepartmentHorizon time.Duration `yaml:"department_horizon"`
 	// BreadthMinDays is how many active days of a user the chance ranking
 	// needs before it trusts their learned breadth; until then every
-	// unexplained access counts as surprising. Default 5.
+	// unexplained access counts as surprising. Default 3.
 	BreadthMinDays int `yaml:"breadth_min_days"`
 	// MaxTrackedUsers bounds the users whose continuity and breadth are
 	// kept per partition; past it, new users are treated as having no
@@ -66,7 +66,7 @@ func DefaultExplanationConfig() ExplanationConfig {
 	return ExplanationConfig{
 		OwnHorizon:        14 * 24 * time.Hour,
 		DepartmentHorizon: 72 * time.Hour,
-		BreadthMinDays:    5,
+		BreadthMinDays:    3,
 		MaxTrackedUsers:   200000,
 	}
 }
@@ -153,4 +153,17 @@ type ownAccess struct {
 func continuityReason(userID string, prev ownAccess, horizon time.Duration) string {
 	return fmt.Sprintf("user %s's own access to this patient on %s, explained by encounter %s (continuity of care within %s)",
 		userID, time.Unix(0, prev.At).UTC().Format("2006-01-02"), prev.EncounterID, humanDuration(horizon))
+}
+
+// directCare drops an explanation by department involvement alone, for
+// detectors where the user's own relationship to the patient must explain
+// the access (VIP, family): a department is involved in many patients'
+// care, so its involvement says little about why this user opened a
+// VIP's or a relative's chart.
+func directCare(c CareRelationship) CareRelationship {
+	if c.By != ExplainedByDepartmentInvolvement {
+		return c
+	}
+	return CareRelationship{Reason: "an encounter with the user on its care team or in their department; their department's involvement (encounter " +
+		c.EncounterID + ") is not enough for this patient"}
 }

@@ -101,12 +101,22 @@ func (d *Coworker) Detect(_ context.Context, ev *schemas.AccessEvent) ([]schemas
 		repeat = repeatDays(d.env, ev)
 		rank = rankByChance(d.env, ref, ev.UserID, chanceEmployee)
 		ranking = rank.sentence()
+		// A repeat is suspicious when chance would hardly bring this user
+		// back to this one chart (repeatNeed).
+		need := repeatNeed(d.env, ref, ev.UserID)
+		var same chanceRank
+		if sameDept {
+			same = rankBySameDepartment(d.env, ref, ev.UserID, dept)
+		}
 		switch {
-		case sameDept:
-			ranking += "; the same department raises suspicion whatever the user's breadth"
-		case repeat > 1:
+		case repeat >= need:
 			ranking += fmt.Sprintf("; the user opened this employee's chart on %d days, which chance does not explain", repeat)
 		case isDisclosure(ev.Action):
+		case sameDept && !(d.cfg.Chance.Enabled && same.likely(d.cfg.Chance.Days)):
+			ranking += "; they work in the same department, and " + same.chanceOnly()
+		case d.cfg.Chance.Enabled && sameDept:
+			sev = d.cfg.Chance.Severity
+			ranking += "; even " + same.chanceOnly() + ", so it is lowered to " + string(sev)
 		case d.cfg.Chance.Enabled && rank.likely(d.cfg.Chance.Days):
 			sev = d.cfg.Chance.Severity
 			ranking += ", so it is lowered to " + string(sev)

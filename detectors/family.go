@@ -106,7 +106,7 @@ func (d *Family) Detect(_ context.Context, ev *schemas.AccessEvent) ([]schemas.F
 	if selfLink(ref, ev, u, p) != "" {
 		return nil, nil // self_access reports it
 	}
-	care := careOf(d.env, ref, ev)
+	care := directCare(careOf(d.env, ref, ev))
 	sev := d.cfg.Severity
 	if care.Explained {
 		if !d.cfg.Explained.Report {

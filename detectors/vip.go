@@ -58,7 +58,7 @@ func (d *VIP) Detect(_ context.Context, ev *schemas.AccessEvent) ([]schemas.Find
 	if isSelf(ev, u, p) != "" {
 		return nil, nil
 	}
-	care := careOf(d.env, ref, ev)
+	care := directCare(careOf(d.env, ref, ev))
 	sev := d.cfg.Severity
 	if care.Explained {
 		if !d.cfg.Explained.Report {
