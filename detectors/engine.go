@@ -509,6 +509,8 @@ type EngineStats struct {
 	Suppressed     uint64 // findings an allowlist entry matched
 	Collapsed      uint64 // findings folded into an earlier one with the same id
 	Overflow       uint64 // findings emitted uncollapsed because MaxOpenFindings was reached
+	// Coverage counts accesses by what explained them (see Coverage).
+	Coverage Coverage
 }
 
 // Stats returns the counters; it is safe from any goroutine.
@@ -521,6 +523,7 @@ func (e *Engine) Stats() EngineStats {
 		Suppressed:     e.suppressed.Load(),
 		Collapsed:      e.collapsed.Load(),
 		Overflow:       e.overflow.Load(),
+		Coverage:       e.explain.coverage(),
 	}
 	for _, r := range e.runners {
 		s.Findings[r.name] = r.findings.Load()

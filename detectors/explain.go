@@ -1,6 +1,8 @@
 package detectors
 
 import (
+	"fmt"
+	"io"
 	"sort"
 	"strings"
 	"sync"
@@ -382,4 +384,61 @@ func CoverageRows(m map[string]map[string]uint64) []CoverageRow {
 		return rows[i].Name < rows[j].Name
 	})
 	return rows
+}
+
+// coverageNames are the column headings of WriteCoverage.
+var coverageNames = map[string]string{
+	ExplainedByCareTeam:              "care team",
+	ExplainedByDepartmentEncounter:   "dept encounter",
+	ExplainedByOwnContinuity:         "own continuity",
+	ExplainedByDepartmentInvolvement: "dept involved",
+	Unexplained:                      "unexplained",
+}
+
+// WriteCoverage writes the coverage as a few lines of text: the share of
+// accesses explained, by what, then the top rows per department and per
+// role (at most top of each; 0 for all).
+func (c Coverage) WriteCoverage(w io.Writer, top int) {
+	total := c.Total()
+	if total == 0 {
+		fmt.Fprintln(w, "explanation coverage: no accesses")
+		return
+	}
+	fmt.Fprintf(w, "explanation coverage: %.1f%% of %d accesses explained (", 100*c.Explained(), total)
+	for i, by := range ExplainedBy {
+		if i > 0 {
+			fmt.Fprint(w, ", ")
+		}
+		fmt.Fprintf(w, "%s %.1f%%", coverageNames[by], 100*float64(c.By[by])/float64(total))
+	}
+	fmt.Fprintln(w, ")")
+	for _, part := range []struct {
+		name string
+		m    map[string]map[string]uint64
+	}{{"department", c.ByDepartment}, {"role", c.ByRole}} {
+		rows := CoverageRows(part.m)
+		fmt.Fprintf(w, "  %-22s %10s %9s", part.name, "accesses", "explained")
+		for _, by := range ExplainedBy {
+			fmt.Fprintf(w, " %14s", coverageNames[by])
+		}
+		fmt.Fprintln(w)
+		for i, r := range rows {
+			if top > 0 && i == top {
+				fmt.Fprintf(w, "  … %d more\n", len(rows)-top)
+				break
+			}
+			fmt.Fprintf(w, "  %-22s %10d %8.1f%%", truncate(r.Name, 22), r.Accesses, 100*r.Explained)
+			for _, by := range ExplainedBy {
+				fmt.Fprintf(w, " %13.1f%%", 100*float64(r.By[by])/float64(max(r.Accesses, 1)))
+			}
+			fmt.Fprintln(w)
+		}
+	}
+}
+
+func truncate(s string, n int) string {
+	if r := []rune(s); len(r) > n {
+		return string(r[:n-1]) + "…"
+	}
+	return s
 }

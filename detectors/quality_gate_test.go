@@ -56,7 +56,7 @@ func runGate(t testing.TB, h *synth.Hospital) synth.GateResult {
 		}
 	}
 	alerts := gateAlerts(t, h, findings)
-	res := synth.EvaluateGate(h, findings, alerts)
+	res := synth.EvaluateGate(h, h.Truth, findings, alerts)
 	if testing.Verbose() {
 		noise := map[string]bool{}
 		for _, id := range res.NoiseAlertIDs {

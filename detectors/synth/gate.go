@@ -98,8 +98,9 @@ func (h *Hospital) WarmStart() time.Time {
 }
 
 // EvaluateGate scores findings (every emitted version, in order) and
-// alerts (the last version of each) against h's ground truth.
-func EvaluateGate(h *Hospital, findings []schemas.Finding, alerts []GateAlert) GateResult {
+// alerts (the last version of each) against the ground truth (h.Truth
+// after Generate; what EachEvent returned otherwise).
+func EvaluateGate(h *Hospital, truth []Label, findings []schemas.Finding, alerts []GateAlert) GateResult {
 	res := GateResult{Seed: h.Config.Seed, Users: len(h.Users), Days: h.Config.Days, Warmup: h.Config.WarmupDays, NoiseByRule: map[string]int{}}
 	byID := map[string]*gateFinding{}
 	var order []*gateFinding
@@ -129,8 +130,8 @@ func EvaluateGate(h *Hospital, findings []schemas.Finding, alerts []GateAlert) G
 	incidentFinding := map[string]bool{}
 	best := map[string]uint8{}               // label id → best score
 	bestSev := map[string]schemas.Severity{} // label id → severity of that finding
-	for i := range h.Truth {
-		l := &h.Truth[i]
+	for i := range truth {
+		l := &truth[i]
 		if l.Benign {
 			continue
 		}
@@ -190,8 +191,8 @@ func EvaluateGate(h *Hospital, findings []schemas.Finding, alerts []GateAlert) G
 		if len(benign) > 0 {
 			rk.MedianBenign = benign[len(benign)/2]
 		}
-		for i := range h.Truth {
-			l := &h.Truth[i]
+		for i := range truth {
+			l := &truth[i]
 			if l.Benign || l.Detector != k {
 				continue
 			}
