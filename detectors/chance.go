@@ -199,7 +199,7 @@ func (r chanceRank) chanceOnly() string {
 	if !r.known || math.IsInf(r.every, 1) {
 		return "chance alone would not bring them to " + chanceNouns[r.kind]
 	}
-	return chanceNouns[r.kind] + " is expected by chance about " + everyPhrase(r.every)
+	return chanceNouns[r.kind] + " is expected by chance " + everyPhrase(r.every)
 }
 
 // sentence explains the ranking in words.
@@ -211,7 +211,7 @@ func (r chanceRank) sentence() string {
 	if math.IsInf(r.every, 1) {
 		return s + "; chance alone would not bring them to " + chanceNouns[r.kind]
 	}
-	return s + "; " + chanceNouns[r.kind] + " is expected by chance about " + everyPhrase(r.every)
+	return s + "; " + chanceNouns[r.kind] + " is expected by chance " + everyPhrase(r.every)
 }
 
 // setChanceFacts records the ranking in a finding's evidence.
@@ -239,28 +239,29 @@ func roundHuman(v float64) string {
 	return strconv.FormatFloat(math.Round(v*10)/10, 'f', -1, 64)
 }
 
-// everyPhrase renders a period in days as "several times a day", "once a
-// day", "about once a week", "once every 3 months", "once in 4 years".
+// everyPhrase renders a period in days as "several times a day", "about
+// once a day", "about once a week", "about once every 3 months", "about
+// once in 4 years".
 func everyPhrase(days float64) string {
 	switch {
 	case days < 0.5:
 		return "several times a day"
 	case days < 1.5:
-		return "once a day"
+		return "about once a day"
 	case days < 5:
-		return fmt.Sprintf("once every %d days", int(math.Round(days)))
+		return fmt.Sprintf("about once every %d days", int(math.Round(days)))
 	case days < 10:
-		return "once a week"
+		return "about once a week"
 	case days < 25:
-		return fmt.Sprintf("once every %d weeks", int(math.Round(days/7)))
+		return fmt.Sprintf("about once every %d weeks", int(math.Round(days/7)))
 	case days < 45:
-		return "once a month"
+		return "about once a month"
 	case days < 300:
-		return fmt.Sprintf("once every %d months", int(math.Round(days/30)))
+		return fmt.Sprintf("about once every %d months", int(math.Round(days/30)))
 	case days < 550:
-		return "once a year"
+		return "about once a year"
 	}
-	return fmt.Sprintf("once in %d years", int(math.Round(days/365)))
+	return fmt.Sprintf("about once in %d years", int(math.Round(days/365)))
 }
 
 // repeatNeed is on how many distinct days a user must open the same
