@@ -61,7 +61,7 @@ type relatedSeen struct {
 // day counts once the user's next active day begins.
 type breadth struct {
 	Day         int64           `json:"day"`             // current day (days since 1970, UTC)
-	Today       map[string]bool `json:"today,omitempty"` // patient → explained at least once today
+	Today       map[uint64]bool `json:"today,omitempty"` // patient (FNV-1a hash of the id) → explained at least once today
 	Days        int             `json:"days"`            // completed active days
 	Charts      float64         `json:"charts"`          // mean distinct charts per active day
 	Unexplained float64         `json:"unexplained"`     // mean distinct unexplained charts per active day
@@ -141,7 +141,8 @@ func (x *explainer) end(ev *schemas.AccessEvent, ref Reference) {
 			if us.Own == nil {
 				us.Own = map[string]ownAccess{}
 			}
-			us.Own[strings.Clone(ev.PatientID)] = ownAccess{At: t, EncounterID: strings.Clone(care.EncounterID)}
+			// The encounter id is the reference index's, not the event's.
+			us.Own[strings.Clone(ev.PatientID)] = ownAccess{At: t, EncounterID: care.EncounterID}
 		}
 	}
 	b := &us.Breadth
@@ -159,16 +160,16 @@ func (x *explainer) end(ev *schemas.AccessEvent, ref Reference) {
 			b.Charts += (float64(len(b.Today)) - b.Charts) / n
 			b.Unexplained += (float64(unexplained) - b.Unexplained) / n
 		}
-		b.Day, b.Today = day, map[string]bool{}
+		b.Day = day
+		clear(b.Today)
 	}
 	if day == b.Day {
 		if b.Today == nil {
-			b.Today = map[string]bool{}
+			b.Today = map[uint64]bool{}
 		}
-		if was, ok := b.Today[ev.PatientID]; !ok {
-			b.Today[strings.Clone(ev.PatientID)] = care.Explained
-		} else if !was && care.Explained {
-			b.Today[ev.PatientID] = true
+		k := fnv64a(ev.PatientID)
+		if was, ok := b.Today[k]; !ok || (!was && care.Explained) {
+			b.Today[k] = care.Explained
 		}
 	}
 }
@@ -441,4 +442,14 @@ func truncate(s string, n int) string {
 		return string(r[:n-1]) + "…"
 	}
 	return s
+}
+
+// fnv64a is the 64-bit FNV-1a hash of s.
+func fnv64a(s string) uint64 {
+	h := uint64(14695981039346656037)
+	for i := 0; i < len(s); i++ {
+		h ^= uint64(s[i])
+		h *= 1099511628211
+	}
+	return h
 }

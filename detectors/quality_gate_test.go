@@ -3,12 +3,12 @@ package detectors_test
 import (
 	"context"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/rs/zerolog"
 
-	"github.com/ehrwatch/ehrwatch/detectors"
 	"github.com/ehrwatch/ehrwatch/detectors/synth"
 	"github.com/ehrwatch/ehrwatch/pipeline/alerting"
 	"github.com/ehrwatch/ehrwatch/schemas"
@@ -49,7 +49,11 @@ func TestQualityGateAlerts(t *testing.T) {
 // runGate runs the engine and alerting over h and evaluates the gate.
 func runGate(t testing.TB, h *synth.Hospital) synth.GateResult {
 	t.Helper()
-	findings := runEngine(t, qualityEngine(t, h)(), h.Events, true)
+	e := qualityEngine(t, h)()
+	findings := runEngine(t, e, h.Events, true)
+	var cov strings.Builder
+	e.Coverage().WriteCoverage(&cov, 0)
+	t.Logf("\n%s", cov.String())
 	for _, f := range findings {
 		if lo, hi := f.Severity.ScoreBand(); f.Score < lo || f.Score > hi {
 			t.Errorf("finding %s: %s scored %d, outside %d–%d", f.FindingID, f.Severity, f.Score, lo, hi)
@@ -110,5 +114,3 @@ func gateAlerts(t testing.TB, h *synth.Hospital, findings []schemas.Finding) []s
 	}
 	return out
 }
-
-var _ = detectors.Registry
