@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/ehrwatch/ehrwatch/schemas"
 )
 
 // What explained an access (CareRelationship.By, the "care_by" fact and
@@ -108,6 +110,8 @@ type careHistory interface {
 	// its care team, in dept, or with a member of dept on its care team,
 	// that started before t and ended no earlier than t − lookback.
 	involvedBefore(patientID, userID, dept string, t time.Time, lookback time.Duration) (careEncounter, bool)
+	// care1 is Care, optionally without the Reason text.
+	care1(ev *schemas.AccessEvent, reason bool) CareRelationship
 }
 
 var _ careHistory = (*ReferenceIndex)(nil)

@@ -26,11 +26,31 @@ type explainer struct {
 	cfg   ExplanationConfig
 	state explainerState
 
-	cur  *schemas.AccessEvent
-	care CareRelationship
+	cur    *schemas.AccessEvent
+	care   CareRelationship
+	reason bool // care.Reason is filled in
+	ref    Reference
 
-	mu  sync.Mutex
-	cov Coverage
+	mu     sync.Mutex
+	byIdx  [numExplainedBy]uint64
+	byDept map[string]*[numExplainedBy]uint64
+	byRole map[string]*[numExplainedBy]uint64
+}
+
+const numExplainedBy = 5
+
+func explainedByIndex(by string) int {
+	switch by {
+	case ExplainedByCareTeam:
+		return 0
+	case ExplainedByDepartmentEncounter:
+		return 1
+	case ExplainedByOwnContinuity:
+		return 2
+	case ExplainedByDepartmentInvolvement:
+		return 3
+	}
+	return 4
 }
 
 // explainerState is the explainer's snapshotted state. JSON encodes maps
@@ -44,7 +64,7 @@ type explainerState struct {
 type userExplain struct {
 	// Own maps a patient to the user's latest access to them that an
 	// encounter explained.
-	Own map[string]ownAccess `json:"own,omitempty"`
+	Own map[string]*ownAccess `json:"own,omitempty"`
 	// Related maps a related patient (employee, VIP, relative, deceased) to
 	// the days the user opened their chart unexplained.
 	Related map[string]relatedSeen `json:"related,omitempty"`
@@ -76,7 +96,8 @@ const breadthMemoryDays = 28
 const relatedMemoryDays = 30
 
 func newExplainer(cfg ExplanationConfig) *explainer {
-	return &explainer{cfg: cfg, state: explainerState{Users: map[string]*userExplain{}}, cov: newCoverage()}
+	return &explainer{cfg: cfg, state: explainerState{Users: map[string]*userExplain{}},
+		byDept: map[string]*[numExplainedBy]uint64{}, byRole: map[string]*[numExplainedBy]uint64{}}
 }
 
 func dayOf(t time.Time) int64 {
@@ -90,34 +111,43 @@ func dayOf(t time.Time) int64 {
 
 // begin computes what explains ev.
 func (x *explainer) begin(ev *schemas.AccessEvent, ref Reference) {
-	care := ref.Care(ev)
+	var care CareRelationship
+	h, quick := ref.(careHistory)
+	if quick {
+		care = h.care1(ev, false) // the reason text is built only if a detector asks (careOf)
+	} else {
+		care = ref.Care(ev)
+	}
+	x.reason = !quick
 	if care.Explained && care.By == "" {
 		care.By = ExplainedByCareTeam
 	}
 	if !care.Explained && x.cfg.OwnHorizon > 0 {
 		if us := x.state.Users[ev.UserID]; us != nil {
-			if prev, ok := us.Own[ev.PatientID]; ok {
+			if prev, ok := us.Own[ev.PatientID]; ok && prev != nil {
 				t := ev.EventTime.UnixNano()
 				if prev.At <= t && t-prev.At <= int64(x.cfg.OwnHorizon) {
 					care = CareRelationship{Explained: true, EncounterID: prev.EncounterID, By: ExplainedByOwnContinuity,
-						Reason: continuityReason(ev.UserID, prev, x.cfg.OwnHorizon)}
+						Reason: continuityReason(ev.UserID, *prev, x.cfg.OwnHorizon)}
+					x.reason = true
 				}
 			}
 		}
 	}
 	if !care.Explained && x.cfg.DepartmentHorizon > 0 {
-		if h, ok := ref.(careHistory); ok {
+		if quick {
 			u, _ := ref.User(ev.UserID)
 			if dept := userDepartment(ev, u); dept != "" {
 				if e, ok := h.departmentInvolved(ev.PatientID, dept, ev.EventTime, x.cfg.DepartmentHorizon); ok {
 					care = CareRelationship{Explained: true, EncounterID: e.id, By: ExplainedByDepartmentInvolvement,
 						Reason: "encounter " + e.id + " (" + e.dept + "), in or with a member of " + dept + " on its care team, within " +
 							humanDuration(x.cfg.DepartmentHorizon) + " (the department is involved in the patient's care)"}
+					x.reason = true
 				}
 			}
 		}
 	}
-	x.cur, x.care = ev, care
+	x.cur, x.care, x.ref = ev, care, ref
 }
 
 // end records what begin found.
@@ -136,13 +166,17 @@ func (x *explainer) end(ev *schemas.AccessEvent, ref Reference) {
 		return
 	}
 	if by == ExplainedByCareTeam || by == ExplainedByDepartmentEncounter {
+		// Updated in place: assigning with the event's patient id would
+		// keep the decoded event's buffer alive. The encounter id is the
+		// reference index's, not the event's.
 		t := ev.EventTime.UnixNano()
-		if prev, ok := us.Own[ev.PatientID]; !ok || t > prev.At {
+		if prev, ok := us.Own[ev.PatientID]; !ok || prev == nil {
 			if us.Own == nil {
-				us.Own = map[string]ownAccess{}
+				us.Own = map[string]*ownAccess{}
 			}
-			// The encounter id is the reference index's, not the event's.
-			us.Own[strings.Clone(ev.PatientID)] = ownAccess{At: t, EncounterID: care.EncounterID}
+			us.Own[strings.Clone(ev.PatientID)] = &ownAccess{At: t, EncounterID: care.EncounterID}
+		} else if t > prev.At {
+			prev.At, prev.EncounterID = t, care.EncounterID
 		}
 	}
 	b := &us.Breadth
@@ -241,6 +275,10 @@ func (x *explainer) prune(wm time.Time) {
 // runs in one, else the reference's.
 func careOf(env Env, ref Reference, ev *schemas.AccessEvent) CareRelationship {
 	if x := env.explain; x != nil && x.cur == ev {
+		if !x.reason {
+			full := ref.Care(ev)
+			x.care.Reason, x.reason = full.Reason, true
+		}
 		return x.care
 	}
 	return ref.Care(ev)
@@ -275,37 +313,53 @@ func newCoverage() Coverage {
 }
 
 func (x *explainer) count(by, dept, role string) {
+	i := explainedByIndex(by)
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	x.cov.By[by]++
-	countName(x.cov.ByDepartment, dept, by)
-	countName(x.cov.ByRole, role, by)
+	x.byIdx[i]++
+	countName(x.byDept, dept)[i]++
+	countName(x.byRole, role)[i]++
 }
 
-func countName(m map[string]map[string]uint64, name, by string) {
+func countName(m map[string]*[numExplainedBy]uint64, name string) *[numExplainedBy]uint64 {
 	if name == "" {
 		name = "(none)"
 	}
-	c := m[name]
-	if c == nil {
-		if len(m) >= maxCoverageNames {
-			name = "(other)"
-			c = m[name]
-		}
-		if c == nil {
-			c = map[string]uint64{}
-			m[strings.Clone(name)] = c
+	if c := m[name]; c != nil {
+		return c
+	}
+	if len(m) >= maxCoverageNames {
+		name = "(other)"
+		if c := m[name]; c != nil {
+			return c
 		}
 	}
-	c[by]++
+	c := new([numExplainedBy]uint64)
+	m[strings.Clone(name)] = c
+	return c
 }
 
-// snapshot returns a copy of the counters.
+// coverage returns a copy of the counters.
 func (x *explainer) coverage() Coverage {
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	out := newCoverage()
-	out.Add(x.cov)
+	conv := func(a *[numExplainedBy]uint64) map[string]uint64 {
+		m := map[string]uint64{}
+		for i, by := range ExplainedBy {
+			if a[i] > 0 {
+				m[by] = a[i]
+			}
+		}
+		return m
+	}
+	out.By = conv(&x.byIdx)
+	for k, v := range x.byDept {
+		out.ByDepartment[k] = conv(v)
+	}
+	for k, v := range x.byRole {
+		out.ByRole[k] = conv(v)
+	}
 	return out
 }
 

@@ -437,6 +437,12 @@ func (s *careSpans) find(t, slackBefore, slackAfter int64) (careEncounter, bool)
 // over a department match. It costs two map lookups and at most two binary
 // searches.
 func (x *ReferenceIndex) Care(ev *schemas.AccessEvent) CareRelationship {
+	return x.care1(ev, true)
+}
+
+// care1 is Care; without reason it leaves Reason empty and allocates
+// nothing (the Engine asks this for every event, see explainer).
+func (x *ReferenceIndex) care1(ev *schemas.AccessEvent, reason bool) CareRelationship {
 	dept := ev.UserDepartment
 	if dept == "" {
 		if u, ok := x.users[ev.UserID]; ok {
@@ -446,15 +452,24 @@ func (x *ReferenceIndex) Care(ev *schemas.AccessEvent) CareRelationship {
 	if pc := x.care[ev.PatientID]; pc != nil {
 		t := ev.EventTime.UnixNano()
 		if e, ok := pc.byMember[ev.UserID].find(t, x.slackB, x.slackA); ok {
-			return CareRelationship{Explained: true, EncounterID: e.id, By: ExplainedByCareTeam,
-				Reason: "user " + ev.UserID + " on the care team of encounter " + e.id + " (" + e.dept + ")"}
+			c := CareRelationship{Explained: true, EncounterID: e.id, By: ExplainedByCareTeam}
+			if reason {
+				c.Reason = "user " + ev.UserID + " on the care team of encounter " + e.id + " (" + e.dept + ")"
+			}
+			return c
 		}
 		if dept != "" {
 			if e, ok := pc.byDept[foldKey(dept)].find(t, x.slackB, x.slackA); ok {
-				return CareRelationship{Explained: true, EncounterID: e.id, By: ExplainedByDepartmentEncounter,
-					Reason: "encounter " + e.id + " in " + e.dept + ", the user's department"}
+				c := CareRelationship{Explained: true, EncounterID: e.id, By: ExplainedByDepartmentEncounter}
+				if reason {
+					c.Reason = "encounter " + e.id + " in " + e.dept + ", the user's department"
+				}
+				return c
 			}
 		}
+	}
+	if !reason {
+		return CareRelationship{}
 	}
 	where := "the user's department"
 	if dept != "" {
