@@ -36,12 +36,14 @@ type patientKinds struct {
 	employeesByDept                     map[string]int // employees with a chart, by their department (folded)
 }
 
-func countPatientKinds(ps map[string]*schemas.Patient, users map[string]*schemas.User) patientKinds {
+func countPatientKinds(ps map[string]*schemas.Patient, users map[string]*schemas.User, employeeOf map[string]string) patientKinds {
 	k := patientKinds{patients: len(ps), employeesByDept: map[string]int{}}
-	for _, p := range ps {
-		if p.EmployeeUserID != "" {
+	for pid, p := range ps {
+		// Employees linked from either side (patients.employee_user_id,
+		// users.patient_id), as the coworker detector reads them.
+		if uid, ok := employeeOf[pid]; ok {
 			k.employees++
-			if u, ok := users[p.EmployeeUserID]; ok && u.Department != "" {
+			if u, ok := users[uid]; ok && u.Department != "" {
 				k.employeesByDept[foldKey(u.Department)]++
 			}
 		}

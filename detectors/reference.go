@@ -195,7 +195,7 @@ func NewReferenceIndexWithVocabulary(users []schemas.User, patients []schemas.Pa
 	x.indexEncounters(encounters)
 	x.linkPersons()
 	x.stats.Users, x.stats.Patients = len(x.users), len(x.patients)
-	x.kinds = countPatientKinds(x.patients, x.users)
+	x.kinds = countPatientKinds(x.patients, x.users, x.employeeOf)
 	return x, nil
 }
 
