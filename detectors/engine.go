@@ -127,7 +127,13 @@ func ParseEngineConfig(node *yaml.Node, factories []Factory) (EngineConfig, erro
 		case "allowlist":
 			errs = append(errs, decodeStrict(v, &cfg.Allowlist, k.Value))
 		case "explanation":
-			errs = append(errs, decodeStrict(v, &cfg.Explanation, k.Value))
+			// Validated here too, so its mistakes are reported together
+			// with the detectors' (which DecodeConfigs validates).
+			if err := decodeStrict(v, &cfg.Explanation, k.Value); err != nil {
+				errs = append(errs, err)
+			} else {
+				errs = append(errs, cfg.Explanation.Validate())
+			}
 		case "detectors":
 			detectorsNode = v
 		default:
