@@ -211,7 +211,7 @@ func (d *BreakGlass) Detect(_ context.Context, ev *schemas.AccessEvent) ([]schem
 	case vocab.Role(role).Categories.Intersects(d.emergency):
 		emergency = "role"
 	}
-	care := ref.Care(ev)
+	care := careOf(d.env, ref, ev)
 
 	raise := 0
 	var why []string
@@ -278,7 +278,7 @@ func (d *BreakGlass) Detect(_ context.Context, ev *schemas.AccessEvent) ([]schem
 	}
 
 	f.Severity = RaiseSeverity(d.cfg.Severity, raise)
-	f.Score = SeverityScore(f.Severity)
+	f.Score = f.Severity.DefaultScore()
 	f.Explanation = describeAccess(ev, u, loc) + " after breaking the glass; " + strings.Join(why, "; ") + "."
 	return []schemas.Finding{f}, nil
 }

@@ -295,7 +295,7 @@ func (d *BulkExport) finding(u *bulkUser, ev *schemas.AccessEvent, count int) sc
 	if count != d.cfg.Count {
 		b.WriteString(", the threshold for staff whose work is disclosing records (detectors.bulk_export.disclosure_categories)")
 	}
-	score := uint8(min(100, max(1, math.Round(60+40*(1-float64(span)/float64(d.cfg.Window))))))
+	score := schemas.ScoreWithin(d.cfg.Severity, 1-float64(span)/float64(d.cfg.Window))
 	return schemas.Finding{
 		FindingID:   schemas.FindingID(bulkExportName, []string{ev.UserID}, start, end),
 		Detector:    bulkExportName,

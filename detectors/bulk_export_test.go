@@ -150,7 +150,8 @@ func TestBulkExportFinding(t *testing.T) {
 		f.FindingID != schemas.FindingID("bulk_export", []string{"B1"}, t0, t0.Add(10*time.Minute)) {
 		t.Errorf("window/id: %s [%s, %s)", f.FindingID, f.WindowStart, f.WindowEnd)
 	}
-	if f.Severity != schemas.SeverityHigh || f.Score != 81 || f.Evidence.Observed != 20 || f.Evidence.Threshold != 20 ||
+	if f.Severity != schemas.SeverityHigh || f.Score != 70 || // 60 + 19·(1 − 285s/600s)
+		f.Evidence.Observed != 20 || f.Evidence.Threshold != 20 ||
 		f.Evidence.Facts["span_seconds"] != "285" || f.Evidence.Facts["prints"] != "10" || f.Evidence.Facts["exports"] != "10" {
 		t.Errorf("finding = %+v", f)
 	}

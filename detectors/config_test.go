@@ -235,3 +235,30 @@ allowlist:
 		}
 	}
 }
+
+// TestParseEngineConfigExplanation: the explanation section's mistakes are
+// reported by path, together with the detectors'.
+func TestParseEngineConfigExplanation(t *testing.T) {
+	_, err := detectors.ParseEngineConfig(yamlNode(t, `
+explanation:
+  own_horizon: -1h
+  breadth_min_days: 0
+detectors:
+  coworker: {chance: {days: 0}}
+  deceased: {no_relationship_severity: nope}
+`), detectors.Registry())
+	for _, want := range []string{
+		"explanation.own_horizon: must be ≥ 0",
+		"explanation.breadth_min_days: must be 1–365",
+		"detectors.coworker.chance.days: must be > 0",
+		"detectors.deceased.no_relationship_severity: must be one of",
+	} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("error lacks %q:\n%v", want, err)
+		}
+	}
+	cfg, err := detectors.ParseEngineConfig(yamlNode(t, "explanation: {own_horizon: 0s}\n"), detectors.Registry())
+	if err != nil || cfg.Explanation.OwnHorizon != 0 || cfg.Explanation.DepartmentHorizon != 72*time.Hour {
+		t.Errorf("own_horizon 0 keeps the other defaults: %+v, %v", cfg.Explanation, err)
+	}
+}

@@ -3,6 +3,8 @@ package detectors
 import (
 	"context"
 	"errors"
+	"fmt"
+	"strconv"
 	"strings"
 
 	"github.com/ehrwatch/ehrwatch/schemas"
@@ -20,6 +22,10 @@ type CoworkerConfig struct {
 	// SameDepartmentSeverity replaces the base severity when the patient
 	// works in the user's department.
 	SameDepartmentSeverity schemas.Severity `yaml:"same_department_severity"`
+	// Chance lowers findings that the user's breadth of unexplained access
+	// explains by chance, unless the two share a department, the user opened
+	// this employee's chart on more than one day, or printed or exported it.
+	Chance ChancePolicy `yaml:"chance"`
 	// Explained says what to do when a care relationship explains the access.
 	Explained ExplainedPolicy `yaml:"explained"`
 }
@@ -29,6 +35,7 @@ func DefaultCoworkerConfig() *CoworkerConfig {
 	return &CoworkerConfig{
 		BaseConfig:             BaseConfig{Enabled: true, Severity: schemas.SeverityMedium},
 		SameDepartmentSeverity: schemas.SeverityHigh,
+		Chance:                 DefaultChancePolicy(),
 		Explained:              ExplainedPolicy{Report: false, Severity: schemas.SeverityInfo},
 	}
 }
@@ -36,7 +43,7 @@ func DefaultCoworkerConfig() *CoworkerConfig {
 // Validate checks the configuration.
 func (c *CoworkerConfig) Validate() error {
 	var errs []error
-	errs = append(errs, c.BaseConfig.Validate(), c.Explained.Validate())
+	errs = append(errs, c.BaseConfig.Validate(), c.Chance.Validate(), c.Explained.Validate())
 	if !c.SameDepartmentSeverity.Valid() {
 		errs = append(errs, fieldErrorf("same_department_severity", "must be one of info, low, medium, high, critical (got %q)", c.SameDepartmentSeverity))
 	}
@@ -71,7 +78,7 @@ func (d *Coworker) Detect(_ context.Context, ev *schemas.AccessEvent) ([]schemas
 	if selfLink(ref, ev, u, p) != "" {
 		return nil, nil
 	}
-	care := ref.Care(ev)
+	care := careOf(d.env, ref, ev)
 	if care.Explained && !d.cfg.Explained.Report {
 		return nil, nil
 	}
@@ -87,11 +94,45 @@ func (d *Coworker) Detect(_ context.Context, ev *schemas.AccessEvent) ([]schemas
 	case sameDept:
 		sev = d.cfg.SameDepartmentSeverity
 	}
-	if !care.Explained && isDisclosure(ev.Action) {
-		sev = RaiseSeverity(sev, 1)
+	var rank chanceRank
+	var ranking string
+	repeat := 0
+	if !care.Explained {
+		repeat = repeatDays(d.env, ev)
+		rank = rankByChance(d.env, ref, ev.UserID, chanceEmployee)
+		ranking = rank.sentence()
+		// A repeat is suspicious when chance would hardly bring this user
+		// back to this one chart (repeatNeed).
+		need := repeatNeed(d.env, ref, ev.UserID)
+		var same chanceRank
+		if sameDept {
+			same = rankBySameDepartment(d.env, ref, ev.UserID, dept)
+		}
+		switch {
+		case repeat >= need:
+			ranking += fmt.Sprintf("; the user opened this employee's chart on %d days, which chance does not explain", repeat)
+		case isDisclosure(ev.Action):
+		case sameDept && !(d.cfg.Chance.Enabled && same.likely(d.cfg.Chance.Days)):
+			ranking += "; they work in the same department, and " + same.chanceOnly()
+		case d.cfg.Chance.Enabled && sameDept:
+			sev = d.cfg.Chance.Severity
+			ranking += "; even " + same.chanceOnly() + ", so it is lowered to " + string(sev)
+		case d.cfg.Chance.Enabled && rank.likely(d.cfg.Chance.Days):
+			sev = d.cfg.Chance.Severity
+			ranking += ", so it is lowered to " + string(sev)
+		}
+		if isDisclosure(ev.Action) {
+			sev = RaiseSeverity(sev, 1)
+		}
 	}
 	loc := locationOf(d.env, ev.FacilityID)
 	f := newAccessFinding(coworkerName, ev, loc, sev)
+	if !care.Explained {
+		rank.setFacts(&f)
+		f.Evidence.Facts["repeat_days"] = strconv.Itoa(repeat)
+		f.Score = schemas.ScoreWithin(sev, rank.quantile())
+		ranking = "; " + ranking
+	}
 	f.Evidence.Facts["relationship"] = "coworker"
 	f.Evidence.Facts["coworker_user_id"] = employee
 	f.Evidence.Facts["same_department"] = boolFact(sameDept)
@@ -100,7 +141,7 @@ func (d *Coworker) Detect(_ context.Context, ev *schemas.AccessEvent) ([]schemas
 	if sameDept {
 		who += " who works in the user's own department"
 	}
-	f.Explanation = describeAccess(ev, u, loc) + ", who is " + who + "; " + careSentence(care) + "."
+	f.Explanation = describeAccess(ev, u, loc) + ", who is " + who + "; " + careSentence(care) + ranking + "."
 	return []schemas.Finding{f}, nil
 }
 

@@ -15,8 +15,14 @@ func TestDeceased(t *testing.T) {
 			{PatientID: "p-dead", DeceasedAt: tp(t, "2026-01-01T12:00:00Z")},
 			{PatientID: "p-alive"},
 			{PatientID: "p-dead-open", DeceasedAt: tp(t, "2026-01-01T12:00:00Z")},
+			{PatientID: "p-dead-stranger", DeceasedAt: tp(t, "2026-01-01T12:00:00Z")},
 		},
-		encounters: []schemas.Encounter{{EncounterID: "e1", PatientID: "p-dead-open", Department: "Oncology", Start: mustTime(t, "2025-12-01T00:00:00Z")}},
+		encounters: []schemas.Encounter{
+			{EncounterID: "e1", PatientID: "p-dead-open", Department: "Oncology", Start: mustTime(t, "2025-12-01T00:00:00Z")},
+			// The oncology nurse's relationship with p-dead: an oncology
+			// stay that ended two days before the death.
+			{EncounterID: "e2", PatientID: "p-dead", Department: "Oncology", Start: mustTime(t, "2025-12-20T00:00:00Z"), End: tp(t, "2025-12-30T12:00:00Z")},
+		},
 	}
 	nurse := func(id, at, patient string) *schemas.AccessEvent {
 		return access(id, at, "u1", "nurse", "oncology", patient)
@@ -37,6 +43,9 @@ func TestDeceased(t *testing.T) {
 		{"not deceased", -1, nurse("e8", "2026-03-06T15:00:00Z", "p-alive"), ""},
 		{"zero grace fires right after death", 0, nurse("e9", "2026-01-01T12:00:01Z", "p-dead"), schemas.SeverityMedium},
 		{"access before death", 0, nurse("e10", "2025-12-31T12:00:00Z", "p-dead"), ""},
+		{"no relationship: reported from the first day", -1, nurse("e11", "2026-01-02T12:00:00Z", "p-dead-stranger"), schemas.SeverityMedium},
+		{"no relationship, a minute after death", -1, nurse("e12", "2026-01-01T12:01:00Z", "p-dead-stranger"), schemas.SeverityMedium},
+		{"no relationship, billing role", -1, access("e13", "2026-01-02T12:00:00Z", "u2", "Billing", "finance", "p-dead-stranger"), ""},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

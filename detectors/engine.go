@@ -44,6 +44,9 @@ type EngineConfig struct {
 	// missing from it run with their defaults. Names without a factory are
 	// ignored, so one Configs can serve engines built from subsets.
 	Detectors Configs `yaml:"-"`
+	// Explanation configures continuity of care and the per-user breadth
+	// the relationship detectors rank by (see ExplanationConfig).
+	Explanation ExplanationConfig `yaml:"explanation"`
 	// Allowlist holds the entries from the configuration file.
 	Allowlist []AllowlistEntry `yaml:"allowlist"`
 	// AllowlistSource, when set, is read on every finding and replaces
@@ -58,6 +61,7 @@ func DefaultEngineConfig(factories []Factory) EngineConfig {
 	return EngineConfig{
 		AllowedLateness: 10 * time.Minute,
 		MaxOpenFindings: 100000,
+		Explanation:     DefaultExplanationConfig(),
 		Detectors:       DefaultConfigs(factories),
 	}
 }
@@ -68,6 +72,9 @@ func (c *EngineConfig) Validate(factories []Factory) error {
 	errs = append(errs, nonNegative("allowed_lateness", c.AllowedLateness))
 	if c.MaxOpenFindings < 0 {
 		errs = append(errs, fieldErrorf("max_open_findings", "must be ≥ 0 (got %d)", c.MaxOpenFindings))
+	}
+	if c.Explanation != (ExplanationConfig{}) {
+		errs = append(errs, c.Explanation.Validate())
 	}
 	for _, f := range factories {
 		if cfg, ok := c.Detectors[f.Name]; ok {
@@ -109,7 +116,7 @@ func ParseEngineConfig(node *yaml.Node, factories []Factory) (EngineConfig, erro
 	}
 	var errs []error
 	var detectorsNode *yaml.Node
-	known := []string{"allowed_lateness", "allowlist", "detectors", "max_open_findings"}
+	known := []string{"allowed_lateness", "allowlist", "detectors", "explanation", "max_open_findings"}
 	for i := 0; i+1 < len(node.Content); i += 2 {
 		k, v := node.Content[i], node.Content[i+1]
 		switch k.Value {
@@ -119,6 +126,14 @@ func ParseEngineConfig(node *yaml.Node, factories []Factory) (EngineConfig, erro
 			errs = append(errs, decodeStrict(v, &cfg.MaxOpenFindings, k.Value))
 		case "allowlist":
 			errs = append(errs, decodeStrict(v, &cfg.Allowlist, k.Value))
+		case "explanation":
+			// Validated here too, so its mistakes are reported together
+			// with the detectors' (which DecodeConfigs validates).
+			if err := decodeStrict(v, &cfg.Explanation, k.Value); err != nil {
+				errs = append(errs, err)
+			} else {
+				errs = append(errs, cfg.Explanation.Validate())
+			}
 		case "detectors":
 			detectorsNode = v
 		default:
@@ -182,6 +197,7 @@ type Engine struct {
 	watermark  time.Time
 	open       map[string]*openFinding
 	openMinEnd time.Time // earliest window end among open; zero when none
+	explain    *explainer
 
 	events     atomic.Uint64
 	late       atomic.Uint64
@@ -218,7 +234,11 @@ func NewEngine(cfg EngineConfig, factories []Factory, env Env) (*Engine, error) 
 	if err := cfg.Validate(factories); err != nil {
 		return nil, err
 	}
+	if cfg.Explanation == (ExplanationConfig{}) {
+		cfg.Explanation = DefaultExplanationConfig()
+	}
 	e := &Engine{
+		explain:  newExplainer(cfg.Explanation),
 		lateness: cfg.AllowedLateness,
 		maxOpen:  cfg.MaxOpenFindings,
 		env:      env,
@@ -248,7 +268,9 @@ func NewEngine(cfg EngineConfig, factories []Factory, env Env) (*Engine, error) 
 		if en, ok := c.(Enabler); ok && !en.IsEnabled() {
 			continue
 		}
-		d, err := f.New(c, env)
+		denv := env
+		denv.explain = e.explain
+		d, err := f.New(c, denv)
 		if err != nil {
 			return nil, fmt.Errorf("detectors.%s: %w", f.Name, err)
 		}
@@ -286,6 +308,9 @@ func (e *Engine) Process(ctx context.Context, ev *schemas.AccessEvent) ([]schema
 	}
 	var out []schemas.Finding
 	var errs []error
+	ref := refOf(e.env)
+	e.explain.begin(ev, ref)
+	defer e.explain.end(ev, ref)
 	for _, r := range e.runners {
 		fs, err := r.det.Detect(ctx, ev)
 		if err != nil {
@@ -332,6 +357,9 @@ func (e *Engine) Close() error {
 // findings whose windows end at or before it.
 func (e *Engine) advance(ctx context.Context, wm time.Time, out []schemas.Finding, errs []error) ([]schemas.Finding, []error) {
 	ref := refOf(e.env)
+	if wm != EndOfTime {
+		e.explain.prune(wm)
+	}
 	for _, r := range e.runners {
 		if r.flusher == nil {
 			continue
@@ -383,9 +411,8 @@ func (e *Engine) advance(ctx context.Context, wm time.Time, out []schemas.Findin
 func (e *Engine) admit(out []schemas.Finding, r *runner, f schemas.Finding, dept string, at time.Time) []schemas.Finding {
 	f.Detector = r.name
 	f.WindowStart, f.WindowEnd = f.WindowStart.UTC(), f.WindowEnd.UTC()
-	if f.Score == 0 {
-		f.Score = SeverityScore(f.Severity)
-	}
+	// A score always lies in its severity's band (schemas/score.go).
+	f.Score = schemas.ClampScore(f.Severity, f.Score)
 	if len(f.EventIDs) > schemas.MaxFindingEventIDs {
 		f.EventIDs = f.EventIDs[:schemas.MaxFindingEventIDs]
 	}
@@ -463,6 +490,10 @@ func findingRank(f schemas.Finding) int {
 	return r
 }
 
+// Coverage returns how many of the accesses processed since the Engine
+// was built each kind of explanation covered; safe from any goroutine.
+func (e *Engine) Coverage() Coverage { return e.explain.coverage() }
+
 // Watermark returns the partition's watermark (zero before the first event).
 func (e *Engine) Watermark() time.Time { return e.watermark }
 
@@ -484,6 +515,8 @@ type EngineStats struct {
 	Suppressed     uint64 // findings an allowlist entry matched
 	Collapsed      uint64 // findings folded into an earlier one with the same id
 	Overflow       uint64 // findings emitted uncollapsed because MaxOpenFindings was reached
+	// Coverage counts accesses by what explained them (see Coverage).
+	Coverage Coverage
 }
 
 // Stats returns the counters; it is safe from any goroutine.
@@ -496,6 +529,7 @@ func (e *Engine) Stats() EngineStats {
 		Suppressed:     e.suppressed.Load(),
 		Collapsed:      e.collapsed.Load(),
 		Overflow:       e.overflow.Load(),
+		Coverage:       e.explain.coverage(),
 	}
 	for _, r := range e.runners {
 		s.Findings[r.name] = r.findings.Load()
@@ -513,6 +547,9 @@ type engineSnapshot struct {
 	Watermark    time.Time          `json:"watermark"`
 	Open         []*openFinding     `json:"open,omitempty"`
 	Detectors    []detectorSnapshot `json:"detectors,omitempty"`
+	// Explanation is the explainer's state (continuity, breadth); absent in
+	// snapshots taken before it existed, which restore to an empty one.
+	Explanation *explainerState `json:"explanation,omitempty"`
 }
 
 type detectorSnapshot struct {
@@ -526,7 +563,7 @@ type detectorSnapshot struct {
 // the Kafka offsets it reflects. The same state always yields the same
 // bytes.
 func (e *Engine) Snapshot(w io.Writer) error {
-	s := engineSnapshot{Version: engineSnapshotVersion, MaxEventTime: e.maxEvent, Watermark: e.watermark}
+	s := engineSnapshot{Version: engineSnapshotVersion, MaxEventTime: e.maxEvent, Watermark: e.watermark, Explanation: &e.explain.state}
 	for _, o := range e.open {
 		s.Open = append(s.Open, o)
 	}
@@ -572,6 +609,13 @@ func (e *Engine) Restore(r io.Reader) error {
 		}
 	}
 	e.maxEvent, e.watermark = s.MaxEventTime, s.Watermark
+	e.explain.state = explainerState{Users: map[string]*userExplain{}}
+	if s.Explanation != nil {
+		e.explain.state = *s.Explanation
+		if e.explain.state.Users == nil {
+			e.explain.state.Users = map[string]*userExplain{}
+		}
+	}
 	e.open = make(map[string]*openFinding, len(s.Open))
 	e.openMinEnd = time.Time{}
 	for _, o := range s.Open {

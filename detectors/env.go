@@ -24,6 +24,9 @@ type Reference interface {
 type CareRelationship struct {
 	Explained   bool
 	EncounterID string // the encounter that explains it, if any
+	// By names what explained it (the ExplainedBy* constants); "" when
+	// nothing did.
+	By string
 	// Reason says in words what explained the access, or what would have,
 	// for the finding's evidence ("encounter E1 in cardiology").
 	Reason string
@@ -35,4 +38,8 @@ type Env struct {
 	Reference func() Reference
 	// Location returns a facility's time zone (UTC when unknown).
 	Location func(facilityID string) *time.Location
+
+	// explain is the Engine's explainer (continuity of care, per-user
+	// breadth, coverage); set by NewEngine, nil for detectors built alone.
+	explain *explainer
 }

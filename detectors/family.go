@@ -3,6 +3,7 @@ package detectors
 import (
 	"context"
 	"errors"
+	"fmt"
 
 	"github.com/ehrwatch/ehrwatch/schemas"
 )
@@ -105,7 +106,7 @@ func (d *Family) Detect(_ context.Context, ev *schemas.AccessEvent) ([]schemas.F
 	if selfLink(ref, ev, u, p) != "" {
 		return nil, nil // self_access reports it
 	}
-	care := ref.Care(ev)
+	care := directCare(careOf(d.env, ref, ev))
 	sev := d.cfg.Severity
 	if care.Explained {
 		if !d.cfg.Explained.Report {
@@ -115,11 +116,25 @@ func (d *Family) Detect(_ context.Context, ev *schemas.AccessEvent) ([]schemas.F
 	} else if isDisclosure(ev.Action) {
 		sev = RaiseSeverity(sev, 1)
 	}
+	var ranking string
+	var rank chanceRank
+	if !care.Explained {
+		repeat := repeatDays(d.env, ev)
+		rank = rankByChance(d.env, ref, ev.UserID, chanceRelative)
+		ranking = "; " + rank.sentence()
+		if repeat > 1 {
+			ranking += fmt.Sprintf("; the user opened this chart on %d days", repeat)
+		}
+	}
 	loc := locationOf(d.env, ev.FacilityID)
 	f := newAccessFinding(familyName, ev, loc, sev)
 	f.Evidence.Facts["relationship"] = rel
 	setCareFacts(&f, care)
-	f.Explanation = describeAccess(ev, u, loc) + ", who appears to be a relative: " + familyPhrases[rel] + "; " + careSentence(care) + "."
+	if !care.Explained {
+		rank.setFacts(&f)
+		f.Score = schemas.ScoreWithin(sev, rank.quantile())
+	}
+	f.Explanation = describeAccess(ev, u, loc) + ", who appears to be a relative: " + familyPhrases[rel] + "; " + careSentence(care) + ranking + "."
 	return []schemas.Finding{f}, nil
 }
 
@@ -128,6 +143,9 @@ func setCareFacts(f *schemas.Finding, care CareRelationship) {
 	if care.Explained {
 		f.Evidence.Facts["care"] = "explained"
 		f.Evidence.Facts["encounter_id"] = care.EncounterID
+		if care.By != "" {
+			f.Evidence.Facts["care_by"] = care.By
+		}
 		return
 	}
 	f.Evidence.Facts["care"] = "unexplained"

@@ -20,24 +20,10 @@ const (
 	terminatedName = "terminated"
 )
 
-// SeverityScore is the Finding.Score that goes with a severity: info 10,
-// low 30, medium 50, high 75, critical 95. Detectors that rank findings
-// within a severity may add to it, staying below the next severity's score.
-func SeverityScore(s schemas.Severity) uint8 {
-	switch s {
-	case schemas.SeverityInfo:
-		return 10
-	case schemas.SeverityLow:
-		return 30
-	case schemas.SeverityMedium:
-		return 50
-	case schemas.SeverityHigh:
-		return 75
-	case schemas.SeverityCritical:
-		return 95
-	}
-	return 0
-}
+// SeverityScore is the Finding.Score of a finding that carries no ranking
+// of its own; it is schemas.Severity.DefaultScore (the one home of the
+// severity↔score mapping, see schemas/score.go).
+func SeverityScore(s schemas.Severity) uint8 { return s.DefaultScore() }
 
 var severitiesByRank = [...]schemas.Severity{
 	schemas.SeverityInfo, schemas.SeverityLow, schemas.SeverityMedium, schemas.SeverityHigh, schemas.SeverityCritical,

@@ -448,8 +448,7 @@ func (d *OffHours) judge(u *ohUser, ev *schemas.AccessEvent, lt, bucket time.Tim
 }
 
 func (d *OffHours) explained(ev *schemas.AccessEvent) bool {
-	ref := d.env.Reference()
-	return ref != nil && ref.Care(ev).Explained
+	return careOf(d.env, refOf(d.env), ev).Explained
 }
 
 func (d *OffHours) finding(u *ohUser, ev *schemas.AccessEvent, lt, bucket time.Time, day civilDay, warm bool, cal *calendar, share float64, split, holiday, weekend bool) schemas.Finding {
@@ -497,11 +496,11 @@ func (d *OffHours) finding(u *ohUser, ev *schemas.AccessEvent, lt, bucket time.T
 		b.WriteString(" (a holiday)")
 	}
 	if warm {
-		score = uint8(min(100, max(1, math.Round(100*(1-share/cfg.MinShare)))))
+		score = schemas.ScoreWithin(sev, 1-share/cfg.MinShare)
 		fmt.Fprintf(&b, "; only %s%% of their learned active hours fall in that hour of the day (threshold %s%%)",
 			strconv.FormatFloat(share*100, 'f', 1, 64), strconv.FormatFloat(cfg.MinShare*100, 'f', 1, 64))
 	} else {
-		score = 50
+		score = sev.DefaultScore()
 		fmt.Fprintf(&b, "; outside their %s shift calendar (%02d–%02d) and too little history to have learned their hours", cal.scope, cal.start, cal.end)
 	}
 	if cal != nil {

@@ -252,7 +252,8 @@ func TestOffHoursFinding(t *testing.T) {
 		t.Errorf("explanation\n got %q\nwant %q", f.Explanation, wantExpl)
 	}
 	if f.Detector != "off_hours" || f.UserID != "D1" || f.PatientID != "P77" || f.FacilityID != facNY ||
-		f.Severity != schemas.SeverityMedium || f.Score != 100 || !slices.Equal(f.EventIDs, []string{"p1"}) {
+		f.Severity != schemas.SeverityMedium || f.Score != 59 || // the top of the medium band
+		!slices.Equal(f.EventIDs, []string{"p1"}) {
 		t.Errorf("finding = %+v", f)
 	}
 	if f.WindowStart.Format(time.RFC3339) != "2026-02-17T08:00:00Z" || f.WindowEnd.Format(time.RFC3339) != "2026-02-17T09:00:00Z" {

@@ -116,6 +116,7 @@ type ReferenceIndex struct {
 	slackA    int64 // ns
 	slackText string
 	stats     ReferenceStats
+	kinds     patientKinds // shares of patient kinds, for chance ranking (chance.go)
 }
 
 var (
@@ -194,6 +195,7 @@ func NewReferenceIndexWithVocabulary(users []schemas.User, patients []schemas.Pa
 	x.indexEncounters(encounters)
 	x.linkPersons()
 	x.stats.Users, x.stats.Patients = len(x.users), len(x.patients)
+	x.kinds = countPatientKinds(x.patients, x.users, x.employeeOf)
 	return x, nil
 }
 
@@ -313,6 +315,9 @@ type careSpans struct {
 type patientCare struct {
 	byDept   map[string]*careSpans
 	byMember map[string]*careSpans
+	// byTeamDept groups encounters by the home departments (lower-cased)
+	// of their care-team members (see continuity.go).
+	byTeamDept map[string]*careSpans
 }
 
 func (x *ReferenceIndex) indexEncounters(encounters []schemas.Encounter) {
@@ -334,7 +339,7 @@ func (x *ReferenceIndex) indexEncounters(encounters []schemas.Encounter) {
 		}
 		pc := x.care[e.PatientID]
 		if pc == nil {
-			pc = &patientCare{byDept: map[string]*careSpans{}, byMember: map[string]*careSpans{}}
+			pc = &patientCare{byDept: map[string]*careSpans{}, byMember: map[string]*careSpans{}, byTeamDept: map[string]*careSpans{}}
 			x.care[e.PatientID] = pc
 		}
 		ce := careEncounter{start: e.Start.UnixNano(), end: math.MaxInt64, id: e.EncounterID, dept: e.Department}
@@ -348,6 +353,7 @@ func (x *ReferenceIndex) indexEncounters(encounters []schemas.Encounter) {
 		for _, m := range e.CareTeam {
 			if m != "" {
 				addSpan(pc.byMember, m, ce)
+				x.addTeamDept(pc, m, ce)
 			}
 		}
 		x.stats.Encounters++
@@ -357,6 +363,9 @@ func (x *ReferenceIndex) indexEncounters(encounters []schemas.Encounter) {
 			s.finish()
 		}
 		for _, s := range pc.byMember {
+			s.finish()
+		}
+		for _, s := range pc.byTeamDept {
 			s.finish()
 		}
 	}
@@ -428,6 +437,12 @@ func (s *careSpans) find(t, slackBefore, slackAfter int64) (careEncounter, bool)
 // over a department match. It costs two map lookups and at most two binary
 // searches.
 func (x *ReferenceIndex) Care(ev *schemas.AccessEvent) CareRelationship {
+	return x.care1(ev, true)
+}
+
+// care1 is Care; without reason it leaves Reason empty and allocates
+// nothing (the Engine asks this for every event, see explainer).
+func (x *ReferenceIndex) care1(ev *schemas.AccessEvent, reason bool) CareRelationship {
 	dept := ev.UserDepartment
 	if dept == "" {
 		if u, ok := x.users[ev.UserID]; ok {
@@ -437,15 +452,24 @@ func (x *ReferenceIndex) Care(ev *schemas.AccessEvent) CareRelationship {
 	if pc := x.care[ev.PatientID]; pc != nil {
 		t := ev.EventTime.UnixNano()
 		if e, ok := pc.byMember[ev.UserID].find(t, x.slackB, x.slackA); ok {
-			return CareRelationship{Explained: true, EncounterID: e.id,
-				Reason: "user " + ev.UserID + " on the care team of encounter " + e.id + " (" + e.dept + ")"}
+			c := CareRelationship{Explained: true, EncounterID: e.id, By: ExplainedByCareTeam}
+			if reason {
+				c.Reason = "user " + ev.UserID + " on the care team of encounter " + e.id + " (" + e.dept + ")"
+			}
+			return c
 		}
 		if dept != "" {
 			if e, ok := pc.byDept[foldKey(dept)].find(t, x.slackB, x.slackA); ok {
-				return CareRelationship{Explained: true, EncounterID: e.id,
-					Reason: "encounter " + e.id + " in " + e.dept + ", the user's department"}
+				c := CareRelationship{Explained: true, EncounterID: e.id, By: ExplainedByDepartmentEncounter}
+				if reason {
+					c.Reason = "encounter " + e.id + " in " + e.dept + ", the user's department"
+				}
+				return c
 			}
 		}
+	}
+	if !reason {
+		return CareRelationship{}
 	}
 	where := "the user's department"
 	if dept != "" {

@@ -41,7 +41,7 @@ func Registry() []Factory {
 			"a user opens a VIP patient's record without a care relationship",
 			DefaultVIPConfig, NewVIP),
 		NewFactory(deceasedName,
-			"a user outside records and billing roles opens a deceased patient's record after the grace period",
+			"a deceased patient's record opened after the death by someone whose work does not continue after it: from the first day without a prior relationship, after the grace period with one",
 			DefaultDeceasedConfig, NewDeceased),
 		NewFactory(terminatedName,
 			"a terminated or inactive account accesses a record",

@@ -3,6 +3,7 @@ package detectors
 import (
 	"context"
 	"errors"
+	"fmt"
 
 	"github.com/ehrwatch/ehrwatch/schemas"
 )
@@ -57,7 +58,7 @@ func (d *VIP) Detect(_ context.Context, ev *schemas.AccessEvent) ([]schemas.Find
 	if isSelf(ev, u, p) != "" {
 		return nil, nil
 	}
-	care := ref.Care(ev)
+	care := directCare(careOf(d.env, ref, ev))
 	sev := d.cfg.Severity
 	if care.Explained {
 		if !d.cfg.Explained.Report {
@@ -67,10 +68,24 @@ func (d *VIP) Detect(_ context.Context, ev *schemas.AccessEvent) ([]schemas.Find
 	} else if isDisclosure(ev.Action) {
 		sev = RaiseSeverity(sev, 1)
 	}
+	var ranking string
+	var rank chanceRank
+	if !care.Explained {
+		repeat := repeatDays(d.env, ev)
+		rank = rankByChance(d.env, ref, ev.UserID, chanceVIP)
+		ranking = "; " + rank.sentence()
+		if repeat > 1 {
+			ranking += fmt.Sprintf("; the user opened this chart on %d days", repeat)
+		}
+	}
 	loc := locationOf(d.env, ev.FacilityID)
 	f := newAccessFinding(vipName, ev, loc, sev)
 	f.Evidence.Facts["patient_flag"] = "vip"
 	setCareFacts(&f, care)
-	f.Explanation = describeAccess(ev, u, loc) + ", a patient flagged VIP; " + careSentence(care) + "."
+	if !care.Explained {
+		rank.setFacts(&f)
+		f.Score = schemas.ScoreWithin(sev, rank.quantile())
+	}
+	f.Explanation = describeAccess(ev, u, loc) + ", a patient flagged VIP; " + careSentence(care) + ranking + "."
 	return []schemas.Finding{f}, nil
 }

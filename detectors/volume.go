@@ -577,7 +577,7 @@ func (v *Volume) judge(e *volEntry, group, role []float64, loc *time.Location) (
 	} else if ratio >= cfg.HighRatio {
 		sev = sevMax(sev, schemas.SeverityHigh)
 	}
-	score := uint8(min(100, max(1, math.Round(100*(1-1/ratio)))))
+	score := schemas.ScoreWithin(sev, 1-1/ratio)
 
 	start, end := time.Unix(0, e.w.start).UTC(), time.Unix(0, e.w.end).UTC()
 	g := e.w.group

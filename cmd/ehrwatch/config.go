@@ -195,12 +195,14 @@ func (d DetectionConfig) MarshalYAML() (any, error) {
 	type section struct {
 		AllowedLateness time.Duration               `yaml:"allowed_lateness"`
 		MaxOpenFindings int                         `yaml:"max_open_findings"`
+		Explanation     detectors.ExplanationConfig `yaml:"explanation"`
 		Detectors       map[string]detectors.Config `yaml:"detectors"`
 		Allowlist       []detectors.AllowlistEntry  `yaml:"allowlist"`
 	}
 	s := section{
 		AllowedLateness: d.AllowedLateness,
 		MaxOpenFindings: d.MaxOpenFindings,
+		Explanation:     d.Explanation,
 		Detectors:       map[string]detectors.Config(d.Detectors),
 		Allowlist:       d.Allowlist,
 	}

@@ -353,7 +353,7 @@ wait:
 	}
 	res := demoResult{
 		took: time.Since(began), consumeTook: consumeTook, stats: p.Stats(), total: stream.events,
-		late: engines.late(), interrupted: interrupted,
+		late: engines.late(), interrupted: interrupted, coverage: engines.coverage(),
 	}
 	outcome := &demoOutcome{hospital: h, stream: stream, stats: res.stats, findings: sink.allFindings(), alerts: len(sink.allAlerts())}
 	outcome.score = printDemoSummary(con, h, sc, sink, res, o)
@@ -397,6 +397,16 @@ func (d *demoEngines) add(e *detectors.Engine) {
 	d.mu.Lock()
 	d.all = append(d.all, e)
 	d.mu.Unlock()
+}
+
+func (d *demoEngines) coverage() detectors.Coverage {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	var c detectors.Coverage
+	for _, e := range d.all {
+		c.Add(e.Coverage())
+	}
+	return c
 }
 
 func (d *demoEngines) late() uint64 {

@@ -397,6 +397,7 @@ type demoResult struct {
 	total       int
 	late        uint64
 	interrupted bool
+	coverage    detectors.Coverage
 }
 
 func printDemoSummary(con *console, h *synth.Hospital, sc *scorer, sink *demoSink, res demoResult, o demoOptions) scoreReport {
@@ -478,7 +479,32 @@ func printDemoSummary(con *console, h *synth.Hospital, sc *scorer, sink *demoSin
 	if len(byRule) > 0 {
 		con.printf(" (%s)", strings.Join(byRule, ", "))
 	}
-	con.printf(".\n")
+	con.printf(".\n\n")
+
+	// The quality gate of `go test ./detectors` (synth.EvaluateGate), on
+	// this run's findings and alerts.
+	last := map[string]alerting.Alert{}
+	var ids []string
+	for _, a := range alerts {
+		if _, ok := last[a.AlertID]; !ok {
+			ids = append(ids, a.AlertID)
+		}
+		last[a.AlertID] = a
+	}
+	var gateAlerts []synth.GateAlert
+	for _, id := range ids {
+		a := last[id]
+		gateAlerts = append(gateAlerts, synth.GateAlert{AlertID: a.AlertID, Rule: a.Rule, Detector: a.Detector, FirstSeen: a.FirstSeen, FindingIDs: a.FindingIDs})
+	}
+	gate := synth.EvaluateGate(h, sc.labels, sink.allFindings(), gateAlerts)
+	style := ansiBold
+	if !gate.Pass() {
+		style = ansiBold + ansiRed
+	}
+	con.printf("%s", con.paint(style, gate.String()))
+	var cov strings.Builder
+	res.coverage.WriteCoverage(&cov, 8)
+	con.printf("\n%s", cov.String())
 	if o.out != "" {
 		con.printf("Wrote %s/findings.ndjson, alerts.ndjson and truth.ndjson.\n", o.out)
 	}

@@ -90,6 +90,7 @@ func addStats(dst *detectors.EngineStats, s detectors.EngineStats) {
 	for k, v := range s.DetectorErrors {
 		dst.DetectorErrors[k] += v
 	}
+	dst.Coverage.Add(s.Coverage)
 }
 
 // stats sums the retired and the live engines' counters.
@@ -119,12 +120,18 @@ var (
 		"Repeats folded into an earlier finding with the same id.", nil, nil)
 	engineOverflowDesc = prometheus.NewDesc("ehrwatch_engine_open_findings_overflow_total",
 		"Findings emitted without collapsing because detection.max_open_findings was reached.", nil, nil)
+	// One label, "by", with five values: what explained the access (care_team,
+	// department_encounter, own_continuity, department_involvement) or
+	// unexplained. Departments and roles are not labels (unbounded); replay
+	// and the demo print them.
+	engineExplainedDesc = prometheus.NewDesc("ehrwatch_engine_accesses_total",
+		"Accesses the detector engines processed, by what explained them (explanation coverage).", []string{"by"}, nil)
 )
 
 // Describe implements prometheus.Collector.
 func (s *engineSet) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{engineEventsDesc, engineLateDesc, engineFindingsDesc, engineErrorsDesc,
-		engineSuppressedDesc, engineCollapsedDesc, engineOverflowDesc} {
+		engineSuppressedDesc, engineCollapsedDesc, engineOverflowDesc, engineExplainedDesc} {
 		ch <- d
 	}
 }
@@ -140,6 +147,9 @@ func (s *engineSet) Collect(ch chan<- prometheus.Metric) {
 	counter(engineSuppressedDesc, st.Suppressed)
 	counter(engineCollapsedDesc, st.Collapsed)
 	counter(engineOverflowDesc, st.Overflow)
+	for _, by := range detectors.ExplainedBy {
+		counter(engineExplainedDesc, st.Coverage.By[by], by)
+	}
 	for _, f := range detectors.Registry() {
 		counter(engineFindingsDesc, st.Findings[f.Name], f.Name)
 		counter(engineErrorsDesc, st.DetectorErrors[f.Name], f.Name)

@@ -145,6 +145,7 @@ type replayStats struct {
 	Late      uint64                   // events behind their engine's watermark
 	DetErrors int                      // detector errors
 	NoZone    []string                 // facilities seen without a configured time zone
+	Coverage  detectors.Coverage       // accesses by what explained them
 	Took      time.Duration            // reading, decoding and detecting
 	Setup     time.Duration            // loading configuration and reference data
 	Unmapped  []detectors.UnmappedName // role and department names no vocabulary category covers
@@ -341,6 +342,7 @@ func printReplaySummary(w io.Writer, st replayStats, o replayOptions) {
 		fmt.Fprintf(w, " (%s)", strings.Join(parts, ", "))
 	}
 	fmt.Fprintln(w)
+	st.Coverage.WriteCoverage(w, 15)
 	if o.out != "" {
 		fmt.Fprintf(w, "wrote %s\n", o.out)
 	}
@@ -526,6 +528,7 @@ func (r *replayer) run(ctx context.Context, src eventSource) (replayStats, error
 			return st, err
 		}
 		st.Late += e.LateEvents()
+		st.Coverage.Add(e.Coverage())
 	}
 	st.NoZone = sortedStrings(noZone)
 	return st, nil

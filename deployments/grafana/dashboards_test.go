@@ -253,15 +253,21 @@ func keys[V any](m map[string]V) []string {
 }
 
 // TestPrometheusMetricsExist: every metric a Prometheus panel queries is
-// one ehrwatch registers (pipeline/metrics.go), histograms with their
+// one ehrwatch registers (pipeline/metrics.go, and the detector engines'
+// collector in cmd/ehrwatch/detect.go), histograms with their
 // _bucket/_sum/_count series.
 func TestPrometheusMetricsExist(t *testing.T) {
 	src, err := os.ReadFile("../../pipeline/metrics.go")
 	if err != nil {
 		t.Fatal(err)
 	}
+	engine, err := os.ReadFile("../../cmd/ehrwatch/detect.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	src = append(src, engine...)
 	known := map[string]bool{}
-	for _, m := range regexp.MustCompile(`Name:\s*"(ehrwatch_[a-z0-9_]+)"`).FindAllStringSubmatch(string(src), -1) {
+	for _, m := range regexp.MustCompile(`(?:Name:\s*|NewDesc\()"(ehrwatch_[a-z0-9_]+)"`).FindAllStringSubmatch(string(src), -1) {
 		known[m[1]] = true
 		for _, suf := range []string{"_bucket", "_sum", "_count"} {
 			known[m[1]+suf] = true

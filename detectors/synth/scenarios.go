@@ -350,6 +350,7 @@ func (sc *scenarios) phaseB() {
 	for _, t := range sc.terms {
 		sc.afterTermination(t)
 	}
+	sc.quality12()
 }
 
 func fmtLocal(f *facility, t int64) string {

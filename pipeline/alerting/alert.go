@@ -139,24 +139,6 @@ func windowStart(t time.Time, d time.Duration) time.Time {
 	return time.UnixMilli(start).UTC()
 }
 
-// severityScore is the canonical score of a severity (the detectors use
-// the same values).
-func severityScore(s schemas.Severity) uint8 {
-	switch s {
-	case schemas.SeverityInfo:
-		return 10
-	case schemas.SeverityLow:
-		return 30
-	case schemas.SeverityMedium:
-		return 50
-	case schemas.SeverityHigh:
-		return 75
-	case schemas.SeverityCritical:
-		return 95
-	}
-	return 0
-}
-
 // findingTime is when a finding happened, in finding time: the access
 // time the detector recorded as the event_time fact when it lies in the
 // finding's window (per-access findings span a whole day), else the end of

@@ -385,16 +385,20 @@ func (e *engine) expired(start time.Time, window time.Duration) bool {
 	return false
 }
 
-// riskScore maps accumulated risk to the 0–100 alert score: the
-// threshold scores 75 (high), the critical threshold (or twice the
-// threshold when none is set) 95, capped at 100.
-func riskScore(total float64, c *UserRiskConfig) uint8 {
-	top := c.CriticalThreshold
+// riskScore places accumulated risk in the band of the alert's severity
+// (schemas/score.go): below the critical threshold, from the bottom of the
+// band at the threshold to its top at the critical threshold (or twice the
+// threshold when none is set); at or above it, from the bottom of the
+// critical band at the critical threshold to its top at twice that.
+func riskScore(total float64, c *UserRiskConfig, sev schemas.Severity) uint8 {
+	lo, top := c.Threshold, c.CriticalThreshold
 	if top <= c.Threshold {
 		top = 2 * c.Threshold
 	}
-	s := 75 + (total-c.Threshold)*20/(top-c.Threshold)
-	return uint8(math.Max(0, math.Min(100, math.Round(s))))
+	if sev == schemas.SeverityCritical && c.CriticalThreshold > 0 {
+		lo, top = c.CriticalThreshold, 2*c.CriticalThreshold
+	}
+	return schemas.ScoreWithin(sev, (total-lo)/(top-lo))
 }
 
 // insertID keeps ids sorted by (time, id) and at most n long.
@@ -576,7 +580,9 @@ func (e *engine) applyRisk(o observation) *group {
 			e.evictRiskUsers()
 		}
 	}
-	score := float64(f.Score)
+	// The finding's score on the one scale (schemas/score.go): a finding
+	// never contributes more than the top of its severity's band.
+	score := float64(schemas.ClampScore(f.Severity, f.Score))
 	if c.PerFindingCap > 0 && score > c.PerFindingCap {
 		score = c.PerFindingCap
 	}
@@ -620,7 +626,7 @@ func (e *engine) applyRisk(o observation) *group {
 	}
 	if total > g.riskPeak {
 		g.riskPeak = total
-		g.score = riskScore(total, c)
+		g.score = riskScore(total, c, g.severity)
 		g.riskSentence = riskSentence(f.UserID, total, c, tEval, len(contributing), perDet)
 		changed = true
 	}
@@ -813,7 +819,7 @@ func (e *engine) applySurge(o observation) *group {
 		g.severity = c.Severity
 		changed = true
 	}
-	if s := severityScore(g.severity); s > g.score {
+	if s := g.severity.DefaultScore(); s > g.score {
 		g.score = s
 	}
 	g.raised = true

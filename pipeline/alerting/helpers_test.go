@@ -60,9 +60,7 @@ func finding(det string, sev schemas.Severity, user string, patient int, t time.
 	}
 }
 
-func sevScore(s schemas.Severity) uint8 {
-	return map[schemas.Severity]uint8{"info": 10, "low": 30, "medium": 50, "high": 75, "critical": 95}[s]
-}
+func sevScore(s schemas.Severity) uint8 { return s.DefaultScore() }
 
 func explained(f schemas.Finding) schemas.Finding {
 	f.Evidence.Facts["care"] = "explained"

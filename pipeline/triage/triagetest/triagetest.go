@@ -94,7 +94,7 @@ func NewFixture() Fixture {
 		ev("ev-8", "2026-04-02T10:00:00Z", "u-bob", "physician", "Oncology", PatientMain, schemas.ActionView),
 	}
 	f.Findings = []schemas.Finding{
-		{FindingID: "f-1", Detector: "no_care_relationship", Severity: schemas.SeverityHigh, Score: 80, FacilityID: "fac-nyc",
+		{FindingID: "f-1", Detector: "no_care_relationship", Severity: schemas.SeverityHigh, Score: 75, FacilityID: "fac-nyc",
 			UserID: "u-bob", PatientID: PatientMain, WindowStart: TS("2026-03-08T08:00:00Z"), WindowEnd: TS("2026-03-08T08:00:00Z"),
 			EventIDs: []string{"ev-3"}, Explanation: "no encounter explains the access",
 			Evidence: schemas.Evidence{WouldExplain: "an encounter in Oncology"}},
