@@ -46,6 +46,7 @@ var commands = []struct {
 	{"gen", nil},
 	{"replay", nil},
 	{"migrate", nil},
+	{"check", []string{"clickhouse"}},
 	{"serve", []string{"hash-token"}},
 	{"report", []string{"patient", "user"}},
 	{"config", []string{"validate", "defaults"}},

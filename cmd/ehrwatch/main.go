@@ -10,6 +10,7 @@
 //	ehrwatch replay --events F --reference DIR  run the detectors over an exported log, without Kafka
 //	ehrwatch vocabulary suggest --events F --reference DIR  propose a mapping of unmapped role and department names
 //	ehrwatch migrate --config F    create or upgrade the ClickHouse schema
+//	ehrwatch check clickhouse --config F  conformance check of your ClickHouse (scratch database)
 //	ehrwatch serve --config F      the triage and report HTTP API
 //	ehrwatch report patient|user   who opened patient X / what user U opened (--id --from --to --config F)
 //	ehrwatch config validate F     check a configuration file and report every bad key
@@ -103,6 +104,7 @@ commands:
   vocabulary suggest propose categories for unmapped role and department names (--events FILE --reference DIR)
   convert            convert a CSV/TSV or FHIR export to canonical NDJSON (--in FILE --mapping FILE)
   migrate            create or upgrade the ClickHouse schema (--config FILE)
+  check clickhouse   conformance check of your ClickHouse in a scratch database (--config FILE [--protocol both])
   serve              serve the triage and report API (--config FILE)
   report patient|user  access report for a patient or a user (--id --from --to --config FILE)
   config validate F  check a configuration file; every bad value is reported with its key
@@ -139,6 +141,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runVocabulary(ctx, args[1:], stdout, stderr)
 	case "convert":
 		return runConvert(ctx, args[1:], stdout, stderr)
+	case "check":
+		return runCheck(ctx, args[1:], stdout, stderr)
 	case "migrate":
 		return runMigrate(ctx, args[1:], stdout, stderr)
 	case "serve":

@@ -7,6 +7,7 @@
 package clickhouse
 
 import (
+	_ "embed"
 	"errors"
 	"fmt"
 	"os"
@@ -112,3 +113,9 @@ func FileLoader(sqlPath, dataPath string) (string, error) {
 	}
 	return strings.TrimSpace(strings.TrimSuffix(s, format)), nil
 }
+
+// AccessSQL is access.sql as shipped, built into the binary for
+// `ehrwatch check clickhouse` (its password placeholders unrendered).
+//
+//go:embed access.sql
+var AccessSQL string
