@@ -290,7 +290,7 @@ func (p *Pipeline) consumePartition(ctx context.Context, pt *partition) {
 	}
 	snap := p.newSnapshotter(pt, proc)
 	warm := &warmup{p: p, pt: pt, snap: snap, from: from, last: -1, started: time.Now()}
-	fetchBackoff := backoff{cfg: p.cfg.Retry}
+	fetchBackoff := newBackoff(p.cfg.Retry)
 	chunk := &chunker{p: p, linger: p.cfg.HandoffLinger, recs: make([]record, 0, handoffChunk)}
 	defer chunk.stopLinger()
 	for {
@@ -313,14 +313,14 @@ func (p *Pipeline) consumePartition(ctx context.Context, pt *partition) {
 				break
 			}
 			p.metrics.fetchErrors.Inc()
-			pause := fetchBackoff.next()
+			pause := fetchBackoff.Next()
 			pt.log.Warn().Err(err).Dur("pause", pause).Msg("fetch failed; retrying")
 			if !sleep(ctx, pause) {
 				break
 			}
 			continue
 		}
-		fetchBackoff.reset()
+		fetchBackoff.Reset()
 		if pt.fetchFailedAt.Swap(0) != 0 && pt.fetchFailures.Swap(0) >= fetchFailing {
 			p.health.clear(pt.fetchKey())
 		}
@@ -551,14 +551,14 @@ func (p *Pipeline) commitLoop(ctx context.Context, g *generation) {
 func (p *Pipeline) finalCommit(g *generation) {
 	dctx, cancel := p.drainContext()
 	defer cancel()
-	b := backoff{cfg: RetryConfig{InitialInterval: 50 * time.Millisecond, MaxInterval: time.Second, Multiplier: 2, Jitter: 0.2}}
+	b := newBackoff(RetryConfig{InitialInterval: 50 * time.Millisecond, MaxInterval: time.Second, Multiplier: 2, Jitter: 0.2})
 	for {
 		err := p.commit(g)
 		if err == nil || generationGone(err) {
 			return
 		}
 		p.metrics.retries.WithLabelValues(opCommit).Inc()
-		if !sleep(dctx, b.next()) {
+		if !sleep(dctx, b.Next()) {
 			return
 		}
 	}

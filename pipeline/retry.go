@@ -4,44 +4,26 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math"
-	"math/rand/v2"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/segmentio/kafka-go"
 
+	"github.com/ehrwatch/ehrwatch/pipeline/backoff"
 	"github.com/ehrwatch/ehrwatch/pipeline/store"
 	"github.com/ehrwatch/ehrwatch/schemas"
 )
 
-// backoff yields exponentially growing, jittered pauses, capped at
-// MaxInterval.
-type backoff struct {
-	cfg     RetryConfig
-	attempt int
+// newBackoff is the pipeline's retry pause sequence for cfg.
+func newBackoff(cfg RetryConfig) *backoff.Backoff {
+	return backoff.New(backoff.Policy{Initial: cfg.InitialInterval, Max: cfg.MaxInterval, Multiplier: cfg.Multiplier, Jitter: cfg.Jitter})
 }
-
-// next returns the pause before the next attempt and counts the attempt.
-func (b *backoff) next() time.Duration {
-	d := float64(b.cfg.InitialInterval) * math.Pow(b.cfg.Multiplier, float64(b.attempt))
-	if d > float64(b.cfg.MaxInterval) || math.IsInf(d, 0) || math.IsNaN(d) {
-		d = float64(b.cfg.MaxInterval)
-	}
-	b.attempt++
-	if b.cfg.Jitter > 0 {
-		d *= 1 + b.cfg.Jitter*(2*rand.Float64()-1)
-	}
-	return time.Duration(d)
-}
-
-func (b *backoff) reset() { b.attempt = 0 }
 
 // retry runs op until it succeeds, returns a permanent error, or ctx ends
 // (then it returns the last error joined with ctx's). onRetry, if set, sees
 // every retryable failure and the pause that follows it.
 func retry(ctx context.Context, cfg RetryConfig, op func(context.Context) error, onRetry func(err error, attempt int, pause time.Duration)) error {
-	b := backoff{cfg: cfg}
+	b := newBackoff(cfg)
 	for {
 		err := op(ctx)
 		if err == nil {
@@ -53,9 +35,9 @@ func retry(ctx context.Context, cfg RetryConfig, op func(context.Context) error,
 		if !Retryable(err) {
 			return err
 		}
-		pause := b.next()
+		pause := b.Next()
 		if onRetry != nil {
-			onRetry(err, b.attempt, pause)
+			onRetry(err, b.Attempt(), pause)
 		}
 		t := time.NewTimer(pause)
 		select {

@@ -17,28 +17,6 @@ import (
 	"github.com/ehrwatch/ehrwatch/schemas"
 )
 
-func TestBackoffGrowsAndIsBounded(t *testing.T) {
-	cfg := RetryConfig{InitialInterval: 100 * time.Millisecond, MaxInterval: 2 * time.Second, Multiplier: 2, Jitter: 0.25}
-	b := backoff{cfg: cfg}
-	want := []time.Duration{100, 200, 400, 800, 1600, 2000, 2000, 2000}
-	for i, w := range want {
-		w *= time.Millisecond
-		got := b.next()
-		lo, hi := time.Duration(float64(w)*0.75), time.Duration(float64(w)*1.25)
-		if got < lo || got > hi {
-			t.Errorf("pause %d = %s, want %s ±25%%", i, got, w)
-		}
-	}
-	b.reset()
-	if got := b.next(); got > 125*time.Millisecond {
-		t.Errorf("after reset: %s, want about 100ms", got)
-	}
-	huge := backoff{cfg: cfg, attempt: 10_000}
-	if got := huge.next(); got > 2500*time.Millisecond || got <= 0 {
-		t.Errorf("after many attempts: %s, want about the 2s cap", got)
-	}
-}
-
 func TestRetryable(t *testing.T) {
 	tests := []struct {
 		name string

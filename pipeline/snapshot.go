@@ -45,7 +45,7 @@ func (p *Pipeline) restore(ctx context.Context, pt *partition, proc Processor) (
 	var found bool
 	if p.snapshots != nil {
 		group := p.kc.cfg.GroupID
-		b := backoff{cfg: p.cfg.Retry}
+		b := newBackoff(p.cfg.Retry)
 		for {
 			rctx, cancel := context.WithTimeout(ctx, p.kc.cfg.RequestTimeout*3)
 			var err error
@@ -58,7 +58,7 @@ func (p *Pipeline) restore(ctx context.Context, pt *partition, proc Processor) (
 			if ctx.Err() != nil {
 				return proc, 0, false
 			}
-			pause := b.next()
+			pause := b.Next()
 			p.health.set(opRestore, "cannot read detector snapshots: "+safeError(err))
 			pt.log.Warn().Str("error", safeError(err)).Dur("pause", pause).Msg("reading the detector snapshot failed; retrying")
 			if !sleep(ctx, pause) {
@@ -137,7 +137,7 @@ func (p *Pipeline) firstOffsetRetrying(ctx context.Context, pt *partition) (int6
 // offset for kafka.FirstOffsetOf, or the first offset at or after a
 // timestamp (-1 when there is none) for kafka.TimeOffsetOf.
 func (p *Pipeline) listOffsetRetrying(ctx context.Context, pt *partition, req kafka.OffsetRequest) (int64, bool) {
-	b := backoff{cfg: p.cfg.Retry}
+	b := newBackoff(p.cfg.Retry)
 	for {
 		off, err := p.listOffset(ctx, pt, req)
 		if err == nil {
@@ -146,7 +146,7 @@ func (p *Pipeline) listOffsetRetrying(ctx context.Context, pt *partition, req ka
 		if ctx.Err() != nil {
 			return 0, false
 		}
-		pause := b.next()
+		pause := b.Next()
 		pt.log.Warn().Err(err).Dur("pause", pause).Msg("listing the partition's offsets failed; retrying")
 		if !sleep(ctx, pause) {
 			return 0, false

@@ -6,7 +6,6 @@ import (
 	"crypto/x509"
 	"errors"
 	"io"
-	"math/rand/v2"
 	"net"
 	"strconv"
 	"sync"
@@ -14,6 +13,8 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+
+	"github.com/ehrwatch/ehrwatch/pipeline/backoff"
 )
 
 // Error classes of failed deliveries: the error_class column and the
@@ -355,7 +356,7 @@ func (o *output) deliver(d *delivery) {
 			o.fail(d, attempt, first, de)
 			return
 		}
-		wait := backoff(c, attempt)
+		wait := retryPause(c, attempt)
 		if de.RetryAfter > wait {
 			wait = min(de.RetryAfter, c.MaxBackoff)
 		}
@@ -392,19 +393,10 @@ func (o *output) deadLetter(d *delivery, attempts int, first time.Time, de *Deli
 	})
 }
 
-// backoff is the wait after the attempt-th failure: initial·2^(attempt-1)
-// capped at max, then jittered uniformly within ±50%.
-func backoff(c DeliveryConfig, attempt int) time.Duration {
-	d := c.InitialBackoff
-	for i := 1; i < attempt && d < c.MaxBackoff; i++ {
-		d *= 2
-	}
-	d = min(d, c.MaxBackoff)
-	half := int64(d / 2)
-	if half <= 0 {
-		return d
-	}
-	return time.Duration(half + rand.Int64N(2*half+1))
+// retryPause is the wait after the attempt-th failure (attempt from 1):
+// initial·2^(attempt-1) capped at max, then jittered uniformly within ±50%.
+func retryPause(c DeliveryConfig, attempt int) time.Duration {
+	return backoff.Policy{Initial: c.InitialBackoff, Max: c.MaxBackoff, Multiplier: 2, Jitter: 0.5}.Delay(attempt - 1)
 }
 
 // deadLetters buffers delivery failures and writes them in batches from
