@@ -107,7 +107,7 @@ func TestKafkaClientsCarryTLSAndSASL(t *testing.T) {
 		if d.SASLMechanism == nil || d.SASLMechanism.Name() != name || tr.SASL == nil || tr.SASL.Name() != name {
 			t.Errorf("%s: mechanisms %v / %v, want %s", mech, d.SASLMechanism, tr.SASL, name)
 		}
-		if d.TLS == nil || tr.TLS == nil || d.TLS.ServerName != "kafka.example" {
+		if d.TLS == nil || tr.TLS == nil || d.TLS.ServerName != "kafka.example" || tr.TLS.ServerName != "kafka.example" {
 			t.Errorf("%s: TLS not configured", mech)
 		}
 	}
@@ -115,5 +115,8 @@ func TestKafkaClientsCarryTLSAndSASL(t *testing.T) {
 	c.SASL = SASLConfig{Mechanism: SASLPlain, Username: "u", PasswordFile: filepath.Join(dir, "missing")}
 	if _, err := c.Dialer(); err == nil || !strings.Contains(err.Error(), "kafka.sasl.password_file") {
 		t.Errorf("missing password file: %v", err)
+	}
+	if _, err := c.Transport(); err == nil || !strings.Contains(err.Error(), "kafka.sasl.password_file") {
+		t.Errorf("missing password file (transport): %v", err)
 	}
 }

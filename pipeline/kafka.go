@@ -2,6 +2,7 @@ package pipeline
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"strconv"
 	"strings"
@@ -53,11 +54,7 @@ func newKafkaClients(cfg KafkaConfig, log zerolog.Logger) (*kafkaClients, error)
 // the configured client id, timeouts, TLS and SASL; it reads the password
 // file.
 func (c KafkaConfig) Dialer() (*kafka.Dialer, error) {
-	tlsCfg, err := c.TLS.Config()
-	if err != nil {
-		return nil, fmt.Errorf("kafka.tls: %w", err)
-	}
-	mech, err := c.SASL.mechanism()
+	tlsCfg, mech, err := c.security()
 	if err != nil {
 		return nil, err
 	}
@@ -75,11 +72,7 @@ func (c KafkaConfig) Dialer() (*kafka.Dialer, error) {
 // with the configured client id, timeouts, TLS and SASL; it reads the
 // password file.
 func (c KafkaConfig) Transport() (*kafka.Transport, error) {
-	tlsCfg, err := c.TLS.Config()
-	if err != nil {
-		return nil, fmt.Errorf("kafka.tls: %w", err)
-	}
-	mech, err := c.SASL.mechanism()
+	tlsCfg, mech, err := c.security()
 	if err != nil {
 		return nil, err
 	}
@@ -90,6 +83,20 @@ func (c KafkaConfig) Transport() (*kafka.Transport, error) {
 		SASL:        mech,
 		MetadataTTL: 30 * time.Second,
 	}, nil
+}
+
+// security is the TLS configuration and SASL mechanism of every Kafka
+// connection, Dialer and Transport alike; it reads the password file.
+func (c KafkaConfig) security() (*tls.Config, sasl.Mechanism, error) {
+	tlsCfg, err := c.TLS.Config()
+	if err != nil {
+		return nil, nil, fmt.Errorf("kafka.tls: %w", err)
+	}
+	mech, err := c.SASL.mechanism()
+	if err != nil {
+		return nil, nil, err
+	}
+	return tlsCfg, mech, nil
 }
 
 // mechanism builds the SASL mechanism, reading the password file.
