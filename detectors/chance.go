@@ -140,6 +140,23 @@ func nounCount(n int, noun string) string {
 	return strconv.Itoa(n) + " " + noun + "s"
 }
 
+// rankUnexplained ranks an access that care does not explain by chance
+// (kind as for rankByChance) and returns the rank with its sentence, led by
+// "; ", naming the days the user opened this chart when more than one. An
+// explained access is not ranked: the zero rank and "".
+func rankUnexplained(env Env, ref Reference, ev *schemas.AccessEvent, kind string, explained bool) (chanceRank, string) {
+	if explained {
+		return chanceRank{}, ""
+	}
+	repeat := repeatDays(env, ev)
+	rank := rankByChance(env, ref, ev.UserID, kind)
+	ranking := "; " + rank.sentence()
+	if repeat > 1 {
+		ranking += fmt.Sprintf("; the user opened this chart on %d days", repeat)
+	}
+	return rank, ranking
+}
+
 // rankByChance returns the ranking of an unexplained access to a chart of
 // kind by ev's user; unknown when there is no Engine or too little history.
 func rankByChance(env Env, ref Reference, userID, kind string) chanceRank {

@@ -65,6 +65,20 @@ func (p *ExplainedPolicy) Validate() error {
 	return nil
 }
 
+// severity is the severity of a relationship detector's finding: an access
+// that care explains gets the policy's severity, or no finding (ok false)
+// when the policy does not report explained accesses; any other access gets
+// sev, raised one level when the action copies data out of the EHR.
+func (p ExplainedPolicy) severity(explained bool, sev schemas.Severity, a schemas.Action) (_ schemas.Severity, ok bool) {
+	switch {
+	case explained:
+		return p.Severity, p.Report
+	case isDisclosure(a):
+		return RaiseSeverity(sev, 1), true
+	}
+	return sev, true
+}
+
 // FieldError is a configuration error tied to one key, such as
 // "detectors.deceased.grace_period: must be ≥ 0". Its Key is a dotted path.
 type FieldError struct {

@@ -79,19 +79,13 @@ func (d *Coworker) Detect(_ context.Context, ev *schemas.AccessEvent) ([]schemas
 		return nil, nil
 	}
 	care := careOf(d.env, ref, ev)
-	if care.Explained && !d.cfg.Explained.Report {
-		return nil, nil
-	}
 	dept := userDepartment(ev, u)
 	sameDept := false
 	if cw, ok := ref.User(employee); ok && dept != "" && strings.EqualFold(strings.TrimSpace(cw.Department), strings.TrimSpace(dept)) {
 		sameDept = true
 	}
 	sev := d.cfg.Severity
-	switch {
-	case care.Explained:
-		sev = d.cfg.Explained.Severity
-	case sameDept:
+	if sameDept {
 		sev = d.cfg.SameDepartmentSeverity
 	}
 	var rank chanceRank
@@ -121,9 +115,10 @@ func (d *Coworker) Detect(_ context.Context, ev *schemas.AccessEvent) ([]schemas
 			sev = d.cfg.Chance.Severity
 			ranking += ", so it is lowered to " + string(sev)
 		}
-		if isDisclosure(ev.Action) {
-			sev = RaiseSeverity(sev, 1)
-		}
+	}
+	sev, ok := d.cfg.Explained.severity(care.Explained, sev, ev.Action)
+	if !ok {
+		return nil, nil
 	}
 	loc := locationOf(d.env, ev.FacilityID)
 	f := newAccessFinding(coworkerName, ev, loc, sev)

@@ -141,19 +141,15 @@ func (d *Deceased) Detect(_ context.Context, ev *schemas.AccessEvent) ([]schemas
 	}
 	rank := chanceRank{known: false}
 	lowered := false
-	if care.Explained {
-		if !d.cfg.Explained.Report {
-			return nil, nil
-		}
-		sev = d.cfg.Explained.Severity
-	} else {
+	if !care.Explained {
 		rank = rankByChance(d.env, ref, ev.UserID, chanceDeceased)
 		if rel == "" && d.cfg.Chance.Enabled && !isDisclosure(ev.Action) && rank.likely(d.cfg.Chance.Days) {
 			sev, lowered = d.cfg.Chance.Severity, true
 		}
-		if isDisclosure(ev.Action) {
-			sev = RaiseSeverity(sev, 1)
-		}
+	}
+	sev, ok = d.cfg.Explained.severity(care.Explained, sev, ev.Action)
+	if !ok {
+		return nil, nil
 	}
 	loc := locationOf(d.env, ev.FacilityID)
 	days := int(ev.EventTime.Sub(*p.DeceasedAt) / (24 * time.Hour))

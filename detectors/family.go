@@ -3,7 +3,6 @@ package detectors
 import (
 	"context"
 	"errors"
-	"fmt"
 
 	"github.com/ehrwatch/ehrwatch/schemas"
 )
@@ -107,25 +106,11 @@ func (d *Family) Detect(_ context.Context, ev *schemas.AccessEvent) ([]schemas.F
 		return nil, nil // self_access reports it
 	}
 	care := directCare(careOf(d.env, ref, ev))
-	sev := d.cfg.Severity
-	if care.Explained {
-		if !d.cfg.Explained.Report {
-			return nil, nil
-		}
-		sev = d.cfg.Explained.Severity
-	} else if isDisclosure(ev.Action) {
-		sev = RaiseSeverity(sev, 1)
+	sev, ok := d.cfg.Explained.severity(care.Explained, d.cfg.Severity, ev.Action)
+	if !ok {
+		return nil, nil
 	}
-	var ranking string
-	var rank chanceRank
-	if !care.Explained {
-		repeat := repeatDays(d.env, ev)
-		rank = rankByChance(d.env, ref, ev.UserID, chanceRelative)
-		ranking = "; " + rank.sentence()
-		if repeat > 1 {
-			ranking += fmt.Sprintf("; the user opened this chart on %d days", repeat)
-		}
-	}
+	rank, ranking := rankUnexplained(d.env, ref, ev, chanceRelative, care.Explained)
 	loc := locationOf(d.env, ev.FacilityID)
 	f := newAccessFinding(familyName, ev, loc, sev)
 	f.Evidence.Facts["relationship"] = rel

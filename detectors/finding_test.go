@@ -3,6 +3,8 @@ package detectors
 import (
 	"testing"
 	"time"
+
+	"github.com/ehrwatch/ehrwatch/schemas"
 )
 
 func TestLocalDay(t *testing.T) {
@@ -31,6 +33,32 @@ func TestLocalDay(t *testing.T) {
 		}
 		if c.at.Before(start) || !c.at.Before(end) {
 			t.Errorf("%s: %v not inside [%v, %v)", c.name, c.at, start, end)
+		}
+	}
+}
+
+func TestExplainedPolicySeverity(t *testing.T) {
+	report := ExplainedPolicy{Report: true, Severity: schemas.SeverityLow}
+	silent := ExplainedPolicy{Report: false, Severity: schemas.SeverityInfo}
+	tests := []struct {
+		name      string
+		p         ExplainedPolicy
+		explained bool
+		action    schemas.Action
+		want      schemas.Severity
+		wantOK    bool
+	}{
+		{"explained, reported", report, true, schemas.ActionView, schemas.SeverityLow, true},
+		{"explained disclosure keeps the policy's severity", report, true, schemas.ActionPrint, schemas.SeverityLow, true},
+		{"explained, not reported", silent, true, schemas.ActionView, schemas.SeverityInfo, false},
+		{"unexplained view", silent, false, schemas.ActionView, schemas.SeverityMedium, true},
+		{"unexplained print is raised", silent, false, schemas.ActionPrint, schemas.SeverityHigh, true},
+		{"unexplained export is raised", report, false, schemas.ActionExport, schemas.SeverityHigh, true},
+	}
+	for _, tt := range tests {
+		got, ok := tt.p.severity(tt.explained, schemas.SeverityMedium, tt.action)
+		if ok != tt.wantOK || (ok && got != tt.want) {
+			t.Errorf("%s: severity = %s, %v; want %s, %v", tt.name, got, ok, tt.want, tt.wantOK)
 		}
 	}
 }
