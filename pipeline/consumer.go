@@ -413,8 +413,9 @@ func sleep(ctx context.Context, d time.Duration) bool {
 // process decodes m and runs the partition's detectors on it.
 func (p *Pipeline) process(ctx context.Context, pt *partition, proc Processor, m *kafka.Message) record {
 	rec := record{
-		pos:     store.Position{Topic: m.Topic, Partition: int32(m.Partition), Offset: m.Offset},
-		tracker: pt.tracker,
+		pos:      store.Position{Topic: m.Topic, Partition: int32(m.Partition), Offset: m.Offset},
+		tracker:  pt.tracker,
+		received: m.Time,
 	}
 	ev, err := p.decode(m.Value)
 	if reason, ok := schemas.IgnoreReasonOf(err); ok {
@@ -442,6 +443,9 @@ func (p *Pipeline) process(ctx context.Context, pt *partition, proc Processor, m
 		p.metrics.detectorErrors.Inc()
 		// Detector errors name detectors and event ids, by contract.
 		pt.log.Warn().Int64("offset", m.Offset).Str("event_id", ev.EventID).Err(err).Msg("detector error")
+	}
+	for i := range findings {
+		findings[i].ReceivedAt = m.Time
 	}
 	rec.findings = findings
 	return rec

@@ -37,13 +37,21 @@ type metrics struct {
 	ready          prometheus.Gauge
 
 	afterStoreSeconds prometheus.Histogram
-	snapshots         *prometheus.CounterVec // result
+	eventToStored     *prometheus.HistogramVec // table (access_events, findings)
+	snapshots         *prometheus.CounterVec   // result
 	snapshotBytes     prometheus.Histogram
 	snapshotSeconds   prometheus.Histogram
 	restores          *prometheus.CounterVec // result
 	replayed          prometheus.Counter
 	refusedRows       *prometheus.CounterVec // table
 }
+
+// LatencyBuckets are the buckets of the event-age histograms
+// (ehrwatch_event_to_stored_seconds, and alerting's
+// ehrwatch_event_to_alert_seconds): 10 ms to about 10 minutes, each 25%
+// wider than the one before, so a percentile read from them is within
+// 25% of the true value.
+var LatencyBuckets = prometheus.ExponentialBuckets(0.01, 1.25, 50)
 
 func newMetrics() *metrics {
 	reg := prometheus.NewRegistry()
@@ -118,6 +126,13 @@ func newMetrics() *metrics {
 		Name: "ehrwatch_after_store_duration_seconds", Help: "Duration of the after-store hook (alerting) for one batch, retries included.",
 		Buckets: prometheus.ExponentialBuckets(0.001, 2.5, 14),
 	})
+	m.eventToStored = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "ehrwatch_event_to_stored_seconds",
+		Help:    "Age of a row when its INSERT succeeded: from the Kafka timestamp of its event (for a finding, of the event that completed it) to the end of the write, by table (access_events, findings).",
+		Buckets: LatencyBuckets,
+	}, []string{"table"})
+	m.eventToStored.WithLabelValues(store.TableEvents)
+	m.eventToStored.WithLabelValues(store.TableFindings)
 	m.snapshots = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "ehrwatch_detector_snapshots_total", Help: "Detector snapshots taken, by result (ok, error, too_large).",
 	}, []string{"result"})
@@ -136,7 +151,7 @@ func newMetrics() *metrics {
 		Name: "ehrwatch_replayed_messages_total", Help: "Messages below the committed offset re-read into the detectors only (after a restore, or to rebuild them without a snapshot); nothing of them is stored again.",
 	})
 	for _, c := range []prometheus.Collector{
-		m.afterStoreSeconds, m.snapshots, m.snapshotBytes, m.snapshotSeconds, m.restores, m.replayed,
+		m.afterStoreSeconds, m.eventToStored, m.snapshots, m.snapshotBytes, m.snapshotSeconds, m.restores, m.replayed,
 		m.consumed, m.stored, m.deadLettered, m.findings, m.detectorErrors, m.fetchErrors,
 		m.batchRows, m.insertSeconds, m.flushSeconds, m.retries, m.inFlight, m.lag, m.committed,
 		m.commits, m.lastCommit, m.assigned, m.generations, m.ready,

@@ -43,6 +43,7 @@ func (DiscardSink) Write(context.Context, *store.Batch) error { return nil }
 type record struct {
 	pos      store.Position
 	tracker  *offsetTracker
+	received time.Time // the message's Kafka timestamp
 	event    *schemas.AccessEvent
 	findings []schemas.Finding
 	dead     *deadLetter
@@ -141,6 +142,9 @@ type pending struct {
 	messages int
 	items    int // messages and snapshots
 	barriers []chan error
+	// received holds the Kafka timestamps of the batch's events, for
+	// ehrwatch_event_to_stored_seconds.
+	received []time.Time
 }
 
 type ackRange struct{ first, last int64 }
@@ -157,6 +161,7 @@ func (p *pending) add(r *record) {
 		p.dlq = append(p.dlq, r.dead.msg)
 	} else if r.event != nil { // nil: ignored (not a chart access), only acked
 		p.batch.Events = append(p.batch.Events, store.EventRow{Position: r.pos, Event: r.event})
+		p.received = append(p.received, r.received)
 		for i := range r.findings {
 			p.batch.Findings = append(p.batch.Findings, store.FindingRow{Position: r.pos, Finding: &r.findings[i]})
 		}
@@ -436,6 +441,7 @@ func (s *sink) write(ctx context.Context, p *pending) error {
 	}
 	s.health.clear(opDLQ)
 	s.health.clear(opClickHouse)
+	s.observeAge(p, time.Now())
 	if err := s.runAfterStore(ctx, p, log); err != nil {
 		return err
 	}
@@ -596,6 +602,24 @@ func tooLarge(err error) bool {
 		}
 	}
 	return false
+}
+
+// observeAge records how old the batch's events and findings are now that
+// they are stored: now minus the Kafka timestamp of each event (for a
+// finding, of the event that completed it). Timestamps in the future of
+// this clock count as 0.
+func (s *sink) observeAge(p *pending, now time.Time) {
+	ev, fi := s.m.eventToStored.WithLabelValues(store.TableEvents), s.m.eventToStored.WithLabelValues(store.TableFindings)
+	for _, t := range p.received {
+		if !t.IsZero() {
+			ev.Observe(max(now.Sub(t).Seconds(), 0))
+		}
+	}
+	for i := range p.batch.Findings {
+		if t := p.batch.Findings[i].Finding.ReceivedAt; !t.IsZero() {
+			fi.Observe(max(now.Sub(t).Seconds(), 0))
+		}
+	}
 }
 
 func (s *sink) account(p *pending, took time.Duration) {

@@ -78,6 +78,13 @@ type Finding struct {
 	// still stored so the suppression can be audited.
 	Suppressed        bool   `json:"suppressed"`
 	SuppressionReason string `json:"suppression_reason,omitempty"`
+
+	// ReceivedAt is the Kafka timestamp of the event that completed the
+	// finding, set by the pipeline for the latency metrics
+	// (ehrwatch_event_to_stored_seconds, ehrwatch_event_to_alert_seconds).
+	// It is not stored, not serialized and not part of the finding's
+	// identity; zero when unknown (a finding read back from storage).
+	ReceivedAt time.Time `json:"-"`
 }
 
 // FindingID derives a deterministic id from the detector, a detector-chosen

@@ -89,6 +89,11 @@ type Alert struct {
 	Resolved   bool      `json:"-"`
 	ResolvedAt time.Time `json:"-"`
 	CloseKey   uint64    `json:"-"`
+
+	// eventAt is the Kafka timestamp of the event behind the finding that
+	// made this Observe notify the alert (schemas.Finding.ReceivedAt), for
+	// ehrwatch_event_to_alert_seconds; zero when unknown.
+	eventAt time.Time
 }
 
 // AlertID derives the id of the alert of rule for the group key parts and

@@ -115,9 +115,7 @@ func New(cfg Config, opts Options) (*Manager, error) {
 			am.firingFor = firingFactor * cfg.Lifecycle.Interval
 		}
 		o := newOutput(n.name, n.common, n.n, m, mgr.dl, mgr.log, now)
-		if mgr.life != nil {
-			o.onSent = mgr.recordSent
-		}
+		o.onSent = mgr.delivered
 		mgr.outputs = append(mgr.outputs, o)
 	}
 	mgr.dl.start()
@@ -182,6 +180,7 @@ func (m *Manager) Observe(ctx context.Context, findings []schemas.Finding) ([]Al
 	}
 	clear(m.pending)
 	m.m.persistPend.Set(0)
+	stampEventTimes(batch, findings)
 	for _, a := range batch {
 		m.m.alerts.WithLabelValues(a.Rule, string(a.Change)).Inc()
 		if !a.Notify {
@@ -192,6 +191,59 @@ func (m *Manager) Observe(ctx context.Context, findings []schemas.Finding) ([]Al
 		}
 	}
 	return batch, nil
+}
+
+// delivered is every output's onSent: it records the age of the notified
+// event (ehrwatch_event_to_alert_seconds) and tells the lifecycle loop.
+// Kafka timestamps are wall-clock times, so this uses the wall clock, not
+// Options.Now.
+func (m *Manager) delivered(output string, a Alert) {
+	if !a.eventAt.IsZero() && !a.Resolved {
+		det := a.Detector
+		if det == "" {
+			det = "multiple"
+		}
+		m.m.eventToAlert.WithLabelValues(output, det).Observe(max(time.Since(a.eventAt).Seconds(), 0))
+	}
+	if m.life != nil {
+		m.recordSent(output, a)
+	}
+}
+
+// stampEventTimes sets each alert's eventAt: the newest Kafka timestamp
+// among this batch's findings that the alert lists, or, when it lists none
+// of them (its finding ids are capped to the earliest), the newest of the
+// batch.
+func stampEventTimes(alerts []Alert, findings []schemas.Finding) {
+	var newest time.Time
+	at := make(map[string]time.Time, len(findings))
+	for i := range findings {
+		t := findings[i].ReceivedAt
+		if t.IsZero() {
+			continue
+		}
+		if t.After(at[findings[i].FindingID]) {
+			at[findings[i].FindingID] = t
+		}
+		if t.After(newest) {
+			newest = t
+		}
+	}
+	if newest.IsZero() {
+		return
+	}
+	for i := range alerts {
+		var t time.Time
+		for _, id := range alerts[i].FindingIDs {
+			if ft := at[id]; ft.After(t) {
+				t = ft
+			}
+		}
+		if t.IsZero() {
+			t = newest
+		}
+		alerts[i].eventAt = t
+	}
 }
 
 func (m *Manager) recordEngineMetrics(res observeResult) {
@@ -310,6 +362,7 @@ func (m *Manager) observePersistent(ctx context.Context, findings []schemas.Find
 	if err := m.state.WriteState(ctx, recs, batch, m.eng.members); err != nil {
 		return fail("write", err)
 	}
+	stampEventTimes(batch, findings)
 	for _, a := range batch {
 		m.m.alerts.WithLabelValues(a.Rule, string(a.Change)).Inc()
 		if !a.Notify {

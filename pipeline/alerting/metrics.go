@@ -24,7 +24,8 @@ type metrics struct {
 	dropped       *prometheus.CounterVec // output, reason
 	queued        *prometheus.GaugeVec   // output
 	latency       *prometheus.HistogramVec
-	attemptErrors *prometheus.CounterVec // output, class
+	attemptErrors *prometheus.CounterVec   // output, class
+	eventToAlert  *prometheus.HistogramVec // output, detector
 
 	deadLetters           prometheus.Counter
 	deadLettersLost       prometheus.Counter
@@ -67,6 +68,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: ns, Subsystem: sub, Name: "notification_latency_seconds",
 			Help:    "Time from enqueue to successful delivery, retries included, by output.",
 			Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 300, 1800, 3600}}, []string{"output"}),
+		eventToAlert: prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: ns, Name: "event_to_alert_seconds",
+			Help: "Age of the notified event when a notification was delivered: from the Kafka timestamp of the event behind the finding that made the alert notify, to the output's successful send, by output and detector (\"multiple\" for an alert over several detectors). Same buckets as ehrwatch_event_to_stored_seconds.",
+			// 10 ms .. ~10 min, 25% steps (pipeline.LatencyBuckets).
+			Buckets: prometheus.ExponentialBuckets(0.01, 1.25, 50)}, []string{"output", "detector"}),
 		attemptErrors: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "notification_attempt_errors_total",
 			Help: "Failed delivery attempts (retried or not), by output and error class."}, []string{"output", "class"}),
 		deadLetters: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "dead_letters_total",
@@ -80,7 +85,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		return m, nil
 	}
 	for _, c := range []prometheus.Collector{m.findings, m.alerts, m.state, m.evictions, m.persistErrs, m.persistPend, m.loaded, m.lifecycle, m.lifecycleErrs, m.firing, m.withoutAlert,
-		m.sent, m.failed, m.dropped, m.queued, m.latency, m.attemptErrors, m.deadLetters, m.deadLettersLost, m.deadLetterWriteErrors} {
+		m.sent, m.failed, m.dropped, m.queued, m.latency, m.eventToAlert, m.attemptErrors, m.deadLetters, m.deadLettersLost, m.deadLetterWriteErrors} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

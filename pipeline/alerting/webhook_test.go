@@ -409,3 +409,37 @@ func TestWebhookOverHTTPS(t *testing.T) {
 		t.Errorf("dead letter %+v", dl)
 	}
 }
+
+// The age of the notified event is recorded per delivered notification,
+// from the finding's ReceivedAt (the Kafka timestamp of its event), by
+// output and detector; findings without one (read back from storage)
+// record nothing.
+func TestEventToAlertSeconds(t *testing.T) {
+	recv := newSWReceiver(t, testSecret)
+	srv := httptest.NewServer(recv)
+	defer srv.Close()
+	e := newEnv(t, webhookConfig(srv.URL))
+
+	f := finding("vip", "high", "U123", 1, at("09:10"))
+	f.ReceivedAt = time.Now().Add(-90 * time.Second)
+	e.observe(t, f)
+	e.observe(t, finding("terminated", "critical", "U456", 2, at("09:10"))) // no ReceivedAt
+	waitFor(t, "two deliveries", func() bool {
+		return metric(t, e.reg, "ehrwatch_alerting_notifications_sent_total", map[string]string{"output": "webhook"}) == 2
+	})
+	name := "ehrwatch_event_to_alert_seconds"
+	if n := metric(t, e.reg, name, map[string]string{"output": "webhook", "detector": "vip"}); n != 1 {
+		t.Fatalf("%s{detector=vip} samples = %v, want 1", name, n)
+	}
+	if n := metric(t, e.reg, name, map[string]string{"output": "webhook", "detector": "terminated"}); n != 0 {
+		t.Errorf("%s{detector=terminated} samples = %v, want 0 (no Kafka timestamp)", name, n)
+	}
+	mfs, _ := e.reg.Gather()
+	for _, mf := range mfs {
+		if mf.GetName() == name {
+			if s := mf.GetMetric()[0].GetHistogram().GetSampleSum(); s < 90 || s > 600 {
+				t.Errorf("%s sum = %v, want the event's age (≥ 90 s)", name, s)
+			}
+		}
+	}
+}
