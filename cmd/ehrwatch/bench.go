@@ -25,8 +25,8 @@ import (
 	"github.com/ehrwatch/ehrwatch/schemas"
 )
 
-// runBench is `ehrwatch bench <what>`: pipeline (below), detectors and
-// memory (bench_detectors.go).
+// runBench is `ehrwatch bench <what>`: pipeline (below), latency
+// (bench_latency.go), detectors and memory (bench_detectors.go).
 func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) > 0 && isHelp(args[0]) {
 		fmt.Fprint(stdout, benchUsage)
@@ -34,9 +34,11 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	if len(args) == 0 || !isBenchCommand(args[0]) {
 		fmt.Fprint(stderr, benchUsage)
-		return usageError{"bench: want `bench pipeline`, `bench detectors` or `bench memory`"}
+		return usageError{"bench: want `bench pipeline`, `bench latency`, `bench detectors` or `bench memory`"}
 	}
 	switch args[0] {
+	case "latency":
+		return runBenchLatency(ctx, args[1:], stdout, stderr)
 	case "detectors":
 		return runBenchDetectors(ctx, args[1:], stdout, stderr)
 	case "memory":
@@ -205,11 +207,11 @@ type discardDLQ struct{}
 
 func (discardDLQ) WriteMessages(context.Context, ...kafka.Message) error { return nil }
 
-// setup creates the topic and produces the events.
-func (b *bench) setup(ctx context.Context, replication int) error {
+// createTopic creates b.topic (and b.client) and returns the transport.
+func (b *bench) createTopic(ctx context.Context, replication int) (*kafka.Transport, error) {
 	tr, err := b.cfg.Kafka.Transport()
 	if err != nil {
-		return err
+		return nil, err
 	}
 	b.client = &kafka.Client{Addr: kafka.TCP(b.cfg.Kafka.Brokers...), Transport: tr, Timeout: 30 * time.Second}
 	res, err := b.client.CreateTopics(ctx, &kafka.CreateTopicsRequest{Topics: []kafka.TopicConfig{{
@@ -219,7 +221,16 @@ func (b *bench) setup(ctx context.Context, replication int) error {
 		err = res.Errors[b.topic]
 	}
 	if err != nil {
-		return fmt.Errorf("create topic %s: %w", b.topic, err)
+		return nil, fmt.Errorf("create topic %s: %w", b.topic, err)
+	}
+	return tr, nil
+}
+
+// setup creates the topic and produces the events.
+func (b *bench) setup(ctx context.Context, replication int) error {
+	tr, err := b.createTopic(ctx, replication)
+	if err != nil {
+		return err
 	}
 	w := &kafka.Writer{
 		Addr: kafka.TCP(b.cfg.Kafka.Brokers...), Topic: b.topic, Balancer: &kafka.Hash{},

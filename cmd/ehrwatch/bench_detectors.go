@@ -22,6 +22,8 @@ const benchUsage = `usage: ehrwatch bench <what> [flags]
 
   pipeline   end to end through a real broker: a raw kafka-go fetch loop, ehrwatch with
              the sink disabled, ehrwatch into ClickHouse (--config FILE)
+  latency    seconds from access to alert at steady rates with bursts: produce -> event
+             stored, -> finding stored, -> alert delivered to a local webhook (--config FILE)
   detectors  the detectors alone over a pre-decoded synthetic stream in memory: events/s
              on one core and on several (one engine per user-partitioned share), allocations
   memory     detector state per active user after a synthetic stream (runtime.MemStats after GC)
@@ -286,6 +288,6 @@ func runBenchMemory(ctx context.Context, args []string, stdout, stderr io.Writer
 }
 
 // benchCommands lists the bench subcommands.
-var benchCommands = []string{"detectors", "memory", "pipeline"}
+var benchCommands = []string{"detectors", "latency", "memory", "pipeline"}
 
 func isBenchCommand(s string) bool { return slices.Contains(benchCommands, s) }

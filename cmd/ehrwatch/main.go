@@ -16,6 +16,7 @@
 //	ehrwatch config validate F     check a configuration file and report every bad key
 //	ehrwatch config defaults       print the default configuration (YAML)
 //	ehrwatch bench pipeline --config F  throughput: raw kafka-go fetch vs ehrwatch without and with ClickHouse
+//	ehrwatch bench latency --config F   seconds from access to alert (p50/p95/p99/max)
 //	ehrwatch bench detectors|memory     detector throughput and state per user (docs/benchmarks.md)
 //	ehrwatch serve hash-token      hash a bearer token for api.tokens
 //	ehrwatch completion bash|zsh   shell completion script
@@ -111,6 +112,7 @@ commands:
   config defaults    print the whole default configuration as YAML
   serve hash-token   hash a bearer token (read on stdin) for api.tokens[].hash
   bench pipeline     measure throughput: raw kafka-go fetch, ehrwatch without sink, ehrwatch into ClickHouse
+  bench latency      measure seconds from access to stored row, stored finding, delivered alert
   bench detectors    detector throughput on one and two cores
   bench memory       detector state per active user
   completion bash|zsh  print a shell completion script
