@@ -284,6 +284,12 @@ func TestPrometheusMetricsExist(t *testing.T) {
 	for _, m := range regexp.MustCompile(`Subsystem: sub, Name:\s*"([a-z0-9_]+)"`).FindAllStringSubmatch(string(asrc), -1) {
 		known["ehrwatch_alerting_"+m[1]] = true
 	}
+	// ... and those named in full (ehrwatch_event_to_alert_seconds).
+	for _, m := range regexp.MustCompile(`Name:\s*"(ehrwatch_[a-z0-9_]+)"`).FindAllStringSubmatch(string(asrc), -1) {
+		for _, suf := range []string{"", "_bucket", "_sum", "_count"} {
+			known[m[1]+suf] = true
+		}
+	}
 	n := 0
 	for _, d := range loadDashboards(t) {
 		for _, p := range d.Panels {
