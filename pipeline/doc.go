@@ -238,6 +238,34 @@
 // drain must finish within the Kafka session and rebalance timeouts, which
 // the configuration enforces.
 //
+// # Latency
+//
+// Two histograms say how old an access is when ehrwatch is done with it,
+// counted from the message's Kafka timestamp (the producer's clock with
+// the topic's default CreateTime, so skew between the producer and
+// ehrwatch shows in them; negative ages count as 0):
+//
+//   - ehrwatch_event_to_stored_seconds{table}: when the INSERT holding the
+//     row succeeded, for access_events and for findings (a finding carries
+//     the Kafka timestamp of the event that completed it in
+//     schemas.Finding.ReceivedAt, which is neither stored nor serialized);
+//   - ehrwatch_event_to_alert_seconds{output,detector} (pipeline/alerting):
+//     when an output delivered a notification, from the Kafka timestamp of
+//     the newest finding of the batch that the alert lists (a finding read
+//     back from storage has none and records nothing).
+//
+// What bounds them: a record waits for its consumer's chunk (at most
+// pipeline.handoff_linger without a new message), then for its batch
+// (pipeline.batch_max_wait, or less when batch_max_rows fill first),
+// then for the previous batch's write (one batch in flight) and its own
+// INSERT; an alert then waits for the after-store hook's state write and
+// the send. kafka.max_wait adds only when kafka.min_bytes is above 1.
+// Windowed detectors emit a finding when its window closes in event time,
+// so (b) and (c) start at the event that completes the finding, not at
+// the first one. `ehrwatch bench latency` measures all three
+// (docs/benchmarks.md, "Latency"); the buckets (LatencyBuckets) are 25%
+// wide.
+//
 // # Logs and patient data
 //
 // Logs carry topics, partitions, offsets, event ids, error classes and

@@ -110,8 +110,12 @@ func runBenchLatency(ctx context.Context, args []string, stdout, stderr io.Write
 	}
 
 	p, k := cfg.Pipeline, cfg.Kafka
-	fmt.Fprintf(stdout, "bounds: (a) kafka.max_wait %s (fetch) + pipeline.handoff_linger %s + pipeline.batch_max_wait %s (batch_max_rows %d) + INSERT\n",
-		k.MaxWait, p.HandoffLinger, p.BatchMaxWait, p.BatchMaxRows)
+	fetch := fmt.Sprintf("kafka.max_wait %s does not add (kafka.min_bytes 1: a fetch returns as soon as data exists)", k.MaxWait)
+	if k.MinBytes > 1 {
+		fetch = fmt.Sprintf("+ up to kafka.max_wait %s per fetch (kafka.min_bytes %d)", k.MaxWait, k.MinBytes)
+	}
+	fmt.Fprintf(stdout, "bounds: (a) pipeline.handoff_linger %s + pipeline.batch_max_wait %s (less once batch_max_rows %d fill first) + the INSERT (+ the previous batch's, at most one in flight); %s\n",
+		p.HandoffLinger, p.BatchMaxWait, p.BatchMaxRows, fetch)
 	fmt.Fprintf(stdout, "        (b) as (a), for the event that completes the finding (windowed detectors emit when their window closes, in event time)\n")
 	fmt.Fprintf(stdout, "        (c) (b) + alert state write + webhook send; alerting has no group wait: a rule notifies as soon as a group reaches min_count (%s)\n",
 		ruleCounts(acfg))
@@ -310,6 +314,13 @@ func (r *latencyRun) run(ctx context.Context, replication int) error {
 		<-done
 	}()
 
+	// Produce once every partition is assigned, so the group join is not
+	// counted as latency.
+	if err := r.waitFor(ctx, done, time.Minute, "partitions assigned", func() bool {
+		return promSum(p.Registry(), "ehrwatch_assigned_partitions") >= float64(r.partitions)
+	}); err != nil {
+		return err
+	}
 	produced, incidents, err := r.produce(ctx, tr, done)
 	if err != nil {
 		return err
