@@ -11,6 +11,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -142,8 +143,35 @@ func Produce(t testing.TB, brokers, topic string, msgs []Message) {
 		for i := range batch {
 			batch[i] = msgs[start+i].Message
 		}
-		if err := w.WriteMessages(ctx, batch...); err != nil {
+		if err := writeRetrying(ctx, w, batch); err != nil {
 			t.Fatalf("pipelinetest: produce %d messages to %s: %v", len(batch), topic, err)
+		}
+	}
+}
+
+// writeRetrying writes batch, and writes again the messages the broker
+// refused (kafka.WriteErrors: e.g. no leader yet right after a broker
+// restart), for up to 30 s. Only the refused ones are written again, so
+// nothing is produced twice.
+func writeRetrying(ctx context.Context, w *kafka.Writer, batch []kafka.Message) error {
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		err := w.WriteMessages(ctx, batch...)
+		var we kafka.WriteErrors
+		if err == nil || !errors.As(err, &we) || time.Now().After(deadline) {
+			return err
+		}
+		var again []kafka.Message
+		for i, e := range we {
+			if e != nil {
+				again = append(again, batch[i])
+			}
+		}
+		batch = again
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(500 * time.Millisecond):
 		}
 	}
 }
