@@ -10,60 +10,15 @@ import (
 	"github.com/ehrwatch/ehrwatch/schemas"
 )
 
-// AllowlistEntry is one governed exception: findings of Detector about
-// UserID and PatientID by a user in Department are suppressed until
-// ExpiresAt. Empty UserID, PatientID or Department are wildcards, but at
-// least one must be set; Detector is a detector name or "*".
-//
-// Reason and Owner are operator-written text (why the exception exists, who
-// answers for it); they are copied into SuppressionReason and must not hold
-// patient data.
-type AllowlistEntry struct {
-	// UserID limits the entry to one user; empty matches every user.
-	UserID string `yaml:"user_id" json:"user_id,omitempty"`
-	// PatientID limits the entry to one patient; empty matches every patient.
-	PatientID string `yaml:"patient_id" json:"patient_id,omitempty"`
-	// Department limits the entry to users in one department (compared
-	// case-insensitively); empty matches every department.
-	Department string `yaml:"department" json:"department,omitempty"`
-	// Detector is the detector name the entry covers, or "*" for all.
-	Detector string `yaml:"detector" json:"detector"`
-	// Reason says why the exception exists (operator text, no patient data).
-	Reason string `yaml:"reason" json:"reason"`
-	// Owner is who answers for the exception (a person or team).
-	Owner string `yaml:"owner" json:"owner"`
-	// ExpiresAt is the last instant, in event time, the entry applies.
-	ExpiresAt time.Time `yaml:"expires_at" json:"expires_at"`
-}
+// AllowlistEntry is one governed exception (see schemas.AllowlistEntry,
+// which also validates it).
+type AllowlistEntry = schemas.AllowlistEntry
 
 // AnyDetector in AllowlistEntry.Detector matches every detector.
 const AnyDetector = "*"
 
-// Validate checks one entry; keys are relative to the entry. Every entry
-// must name what it covers, why, who owns it and when it expires:
-// exceptions without an expiry are how allowlists rot.
-func (e *AllowlistEntry) Validate() error {
-	var errs []error
-	if e.UserID == "" && e.PatientID == "" && e.Department == "" {
-		errs = append(errs, fieldErrorf("user_id", "at least one of user_id, patient_id or department must be set"))
-	}
-	if e.Detector == "" {
-		errs = append(errs, fieldErrorf("detector", `required (a detector name, or "*" for all)`))
-	}
-	if strings.TrimSpace(e.Reason) == "" {
-		errs = append(errs, fieldErrorf("reason", "required"))
-	}
-	if strings.TrimSpace(e.Owner) == "" {
-		errs = append(errs, fieldErrorf("owner", "required"))
-	}
-	if e.ExpiresAt.IsZero() {
-		errs = append(errs, fieldErrorf("expires_at", "required"))
-	}
-	return errors.Join(errs...)
-}
-
 // specificity ranks entries when several match: more fields set wins.
-func (e *AllowlistEntry) specificity() int {
+func specificity(e *AllowlistEntry) int {
 	n := 0
 	for _, s := range []string{e.UserID, e.PatientID, e.Department} {
 		if s != "" {
@@ -76,9 +31,9 @@ func (e *AllowlistEntry) specificity() int {
 	return n
 }
 
-// SuppressionReason is the text stored in Finding.SuppressionReason:
-// "allowlist: <owner>: <reason>".
-func (e *AllowlistEntry) SuppressionReason() string {
+// SuppressionReason is the text stored in Finding.SuppressionReason for
+// a finding e suppresses: "allowlist: <owner>: <reason>".
+func SuppressionReason(e *AllowlistEntry) string {
 	return "allowlist: " + e.Owner + ": " + e.Reason
 }
 
@@ -158,8 +113,8 @@ func (a *Allowlist) Match(f *schemas.Finding, department string, at time.Time) (
 			if at.After(e.ExpiresAt) {
 				continue
 			}
-			if best < 0 || e.specificity() > a.entries[best].specificity() ||
-				(e.specificity() == a.entries[best].specificity() && i < best) {
+			if best < 0 || specificity(e) > specificity(&a.entries[best]) ||
+				(specificity(e) == specificity(&a.entries[best]) && i < best) {
 				best = i
 			}
 		}
@@ -178,7 +133,7 @@ func (a *Allowlist) Apply(f *schemas.Finding, department string, at time.Time) b
 	e, ok := a.Match(f, department, at)
 	if ok {
 		f.Suppressed = true
-		f.SuppressionReason = e.SuppressionReason()
+		f.SuppressionReason = SuppressionReason(&e)
 	}
 	return ok
 }

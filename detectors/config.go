@@ -81,15 +81,9 @@ func (p ExplainedPolicy) severity(explained bool, sev schemas.Severity, a schema
 
 // FieldError is a configuration error tied to one key, such as
 // "detectors.deceased.grace_period: must be ≥ 0". Its Key is a dotted path.
-type FieldError struct {
-	// Key is the dotted path of the offending key.
-	Key string
-	// Msg says what is wrong with it.
-	Msg string
-}
-
-// Error returns "key: message".
-func (e *FieldError) Error() string { return e.Key + ": " + e.Msg }
+// It is schemas.FieldError, so the allowlist entries schemas validates
+// report their keys the same way.
+type FieldError = schemas.FieldError
 
 func fieldErrorf(key, format string, args ...any) error {
 	return &FieldError{Key: key, Msg: fmt.Sprintf(format, args...)}

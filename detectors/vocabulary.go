@@ -565,3 +565,20 @@ func quoteList(xs []string) string {
 	}
 	return strings.Join(q, ", ")
 }
+
+// KnownVocabulary returns the entries whose categories are all known
+// categories, in order, and how many were left out. Loaders of stored
+// vocabulary rows (the vocabulary table) skip and count those, under
+// "vocabulary: categories", instead of failing the whole load, as
+// NewVocabulary would.
+func KnownVocabulary(entries []schemas.VocabularyEntry) (known []schemas.VocabularyEntry, unknown int) {
+	known = make([]schemas.VocabularyEntry, 0, len(entries))
+	for _, e := range entries {
+		if _, err := NewCategorySet(e.Categories...); err != nil {
+			unknown++
+			continue
+		}
+		known = append(known, e)
+	}
+	return known, unknown
+}

@@ -164,12 +164,12 @@ func (r *referenceData) loadReference(ctx context.Context) error {
 			return err
 		}
 	default:
-		var ld *store.ReferenceLoad
+		var skippedRows map[string]int
 		var err error
-		if x, ld, err = store.LoadReference(ctx, r.conn, r.opts); err != nil {
+		if x, skippedRows, err = indexClickHouseReference(ctx, r.conn, r.opts); err != nil {
 			return err
 		}
-		for key, n := range ld.Skipped {
+		for key, n := range skippedRows {
 			skipped += n
 			r.log.Warn().Str("rows", key).Int("count", n).Msg("reference rows skipped: they fail validation")
 		}
@@ -181,6 +181,26 @@ func (r *referenceData) loadReference(ctx context.Context) error {
 	r.m.records.WithLabelValues("encounters").Set(float64(st.Encounters))
 	r.m.skipped.WithLabelValues(srcReference).Set(float64(skipped + st.InvalidEncounters))
 	return nil
+}
+
+// indexClickHouseReference reads the reference tables (store.ReadReference)
+// and indexes them. Vocabulary rows naming an unknown category are left
+// out and counted with the rows that fail validation, by "table: error
+// class: field" ("vocabulary: categories").
+func indexClickHouseReference(ctx context.Context, conn driver.Conn, opts detectors.ReferenceOptions) (*detectors.ReferenceIndex, map[string]int, error) {
+	ld, err := store.ReadReference(ctx, conn)
+	if err != nil {
+		return nil, nil, err
+	}
+	vocab, unknown := detectors.KnownVocabulary(ld.Vocabulary)
+	if unknown > 0 {
+		ld.Skipped["vocabulary: categories"] += unknown
+	}
+	x, err := detectors.NewReferenceIndexWithVocabulary(ld.Users, ld.Patients, ld.Encounters, vocab, opts)
+	if err != nil {
+		return nil, nil, err
+	}
+	return x, ld.Skipped, nil
 }
 
 // loadAllowlist merges detection.allowlist (first, so it wins ties) with

@@ -15,6 +15,9 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/ehrwatch/ehrwatch/detectors"
+	"github.com/ehrwatch/ehrwatch/pipeline/store"
+	"github.com/ehrwatch/ehrwatch/pipeline/testenv"
+	"github.com/ehrwatch/ehrwatch/schemas"
 )
 
 // TestReferenceRefreshKeepsLastGoodData: a failed refresh keeps the data
@@ -102,5 +105,104 @@ func TestReferenceRefreshKeepsLastGoodData(t *testing.T) {
 	defer mu.Unlock()
 	if len(conditions) != 0 {
 		t.Errorf("conditions after recovery: %v", conditions)
+	}
+}
+
+// TestReferenceFromClickHouse: with source clickhouse the wiring reads the
+// tables through pipeline/store (schemas rows only) and builds the
+// detectors' index here: family tokens, the vocabulary table's mapping,
+// employees and care relationships are in use; vocabulary rows naming an
+// unknown category are left out and counted with the rows that fail
+// validation (ehrwatch_reference_skipped_rows, logged by key, never by
+// value); invalid allowlist rows are skipped by entry id.
+func TestReferenceFromClickHouse(t *testing.T) {
+	conn, _ := testenv.ClickHouse(t)
+	ctx := context.Background()
+	if _, err := store.Migrate(ctx, conn, schemas.DefaultMigrationParams()); err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range []string{
+		`INSERT INTO users (user_id, first_name, last_name, role, department, address_line, city, state, postal_code, status, terminated_at, patient_id, updated_at) VALUES
+ ('u1', 'Ann', 'Lee', 'nurse', 'icu', '1 Oak St', 'Albany', 'NY', '12207', 'active', NULL, 'p9', '2026-01-01 00:00:00'),
+ ('u2', 'Bo', 'Ng', 'clerk', 'registration', '', '', '', '', 'terminated', NULL, '', '2026-01-01 00:00:00'),
+ ('u3', 'Cy', 'Po', 'physician', 'cardiology', '', '', '', '', 'active', NULL, '', '2026-01-01 00:00:00')`,
+		`INSERT INTO patients (patient_id, first_name, last_name, address_line, city, state, postal_code, date_of_birth, vip, deceased_at, employee_user_id, updated_at) VALUES
+ ('p1', 'Di', 'Lee', '1 Oak Street', 'Albany', 'NY', '12207-1234', '1980-05-17', true, NULL, '', '2026-01-01 00:00:00'),
+ ('p9', 'Ann', 'Lee', '1 Oak St', 'Albany', 'NY', '12207', NULL, false, NULL, 'u1', '2026-01-01 00:00:00')`,
+		`INSERT INTO encounters (encounter_id, patient_id, department, start_time, end_time, care_team, updated_at) VALUES
+ ('e1', 'p1', 'icu', '2026-03-01 08:00:00', '2026-03-03 08:00:00', ['u1', 'u3'], '2026-01-01 00:00:00')`,
+		`INSERT INTO vocabulary (kind, name, categories, note, deleted, updated_at) VALUES
+ ('department', 'Pit Crew', ['emergency', 'critical_care'], '', false, '2026-01-01 00:00:00'),
+ ('role', 'Wizard', ['magic'], 'SECRET-NOTE', false, '2026-01-01 00:00:00')`,
+		`INSERT INTO allowlist (entry_id, user_id, patient_id, department, detector, reason, owner, expires_at, deleted, updated_at) VALUES
+ ('a1', 'u3', '', '', 'vip', 'security desk', 'privacy-office', '2027-01-01 00:00:00', false, '2026-01-01 00:00:00'),
+ ('a3', '', '', 'billing', 'deceased', 'no expiry', 'privacy-office', NULL, false, '2026-01-01 00:00:00')`,
+	} {
+		if err := conn.Exec(ctx, q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	key := filepath.Join(t.TempDir(), "key")
+	if err := os.WriteFile(key, []byte("store-test-hash-key-0123\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := detectors.DefaultReferenceConfig()
+	cfg.HashKeyFile = key
+	var logs bytes.Buffer
+	r, err := newReferenceData(cfg, nil, conn, prometheus.NewRegistry(), zerolog.New(&logs), func(string, string) {})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Load(ctx); err != nil {
+		t.Fatal(err)
+	}
+	x, ok := r.Reference.Load().(*detectors.ReferenceIndex)
+	if !ok {
+		t.Fatalf("reference in use is a %T", r.Reference.Load())
+	}
+	// Family tokens: p9 (the user's own chart, same address spelled the
+	// same) and p1 ("Street", ZIP+4) normalise to u1's address.
+	ut, _ := x.UserTokens("u1")
+	pt, _ := x.PatientTokens("p1")
+	if ut.Address.IsZero() || ut.Address != pt.Address || ut.LastName != pt.LastName {
+		t.Error("u1 and p1 should share last-name and address tokens")
+	}
+	if m := x.Vocabulary().Department("PIT-CREW"); !m.Categories.Has(detectors.CategoryCriticalCare) || m.Source != detectors.VocabularyFromHospital {
+		t.Errorf("the vocabulary table's mapping is not in use: %+v", m)
+	}
+	if m := x.Vocabulary().Role("Wizard"); m.Source == detectors.VocabularyFromHospital {
+		t.Errorf("the row with an unknown category is in use: %+v", m)
+	}
+	if id, ok := x.EmployeeOf("p9"); !ok || id != "u1" {
+		t.Errorf("EmployeeOf(p9) = %q, %v", id, ok)
+	}
+	ev := &schemas.AccessEvent{UserID: "u3", UserDepartment: "cardiology", PatientID: "p1", EventTime: time.Date(2026, 3, 2, 0, 0, 0, 0, time.UTC)}
+	if c := x.Care(ev); !c.Explained || c.EncounterID != "e1" {
+		t.Errorf("care for u3 on p1: %+v", c)
+	}
+	gauge := func(g *prometheus.GaugeVec, label string) float64 {
+		var m dto.Metric
+		if err := g.WithLabelValues(label).Write(&m); err != nil {
+			t.Fatal(err)
+		}
+		return m.GetGauge().GetValue()
+	}
+	// u2 (terminated without terminated_at) and the Wizard row.
+	if got := gauge(r.m.skipped, srcReference); got != 2 {
+		t.Errorf("skipped reference rows %v, want 2 (%s)", got, logs.String())
+	}
+	if got := gauge(r.m.records, "users"); got != 2 {
+		t.Errorf("users in use %v, want 2", got)
+	}
+	if got, want := gauge(r.m.skipped, srcAllowlist), 1.0; got != want || gauge(r.m.records, "allowlist") != 1 {
+		t.Errorf("allowlist: %v skipped, %v in use; want 1, 1", got, gauge(r.m.records, "allowlist"))
+	}
+	for _, want := range []string{`"rows":"vocabulary: categories","count":1`, `"rows":"users: missing_field: terminated_at","count":1`, `"entry_id":"a3","field":"expires_at"`} {
+		if !strings.Contains(logs.String(), want) {
+			t.Errorf("logs lack %s: %s", want, logs.String())
+		}
+	}
+	if strings.Contains(logs.String(), "SECRET") || strings.Contains(logs.String(), "magic") {
+		t.Errorf("logs show row content: %s", logs.String())
 	}
 }

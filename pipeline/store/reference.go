@@ -10,7 +10,6 @@ import (
 	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
-	"github.com/ehrwatch/ehrwatch/detectors"
 	"github.com/ehrwatch/ehrwatch/schemas"
 )
 
@@ -20,10 +19,13 @@ type ReferenceLoad struct {
 	Patients   []schemas.Patient
 	Encounters []schemas.Encounter
 	// Vocabulary is the hospital's mapping of role and department names
-	// (migration 0017), without deleted rows.
+	// (migration 0017), without deleted rows. Whether its categories are
+	// known is the detectors' business (detectors.KnownVocabulary): the
+	// caller checks that before indexing.
 	Vocabulary []schemas.VocabularyEntry
 	// Skipped counts rows that failed validation and were left out, by
-	// "table: error class: field" (never by value).
+	// "table: error class: field" (never by value). Callers that leave out
+	// more rows add them here (e.g. "vocabulary: categories").
 	Skipped map[string]int
 }
 
@@ -32,7 +34,8 @@ type ReferenceLoad struct {
 // table (0017; deleted rows left out) (SELECT … FINAL, so the row with the
 // highest updated_at per id wins). Rows that fail their
 // schemas Validate are skipped and counted; a failed query is an error
-// (the caller keeps its previous data).
+// (the caller keeps its previous data). The rows are schemas types only:
+// the caller indexes them (detectors.NewReferenceIndexWithVocabulary).
 func ReadReference(ctx context.Context, conn driver.Conn) (*ReferenceLoad, error) {
 	out := &ReferenceLoad{Skipped: map[string]int{}}
 	skip := func(table string, err error) {
@@ -136,10 +139,6 @@ func ReadReference(ctx context.Context, conn driver.Conn) (*ReferenceLoad, error
 			skip("vocabulary", err)
 			continue
 		}
-		if _, err := detectors.NewCategorySet(e.Categories...); err != nil {
-			skip("vocabulary", &detectors.FieldError{Key: "categories", Msg: "unknown category"})
-			continue
-		}
 		out.Vocabulary = append(out.Vocabulary, e)
 	}
 	if err := closeRows(rows); err != nil {
@@ -148,24 +147,10 @@ func ReadReference(ctx context.Context, conn driver.Conn) (*ReferenceLoad, error
 	return out, nil
 }
 
-// LoadReference reads the reference tables (ReadReference) and indexes
-// them.
-func LoadReference(ctx context.Context, conn driver.Conn, opts detectors.ReferenceOptions) (*detectors.ReferenceIndex, *ReferenceLoad, error) {
-	ld, err := ReadReference(ctx, conn)
-	if err != nil {
-		return nil, nil, err
-	}
-	x, err := detectors.NewReferenceIndexWithVocabulary(ld.Users, ld.Patients, ld.Encounters, ld.Vocabulary, opts)
-	if err != nil {
-		return nil, nil, err
-	}
-	return x, ld, nil
-}
-
 // AllowlistLoad is one read of the allowlist table.
 type AllowlistLoad struct {
 	// Entries are the live entries (not deleted), ordered by entry_id.
-	Entries []detectors.AllowlistEntry
+	Entries []schemas.AllowlistEntry
 	// Skipped lists the entry ids of rows that fail
 	// AllowlistEntry.Validate, with the key that is wrong ("expires_at").
 	Skipped map[string]string
@@ -185,7 +170,7 @@ func ReadAllowlist(ctx context.Context, conn driver.Conn) (*AllowlistLoad, error
 	out := &AllowlistLoad{Skipped: map[string]string{}}
 	for rows.Next() {
 		var id string
-		var e detectors.AllowlistEntry
+		var e schemas.AllowlistEntry
 		var exp *time.Time
 		if err := rows.Scan(&id, &e.UserID, &e.PatientID, &e.Department, &e.Detector, &e.Reason, &e.Owner, &exp); err != nil {
 			rows.Close()
@@ -238,7 +223,7 @@ func refErrorKey(err error) string {
 	if errors.As(err, &de) {
 		return string(de.Class) + ": " + de.Field
 	}
-	var fe *detectors.FieldError
+	var fe *schemas.FieldError
 	if errors.As(err, &fe) {
 		return fe.Key
 	}
