@@ -85,11 +85,7 @@ func runBenchPipeline(ctx context.Context, args []string, stdout, stderr io.Writ
 	if err != nil {
 		return err
 	}
-	hcfg, err := benchHospital(*users, *days, synth.DefaultConfig().Seed)
-	if err != nil {
-		return usageError{"bench: " + err.Error()}
-	}
-	h, err := synth.New(hcfg)
+	h, err := newBenchHospital(*users, *days)
 	if err != nil {
 		return err
 	}

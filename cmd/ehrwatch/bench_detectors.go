@@ -45,6 +45,16 @@ func benchHospital(users, days int, seed uint64) (synth.Config, error) {
 	return cfg, cfg.Validate()
 }
 
+// newBenchHospital generates the default-seed hospital of `bench pipeline`
+// and `bench latency`; a bad size is a usage error.
+func newBenchHospital(users, days int) (*synth.Hospital, error) {
+	hcfg, err := benchHospital(users, days, synth.DefaultConfig().Seed)
+	if err != nil {
+		return nil, usageError{"bench: " + err.Error()}
+	}
+	return synth.New(hcfg)
+}
+
 // benchEngines builds the engine factory over a hospital's reference data.
 func benchEngines(h *synth.Hospital) (func() (*detectors.Engine, error), error) {
 	opts := detectors.DefaultReferenceOptions()

@@ -78,11 +78,7 @@ func runBenchLatency(ctx context.Context, args []string, stdout, stderr io.Write
 	if err != nil {
 		return err
 	}
-	hcfg, err := benchHospital(*users, *days, synth.DefaultConfig().Seed)
-	if err != nil {
-		return usageError{"bench: " + err.Error()}
-	}
-	h, err := synth.New(hcfg)
+	h, err := newBenchHospital(*users, *days)
 	if err != nil {
 		return err
 	}
@@ -120,7 +116,7 @@ func runBenchLatency(ctx context.Context, args []string, stdout, stderr io.Write
 	fmt.Fprintf(stdout, "        (c) (b) + alert state write + webhook send; alerting has no group wait: a rule notifies as soon as a group reaches min_count (%s)\n",
 		ruleCounts(acfg))
 	fmt.Fprintf(stdout, "hospital: %d users, %d days, seed %d; topics of %d partitions; incidents every %s; bursts %s; load average %s\n",
-		len(h.Users), *days, hcfg.Seed, *partitions, *incidentEvery, burst, loadAverage())
+		len(h.Users), *days, synth.DefaultConfig().Seed, *partitions, *incidentEvery, burst, loadAverage())
 
 	for _, rate := range rates {
 		var rnd [4]byte
