@@ -8,7 +8,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/ehrwatch/ehrwatch/pipeline/credentials"
+	"github.com/ehrwatch/ehrwatch/pipeline/internal/credentials"
 )
 
 // KafkaConfig is how ehrwatch consumes access events (the "kafka" section).

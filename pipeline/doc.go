@@ -151,7 +151,7 @@
 // written, one filling) of pipeline.batch_max_rows rows exist. When
 // ClickHouse (or the DLQ topic) is unreachable, the flusher retries with
 // exponential backoff and jitter (pipeline.retry; the pauses come from
-// package pipeline/backoff, which the alert deliveries use too), the
+// package pipeline/internal/backoff, which the alert deliveries use too), the
 // batcher fills up and stops reading, the consumers block and stop
 // fetching, and /readyz answers 503 with the reason. Nothing is dropped
 // and nothing unstored is committed: Kafka is the buffer. Data never stops the pipeline: a message it cannot

@@ -9,7 +9,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/ehrwatch/ehrwatch/pipeline/credentials"
+	"github.com/ehrwatch/ehrwatch/pipeline/internal/credentials"
 	"github.com/ehrwatch/ehrwatch/schemas"
 )
 

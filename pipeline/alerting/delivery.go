@@ -14,7 +14,7 @@ import (
 
 	"github.com/rs/zerolog"
 
-	"github.com/ehrwatch/ehrwatch/pipeline/backoff"
+	"github.com/ehrwatch/ehrwatch/pipeline/internal/backoff"
 )
 
 // Error classes of failed deliveries: the error_class column and the

@@ -8,7 +8,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/ehrwatch/ehrwatch/pipeline/credentials"
+	"github.com/ehrwatch/ehrwatch/pipeline/internal/credentials"
 )
 
 // reservedLabels are set by ehrwatch on every Alertmanager alert.

@@ -12,7 +12,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/ehrwatch/ehrwatch/pipeline/credentials"
+	"github.com/ehrwatch/ehrwatch/pipeline/internal/credentials"
 )
 
 // Standard Webhooks header names (https://www.standardwebhooks.com).

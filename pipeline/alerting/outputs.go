@@ -10,7 +10,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/ehrwatch/ehrwatch/pipeline/credentials"
+	"github.com/ehrwatch/ehrwatch/pipeline/internal/credentials"
 )
 
 // Output names: the output column of alert_delivery_failures and the

@@ -22,7 +22,7 @@ import (
 	"time"
 
 	"github.com/ehrwatch/ehrwatch/pipeline/alerting"
-	"github.com/ehrwatch/ehrwatch/pipeline/credentials"
+	"github.com/ehrwatch/ehrwatch/pipeline/internal/credentials"
 	"github.com/ehrwatch/ehrwatch/schemas"
 )
 

@@ -20,7 +20,7 @@ import (
 	"time"
 
 	"github.com/ehrwatch/ehrwatch/pipeline/alerting"
-	"github.com/ehrwatch/ehrwatch/pipeline/credentials"
+	"github.com/ehrwatch/ehrwatch/pipeline/internal/credentials"
 )
 
 // swReceiver is a Standard Webhooks consumer written from the

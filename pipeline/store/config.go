@@ -14,7 +14,7 @@ import (
 
 	"github.com/ClickHouse/clickhouse-go/v2"
 
-	"github.com/ehrwatch/ehrwatch/pipeline/credentials"
+	"github.com/ehrwatch/ehrwatch/pipeline/internal/credentials"
 	"github.com/ehrwatch/ehrwatch/schemas"
 )
 
