@@ -86,35 +86,11 @@ func (p ExplainedPolicy) severity(explained bool, sev schemas.Severity, a schema
 type FieldError = schemas.FieldError
 
 func fieldErrorf(key, format string, args ...any) error {
-	return &FieldError{Key: key, Msg: fmt.Sprintf(format, args...)}
+	return schemas.FieldErrorf(key, format, args...)
 }
 
-// prefixErrors puts prefix in front of every FieldError key in err (which
-// may be an errors.Join tree) and wraps other errors with it, returning a
-// flat errors.Join of the results.
-func prefixErrors(prefix string, err error) error {
-	if err == nil {
-		return nil
-	}
-	var out []error
-	var walk func(error)
-	walk = func(e error) {
-		if j, ok := e.(interface{ Unwrap() []error }); ok {
-			for _, sub := range j.Unwrap() {
-				walk(sub)
-			}
-			return
-		}
-		var fe *FieldError
-		if errors.As(e, &fe) {
-			out = append(out, &FieldError{Key: prefix + "." + fe.Key, Msg: fe.Msg})
-			return
-		}
-		out = append(out, fmt.Errorf("%s: %w", prefix, e))
-	}
-	walk(err)
-	return errors.Join(out...)
-}
+// prefixErrors is schemas.UnderKey: the one way a nested key gets its path.
+func prefixErrors(prefix string, err error) error { return schemas.UnderKey(prefix, err) }
 
 // Configs maps detector names to their configurations.
 type Configs map[string]Config

@@ -2,7 +2,6 @@ package detectors
 
 import (
 	"errors"
-	"fmt"
 	"os"
 	"strings"
 	"time"
@@ -81,13 +80,13 @@ func DefaultReferenceConfig() ReferenceConfig {
 	}
 }
 
-// Validate reports every bad value, each naming its key under prefix (e.g.
-// "reference"). It does not require a hash key or a directory: see
+// Validate reports every bad value, each naming its key relative to the
+// reference section. It does not require a hash key or a directory: see
 // ValidateRequired.
-func (c ReferenceConfig) Validate(prefix string) error {
+func (c ReferenceConfig) Validate() error {
 	var errs []error
 	bad := func(key, format string, args ...any) {
-		errs = append(errs, fmt.Errorf("%s.%s: %s", prefix, key, fmt.Sprintf(format, args...)))
+		errs = append(errs, schemas.FieldErrorf(key, format, args...))
 	}
 	switch c.Source {
 	case ReferenceFromFiles, ReferenceFromClickHouse:
@@ -116,18 +115,9 @@ func (c ReferenceConfig) Validate(prefix string) error {
 	if c.CareSlackAfter < 0 {
 		bad("care_slack_after", "must be >= 0 (got %s)", c.CareSlackAfter)
 	}
-	if err := c.Vocabulary.Validate(); err != nil {
-		var fe *FieldError
-		for _, e := range flatErrors(err) {
-			if errors.As(e, &fe) {
-				bad("vocabulary."+fe.Key, "%s", fe.Msg)
-			} else {
-				errs = append(errs, fmt.Errorf("%s.vocabulary: %w", prefix, e))
-			}
-		}
-	}
+	errs = append(errs, schemas.UnderKey("vocabulary", c.Vocabulary.Validate()))
 	if c.HashKeyFile != "" {
-		if _, err := c.hashKey(prefix); err != nil {
+		if _, err := c.hashKey(); err != nil {
 			errs = append(errs, err)
 		}
 	}
@@ -145,27 +135,27 @@ func (c ReferenceConfig) Validate(prefix string) error {
 
 // ValidateRequired reports what running the detectors needs beyond valid
 // values: the hash key file, and the directory when Source is "files".
-func (c ReferenceConfig) ValidateRequired(prefix string) error {
+func (c ReferenceConfig) ValidateRequired() error {
 	var errs []error
 	if c.HashKeyFile == "" {
-		errs = append(errs, fmt.Errorf("%s.hash_key_file: required: a file holding the secret key (at least %d bytes) for the keyed hashes of names and addresses; generate one with `head -c 32 /dev/urandom | base64 > FILE`",
-			prefix, MinHashKeyLen))
+		errs = append(errs, schemas.FieldErrorf("hash_key_file", "required: a file holding the secret key (at least %d bytes) for the keyed hashes of names and addresses; generate one with `head -c 32 /dev/urandom | base64 > FILE`",
+			MinHashKeyLen))
 	}
 	if c.Source == ReferenceFromFiles && c.Dir == "" {
-		errs = append(errs, fmt.Errorf("%s.dir: required with source: files", prefix))
+		errs = append(errs, schemas.FieldErrorf("dir", "required with source: files"))
 	}
 	return errors.Join(errs...)
 }
 
 // hashKey reads the key file; errors name the key, never the content.
-func (c ReferenceConfig) hashKey(prefix string) ([]byte, error) {
+func (c ReferenceConfig) hashKey() ([]byte, error) {
 	raw, err := os.ReadFile(c.HashKeyFile)
 	if err != nil {
-		return nil, fmt.Errorf("%s.hash_key_file: %w", prefix, err)
+		return nil, schemas.FieldErrorf("hash_key_file", "%v", err)
 	}
 	key := []byte(strings.TrimRight(string(raw), "\r\n"))
 	if len(key) < MinHashKeyLen {
-		return nil, fmt.Errorf("%s.hash_key_file: the key must be at least %d bytes (the file holds %d)", prefix, MinHashKeyLen, len(key))
+		return nil, schemas.FieldErrorf("hash_key_file", "the key must be at least %d bytes (the file holds %d)", MinHashKeyLen, len(key))
 	}
 	return key, nil
 }
@@ -173,12 +163,12 @@ func (c ReferenceConfig) hashKey(prefix string) ([]byte, error) {
 // Options reads the hash key file and returns the ReferenceOptions for
 // NewReferenceIndex. Errors name keys under "reference".
 func (c ReferenceConfig) Options() (ReferenceOptions, error) {
-	if err := c.ValidateRequired("reference"); err != nil {
-		return ReferenceOptions{}, err
+	if err := c.ValidateRequired(); err != nil {
+		return ReferenceOptions{}, schemas.UnderKey("reference", err)
 	}
-	key, err := c.hashKey("reference")
+	key, err := c.hashKey()
 	if err != nil {
-		return ReferenceOptions{}, err
+		return ReferenceOptions{}, schemas.UnderKey("reference", err)
 	}
 	return ReferenceOptions{CareSlackBefore: c.CareSlackBefore, CareSlackAfter: c.CareSlackAfter, HashKey: key, Vocabulary: c.Vocabulary}, nil
 }

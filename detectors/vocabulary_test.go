@@ -87,7 +87,7 @@ func TestVocabularyLayers(t *testing.T) {
 	}
 	cfg := detectors.DefaultReferenceConfig()
 	cfg.Vocabulary.Roles = map[string][]string{"Wizard": {"magic"}, "ok": {"clinical"}}
-	if err := cfg.Validate("reference"); err == nil || !strings.Contains(err.Error(), "reference.vocabulary.roles.Wizard: unknown category") {
+	if err := schemas.UnderKey("reference", cfg.Validate()); err == nil || !strings.Contains(err.Error(), "reference.vocabulary.roles.Wizard: unknown category") {
 		t.Errorf("config validation: %v", err)
 	}
 }

@@ -3,6 +3,7 @@ package pipeline
 import (
 	"errors"
 	"fmt"
+	"github.com/ehrwatch/ehrwatch/schemas"
 	"net"
 	"strconv"
 	"strings"
@@ -98,12 +99,12 @@ func DefaultKafkaConfig() KafkaConfig {
 	}
 }
 
-// Validate reports every bad setting, each naming its key under prefix
-// (e.g. "kafka").
-func (c KafkaConfig) Validate(prefix string) error {
+// Validate reports every bad setting, each naming its key relative to the
+// kafka section.
+func (c KafkaConfig) Validate() error {
 	var errs []error
 	bad := func(key, format string, args ...any) {
-		errs = append(errs, fmt.Errorf("%s.%s: %s", prefix, key, fmt.Sprintf(format, args...)))
+		errs = append(errs, schemas.FieldErrorf(key, format, args...))
 	}
 	if len(c.Brokers) == 0 {
 		bad("brokers", "at least one host:port is required")
@@ -163,36 +164,36 @@ func (c KafkaConfig) Validate(prefix string) error {
 	positive("join_group_backoff", c.JoinGroupBackoff)
 	positive("dial_timeout", c.DialTimeout)
 	positive("request_timeout", c.RequestTimeout)
-	if err := c.TLS.Validate(prefix + ".tls"); err != nil {
+	if err := schemas.UnderKey("tls", c.TLS.Validate()); err != nil {
 		errs = append(errs, err)
 	}
-	if err := c.SASL.Validate(prefix + ".sasl"); err != nil {
+	if err := schemas.UnderKey("sasl", c.SASL.Validate()); err != nil {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }
 
-// Validate reports every bad SASL setting under prefix.
-func (s SASLConfig) Validate(prefix string) error {
+// Validate reports every bad SASL setting.
+func (s SASLConfig) Validate() error {
 	var errs []error
 	switch s.Mechanism {
 	case "":
 		if s.Username != "" || s.Password != "" || s.PasswordFile != "" {
-			errs = append(errs, fmt.Errorf("%s.mechanism: required when username or password is set", prefix))
+			errs = append(errs, schemas.FieldErrorf("mechanism", "required when username or password is set"))
 		}
 		return errors.Join(errs...)
 	case SASLPlain, SASLSCRAMSHA256, SASLSCRAMSHA512:
 	default:
-		errs = append(errs, fmt.Errorf("%s.mechanism: want plain, scram-sha-256 or scram-sha-512, got %q", prefix, s.Mechanism))
+		errs = append(errs, schemas.FieldErrorf("mechanism", "want plain, scram-sha-256 or scram-sha-512, got %q", s.Mechanism))
 	}
 	if s.Username == "" {
-		errs = append(errs, fmt.Errorf("%s.username: required with a mechanism", prefix))
+		errs = append(errs, schemas.FieldErrorf("username", "required with a mechanism"))
 	}
 	if s.Password != "" && s.PasswordFile != "" {
-		errs = append(errs, fmt.Errorf("%s.password, %s.password_file: set one, not both", prefix, prefix))
+		errs = append(errs, schemas.FieldErrorf("password, password_file", "set one, not both"))
 	}
 	if s.Password == "" && s.PasswordFile == "" {
-		errs = append(errs, fmt.Errorf("%s.password_file: a password (or password file) is required with a mechanism", prefix))
+		errs = append(errs, schemas.FieldErrorf("password_file", "a password (or password file) is required with a mechanism"))
 	}
 	return errors.Join(errs...)
 }
@@ -327,11 +328,11 @@ func DefaultConfig() Config {
 	}
 }
 
-// Validate reports every bad setting under prefix (e.g. "pipeline").
-func (c Config) Validate(prefix string) error {
+// Validate reports every bad setting, keyed relative to the pipeline section.
+func (c Config) Validate() error {
 	var errs []error
 	bad := func(key, format string, args ...any) {
-		errs = append(errs, fmt.Errorf("%s.%s: %s", prefix, key, fmt.Sprintf(format, args...)))
+		errs = append(errs, schemas.FieldErrorf(key, format, args...))
 	}
 	if c.BatchMaxRows < 1 || c.BatchMaxRows > 1_000_000 {
 		bad("batch_max_rows", "must be in 1..1000000")
@@ -389,7 +390,7 @@ func (c Config) Validate(prefix string) error {
 	if c.EventTime.MaxFuture <= 0 || c.EventTime.MaxFuture > maxEventTimeSpan {
 		bad("event_time.max_future", "must be in 0..%s (exclusive of 0)", maxEventTimeSpan)
 	}
-	if err := c.Retry.Validate(prefix + ".retry"); err != nil {
+	if err := schemas.UnderKey("retry", c.Retry.Validate()); err != nil {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
@@ -403,31 +404,31 @@ func (c Config) snapshotsOn() bool { return c.SnapshotEvents > 0 || c.SnapshotIn
 
 // ValidateWith reports settings that are fine alone but not together with
 // the Kafka settings k.
-func (c Config) ValidateWith(prefix string, k KafkaConfig, kafkaPrefix string) error {
+func (c Config) ValidateWith(k KafkaConfig) error {
 	var errs []error
 	if c.DrainTimeout > 0 && k.SessionTimeout > 0 && c.DrainTimeout >= k.SessionTimeout {
-		errs = append(errs, fmt.Errorf("%s.drain_timeout: must be below %s.session_timeout (%s)", prefix, kafkaPrefix, k.SessionTimeout))
+		errs = append(errs, schemas.FieldErrorf("drain_timeout", "must be below kafka.session_timeout (%s)", k.SessionTimeout))
 	}
 	if c.DrainTimeout > 0 && k.RebalanceTimeout > 0 && c.DrainTimeout >= k.RebalanceTimeout {
-		errs = append(errs, fmt.Errorf("%s.drain_timeout: must be below %s.rebalance_timeout (%s)", prefix, kafkaPrefix, k.RebalanceTimeout))
+		errs = append(errs, schemas.FieldErrorf("drain_timeout", "must be below kafka.rebalance_timeout (%s)", k.RebalanceTimeout))
 	}
 	return errors.Join(errs...)
 }
 
-// Validate reports every bad retry setting under prefix.
-func (r RetryConfig) Validate(prefix string) error {
+// Validate reports every bad retry setting.
+func (r RetryConfig) Validate() error {
 	var errs []error
 	if r.InitialInterval <= 0 {
-		errs = append(errs, fmt.Errorf("%s.initial_interval: must be > 0", prefix))
+		errs = append(errs, schemas.FieldErrorf("initial_interval", "must be > 0"))
 	}
 	if r.MaxInterval < r.InitialInterval {
-		errs = append(errs, fmt.Errorf("%s.max_interval: must be >= initial_interval", prefix))
+		errs = append(errs, schemas.FieldErrorf("max_interval", "must be >= initial_interval"))
 	}
 	if r.Multiplier < 1 {
-		errs = append(errs, fmt.Errorf("%s.multiplier: must be >= 1", prefix))
+		errs = append(errs, schemas.FieldErrorf("multiplier", "must be >= 1"))
 	}
 	if r.Jitter < 0 || r.Jitter > 1 {
-		errs = append(errs, fmt.Errorf("%s.jitter: must be in 0..1", prefix))
+		errs = append(errs, schemas.FieldErrorf("jitter", "must be in 0..1"))
 	}
 	return errors.Join(errs...)
 }

@@ -1,6 +1,7 @@
 package pipeline
 
 import (
+	"github.com/ehrwatch/ehrwatch/schemas"
 	"os"
 	"path/filepath"
 	"strings"
@@ -9,13 +10,13 @@ import (
 )
 
 func TestDefaultConfigsAreValid(t *testing.T) {
-	if err := DefaultConfig().Validate("pipeline"); err != nil {
+	if err := schemas.UnderKey("pipeline", DefaultConfig().Validate()); err != nil {
 		t.Errorf("DefaultConfig: %v", err)
 	}
-	if err := DefaultKafkaConfig().Validate("kafka"); err != nil {
+	if err := schemas.UnderKey("kafka", DefaultKafkaConfig().Validate()); err != nil {
 		t.Errorf("DefaultKafkaConfig: %v", err)
 	}
-	if err := DefaultConfig().ValidateWith("pipeline", DefaultKafkaConfig(), "kafka"); err != nil {
+	if err := schemas.UnderKey("pipeline", DefaultConfig().ValidateWith(DefaultKafkaConfig())); err != nil {
 		t.Errorf("defaults together: %v", err)
 	}
 }
@@ -47,7 +48,7 @@ func TestKafkaConfigValidateNamesEveryBadKey(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			c := DefaultKafkaConfig()
 			tc.modify(&c)
-			err := c.Validate("kafka")
+			err := schemas.UnderKey("kafka", c.Validate())
 			if err == nil {
 				t.Fatal("no error")
 			}
@@ -64,7 +65,7 @@ func TestConfigValidateNamesEveryBadKey(t *testing.T) {
 	c := Config{BatchMaxWait: time.Microsecond, DrainTimeout: time.Minute, ShutdownTimeout: time.Second,
 		HandoffLinger: -time.Millisecond, SnapshotEvents: -1, SnapshotInterval: time.Millisecond, WarmupHorizon: time.Second,
 		Retry: RetryConfig{InitialInterval: time.Second, MaxInterval: time.Millisecond, Multiplier: 0.5, Jitter: -1}}
-	err := c.Validate("pipeline")
+	err := schemas.UnderKey("pipeline", c.Validate())
 	if err == nil {
 		t.Fatal("no error")
 	}
@@ -77,7 +78,7 @@ func TestConfigValidateNamesEveryBadKey(t *testing.T) {
 	}
 	k := DefaultKafkaConfig()
 	k.SessionTimeout = 6 * time.Second
-	if err := DefaultConfig().ValidateWith("pipeline", k, "kafka"); err == nil || !strings.Contains(err.Error(), "kafka.session_timeout") {
+	if err := schemas.UnderKey("pipeline", DefaultConfig().ValidateWith(k)); err == nil || !strings.Contains(err.Error(), "kafka.session_timeout") {
 		t.Errorf("a drain timeout above the session timeout is not reported: %v", err)
 	}
 }
@@ -93,7 +94,7 @@ func TestKafkaClientsCarryTLSAndSASL(t *testing.T) {
 		c.TLS.Enabled = true
 		c.TLS.ServerName = "kafka.example"
 		c.SASL = SASLConfig{Mechanism: mech, Username: "ehrwatch", PasswordFile: pw}
-		if err := c.Validate("kafka"); err != nil {
+		if err := schemas.UnderKey("kafka", c.Validate()); err != nil {
 			t.Fatalf("%s: %v", mech, err)
 		}
 		d, err := c.Dialer()

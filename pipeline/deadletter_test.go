@@ -129,7 +129,7 @@ func TestDeadLetterConfigValidate(t *testing.T) {
 	c := DefaultConfig()
 	c.DeadLetterMaxPayload, c.MaxPartitionsPerInsert = 10, 0
 	c.EventTime = EventTimeConfig{MaxPast: 0, MaxFuture: 200 * 365 * 24 * time.Hour}
-	err := c.Validate("pipeline")
+	err := schemas.UnderKey("pipeline", c.Validate())
 	if err == nil {
 		t.Fatal("no error")
 	}

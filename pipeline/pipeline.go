@@ -132,8 +132,8 @@ type counters struct {
 // New builds a pipeline; it validates cfg and kafkaCfg and connects to
 // nothing until Run.
 func New(cfg Config, kafkaCfg KafkaConfig, deps Deps) (*Pipeline, error) {
-	if err := errors.Join(cfg.Validate("pipeline"), kafkaCfg.Validate("kafka"),
-		cfg.ValidateWith("pipeline", kafkaCfg, "kafka")); err != nil {
+	if err := errors.Join(schemas.UnderKey("pipeline", cfg.Validate()), schemas.UnderKey("kafka", kafkaCfg.Validate()),
+		schemas.UnderKey("pipeline", cfg.ValidateWith(kafkaCfg))); err != nil {
 		return nil, err
 	}
 	kc, err := newKafkaClients(kafkaCfg, deps.Logger)

@@ -2,27 +2,9 @@ package schemas
 
 import (
 	"errors"
-	"fmt"
 	"strings"
 	"time"
 )
-
-// FieldError is a validation error tied to one key, such as
-// "allowlist[3].owner: required". Its Key is a dotted path; callers
-// that nest a value under a section put their prefix in front of it.
-type FieldError struct {
-	// Key is the dotted path of the offending key.
-	Key string
-	// Msg says what is wrong with it.
-	Msg string
-}
-
-// Error returns "key: message".
-func (e *FieldError) Error() string { return e.Key + ": " + e.Msg }
-
-func fieldErrorf(key, format string, args ...any) error {
-	return &FieldError{Key: key, Msg: fmt.Sprintf(format, args...)}
-}
 
 // AllowlistEntry is one governed exception (the allowlist table,
 // migration 0008, and the detection.allowlist configuration): findings of
@@ -60,19 +42,19 @@ type AllowlistEntry struct {
 func (e *AllowlistEntry) Validate() error {
 	var errs []error
 	if e.UserID == "" && e.PatientID == "" && e.Department == "" {
-		errs = append(errs, fieldErrorf("user_id", "at least one of user_id, patient_id or department must be set"))
+		errs = append(errs, FieldErrorf("user_id", "at least one of user_id, patient_id or department must be set"))
 	}
 	if e.Detector == "" {
-		errs = append(errs, fieldErrorf("detector", `required (a detector name, or "*" for all)`))
+		errs = append(errs, FieldErrorf("detector", `required (a detector name, or "*" for all)`))
 	}
 	if strings.TrimSpace(e.Reason) == "" {
-		errs = append(errs, fieldErrorf("reason", "required"))
+		errs = append(errs, FieldErrorf("reason", "required"))
 	}
 	if strings.TrimSpace(e.Owner) == "" {
-		errs = append(errs, fieldErrorf("owner", "required"))
+		errs = append(errs, FieldErrorf("owner", "required"))
 	}
 	if e.ExpiresAt.IsZero() {
-		errs = append(errs, fieldErrorf("expires_at", "required"))
+		errs = append(errs, FieldErrorf("expires_at", "required"))
 	}
 	return errors.Join(errs...)
 }

@@ -109,11 +109,11 @@ func DefaultFHIRConfig() FHIRConfig {
 	}
 }
 
-// Validate reports every bad key under prefix ("fhir").
-func (c FHIRConfig) Validate(prefix string) error {
+// Validate reports every bad key, relative to the fhir section.
+func (c FHIRConfig) Validate() error {
 	var errs []error
 	bad := func(key, format string, a ...any) {
-		errs = append(errs, fmt.Errorf("%s.%s: %s", prefix, key, fmt.Sprintf(format, a...)))
+		errs = append(errs, FieldErrorf(key, format, a...))
 	}
 	if len(c.UserIDFrom) == 0 {
 		bad("user_id_from", "must list identifier, reference or both")
@@ -192,7 +192,7 @@ type Decoder struct {
 
 // NewDecoder validates cfg and returns a Decoder that applies it.
 func NewDecoder(cfg FHIRConfig) (*Decoder, error) {
-	if err := cfg.Validate("fhir"); err != nil {
+	if err := UnderKey("fhir", cfg.Validate()); err != nil {
 		return nil, err
 	}
 	return &Decoder{fhir: newFHIROpts(cfg)}, nil

@@ -228,7 +228,7 @@ func TestFHIRConfigMapping(t *testing.T) {
 }
 
 func TestFHIRConfigValidate(t *testing.T) {
-	if err := DefaultFHIRConfig().Validate("fhir"); err != nil {
+	if err := UnderKey("fhir", DefaultFHIRConfig().Validate()); err != nil {
 		t.Fatal(err)
 	}
 	bad := FHIRConfig{
@@ -237,7 +237,7 @@ func TestFHIRConfigValidate(t *testing.T) {
 		PatientIdentifierAuthorities: map[string]string{"1.2": "a\x01"},
 		SourceFacilities:             map[string]string{"ehr": ""},
 	}
-	err := bad.Validate("fhir")
+	err := UnderKey("fhir", bad.Validate())
 	for _, key := range []string{"fhir.user_id_from[0]", "fhir.user_id_from[2]", "fhir.user_identifier_systems[0]",
 		"fhir.patient_identifier_authorities.1.2", "fhir.source_facilities.ehr"} {
 		if err == nil || !strings.Contains(err.Error(), key+":") {

@@ -146,7 +146,7 @@ func benchAlerting(c alerting.Config, url string) (alerting.Config, error) {
 		Enabled: true, URL: url, AllowHTTP: true, Delivery: d,
 		Secret: "whsec_" + base64.StdEncoding.EncodeToString(key[:]),
 	}}
-	return c, c.Validate("alerting")
+	return c, schemas.UnderKey("alerting", c.Validate())
 }
 
 func ruleCounts(c alerting.Config) string {

@@ -79,17 +79,17 @@ var apiDefaultListen = api.DefaultConfig().Listen
 // `report` and `migrate` accept a file without, say, a hash key.
 func (c *Config) Validate() error {
 	return errors.Join(
-		c.Kafka.Validate("kafka"),
-		c.ClickHouse.Validate("clickhouse"),
-		c.Pipeline.Validate("pipeline"),
-		c.Pipeline.ValidateWith("pipeline", c.Kafka, "kafka"),
-		c.Detection.validate("detection"),
-		c.Reference.Validate("reference"),
-		c.Alerting.Validate("alerting"),
-		c.FHIR.Validate("fhir"),
+		schemas.UnderKey("kafka", c.Kafka.Validate()),
+		schemas.UnderKey("clickhouse", c.ClickHouse.Validate()),
+		schemas.UnderKey("pipeline", c.Pipeline.Validate()),
+		schemas.UnderKey("pipeline", c.Pipeline.ValidateWith(c.Kafka)),
+		schemas.UnderKey("detection", c.Detection.Validate(detectors.Registry())),
+		schemas.UnderKey("reference", c.Reference.Validate()),
+		schemas.UnderKey("alerting", c.Alerting.Validate()),
+		schemas.UnderKey("fhir", c.FHIR.Validate()),
 		c.validateAPI(),
-		c.HTTP.Validate("http"),
-		c.Log.Validate("log"),
+		schemas.UnderKey("http", c.HTTP.Validate()),
+		schemas.UnderKey("log", c.Log.Validate()),
 	)
 }
 
@@ -97,7 +97,7 @@ func (c *Config) Validate() error {
 // the reference hash key (and directory, for source: files), and a way to
 // authenticate when it serves the API.
 func (c *Config) ValidateRun() error {
-	errs := []error{c.Validate(), c.Reference.ValidateRequired("reference")}
+	errs := []error{c.Validate(), schemas.UnderKey("reference", c.Reference.ValidateRequired())}
 	if c.API.Listen != "" {
 		errs = append(errs, c.validateAPIAuth())
 	}
@@ -212,11 +212,17 @@ func (d DetectionConfig) MarshalYAML() (any, error) {
 	return s, nil
 }
 
-func (d DetectionConfig) validate(prefix string) error {
-	err := d.Validate(detectors.Registry())
+// flagValueError names flag in the errors a section's Validate reports for the
+// value the flag set ("--log: want debug, info, warn or error, got ...").
+func flagValueError(flag string, err error) error {
 	var out []error
 	for _, e := range flattenErrors(err) {
-		out = append(out, fmt.Errorf("%s.%w", prefix, e))
+		var fe *schemas.FieldError
+		if errors.As(e, &fe) {
+			out = append(out, fmt.Errorf("%s: %s", flag, fe.Msg))
+		} else {
+			out = append(out, fmt.Errorf("%s: %v", flag, e))
+		}
 	}
 	return errors.Join(out...)
 }
@@ -246,12 +252,12 @@ type HTTPConfig struct {
 // DefaultHTTPConfig serves on port 9464.
 func DefaultHTTPConfig() HTTPConfig { return HTTPConfig{Listen: ":9464"} }
 
-// Validate reports a bad listen address under prefix.
-func (c HTTPConfig) Validate(prefix string) error {
+// Validate reports a bad listen address.
+func (c HTTPConfig) Validate() error {
 	if _, port, err := net.SplitHostPort(c.Listen); err != nil {
-		return fmt.Errorf("%s.listen: want [host]:port, got %q", prefix, c.Listen)
+		return schemas.FieldErrorf("listen", "want [host]:port, got %q", c.Listen)
 	} else if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
-		return fmt.Errorf("%s.listen: bad port %q", prefix, port)
+		return schemas.FieldErrorf("listen", "bad port %q", port)
 	}
 	return nil
 }
@@ -268,16 +274,16 @@ type LogConfig struct {
 // DefaultLogConfig logs JSON at info level.
 func DefaultLogConfig() LogConfig { return LogConfig{Level: "info", Format: "json"} }
 
-// Validate reports every bad log setting under prefix.
-func (c LogConfig) Validate(prefix string) error {
+// Validate reports every bad log setting.
+func (c LogConfig) Validate() error {
 	var errs []error
 	switch c.Level {
 	case "debug", "info", "warn", "error":
 	default:
-		errs = append(errs, fmt.Errorf("%s.level: want debug, info, warn or error, got %q", prefix, c.Level))
+		errs = append(errs, schemas.FieldErrorf("level", "want debug, info, warn or error, got %q", c.Level))
 	}
 	if c.Format != "json" && c.Format != "console" {
-		errs = append(errs, fmt.Errorf("%s.format: want json or console, got %q", prefix, c.Format))
+		errs = append(errs, schemas.FieldErrorf("format", "want json or console, got %q", c.Format))
 	}
 	return errors.Join(errs...)
 }

@@ -103,7 +103,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	case o.timeout <= 0:
 		return usageError{"demo: --timeout must be > 0"}
 	}
-	if err := (LogConfig{Level: o.logLevel, Format: "console"}).Validate("--log"); err != nil {
+	if err := flagValueError("--log-level", LogConfig{Level: o.logLevel, Format: "console"}.Validate()); err != nil {
 		return usageError{"demo: " + err.Error()}
 	}
 	_, err := demo(ctx, o, stdout, stderr)
@@ -507,7 +507,7 @@ func demoClickHouse(ctx context.Context, o demoOptions) (clickhouse.Conn, error)
 	}
 	c.Addrs = []string{strings.TrimSuffix(addr, "/")}
 	c.Database = o.chDatabase
-	if err := c.Validate("--clickhouse"); err != nil {
+	if err := flagValueError("--clickhouse", c.Validate()); err != nil {
 		return nil, usageError{"demo: " + err.Error()}
 	}
 	if err := store.CreateDatabase(ctx, c); err != nil {

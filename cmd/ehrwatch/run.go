@@ -59,10 +59,10 @@ func runRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	// Flags first: a bad flag is a usage error whatever the file says.
 	var flagErrs []error
 	if *listen != "" {
-		flagErrs = append(flagErrs, HTTPConfig{Listen: *listen}.Validate("--listen"))
+		flagErrs = append(flagErrs, flagValueError("--listen", HTTPConfig{Listen: *listen}.Validate()))
 	}
 	if *logLevel != "" {
-		flagErrs = append(flagErrs, LogConfig{Level: *logLevel, Format: "json"}.Validate("--log"))
+		flagErrs = append(flagErrs, flagValueError("--log-level", LogConfig{Level: *logLevel, Format: "json"}.Validate()))
 	}
 	if err := errors.Join(flagErrs...); err != nil {
 		return usageError{err.Error()}

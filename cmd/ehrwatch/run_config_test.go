@@ -112,7 +112,7 @@ func TestRunNeedsConfig(t *testing.T) {
 		t.Errorf("run without --config: %v (exit %d), want a usage error", err, exitCode(err))
 	}
 	err = run(context.Background(), []string{"run", "--config", writeConfig(t, ""), "--log-level", "chatty"}, &out, &errOut)
-	if exitCode(err) != 2 || !strings.Contains(err.Error(), "--log.level") {
+	if exitCode(err) != 2 || !strings.Contains(err.Error(), "--log-level: want debug") {
 		t.Errorf("bad --log-level: %v (exit %d), want a usage error naming it", err, exitCode(err))
 	}
 }

@@ -1,6 +1,7 @@
 package alerting
 
 import (
+	"errors"
 	"fmt"
 	"math"
 	"net"
@@ -431,182 +432,171 @@ var (
 	labelNameRe = regexp.MustCompile(`^[a-zA-Z_][a-zA-Z0-9_]*$`)
 )
 
-// Validate reports the first bad setting, naming its key under prefix
-// (e.g. "alerting").
-func (c Config) Validate(prefix string) error {
+// Validate reports every bad setting, each naming its key relative to the
+// alerting section.
+func (c Config) Validate() error {
+	var errs []error
 	if !c.Enabled {
 		return nil
 	}
 	if c.APIBaseURL != "" {
 		u, err := url.Parse(c.APIBaseURL)
 		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			return fmt.Errorf("%s.api_base_url: want an absolute http(s) URL", prefix)
+			errs = append(errs, schemas.FieldErrorf("api_base_url", "want an absolute http(s) URL"))
 		}
 	}
 	seen := map[string]bool{}
 	for i, r := range c.Rules {
-		key := fmt.Sprintf("%s.rules[%d]", prefix, i)
-		if err := r.validate(key); err != nil {
-			return err
-		}
+		key := fmt.Sprintf("rules[%d]", i)
+		errs = append(errs, schemas.UnderKey(key, r.validate()))
 		if seen[r.Name] {
-			return fmt.Errorf("%s.name: duplicate rule name %q", key, r.Name)
+			errs = append(errs, schemas.FieldErrorf(key+".name", "duplicate rule name %q", r.Name))
 		}
 		seen[r.Name] = true
 	}
-	if err := c.UserRisk.validate(prefix + ".user_risk"); err != nil {
-		return err
-	}
-	if err := c.PatientSurge.validate(prefix + ".patient_surge"); err != nil {
-		return err
-	}
-	if err := c.Limits.validate(prefix + ".limits"); err != nil {
-		return err
-	}
+	errs = append(errs, schemas.UnderKey("user_risk", c.UserRisk.validate()))
+	errs = append(errs, schemas.UnderKey("patient_surge", c.PatientSurge.validate()))
+	errs = append(errs, schemas.UnderKey("limits", c.Limits.validate()))
 	if l := c.Lifecycle; l.Enabled {
-		switch {
-		case l.Interval < 100*time.Millisecond:
-			return fmt.Errorf("%s.lifecycle.interval: must be ≥ 100ms (got %s)", prefix, l.Interval)
-		case l.InvariantLookback <= 0:
-			return fmt.Errorf("%s.lifecycle.invariant_lookback: must be > 0", prefix)
-		case l.InvariantGrace < 0:
-			return fmt.Errorf("%s.lifecycle.invariant_grace: must be ≥ 0", prefix)
+		if l.Interval < 100*time.Millisecond {
+			errs = append(errs, schemas.FieldErrorf("lifecycle.interval", "must be ≥ 100ms (got %s)", l.Interval))
+		}
+		if l.InvariantLookback <= 0 {
+			errs = append(errs, schemas.FieldErrorf("lifecycle.invariant_lookback", "must be > 0"))
+		}
+		if l.InvariantGrace < 0 {
+			errs = append(errs, schemas.FieldErrorf("lifecycle.invariant_grace", "must be ≥ 0"))
 		}
 	}
 	if c.PatientSurge.Enabled && c.Limits.MaxSurgeUsersPerPatient < c.PatientSurge.MinUsers {
-		return fmt.Errorf("%s.limits.max_surge_users_per_patient: must be ≥ patient_surge.min_users (%d)", prefix, c.PatientSurge.MinUsers)
+		errs = append(errs, schemas.FieldErrorf("limits.max_surge_users_per_patient", "must be ≥ patient_surge.min_users (%d)", c.PatientSurge.MinUsers))
 	}
-	return c.Outputs.validate(prefix + ".outputs")
+	errs = append(errs, schemas.UnderKey("outputs", c.Outputs.validate()))
+	return errors.Join(errs...)
 }
 
-func (r RuleConfig) validate(key string) error {
+func (r RuleConfig) validate() error {
+	var errs []error
 	if !ruleNameRe.MatchString(r.Name) {
-		return fmt.Errorf("%s.name: want lower-case letters, digits and underscores, starting with a letter (got %q)", key, r.Name)
+		errs = append(errs, schemas.FieldErrorf("name", "want lower-case letters, digits and underscores, starting with a letter (got %q)", r.Name))
 	}
 	if r.Name == RuleUserRisk || r.Name == RulePatientSurge {
-		return fmt.Errorf("%s.name: %q is reserved for the built-in rule", key, r.Name)
+		errs = append(errs, schemas.FieldErrorf("name", "%q is reserved for the built-in rule", r.Name))
 	}
 	if len(r.GroupBy) == 0 {
-		return fmt.Errorf("%s.group_by: required (user, detector, patient, facility)", key)
+		errs = append(errs, schemas.FieldErrorf("group_by", "required (user, detector, patient, facility)"))
 	}
 	dims := map[string]bool{}
 	for j, g := range r.GroupBy {
 		switch g {
 		case GroupByUser, GroupByDetector, GroupByPatient, GroupByFacility:
 		default:
-			return fmt.Errorf("%s.group_by[%d]: want user, detector, patient or facility (got %q)", key, j, g)
+			errs = append(errs, schemas.FieldErrorf(fmt.Sprintf("group_by[%d]", j), "want user, detector, patient or facility (got %q)", g))
 		}
 		if dims[g] {
-			return fmt.Errorf("%s.group_by[%d]: %q listed twice", key, j, g)
+			errs = append(errs, schemas.FieldErrorf(fmt.Sprintf("group_by[%d]", j), "%q listed twice", g))
 		}
 		dims[g] = true
 	}
 	if !dims[GroupByUser] && !dims[GroupByPatient] {
-		return fmt.Errorf("%s.group_by: must contain user or patient", key)
+		errs = append(errs, schemas.FieldErrorf("group_by", "must contain user or patient"))
 	}
 	for j, d := range r.Detectors {
 		if strings.TrimSpace(d) == "" {
-			return fmt.Errorf("%s.detectors[%d]: empty", key, j)
+			errs = append(errs, schemas.FieldErrorf(fmt.Sprintf("detectors[%d]", j), "empty"))
 		}
 	}
 	if !r.MinSeverity.Valid() {
-		return fmt.Errorf("%s.min_severity: want info, low, medium, high or critical (got %q)", key, r.MinSeverity)
+		errs = append(errs, schemas.FieldErrorf("min_severity", "want info, low, medium, high or critical (got %q)", r.MinSeverity))
 	}
 	if r.MinCount < 0 {
-		return fmt.Errorf("%s.min_count: must be ≥ 0", key)
+		errs = append(errs, schemas.FieldErrorf("min_count", "must be ≥ 0"))
 	}
-	if err := windowOK(key+".window", r.Window); err != nil {
-		return err
-	}
+	errs = append(errs, windowOK("window", r.Window))
 	if r.RepeatInterval < 0 {
-		return fmt.Errorf("%s.repeat_interval: must be ≥ 0", key)
+		errs = append(errs, schemas.FieldErrorf("repeat_interval", "must be ≥ 0"))
 	}
-	return nil
+	return errors.Join(errs...)
 }
 
 func windowOK(key string, d time.Duration) error {
 	if d < time.Minute {
-		return fmt.Errorf("%s: must be ≥ 1m (got %s)", key, d)
+		return schemas.FieldErrorf(key, "must be ≥ 1m (got %s)", d)
 	}
 	if d > 31*24*time.Hour {
-		return fmt.Errorf("%s: must be ≤ 744h (got %s)", key, d)
+		return schemas.FieldErrorf(key, "must be ≤ 744h (got %s)", d)
 	}
 	if d%time.Second != 0 {
-		return fmt.Errorf("%s: must be whole seconds (got %s)", key, d)
+		return schemas.FieldErrorf(key, "must be whole seconds (got %s)", d)
 	}
 	return nil
 }
 
-func (u UserRiskConfig) validate(key string) error {
+func (u UserRiskConfig) validate() error {
+	var errs []error
 	if !u.Enabled {
 		return nil
 	}
-	if err := windowOK(key+".window", u.Window); err != nil {
-		return err
-	}
+	errs = append(errs, windowOK("window", u.Window))
 	if u.HalfLife < 0 {
-		return fmt.Errorf("%s.half_life: must be ≥ 0", key)
+		errs = append(errs, schemas.FieldErrorf("half_life", "must be ≥ 0"))
 	}
 	if !(u.Threshold > 0) || math.IsInf(u.Threshold, 0) {
-		return fmt.Errorf("%s.threshold: must be > 0", key)
+		errs = append(errs, schemas.FieldErrorf("threshold", "must be > 0"))
 	}
 	if u.CriticalThreshold != 0 && (u.CriticalThreshold < u.Threshold || math.IsInf(u.CriticalThreshold, 0)) {
-		return fmt.Errorf("%s.critical_threshold: must be 0 (off) or ≥ threshold (%g)", key, u.Threshold)
+		errs = append(errs, schemas.FieldErrorf("critical_threshold", "must be 0 (off) or ≥ threshold (%g)", u.Threshold))
 	}
 	if !u.Severity.Valid() {
-		return fmt.Errorf("%s.severity: want info, low, medium, high or critical (got %q)", key, u.Severity)
+		errs = append(errs, schemas.FieldErrorf("severity", "want info, low, medium, high or critical (got %q)", u.Severity))
 	}
 	if !u.MinFindingSeverity.Valid() {
-		return fmt.Errorf("%s.min_finding_severity: want info, low, medium, high or critical (got %q)", key, u.MinFindingSeverity)
+		errs = append(errs, schemas.FieldErrorf("min_finding_severity", "want info, low, medium, high or critical (got %q)", u.MinFindingSeverity))
 	}
 	if u.PerFindingCap < 0 || math.IsNaN(u.PerFindingCap) {
-		return fmt.Errorf("%s.per_finding_cap: must be ≥ 0", key)
+		errs = append(errs, schemas.FieldErrorf("per_finding_cap", "must be ≥ 0"))
 	}
 	if u.PerDetectorCap < 0 || math.IsNaN(u.PerDetectorCap) {
-		return fmt.Errorf("%s.per_detector_cap: must be ≥ 0", key)
+		errs = append(errs, schemas.FieldErrorf("per_detector_cap", "must be ≥ 0"))
 	}
-	if err := windowOK(key+".alert_window", u.AlertWindow); err != nil {
-		return err
-	}
+	errs = append(errs, windowOK("alert_window", u.AlertWindow))
 	if u.RepeatInterval < 0 {
-		return fmt.Errorf("%s.repeat_interval: must be ≥ 0", key)
+		errs = append(errs, schemas.FieldErrorf("repeat_interval", "must be ≥ 0"))
 	}
-	return nil
+	return errors.Join(errs...)
 }
 
-func (p PatientSurgeConfig) validate(key string) error {
+func (p PatientSurgeConfig) validate() error {
+	var errs []error
 	if !p.Enabled {
 		return nil
 	}
-	if err := windowOK(key+".window", p.Window); err != nil {
-		return err
-	}
+	errs = append(errs, windowOK("window", p.Window))
 	if p.MinUsers < 2 {
-		return fmt.Errorf("%s.min_users: must be ≥ 2", key)
+		errs = append(errs, schemas.FieldErrorf("min_users", "must be ≥ 2"))
 	}
 	if !p.Severity.Valid() {
-		return fmt.Errorf("%s.severity: want info, low, medium, high or critical (got %q)", key, p.Severity)
+		errs = append(errs, schemas.FieldErrorf("severity", "want info, low, medium, high or critical (got %q)", p.Severity))
 	}
 	if !p.MinFindingSeverity.Valid() {
-		return fmt.Errorf("%s.min_finding_severity: want info, low, medium, high or critical (got %q)", key, p.MinFindingSeverity)
+		errs = append(errs, schemas.FieldErrorf("min_finding_severity", "want info, low, medium, high or critical (got %q)", p.MinFindingSeverity))
 	}
 	for k := range p.ExplainedFacts {
 		if strings.TrimSpace(k) == "" {
-			return fmt.Errorf("%s.explained_facts: empty fact name", key)
+			errs = append(errs, schemas.FieldErrorf("explained_facts", "empty fact name"))
 		}
 	}
-	if err := windowOK(key+".alert_window", p.AlertWindow); err != nil {
-		return err
-	}
+	errs = append(errs, windowOK("alert_window", p.AlertWindow))
 	if p.RepeatInterval < 0 {
-		return fmt.Errorf("%s.repeat_interval: must be ≥ 0", key)
+		errs = append(errs, schemas.FieldErrorf("repeat_interval", "must be ≥ 0"))
 	}
-	return nil
+	return errors.Join(errs...)
 }
 
-func (l LimitsConfig) validate(key string) error {
+func (l LimitsConfig) validate() error {
+	var errs []error
 	if l.Lateness < 0 {
-		return fmt.Errorf("%s.lateness: must be ≥ 0", key)
+		errs = append(errs, schemas.FieldErrorf("lateness", "must be ≥ 0"))
 	}
 	for _, f := range []struct {
 		name string
@@ -622,58 +612,57 @@ func (l LimitsConfig) validate(key string) error {
 		{"max_surge_users_per_patient", l.MaxSurgeUsersPerPatient},
 	} {
 		if f.v <= 0 {
-			return fmt.Errorf("%s.%s: must be > 0", key, f.name)
+			errs = append(errs, schemas.FieldErrorf(f.name, "must be > 0"))
 		}
 	}
 	if l.MaxTrackedFindings < l.MaxFindingIDs {
-		return fmt.Errorf("%s.max_tracked_findings: must be ≥ max_finding_ids (%d)", key, l.MaxFindingIDs)
+		errs = append(errs, schemas.FieldErrorf("max_tracked_findings", "must be ≥ max_finding_ids (%d)", l.MaxFindingIDs))
 	}
-	return nil
+	return errors.Join(errs...)
 }
 
-func (o OutputsConfig) validate(key string) error {
-	if err := o.Alertmanager.validate(key + ".alertmanager"); err != nil {
-		return err
-	}
-	if err := o.Webhook.validate(key + ".webhook"); err != nil {
-		return err
-	}
-	if err := o.Slack.validate(key + ".slack"); err != nil {
-		return err
-	}
-	return o.Syslog.validate(key + ".syslog")
+func (o OutputsConfig) validate() error {
+	var errs []error
+	errs = append(errs, schemas.UnderKey("alertmanager", o.Alertmanager.validate()))
+	errs = append(errs, schemas.UnderKey("webhook", o.Webhook.validate()))
+	errs = append(errs, schemas.UnderKey("slack", o.Slack.validate()))
+	errs = append(errs, schemas.UnderKey("syslog", o.Syslog.validate()))
+	return errors.Join(errs...)
 }
 
-func (c outputCommon) validate(key string) error {
+func (c outputCommon) validate() error {
+	var errs []error
 	if c.MinSeverity != "" && !c.MinSeverity.Valid() {
-		return fmt.Errorf("%s.min_severity: want empty or info, low, medium, high, critical (got %q)", key, c.MinSeverity)
+		errs = append(errs, schemas.FieldErrorf("min_severity", "want empty or info, low, medium, high, critical (got %q)", c.MinSeverity))
 	}
-	return c.Delivery.validate(key + ".delivery")
+	errs = append(errs, schemas.UnderKey("delivery", c.Delivery.validate()))
+	return errors.Join(errs...)
 }
 
-func (d DeliveryConfig) validate(key string) error {
+func (d DeliveryConfig) validate() error {
+	var errs []error
 	if d.QueueSize <= 0 {
-		return fmt.Errorf("%s.queue_size: must be > 0", key)
+		errs = append(errs, schemas.FieldErrorf("queue_size", "must be > 0"))
 	}
 	if d.WhenFull != DropOldest && d.WhenFull != DropNewest {
-		return fmt.Errorf("%s.when_full: want drop_oldest or drop_newest (got %q)", key, d.WhenFull)
+		errs = append(errs, schemas.FieldErrorf("when_full", "want drop_oldest or drop_newest (got %q)", d.WhenFull))
 	}
 	if d.MaxAttempts <= 0 {
-		return fmt.Errorf("%s.max_attempts: must be > 0", key)
+		errs = append(errs, schemas.FieldErrorf("max_attempts", "must be > 0"))
 	}
 	if d.InitialBackoff <= 0 {
-		return fmt.Errorf("%s.initial_backoff: must be > 0", key)
+		errs = append(errs, schemas.FieldErrorf("initial_backoff", "must be > 0"))
 	}
 	if d.MaxBackoff < d.InitialBackoff {
-		return fmt.Errorf("%s.max_backoff: must be ≥ initial_backoff", key)
+		errs = append(errs, schemas.FieldErrorf("max_backoff", "must be ≥ initial_backoff"))
 	}
 	if d.MaxElapsed <= 0 {
-		return fmt.Errorf("%s.max_elapsed: must be > 0", key)
+		errs = append(errs, schemas.FieldErrorf("max_elapsed", "must be > 0"))
 	}
 	if d.Timeout <= 0 {
-		return fmt.Errorf("%s.timeout: must be > 0", key)
+		errs = append(errs, schemas.FieldErrorf("timeout", "must be > 0"))
 	}
-	return nil
+	return errors.Join(errs...)
 }
 
 // validateHTTPURL checks an output URL; it never echoes the URL, which
@@ -681,22 +670,22 @@ func (d DeliveryConfig) validate(key string) error {
 func validateHTTPURL(key, raw string, h httpCommon) error {
 	u, err := url.Parse(raw)
 	if err != nil || u.Host == "" {
-		return fmt.Errorf("%s: want an absolute http(s) URL", key)
+		return schemas.FieldErrorf(key, "want an absolute http(s) URL")
 	}
 	switch u.Scheme {
 	case "https":
 	case "http":
 		if h.TLS.Enabled {
-			return fmt.Errorf("%s: tls.enabled needs an https URL", key)
+			return schemas.FieldErrorf(key, "tls.enabled needs an https URL")
 		}
 		if !h.AllowHTTP && !isLoopback(u.Hostname()) {
-			return fmt.Errorf("%s: plain http to a non-loopback host; use https or set allow_http", key)
+			return schemas.FieldErrorf(key, "plain http to a non-loopback host; use https or set allow_http")
 		}
 	default:
-		return fmt.Errorf("%s: want an http(s) URL", key)
+		return schemas.FieldErrorf(key, "want an http(s) URL")
 	}
 	if u.User != nil {
-		return fmt.Errorf("%s: credentials in the URL are not allowed; use the token settings", key)
+		return schemas.FieldErrorf(key, "credentials in the URL are not allowed; use the token settings")
 	}
 	return nil
 }
@@ -709,105 +698,99 @@ func isLoopback(host string) bool {
 	return ip != nil && ip.IsLoopback()
 }
 
-func (a AlertmanagerConfig) validate(key string) error {
+func (a AlertmanagerConfig) validate() error {
+	var errs []error
 	if !a.Enabled {
 		return nil
 	}
 	if a.URL == "" {
-		return fmt.Errorf("%s.url: required", key)
+		errs = append(errs, schemas.FieldErrorf("url", "required"))
 	}
-	if err := validateHTTPURL(key+".url", a.URL, httpCommon{a.TLS, a.AllowHTTP}); err != nil {
-		return err
-	}
+	errs = append(errs, validateHTTPURL("url", a.URL, httpCommon{a.TLS, a.AllowHTTP}))
 	if a.BearerToken != "" && a.BearerTokenFile != "" {
-		return fmt.Errorf("%s.bearer_token, %s.bearer_token_file: set one, not both", key, key)
+		errs = append(errs, schemas.FieldErrorf("bearer_token, bearer_token_file", "set one, not both"))
 	}
 	if strings.TrimSpace(a.Alertname) == "" {
-		return fmt.Errorf("%s.alertname: required", key)
+		errs = append(errs, schemas.FieldErrorf("alertname", "required"))
 	}
 	for name := range a.Labels {
 		if !labelNameRe.MatchString(name) || strings.HasPrefix(name, "__") {
-			return fmt.Errorf("%s.labels: %q is not a valid label name", key, name)
+			errs = append(errs, schemas.FieldErrorf("labels", "%q is not a valid label name", name))
 		}
 		if reservedLabels[name] {
-			return fmt.Errorf("%s.labels: %q is set by ehrwatch", key, name)
+			errs = append(errs, schemas.FieldErrorf("labels", "%q is set by ehrwatch", name))
 		}
 	}
 	if a.ResolveAfter < 0 {
-		return fmt.Errorf("%s.resolve_after: must be ≥ 0", key)
+		errs = append(errs, schemas.FieldErrorf("resolve_after", "must be ≥ 0"))
 	}
-	if err := a.TLS.Validate(key + ".tls"); err != nil {
-		return err
-	}
-	return a.common().validate(key)
+	errs = append(errs, schemas.UnderKey("tls", a.TLS.Validate()))
+	errs = append(errs, a.common().validate())
+	return errors.Join(errs...)
 }
 
-func (w WebhookConfig) validate(key string) error {
+func (w WebhookConfig) validate() error {
+	var errs []error
 	if !w.Enabled {
 		return nil
 	}
 	if w.URL == "" {
-		return fmt.Errorf("%s.url: required", key)
+		errs = append(errs, schemas.FieldErrorf("url", "required"))
 	}
-	if err := validateHTTPURL(key+".url", w.URL, httpCommon{w.TLS, w.AllowHTTP}); err != nil {
-		return err
-	}
+	errs = append(errs, validateHTTPURL("url", w.URL, httpCommon{w.TLS, w.AllowHTTP}))
 	if w.Secret == "" && w.SecretFile == "" {
-		return fmt.Errorf("%s.secret_file: required (or secret)", key)
+		errs = append(errs, schemas.FieldErrorf("secret_file", "required (or secret)"))
 	}
 	if w.Secret != "" && w.SecretFile != "" {
-		return fmt.Errorf("%s.secret, %s.secret_file: set one, not both", key, key)
+		errs = append(errs, schemas.FieldErrorf("secret, secret_file", "set one, not both"))
 	}
 	if w.Secret != "" {
 		if _, err := parseWebhookSecrets(w.Secret); err != nil {
-			return fmt.Errorf("%s.secret: %w", key, err)
+			errs = append(errs, schemas.FieldErrorf("secret", "%v", err))
 		}
 	}
-	if err := w.TLS.Validate(key + ".tls"); err != nil {
-		return err
-	}
-	return w.common().validate(key)
+	errs = append(errs, schemas.UnderKey("tls", w.TLS.Validate()))
+	errs = append(errs, w.common().validate())
+	return errors.Join(errs...)
 }
 
-func (s SlackConfig) validate(key string) error {
+func (s SlackConfig) validate() error {
+	var errs []error
 	if !s.Enabled {
 		return nil
 	}
 	if (s.URL == "") == (s.URLFile == "") {
-		return fmt.Errorf("%s.url, %s.url_file: set exactly one", key, key)
+		errs = append(errs, schemas.FieldErrorf("url, url_file", "set exactly one"))
 	}
 	if s.URL != "" {
-		if err := validateHTTPURL(key+".url", s.URL, httpCommon{s.TLS, s.AllowHTTP}); err != nil {
-			return err
-		}
+		errs = append(errs, validateHTTPURL("url", s.URL, httpCommon{s.TLS, s.AllowHTTP}))
 	}
-	if err := s.TLS.Validate(key + ".tls"); err != nil {
-		return err
-	}
-	return s.common().validate(key)
+	errs = append(errs, schemas.UnderKey("tls", s.TLS.Validate()))
+	errs = append(errs, s.common().validate())
+	return errors.Join(errs...)
 }
 
-func (s SyslogConfig) validate(key string) error {
+func (s SyslogConfig) validate() error {
+	var errs []error
 	if !s.Enabled {
 		return nil
 	}
 	host, port, err := net.SplitHostPort(s.Address)
 	if err != nil || host == "" || port == "" {
-		return fmt.Errorf("%s.address: want host:port", key)
+		errs = append(errs, schemas.FieldErrorf("address", "want host:port"))
 	}
 	if _, ok := syslogFacilities[s.Facility]; !ok {
-		return fmt.Errorf("%s.facility: unknown facility %q", key, s.Facility)
+		errs = append(errs, schemas.FieldErrorf("facility", "unknown facility %q", s.Facility))
 	}
 	if s.Hostname != "" && !printASCII(s.Hostname, 255) {
-		return fmt.Errorf("%s.hostname: want 1–255 printable ASCII characters without spaces", key)
+		errs = append(errs, schemas.FieldErrorf("hostname", "want 1–255 printable ASCII characters without spaces"))
 	}
 	if !printASCII(s.AppName, 48) {
-		return fmt.Errorf("%s.app_name: want 1–48 printable ASCII characters without spaces", key)
+		errs = append(errs, schemas.FieldErrorf("app_name", "want 1–48 printable ASCII characters without spaces"))
 	}
-	if err := s.TLS.Validate(key + ".tls"); err != nil {
-		return err
-	}
-	return s.common().validate(key)
+	errs = append(errs, schemas.UnderKey("tls", s.TLS.Validate()))
+	errs = append(errs, s.common().validate())
+	return errors.Join(errs...)
 }
 
 // printASCII reports whether s is 1..max characters of PRINTUSASCII

@@ -1,6 +1,7 @@
 package alerting_test
 
 import (
+	"github.com/ehrwatch/ehrwatch/schemas"
 	"bytes"
 	"os"
 	"strings"
@@ -13,13 +14,13 @@ import (
 )
 
 func TestDefaultConfigIsValid(t *testing.T) {
-	if err := alerting.DefaultConfig().Validate("alerting"); err != nil {
+	if err := schemas.UnderKey("alerting", alerting.DefaultConfig().Validate()); err != nil {
 		t.Fatal(err)
 	}
 	// Enabling an output without its required keys names the key.
 	c := alerting.DefaultConfig()
 	c.Outputs.Webhook.Enabled = true
-	if err := c.Validate("alerting"); err == nil || !strings.HasPrefix(err.Error(), "alerting.outputs.webhook.url:") {
+	if err := schemas.UnderKey("alerting", c.Validate()); err == nil || !strings.HasPrefix(err.Error(), "alerting.outputs.webhook.url:") {
 		t.Fatalf("got %v", err)
 	}
 }
@@ -35,7 +36,7 @@ func TestConfigFileDecodesEveryKey(t *testing.T) {
 	if err := dec.Decode(&cfg); err != nil {
 		t.Fatal(err)
 	}
-	if err := cfg.Validate("alerting"); err != nil {
+	if err := schemas.UnderKey("alerting", cfg.Validate()); err != nil {
 		t.Fatal(err)
 	}
 	if len(cfg.Rules) != 2 || cfg.Rules[1].Window != 12*time.Hour || cfg.Rules[1].Detectors[2] != "vip" {
@@ -222,7 +223,7 @@ func TestConfigValidateNamesTheKey(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			c := alerting.DefaultConfig()
 			tc.edit(&c)
-			err := c.Validate("alerting")
+			err := schemas.UnderKey("alerting", c.Validate())
 			if err == nil {
 				t.Fatalf("accepted")
 			}
@@ -240,7 +241,7 @@ func TestDisabledConfigSkipsValidation(t *testing.T) {
 	c := alerting.DefaultConfig()
 	c.Enabled = false
 	c.Rules[0].Window = 0
-	if err := c.Validate("alerting"); err != nil {
+	if err := schemas.UnderKey("alerting", c.Validate()); err != nil {
 		t.Fatal(err)
 	}
 }

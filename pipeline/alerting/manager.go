@@ -70,7 +70,7 @@ type Manager struct {
 // New validates cfg (keys under "alerting"), reads the outputs' secret
 // files and starts one delivery worker per enabled output.
 func New(cfg Config, opts Options) (*Manager, error) {
-	if err := cfg.Validate("alerting"); err != nil {
+	if err := schemas.UnderKey("alerting", cfg.Validate()); err != nil {
 		return nil, err
 	}
 	now := opts.Now

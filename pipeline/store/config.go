@@ -57,12 +57,12 @@ func DefaultConfig() Config {
 	}
 }
 
-// Validate reports every bad setting, each naming its key under prefix
-// (e.g. "clickhouse").
-func (c Config) Validate(prefix string) error {
+// Validate reports every bad setting, each naming its key relative to the
+// clickhouse section.
+func (c Config) Validate() error {
 	var errs []error
 	bad := func(key, format string, args ...any) {
-		errs = append(errs, fmt.Errorf("%s.%s: %s", prefix, key, fmt.Sprintf(format, args...)))
+		errs = append(errs, schemas.FieldErrorf(key, format, args...))
 	}
 	if len(c.Addrs) == 0 {
 		bad("addrs", "at least one host:port is required")
@@ -84,7 +84,7 @@ func (c Config) Validate(prefix string) error {
 		bad("database", "required")
 	}
 	if c.Password != "" && c.PasswordFile != "" {
-		errs = append(errs, fmt.Errorf("%s.password, %s.password_file: set one, not both", prefix, prefix))
+		errs = append(errs, schemas.FieldErrorf("password, password_file", "set one, not both"))
 	}
 	if c.DialTimeout <= 0 {
 		bad("dial_timeout", "must be > 0")
@@ -101,7 +101,7 @@ func (c Config) Validate(prefix string) error {
 	if c.DLQRetentionDays <= 0 {
 		bad("dlq_retention_days", "must be > 0")
 	}
-	if err := c.TLS.Validate(prefix + ".tls"); err != nil {
+	if err := schemas.UnderKey("tls", c.TLS.Validate()); err != nil {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)

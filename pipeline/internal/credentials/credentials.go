@@ -7,6 +7,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"github.com/ehrwatch/ehrwatch/schemas"
 	"os"
 	"strings"
 )
@@ -24,26 +25,28 @@ type TLS struct {
 	InsecureSkipVerify bool `yaml:"insecure_skip_verify"`
 }
 
-// Validate checks the settings; prefix names the config key (e.g. "kafka.tls").
-func (t TLS) Validate(prefix string) error {
+// Validate reports every bad setting, keyed relative to the TLS block
+// (the caller puts its own key, e.g. "kafka.tls", in front).
+func (t TLS) Validate() error {
 	if !t.Enabled {
 		if t.CAFile != "" || t.CertFile != "" || t.KeyFile != "" {
-			return fmt.Errorf("%s.enabled: must be true when ca_file, cert_file or key_file is set", prefix)
+			return schemas.FieldErrorf("enabled", "must be true when ca_file, cert_file or key_file is set")
 		}
 		return nil
 	}
+	var errs []error
 	if (t.CertFile == "") != (t.KeyFile == "") {
-		return fmt.Errorf("%s.cert_file, %s.key_file: set both or neither", prefix, prefix)
+		errs = append(errs, schemas.FieldErrorf("cert_file, key_file", "set both or neither"))
 	}
-	for key, file := range map[string]string{"ca_file": t.CAFile, "cert_file": t.CertFile, "key_file": t.KeyFile} {
-		if file == "" {
+	for _, f := range []struct{ key, file string }{{"ca_file", t.CAFile}, {"cert_file", t.CertFile}, {"key_file", t.KeyFile}} {
+		if f.file == "" {
 			continue
 		}
-		if _, err := os.Stat(file); err != nil {
-			return fmt.Errorf("%s.%s: %w", prefix, key, err)
+		if _, err := os.Stat(f.file); err != nil {
+			errs = append(errs, schemas.FieldErrorf(f.key, "%v", err))
 		}
 	}
-	return nil
+	return errors.Join(errs...)
 }
 
 // Config returns the *tls.Config to hand to a client, or nil when TLS is off.

@@ -7,6 +7,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"github.com/ehrwatch/ehrwatch/schemas"
 	"math/big"
 	"os"
 	"path/filepath"
@@ -65,7 +66,7 @@ func TestTLSValidateNamesKey(t *testing.T) {
 		{"client cert", TLS{Enabled: true, CertFile: cert, KeyFile: key}, ""},
 	}
 	for _, c := range cases {
-		err := c.tls.Validate("kafka.tls")
+		err := schemas.UnderKey("kafka.tls", c.tls.Validate())
 		switch {
 		case c.wantKey == "" && err != nil:
 			t.Errorf("%s: unexpected error %v", c.name, err)
