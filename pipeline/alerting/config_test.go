@@ -1,8 +1,8 @@
 package alerting_test
 
 import (
-	"github.com/ehrwatch/ehrwatch/schemas"
 	"bytes"
+	"github.com/ehrwatch/ehrwatch/schemas"
 	"os"
 	"strings"
 	"testing"
