@@ -1,6 +1,7 @@
 package pipeline
 
 import (
+	"github.com/prometheus/client_golang/prometheus"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -10,7 +11,7 @@ import (
 // TestReadyzDetails: details are listed under the status and never change
 // it.
 func TestReadyzDetails(t *testing.T) {
-	p := &Pipeline{health: newHealth(func(bool) {}), metrics: newMetrics()}
+	p := &Pipeline{health: NewHealth(nil), metrics: newMetrics(prometheus.NewRegistry())}
 	get := func() (int, string) {
 		rec := httptest.NewRecorder()
 		p.Handler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/readyz", nil))

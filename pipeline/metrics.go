@@ -34,7 +34,6 @@ type metrics struct {
 	lastCommit     prometheus.Gauge
 	assigned       prometheus.Gauge
 	generations    prometheus.Counter
-	ready          prometheus.Gauge
 
 	afterStoreSeconds prometheus.Histogram
 	eventToStored     *prometheus.HistogramVec // table (access_events, findings)
@@ -53,8 +52,9 @@ type metrics struct {
 // 25% of the true value.
 var LatencyBuckets = prometheus.ExponentialBuckets(0.01, 1.25, 50)
 
-func newMetrics() *metrics {
-	reg := prometheus.NewRegistry()
+// newMetrics registers the pipeline's metrics (and the Go and process
+// collectors) with reg.
+func newMetrics(reg *prometheus.Registry) *metrics {
 	f := func(c prometheus.Collector) { reg.MustRegister(c) }
 	m := &metrics{reg: reg}
 	m.consumed = prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -119,9 +119,6 @@ func newMetrics() *metrics {
 	m.generations = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "ehrwatch_group_generations_total", Help: "Consumer group generations joined.",
 	})
-	m.ready = prometheus.NewGauge(prometheus.GaugeOpts{
-		Name: "ehrwatch_ready", Help: "1 when /readyz reports ready.",
-	})
 	m.afterStoreSeconds = prometheus.NewHistogram(prometheus.HistogramOpts{
 		Name: "ehrwatch_after_store_duration_seconds", Help: "Duration of the after-store hook (alerting) for one batch, retries included.",
 		Buckets: prometheus.ExponentialBuckets(0.001, 2.5, 14),
@@ -154,7 +151,7 @@ func newMetrics() *metrics {
 		m.afterStoreSeconds, m.eventToStored, m.snapshots, m.snapshotBytes, m.snapshotSeconds, m.restores, m.replayed,
 		m.consumed, m.stored, m.deadLettered, m.findings, m.detectorErrors, m.fetchErrors,
 		m.batchRows, m.insertSeconds, m.flushSeconds, m.retries, m.inFlight, m.lag, m.committed,
-		m.commits, m.lastCommit, m.assigned, m.generations, m.ready,
+		m.commits, m.lastCommit, m.assigned, m.generations,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	} {

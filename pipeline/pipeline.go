@@ -96,6 +96,13 @@ type Deps struct {
 	AfterStore AfterStoreFunc
 	// Decode overrides schemas.DecodeEvent.
 	Decode func([]byte) (*schemas.AccessEvent, error)
+	// Metrics is the process's registry, which the pipeline registers its
+	// metrics (and the Go and process collectors) with; nil: its own.
+	Metrics *prometheus.Registry
+	// Health is the process's readiness, which the pipeline reports its
+	// conditions to (kafka, commits, fetches…); nil: its own, registered
+	// with Metrics.
+	Health *Health
 }
 
 // Pipeline consumes access events from Kafka in a consumer group, runs the
@@ -107,7 +114,7 @@ type Pipeline struct {
 	kc           *kafkaClients
 	log          zerolog.Logger
 	metrics      *metrics
-	health       *health
+	health       *Health
 	sink         *sink
 	ownDLQ       *dlqProducer // sized and closed by Run when the pipeline built it
 	decode       func([]byte) (*schemas.AccessEvent, error)
@@ -140,22 +147,23 @@ func New(cfg Config, kafkaCfg KafkaConfig, deps Deps) (*Pipeline, error) {
 	if err != nil {
 		return nil, err
 	}
+	reg := deps.Metrics
+	if reg == nil {
+		reg = prometheus.NewRegistry()
+	}
 	p := &Pipeline{
 		cfg:          cfg,
 		kc:           kc,
 		log:          deps.Logger,
-		metrics:      newMetrics(),
+		metrics:      newMetrics(reg),
 		decode:       deps.Decode,
 		newProcessor: deps.NewProcessor,
 		fatal:        make(chan error, 1),
 	}
-	p.health = newHealth(func(ready bool) {
-		if ready {
-			p.metrics.ready.Set(1)
-		} else {
-			p.metrics.ready.Set(0)
-		}
-	})
+	p.health = deps.Health
+	if p.health == nil {
+		p.health = NewHealth(reg)
+	}
 	if p.decode == nil {
 		p.decode = schemas.DecodeEvent
 	}
@@ -198,26 +206,14 @@ func (nopProcessor) Process(context.Context, *schemas.AccessEvent) ([]schemas.Fi
 	return nil, nil
 }
 
-// Registry is the pipeline's Prometheus registry (served by Handler).
+// Registry is the registry the pipeline's metrics are in (Deps.Metrics,
+// or its own).
 func (p *Pipeline) Registry() *prometheus.Registry { return p.metrics.reg }
 
-// SetCondition reports a condition of a component outside the pipeline
-// (reference data, alerting) on /readyz: a non-empty reason makes the
-// process not ready, with component and reason in the answer; an empty
-// reason clears it. Reasons must not carry patient data.
-func (p *Pipeline) SetCondition(component, reason string) {
-	if reason == "" {
-		p.health.clear(component)
-		return
-	}
-	p.health.set(component, reason)
-}
+// SetCondition is Health.SetCondition on the pipeline's Health.
+func (p *Pipeline) SetCondition(component, reason string) { p.health.SetCondition(component, reason) }
 
-// SetDetail registers fn as a readiness detail of component: /readyz
-// writes "component: " + fn() on a line after its status whenever fn
-// returns something, without changing the status (a 200 stays a 200).
-// fn runs on every /readyz request and must be quick and free of patient
-// data. A nil fn removes the detail.
+// SetDetail is Health.SetDetail on the pipeline's Health.
 func (p *Pipeline) SetDetail(component string, fn func() string) { p.health.setDetail(component, fn) }
 
 // Ready reports whether the pipeline is consuming and storing normally;

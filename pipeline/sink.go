@@ -188,7 +188,7 @@ type sink struct {
 	store   Sink
 	dlq     DeadLetterWriter
 	m       *metrics
-	health  *health
+	health  *Health
 	log     zerolog.Logger
 	in      chan item
 	credits *credits // records queued in in
@@ -208,7 +208,7 @@ type sink struct {
 	wg       sync.WaitGroup
 }
 
-func newSink(cfg Config, st Sink, dlq DeadLetterWriter, m *metrics, h *health, log zerolog.Logger) *sink {
+func newSink(cfg Config, st Sink, dlq DeadLetterWriter, m *metrics, h *Health, log zerolog.Logger) *sink {
 	return &sink{
 		cfg:     cfg,
 		store:   st,

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/prometheus/client_golang/prometheus"
 	"strings"
 	"sync"
 	"testing"
@@ -89,10 +90,10 @@ func testSinkConfig() Config {
 	return c
 }
 
-func newTestSink(t *testing.T, cfg Config, st Sink, dlq DeadLetterWriter) (*sink, *health) {
+func newTestSink(t *testing.T, cfg Config, st Sink, dlq DeadLetterWriter) (*sink, *Health) {
 	t.Helper()
-	h := newHealth(func(bool) {})
-	s := newSink(cfg, st, dlq, newMetrics(), h, zerolog.New(zerolog.NewTestWriter(t)))
+	h := NewHealth(nil)
+	s := newSink(cfg, st, dlq, newMetrics(prometheus.NewRegistry()), h, zerolog.New(zerolog.NewTestWriter(t)))
 	ctx, cancel := context.WithCancel(context.Background())
 	s.start(ctx)
 	t.Cleanup(func() {
@@ -342,8 +343,8 @@ func TestSinkAfterStoreHook(t *testing.T) {
 	var writesAtFirstCall int
 	fail := true
 	cfg := testSinkConfig()
-	h := newHealth(func(bool) {})
-	s := newSink(cfg, st, &fakeDLQ{}, newMetrics(), h, zerolog.New(zerolog.NewTestWriter(t)))
+	h := NewHealth(nil)
+	s := newSink(cfg, st, &fakeDLQ{}, newMetrics(prometheus.NewRegistry()), h, zerolog.New(zerolog.NewTestWriter(t)))
 	tr := newOffsetTracker(0)
 	s.afterStore = func(_ context.Context, fs []schemas.Finding) error {
 		mu.Lock()

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/prometheus/client_golang/prometheus"
 	"io"
 	"net"
 	"net/http"
@@ -89,29 +90,13 @@ func runRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 	defer conn.Close()
 
-	// The engines and alerting are built once the pipeline's registry
-	// exists; the pipeline calls them only from Run.
-	var engines *engineSet
-	var mgr *alerting.Manager
-	dec, err := schemas.NewDecoder(cfg.FHIR)
-	if err != nil {
-		return err
-	}
-	p, err := pipeline.New(cfg.Pipeline, cfg.Kafka, pipeline.Deps{
-		Logger:     log,
-		ClickHouse: conn,
-		Decode:     dec.Decode,
-		NewProcessor: func(topic string, partition int) (pipeline.Processor, error) {
-			return engines.NewProcessor(topic, partition)
-		},
-		AfterStore: func(ctx context.Context, findings []schemas.Finding) error {
-			_, err := mgr.Observe(ctx, findings)
-			return err
-		},
-	})
-	if err != nil {
-		return err
-	}
+	// The process owns its metrics registry and its readiness; reference
+	// data, the detectors, alerting and the pipeline register with them as
+	// they are built, each fully built before the next needs it.
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(buildInfoCollector())
+	health := pipeline.NewHealth(reg)
+	health.SetCondition("kafka", "not started")
 
 	// The operational endpoint comes up first, so /readyz can say what
 	// start-up is waiting for.
@@ -119,7 +104,7 @@ func runRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err != nil {
 		return fmt.Errorf("http.listen: %w", err)
 	}
-	srv := &http.Server{Handler: p.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	srv := &http.Server{Handler: pipeline.OpsHandler(health, reg), ReadHeaderTimeout: 10 * time.Second}
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
 	serving := true
@@ -129,7 +114,7 @@ func runRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		}
 	}()
 	log.Info().Str("listen", ln.Addr().String()).Msg("operational endpoint listening")
-	if err := waitForClickHouse(ctx, conn, cfg, p, log); err != nil {
+	if err := waitForClickHouse(ctx, conn, cfg, health, log); err != nil {
 		if ctx.Err() != nil {
 			log.Info().Msg("signal received while waiting for ClickHouse; stopping")
 			return nil
@@ -137,7 +122,7 @@ func runRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return err
 	}
 
-	ref, err := newReferenceData(cfg.Reference, cfg.Detection.Allowlist, conn, p.Registry(), log, p.SetCondition)
+	ref, err := newReferenceData(cfg.Reference, cfg.Detection.Allowlist, conn, reg, log, health.SetCondition)
 	if err != nil {
 		return err
 	}
@@ -161,20 +146,19 @@ func runRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err != nil {
 		return fmt.Errorf("detection: %w", err)
 	}
-	engines = newEngineSet(newEngine)
-	if err := p.Registry().Register(engines); err != nil {
+	engines := newEngineSet(newEngine)
+	if err := reg.Register(engines); err != nil {
 		return fmt.Errorf("detector metrics: %w", err)
 	}
 	engines.monitor = detectors.NewVocabularyMonitor(ref.Reference.Load)
-	if err := p.Registry().Register(vocabularyCollector{engines.monitor}); err != nil {
+	if err := reg.Register(vocabularyCollector{engines.monitor}); err != nil {
 		return fmt.Errorf("vocabulary metrics: %w", err)
 	}
-	p.SetDetail("vocabulary", func() string { return unmappedDetail(engines.monitor) })
-	p.Registry().MustRegister(buildInfoCollector())
-	mgr, err = alerting.New(cfg.Alerting, alerting.Options{
+	health.SetDetail("vocabulary", func() string { return unmappedDetail(engines.monitor) })
+	mgr, err := alerting.New(cfg.Alerting, alerting.Options{
 		Store:      alerting.NewClickHouseStore(conn),
 		Logger:     log,
-		Registerer: p.Registry(),
+		Registerer: reg,
 		Version:    version,
 	})
 	if err != nil {
@@ -189,6 +173,26 @@ func runRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 			log.Warn().Str("error", err.Error()).Msg("closing alerting")
 		}
 	}()
+
+	dec, err := schemas.NewDecoder(cfg.FHIR)
+	if err != nil {
+		return err
+	}
+	p, err := pipeline.New(cfg.Pipeline, cfg.Kafka, pipeline.Deps{
+		Logger:       log,
+		ClickHouse:   conn,
+		Decode:       dec.Decode,
+		Metrics:      reg,
+		Health:       health,
+		NewProcessor: engines.NewProcessor,
+		AfterStore: func(ctx context.Context, findings []schemas.Finding) error {
+			_, err := mgr.Observe(ctx, findings)
+			return err
+		},
+	})
+	if err != nil {
+		return err
+	}
 
 	var apiSrv *http.Server
 	var apiLn net.Listener
@@ -286,7 +290,7 @@ func runRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 // on /readyz (condition "clickhouse") and in the log meanwhile. An error
 // that waiting cannot cure (authentication, unknown database) is returned
 // at once, as is ctx's error when the process is signalled.
-func waitForClickHouse(ctx context.Context, conn driver.Conn, cfg Config, p *pipeline.Pipeline, log zerolog.Logger) error {
+func waitForClickHouse(ctx context.Context, conn driver.Conn, cfg Config, health *pipeline.Health, log zerolog.Logger) error {
 	r := cfg.Pipeline.Retry
 	pause := r.InitialInterval
 	start := time.Now()
@@ -295,7 +299,7 @@ func waitForClickHouse(ctx context.Context, conn driver.Conn, cfg Config, p *pip
 		err := conn.Ping(pctx)
 		cancel()
 		if err == nil {
-			p.SetCondition("clickhouse", "")
+			health.SetCondition("clickhouse", "")
 			if attempt > 1 {
 				log.Info().Int("attempts", attempt).Dur("waited", time.Since(start)).Msg("ClickHouse reachable")
 			}
@@ -308,7 +312,7 @@ func waitForClickHouse(ctx context.Context, conn driver.Conn, cfg Config, p *pip
 		if !pipeline.Retryable(err) {
 			return fmt.Errorf("clickhouse: %s", reason)
 		}
-		p.SetCondition("clickhouse", "waiting for ClickHouse: "+reason)
+		health.SetCondition("clickhouse", "waiting for ClickHouse: "+reason)
 		log.Warn().Str("error", reason).Int("attempt", attempt).Dur("pause", pause).
 			Msg("ClickHouse unreachable at start-up; waiting")
 		t := time.NewTimer(pause)
