@@ -7,8 +7,6 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
@@ -104,27 +102,10 @@ func startBacklogRun(t *testing.T, brokers string, h *synth.Hospital, partitions
 	t.Cleanup(srv.Close)
 	dlq := testenv.NewTopic(t, brokers, 1)
 	r.ops = freeAddr(t)
-	config := filepath.Join(t.TempDir(), "ehrwatch.yaml")
-	if err := os.WriteFile(config, []byte(fmt.Sprintf(`
-kafka:
-  brokers: [%q]
-  group_id: %q
-  topics: [%q]
-  dlq_topic: %q
-  max_wait: 200ms
-  session_timeout: 6s
-  rebalance_timeout: 6s
-  heartbeat_interval: 1s
-clickhouse:
-  addrs: [%q]
-  protocol: http
-  database: %q
-pipeline:
-  batch_max_wait: 200ms
-  commit_interval: 200ms
-  drain_timeout: 4s
-  shutdown_timeout: 15s
-reference:
+	config := testRunConfig{
+		Brokers: brokers, Group: r.group, Topic: r.topic, DLQ: dlq,
+		ClickHouse: testenv.ClickHouseAddr(t), Database: db,
+		Sections: fmt.Sprintf(`reference:
   source: clickhouse
   refresh_interval: 1m
   hash_key_file: %q
@@ -140,9 +121,8 @@ alerting:
       secret: whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw
 http:
   listen: %q
-`, brokers, r.group, r.topic, dlq, testenv.ClickHouseAddr(t), db, writeHashKey(t), srv.URL, r.ops)), 0o600); err != nil {
-		t.Fatal(err)
-	}
+`, writeHashKey(t), srv.URL, r.ops),
+	}.write(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	r.cancel = cancel
 	r.done = make(chan error, 1)

@@ -8,8 +8,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -177,28 +175,11 @@ func TestRunDetectsAlertsAndServesAPI(t *testing.T) {
 
 	opsAddr, apiAddr := freeAddr(t), freeAddr(t)
 	const token = "e2e-privacy-officer-token-0123"
-	config := filepath.Join(t.TempDir(), "ehrwatch.yaml")
-	if err := os.WriteFile(config, []byte(fmt.Sprintf(`
-kafka:
-  brokers: [%q]
-  group_id: %q
-  topics: [%q]
-  dlq_topic: %q
-  max_wait: 200ms
-  session_timeout: 6s
-  rebalance_timeout: 6s
-  heartbeat_interval: 1s
-clickhouse:
-  addrs: [%q]
-  protocol: http
-  database: %q
-pipeline:
-  batch_max_wait: 200ms
-  commit_interval: 200ms
-  drain_timeout: 4s
-  shutdown_timeout: 15s
-  snapshot_events: 2000
-detection:
+	config := testRunConfig{
+		Brokers: brokers, Group: topic + "-group", Topic: topic, DLQ: dlq,
+		ClickHouse: testenv.ClickHouseAddr(t), Database: db,
+		Pipeline: []string{"snapshot_events: 2000"},
+		Sections: fmt.Sprintf(`detection:
   detectors:
     vip: {severity: critical}
 reference:
@@ -212,9 +193,8 @@ api:
     - {name: po, role: privacy_officer, hash: %q}
 http:
   listen: %q
-`, brokers, topic+"-group", topic, dlq, testenv.ClickHouseAddr(t), db, writeHashKey(t), apiAddr, api.HashToken(token), opsAddr)), 0o600); err != nil {
-		t.Fatal(err)
-	}
+`, writeHashKey(t), apiAddr, api.HashToken(token), opsAddr),
+	}.write(t)
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()

@@ -114,43 +114,18 @@ func newRunEnvWith(t *testing.T, partitions, batchRows int, o runOptions) *runEn
 	}
 	e.group = e.topic + "-group"
 	dlq := testenv.NewTopic(t, brokers, 1)
-	e.config = filepath.Join(t.TempDir(), "ehrwatch.yaml")
 	hashKey := writeHashKey(t)
 	sections := fmt.Sprintf("reference:\n  hash_key_file: %q\n", hashKey)
 	if o.sections != nil {
 		sections = o.sections(hashKey)
 	}
-	yaml := fmt.Sprintf(`# written by %s
-kafka:
-  brokers: [%q]
-  group_id: %q
-  topics: [%q]
-  dlq_topic: %q
-  max_wait: 200ms
-  session_timeout: 6s
-  rebalance_timeout: 6s
-  heartbeat_interval: 1s
-  join_group_backoff: 500ms
-clickhouse:
-  addrs: [%q]
-  protocol: http
-  database: %q
-pipeline:
-  batch_max_rows: %d
-  batch_max_wait: 200ms
-  commit_interval: 200ms
-  drain_timeout: 4s
-  shutdown_timeout: 15s
-  retry:
-    max_interval: 1s
-%shttp:
-  listen: 127.0.0.1:0
-log:
-  level: debug
-`, t.Name(), brokers, e.group, e.topic, dlq, chAddr, db, batchRows, sections)
-	if err := os.WriteFile(e.config, []byte(yaml), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	e.config = testRunConfig{
+		Brokers: brokers, Group: e.group, Topic: e.topic, DLQ: dlq,
+		ClickHouse: chAddr, Database: db,
+		Kafka:    []string{"join_group_backoff: 500ms"},
+		Pipeline: []string{fmt.Sprintf("batch_max_rows: %d", batchRows), "retry:", "  max_interval: 1s"},
+		Sections: sections + "http:\n  listen: 127.0.0.1:0\nlog:\n  level: debug\n",
+	}.write(t)
 	t.Cleanup(func() {
 		pipelinetest.AssertNoPHI(t, "ehrwatch run logs", e.logs.Bytes())
 		if t.Failed() {

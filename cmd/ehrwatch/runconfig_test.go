@@ -1,0 +1,66 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// testRunConfig is the configuration the `ehrwatch run` integration tests
+// start from: a test's topic, group, DLQ and database, with timings short
+// enough for tests (200 ms batches and commits, 6 s sessions, a 4 s drain).
+// Kafka and Pipeline add lines to their sections; Sections adds whole
+// top-level sections.
+type testRunConfig struct {
+	Brokers, Group, Topic, DLQ string
+	ClickHouse, Database       string
+	Kafka, Pipeline            []string // "key: value" lines
+	Sections                   string   // top-level YAML, ends with a newline
+}
+
+// YAML renders the configuration.
+func (c testRunConfig) YAML(name string) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, `# written by %s
+kafka:
+  brokers: [%q]
+  group_id: %q
+  topics: [%q]
+  dlq_topic: %q
+  max_wait: 200ms
+  session_timeout: 6s
+  rebalance_timeout: 6s
+  heartbeat_interval: 1s
+`, name, c.Brokers, c.Group, c.Topic, c.DLQ)
+	for _, l := range c.Kafka {
+		fmt.Fprintf(&b, "  %s\n", l)
+	}
+	fmt.Fprintf(&b, `clickhouse:
+  addrs: [%q]
+  protocol: http
+  database: %q
+pipeline:
+  batch_max_wait: 200ms
+  commit_interval: 200ms
+  drain_timeout: 4s
+  shutdown_timeout: 15s
+`, c.ClickHouse, c.Database)
+	for _, l := range c.Pipeline {
+		fmt.Fprintf(&b, "  %s\n", l)
+	}
+	b.WriteString(c.Sections)
+	return b.String()
+}
+
+// write puts the configuration in a file of t's temporary directory and
+// returns its path.
+func (c testRunConfig) write(t *testing.T) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "ehrwatch.yaml")
+	if err := os.WriteFile(path, []byte(c.YAML(t.Name())), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
