@@ -23,18 +23,7 @@ import (
 )
 
 // poisonHospital is a tiny synthetic hospital for the real detector engine.
-func poisonHospital(t *testing.T) *synth.Hospital {
-	t.Helper()
-	cfg := synth.DefaultConfig()
-	cfg.Days, cfg.WarmupDays = 2, 1
-	cfg.Facilities = []synth.FacilityConfig{{ID: "poison", TimeZone: "America/New_York", Source: "epic", Users: 60, Patients: 600}}
-	cfg.IncidentRate, cfg.BenignRate = 5, 5
-	h, err := synth.Generate(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return h
-}
+func poisonHospital(t *testing.T) *synth.Hospital { return smallHospital(t, "poison", 2, 1, 600) }
 
 // bigTopic creates a topic that accepts messages of up to maxBytes.
 func bigTopic(t *testing.T, brokers string, partitions, maxBytes int) string {

@@ -25,11 +25,16 @@ import (
 // snapshotHospital is a small synthetic hospital: 60 users over 10 days at
 // one facility, with incidents after a 6-day warm-up, so the volume and
 // off-hours baselines hold real state when the pipeline is stopped.
-func snapshotHospital(t *testing.T) *synth.Hospital {
+func snapshotHospital(t *testing.T) *synth.Hospital { return smallHospital(t, "snap", 10, 6, 1500) }
+
+// smallHospital is a synthetic hospital of 60 users at one facility (id, in
+// New York's time zone) with incidents and benign look-alikes after the
+// warm-up days.
+func smallHospital(t *testing.T, id string, days, warmupDays, patients int) *synth.Hospital {
 	t.Helper()
 	cfg := synth.DefaultConfig()
-	cfg.Days, cfg.WarmupDays = 10, 6
-	cfg.Facilities = []synth.FacilityConfig{{ID: "snap", TimeZone: "America/New_York", Source: "epic", Users: 60, Patients: 1500}}
+	cfg.Days, cfg.WarmupDays = days, warmupDays
+	cfg.Facilities = []synth.FacilityConfig{{ID: id, TimeZone: "America/New_York", Source: "epic", Users: 60, Patients: patients}}
 	cfg.IncidentRate, cfg.BenignRate = 5, 5
 	h, err := synth.Generate(cfg)
 	if err != nil {
