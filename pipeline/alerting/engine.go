@@ -157,6 +157,23 @@ func (e *engine) newGroup(id, rule string, kind groupKind, start time.Time, wind
 	}
 }
 
+// openGroup returns the group id, creating it (set fills in what the kind
+// of group keeps) when its window has not expired; nil when it has, so a
+// late finding cannot reopen a window already closed.
+func (e *engine) openGroup(id, rule string, kind groupKind, start time.Time, window, repeat time.Duration, set func(*group)) *group {
+	if g := e.groups[id]; g != nil {
+		return g
+	}
+	if e.expired(start, window) {
+		return nil
+	}
+	g := e.newGroup(id, rule, kind, start, window)
+	g.repeat = repeat
+	set(g)
+	e.addGroup(g)
+	return g
+}
+
 // observation is a finding with its derived time.
 type observation struct {
 	f  *schemas.Finding
@@ -299,16 +316,12 @@ func (e *engine) applyRule(s *ruleSpec, o observation) *group {
 	}
 	start := windowStart(o.t, s.cfg.Window)
 	id := AlertID(s.cfg.Name, key, start)
-	g := e.groups[id]
-	if g == nil && e.expired(start, s.cfg.Window) {
-		return nil
-	}
-	if g == nil {
-		g = e.newGroup(id, s.cfg.Name, kindRule, start, s.cfg.Window)
+	g := e.openGroup(id, s.cfg.Name, kindRule, start, s.cfg.Window, s.cfg.RepeatInterval, func(g *group) {
 		g.spec = s
-		g.repeat = s.cfg.RepeatInterval
 		g.userID, g.detector, g.patientID, g.facilityID = user, det, pat, fac
-		e.addGroup(g)
+	})
+	if g == nil {
+		return nil
 	}
 	if !e.addFinding(g, o) {
 		return nil
@@ -599,15 +612,9 @@ func (e *engine) applyRisk(o observation) *group {
 	tEval := time.UnixMilli(latest).UTC()
 	start := windowStart(tEval, c.AlertWindow)
 	id := AlertID(RuleUserRisk, []string{"user=" + f.UserID}, start)
-	g := e.groups[id]
-	if g == nil && e.expired(start, c.AlertWindow) {
-		return nil
-	}
+	g := e.openGroup(id, RuleUserRisk, kindRisk, start, c.AlertWindow, c.RepeatInterval, func(g *group) { g.userID = f.UserID })
 	if g == nil {
-		g = e.newGroup(id, RuleUserRisk, kindRisk, start, c.AlertWindow)
-		g.userID = f.UserID
-		g.repeat = c.RepeatInterval
-		e.addGroup(g)
+		return nil
 	}
 	changed := false
 	for _, en := range contributing {
@@ -798,15 +805,9 @@ func (e *engine) applySurge(o observation) *group {
 	}
 	start := windowStart(o.t, c.AlertWindow)
 	id := AlertID(RulePatientSurge, []string{"patient=" + f.PatientID}, start)
-	g := e.groups[id]
-	if g == nil && e.expired(start, c.AlertWindow) {
-		return nil
-	}
+	g := e.openGroup(id, RulePatientSurge, kindSurge, start, c.AlertWindow, c.RepeatInterval, func(g *group) { g.patientID = f.PatientID })
 	if g == nil {
-		g = e.newGroup(id, RulePatientSurge, kindSurge, start, c.AlertWindow)
-		g.patientID = f.PatientID
-		g.repeat = c.RepeatInterval
-		e.addGroup(g)
+		return nil
 	}
 	changed := false
 	for _, r := range best {
