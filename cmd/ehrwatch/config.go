@@ -20,6 +20,7 @@ import (
 	"github.com/ehrwatch/ehrwatch/pipeline"
 	"github.com/ehrwatch/ehrwatch/pipeline/alerting"
 	"github.com/ehrwatch/ehrwatch/pipeline/api"
+	webconsole "github.com/ehrwatch/ehrwatch/pipeline/console"
 	"github.com/ehrwatch/ehrwatch/pipeline/store"
 	"github.com/ehrwatch/ehrwatch/schemas"
 )
@@ -47,9 +48,12 @@ type Config struct {
 	// (on 127.0.0.1:8080 when api.listen is empty); `ehrwatch run` serves
 	// it too, on its own listener with its own TLS settings, only when
 	// api.listen is set.
-	API  api.Config `yaml:"api"`
-	HTTP HTTPConfig `yaml:"http"`
-	Log  LogConfig  `yaml:"log"`
+	API api.Config `yaml:"api"`
+	// Console is the web console served on the API listener
+	// (pipeline/console).
+	Console webconsole.Config `yaml:"console"`
+	HTTP    HTTPConfig        `yaml:"http"`
+	Log     LogConfig         `yaml:"log"`
 }
 
 // DefaultConfig is what an empty file means.
@@ -65,6 +69,7 @@ func DefaultConfig() Config {
 		Alerting:   alerting.DefaultConfig(),
 		FHIR:       schemas.DefaultFHIRConfig(),
 		API:        apiCfg,
+		Console:    webconsole.DefaultConfig(),
 		HTTP:       DefaultHTTPConfig(),
 		Log:        DefaultLogConfig(),
 	}
@@ -88,6 +93,7 @@ func (c *Config) Validate() error {
 		schemas.UnderKey("alerting", c.Alerting.Validate()),
 		schemas.UnderKey("fhir", c.FHIR.Validate()),
 		c.validateAPI(),
+		schemas.UnderKey("console", c.Console.Validate()),
 		schemas.UnderKey("http", c.HTTP.Validate()),
 		schemas.UnderKey("log", c.Log.Validate()),
 	)

@@ -20,7 +20,6 @@ import (
 	"github.com/ehrwatch/ehrwatch/detectors"
 	"github.com/ehrwatch/ehrwatch/pipeline"
 	"github.com/ehrwatch/ehrwatch/pipeline/alerting"
-	"github.com/ehrwatch/ehrwatch/pipeline/api"
 	"github.com/ehrwatch/ehrwatch/pipeline/triage"
 	"github.com/ehrwatch/ehrwatch/schemas"
 )
@@ -334,7 +333,7 @@ func newRunAPI(ctx context.Context, cfg Config, conn driver.Conn, log zerolog.Lo
 	if err := st.CheckSchema(ctx); err != nil {
 		return nil, nil, err
 	}
-	s, err := api.New(cfg.API, api.Deps{Store: st, Log: log.With().Str("component", "api").Logger()})
+	s, err := newAPIWithConsole(cfg, st, log.With().Str("component", "api").Logger())
 	if err != nil {
 		return nil, nil, err
 	}

@@ -7,12 +7,15 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"strings"
 
 	"github.com/ClickHouse/clickhouse-go/v2"
+	"github.com/rs/zerolog"
 
 	"github.com/ehrwatch/ehrwatch/pipeline/api"
+	webconsole "github.com/ehrwatch/ehrwatch/pipeline/console"
 	"github.com/ehrwatch/ehrwatch/pipeline/triage"
 )
 
@@ -37,8 +40,8 @@ func openTriageStore(ctx context.Context, cfg Config) (*triage.Store, func(), er
 const serveUsage = `usage: ehrwatch serve --config FILE [--listen HOST:PORT]
        ehrwatch serve hash-token < token-file
 
-Serves the triage and report API (api section of the config) until
-interrupted. hash-token reads a bearer token on stdin and prints the
+Serves the triage and report API and the web console (api and console
+sections of the config) until interrupted. hash-token reads a bearer token on stdin and prints the
 sha256:<hex> form for api.tokens[].hash.
 `
 
@@ -80,11 +83,28 @@ func runServe(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 		return err
 	}
 	defer closeStore()
-	srv, err := api.New(cfg.API, api.Deps{Store: st, Log: log})
+	srv, err := newAPIWithConsole(cfg, st, log)
 	if err != nil {
 		return err
 	}
 	return srv.ListenAndServe(ctx)
+}
+
+// newAPIWithConsole builds the API server with the web console mounted on
+// its listener (every path outside /api/ and /healthz).
+func newAPIWithConsole(cfg Config, st *triage.Store, log zerolog.Logger) (*api.Server, error) {
+	var con *webconsole.Console
+	ui := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { con.Handler().ServeHTTP(w, r) })
+	srv, err := api.New(cfg.API, api.Deps{Store: st, Log: log, UI: ui})
+	if err != nil {
+		return nil, err
+	}
+	con, err = webconsole.New(cfg.Console, webconsole.Deps{Store: st, Auth: srv, QueryTimeout: cfg.API.QueryTimeout,
+		Log: log.With().Str("component", "console").Logger()})
+	if err != nil {
+		return nil, err
+	}
+	return srv, nil
 }
 
 func runHashToken(args []string, stdin io.Reader, stdout, stderr io.Writer) error {

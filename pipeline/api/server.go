@@ -49,6 +49,10 @@ type Deps struct {
 	Now func() time.Time
 	// HTTPClient fetches JWKS documents; default a client with timeouts.
 	HTTPClient *http.Client
+	// UI, when set, serves every path of the listener that is neither under
+	// /api/ nor /healthz (the console, pipeline/console). It does its own
+	// authentication (Authenticate), authorisation and audit (Audit).
+	UI http.Handler
 }
 
 // Server is the API. Mount Handler() into any http.ServeMux (it serves
@@ -62,6 +66,7 @@ type Server struct {
 	routes   []route
 	routeMux *http.ServeMux // the routes only: to tell 404 from 405
 	mux      *http.ServeMux
+	ui       http.Handler
 }
 
 // route is one endpoint.
@@ -87,7 +92,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	if deps.Store == nil {
 		return nil, errors.New("api: no store")
 	}
-	s := &Server{cfg: cfg, store: deps.Store, log: deps.Log, now: deps.Now}
+	s := &Server{cfg: cfg, store: deps.Store, log: deps.Log, now: deps.Now, ui: deps.UI}
 	if s.now == nil {
 		s.now = time.Now
 	}
@@ -372,15 +377,21 @@ func (s *Server) handleUnmatched(w http.ResponseWriter, r *http.Request) {
 }
 
 // HTTPServer returns an *http.Server for the API on cfg.Listen with the
-// configured timeouts, size limits and TLS (min TLS 1.2), plus GET /healthz.
+// configured timeouts, size limits and TLS (min TLS 1.2), plus GET /healthz
+// and, when Deps.UI is set, the console on every other path.
 func (s *Server) HTTPServer() (*http.Server, error) {
 	mux := http.NewServeMux()
 	mux.Handle(Prefix+"/", s.Handler())
+	mux.Handle("/api/", s.Handler()) // JSON 404s for other API versions
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		_, _ = w.Write([]byte("ok\n"))
 	})
-	mux.Handle("/", s.Handler()) // JSON 404s
+	if s.ui != nil {
+		mux.Handle("/", s.ui)
+	} else {
+		mux.Handle("/", s.Handler()) // JSON 404s
+	}
 	srv := &http.Server{
 		Addr:              s.cfg.Listen,
 		Handler:           mux,

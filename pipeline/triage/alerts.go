@@ -37,24 +37,62 @@ type Alert struct {
 
 // AlertFilter selects alerts; zero fields do not filter.
 type AlertFilter struct {
-	Status      Status
+	Status Status
+	// Statuses selects alerts in any of these statuses (with Status, both
+	// must hold).
+	Statuses    []Status
 	MinSeverity schemas.Severity
 	Detector    string
 	UserID      string
 	PatientID   string
-	Assignee    string
+	FacilityID  string
+	// Department selects alerts about users of this department (users
+	// table, compared trimmed and case-insensitively).
+	Department string
+	Assignee   string
+	// Unassigned selects alerts nobody is assigned to.
+	Unassigned bool
 	// From and To select alerts active in [From, To): last_seen ≥ From and
 	// first_seen < To.
 	From, To time.Time
-	Limit    int
-	Cursor   string
+	// SeenBefore selects alerts whose first finding is older: first_seen <
+	// SeenBefore (the queue's age filter).
+	SeenBefore time.Time
+	// ChangedSince selects alerts written (created, or grown by a new
+	// finding) after this time.
+	ChangedSince time.Time
+	// Order is OrderNewest (default: first_seen descending, pages with
+	// Cursor) or OrderRisk (severity, then score, highest first, then
+	// oldest first; one page, no cursor).
+	Order  AlertOrder
+	Limit  int
+	Cursor string
 }
+
+// AlertOrder is how ListAlerts sorts.
+type AlertOrder string
+
+// The orders.
+const (
+	OrderNewest AlertOrder = ""
+	OrderRisk   AlertOrder = "risk"
+)
 
 // AlertPage is one page of alerts, newest (by first_seen) first.
 type AlertPage struct {
 	Alerts     []Alert `json:"alerts"`
 	NextCursor string  `json:"next_cursor,omitempty"`
 }
+
+// AlertCounts counts alerts per triage status.
+type AlertCounts struct {
+	New     int `json:"new"`
+	Triaged int `json:"triaged"`
+	Closed  int `json:"closed"`
+}
+
+// Open is New + Triaged.
+func (c AlertCounts) Open() int { return c.New + c.Triaged }
 
 const alertSelect = `SELECT a.alert_id, a.rule, a.detector, a.severity, a.score, a.facility_id, a.user_id, a.patient_id,
        a.first_seen, a.last_seen, a.finding_count, a.finding_ids, a.explanation, a.version,
@@ -65,6 +103,110 @@ FROM (SELECT alert_id, rule, detector, severity, score, facility_id, user_id, pa
 LEFT JOIN (SELECT alert_id, version, status, assignee, disposition, changed_by, changed_at
            FROM alert_state FINAL WHERE %s) AS s ON s.alert_id = a.alert_id`
 
+const alertCount = `SELECT if(s.alert_id = '', 'new', s.status) AS st, count()
+FROM (SELECT alert_id FROM alerts FINAL WHERE %s) AS a
+LEFT JOIN (SELECT alert_id, status, assignee FROM alert_state FINAL WHERE %s) AS s ON s.alert_id = a.alert_id`
+
+// alertWhere is the SQL of a filter: conditions on the alerts subquery,
+// on the alert_state subquery and on the join.
+type alertWhere struct {
+	p                        params
+	inner, stateInner, outer []string
+}
+
+func (w alertWhere) query(tmpl string) string {
+	q := fmt.Sprintf(tmpl, strings.Join(w.inner, " AND "), strings.Join(w.stateInner, " AND "))
+	if len(w.outer) > 0 {
+		q += "\nWHERE " + strings.Join(w.outer, " AND ")
+	}
+	return q
+}
+
+// where translates f (all but Limit, Cursor and Order); withStatus false
+// leaves out the status conditions (for the counts per status).
+func (f AlertFilter) where(withStatus bool) (alertWhere, error) {
+	w := alertWhere{p: params{}, inner: []string{"1"}, stateInner: []string{"1"}}
+	p := w.p
+	if f.Detector != "" {
+		p.str("detector", f.Detector)
+		w.inner = append(w.inner, "detector = {detector:String}")
+	}
+	if f.UserID != "" {
+		p.str("user", f.UserID)
+		w.inner = append(w.inner, "user_id = {user:String}")
+	}
+	if f.PatientID != "" {
+		p.str("patient", f.PatientID)
+		w.inner = append(w.inner, "patient_id = {patient:String}")
+	}
+	if f.FacilityID != "" {
+		p.str("facility", f.FacilityID)
+		w.inner = append(w.inner, "facility_id = {facility:String}")
+	}
+	if f.Department != "" {
+		p.str("department", strings.ToLower(strings.TrimSpace(f.Department)))
+		w.inner = append(w.inner, "user_id IN (SELECT user_id FROM users FINAL WHERE lower(trimBoth(department)) = {department:String})")
+	}
+	if f.MinSeverity != "" {
+		if !f.MinSeverity.Valid() {
+			return w, invalid("severity", "must be one of info, low, medium, high, critical")
+		}
+		var sevs []string
+		for _, sv := range []schemas.Severity{schemas.SeverityInfo, schemas.SeverityLow, schemas.SeverityMedium, schemas.SeverityHigh, schemas.SeverityCritical} {
+			if sv.Rank() >= f.MinSeverity.Rank() {
+				sevs = append(sevs, string(sv))
+			}
+		}
+		p.strs("sevs", sevs)
+		w.inner = append(w.inner, "has({sevs:Array(String)}, severity)")
+	}
+	if !f.From.IsZero() {
+		p.time("from", f.From)
+		w.inner = append(w.inner, "last_seen >= {from:DateTime64(3, 'UTC')}")
+	}
+	if !f.To.IsZero() {
+		p.time("to", f.To)
+		w.inner = append(w.inner, "first_seen < {to:DateTime64(3, 'UTC')}")
+	}
+	if !f.SeenBefore.IsZero() {
+		p.time("seen_before", f.SeenBefore)
+		w.inner = append(w.inner, "first_seen < {seen_before:DateTime64(3, 'UTC')}")
+	}
+	if !f.ChangedSince.IsZero() {
+		p.time("changed_since", f.ChangedSince)
+		w.inner = append(w.inner, "created_at > {changed_since:DateTime64(3, 'UTC')}")
+	}
+	if withStatus && f.Status != "" {
+		if !f.Status.Valid() {
+			return w, invalid("status", "must be one of new, triaged, closed")
+		}
+		p.str("status", string(f.Status))
+		w.outer = append(w.outer, "if(s.alert_id = '', 'new', s.status) = {status:String}")
+	}
+	if withStatus && len(f.Statuses) > 0 {
+		var sts []string
+		for _, st := range f.Statuses {
+			if !st.Valid() {
+				return w, invalid("status", "must be one of new, triaged, closed")
+			}
+			sts = append(sts, string(st))
+		}
+		p.strs("statuses", sts)
+		w.outer = append(w.outer, "has({statuses:Array(String)}, if(s.alert_id = '', 'new', s.status))")
+	}
+	switch {
+	case f.Assignee != "" && f.Unassigned:
+		return w, invalid("assignee", "give an assignee or ask for unassigned alerts, not both")
+	case f.Assignee != "":
+		p.str("assignee", f.Assignee)
+		w.stateInner = append(w.stateInner, "assignee = {assignee:String}")
+		w.outer = append(w.outer, "s.alert_id != ''")
+	case f.Unassigned:
+		w.outer = append(w.outer, "s.assignee = ''")
+	}
+	return w, nil
+}
+
 // ListAlerts returns one page of alerts matching f.
 func (s *Store) ListAlerts(ctx context.Context, f AlertFilter) (AlertPage, error) {
 	if f.Limit <= 0 {
@@ -74,66 +216,30 @@ func (s *Store) ListAlerts(ctx context.Context, f AlertFilter) (AlertPage, error
 	if err != nil {
 		return AlertPage{}, err
 	}
-	p := params{}
-	inner := []string{"1"}
-	stateInner := []string{"1"}
-	if f.Detector != "" {
-		p.str("detector", f.Detector)
-		inner = append(inner, "detector = {detector:String}")
+	if f.Order != OrderNewest && f.Order != OrderRisk {
+		return AlertPage{}, invalid("order", "must be newest or risk")
 	}
-	if f.UserID != "" {
-		p.str("user", f.UserID)
-		inner = append(inner, "user_id = {user:String}")
+	if f.Order == OrderRisk && cur != nil {
+		return AlertPage{}, invalid("cursor", "only the newest-first order has pages")
 	}
-	if f.PatientID != "" {
-		p.str("patient", f.PatientID)
-		inner = append(inner, "patient_id = {patient:String}")
+	w, err := f.where(true)
+	if err != nil {
+		return AlertPage{}, err
 	}
-	if f.MinSeverity != "" {
-		if !f.MinSeverity.Valid() {
-			return AlertPage{}, invalid("severity", "must be one of info, low, medium, high, critical")
-		}
-		var sevs []string
-		for _, sv := range []schemas.Severity{schemas.SeverityInfo, schemas.SeverityLow, schemas.SeverityMedium, schemas.SeverityHigh, schemas.SeverityCritical} {
-			if sv.Rank() >= f.MinSeverity.Rank() {
-				sevs = append(sevs, string(sv))
-			}
-		}
-		p.strs("sevs", sevs)
-		inner = append(inner, "has({sevs:Array(String)}, severity)")
-	}
-	if !f.From.IsZero() {
-		p.time("from", f.From)
-		inner = append(inner, "last_seen >= {from:DateTime64(3, 'UTC')}")
-	}
-	if !f.To.IsZero() {
-		p.time("to", f.To)
-		inner = append(inner, "first_seen < {to:DateTime64(3, 'UTC')}")
-	}
+	p := w.p
 	if cur != nil {
 		p.time("cur_t", cur.t)
 		p.str("cur_id", cur.id)
-		inner = append(inner, "(first_seen, alert_id) < ({cur_t:DateTime64(3, 'UTC')}, {cur_id:String})")
+		w.inner = append(w.inner, "(first_seen, alert_id) < ({cur_t:DateTime64(3, 'UTC')}, {cur_id:String})")
 	}
-	var outer []string
-	if f.Status != "" {
-		if !f.Status.Valid() {
-			return AlertPage{}, invalid("status", "must be one of new, triaged, closed")
-		}
-		p.str("status", string(f.Status))
-		outer = append(outer, "if(s.alert_id = '', 'new', s.status) = {status:String}")
-	}
-	if f.Assignee != "" {
-		p.str("assignee", f.Assignee)
-		stateInner = append(stateInner, "assignee = {assignee:String}")
-		outer = append(outer, "s.alert_id != ''")
-	}
-	q := fmt.Sprintf(alertSelect, strings.Join(inner, " AND "), strings.Join(stateInner, " AND "))
-	if len(outer) > 0 {
-		q += "\nWHERE " + strings.Join(outer, " AND ")
-	}
+	q := w.query(alertSelect)
 	p.uint("limit", uint64(f.Limit)+1)
-	q += "\nORDER BY a.first_seen DESC, a.alert_id DESC\nLIMIT {limit:UInt32}"
+	if f.Order == OrderRisk {
+		q += "\nORDER BY indexOf(['info', 'low', 'medium', 'high', 'critical'], a.severity) DESC, a.score DESC, a.first_seen, a.alert_id"
+	} else {
+		q += "\nORDER BY a.first_seen DESC, a.alert_id DESC"
+	}
+	q += "\nLIMIT {limit:UInt32}"
 	rows, err := s.conn.Query(p.ctx(ctx), q)
 	if err != nil {
 		return AlertPage{}, fmt.Errorf("list alerts: %w", err)
@@ -145,8 +251,10 @@ func (s *Store) ListAlerts(ctx context.Context, f AlertFilter) (AlertPage, error
 	page := AlertPage{Alerts: alerts}
 	if len(alerts) > f.Limit {
 		page.Alerts = alerts[:f.Limit]
-		last := page.Alerts[f.Limit-1]
-		page.NextCursor = encodeCursor(last.FirstSeen, last.AlertID)
+		if f.Order == OrderNewest {
+			last := page.Alerts[f.Limit-1]
+			page.NextCursor = encodeCursor(last.FirstSeen, last.AlertID)
+		}
 	}
 	for i := range page.Alerts {
 		page.Alerts[i].FindingIDs = nil
@@ -155,6 +263,40 @@ func (s *Store) ListAlerts(ctx context.Context, f AlertFilter) (AlertPage, error
 		page.Alerts = []Alert{}
 	}
 	return page, nil
+}
+
+// CountAlerts counts the alerts matching f per status (f's status filters,
+// Limit, Cursor and Order are ignored).
+func (s *Store) CountAlerts(ctx context.Context, f AlertFilter) (AlertCounts, error) {
+	w, err := f.where(false)
+	if err != nil {
+		return AlertCounts{}, err
+	}
+	rows, err := s.conn.Query(w.p.ctx(ctx), w.query(alertCount)+"\nGROUP BY st")
+	if err != nil {
+		return AlertCounts{}, fmt.Errorf("count alerts: %w", err)
+	}
+	defer rows.Close()
+	var c AlertCounts
+	for rows.Next() {
+		var st string
+		var n uint64
+		if err := rows.Scan(&st, &n); err != nil {
+			return AlertCounts{}, fmt.Errorf("count alerts: %w", err)
+		}
+		switch Status(st) {
+		case StatusNew:
+			c.New += int(n)
+		case StatusTriaged:
+			c.Triaged += int(n)
+		case StatusClosed:
+			c.Closed += int(n)
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return AlertCounts{}, fmt.Errorf("count alerts: %w", err)
+	}
+	return c, nil
 }
 
 func scanAlerts(rows driver.Rows) ([]Alert, error) {

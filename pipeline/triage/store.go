@@ -80,6 +80,14 @@ func NewStore(conn driver.Conn, opts Options) *Store {
 	return &Store{conn: conn, opts: opts, seed: maphash.MakeSeed()}
 }
 
+// Location returns a facility's time zone (UTC when unknown).
+func (s *Store) Location(facility string) *time.Location {
+	if loc := s.location(facility); loc != nil {
+		return loc
+	}
+	return time.UTC
+}
+
 func (s *Store) location(facility string) *time.Location {
 	if s.opts.Location == nil {
 		return nil

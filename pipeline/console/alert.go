@@ -1,0 +1,259 @@
+package console
+
+import (
+	"errors"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/ehrwatch/ehrwatch/pipeline/api"
+	"github.com/ehrwatch/ehrwatch/pipeline/triage"
+	"github.com/ehrwatch/ehrwatch/schemas"
+)
+
+// eventRow is one access behind an alert.
+type eventRow struct {
+	triage.Event
+	Local string
+}
+
+// evidenceBar is one value of a finding's evidence chart.
+type evidenceBar struct {
+	Label string
+	Value float64
+}
+
+// findingView is a finding with its evidence.
+type findingView struct {
+	schemas.Finding
+	Bars []evidenceBar
+	// ChartLabels and ChartValues feed the chart script (data attributes).
+	ChartLabels, ChartValues string
+	Facts                    []evidenceBar // Label = name, Value unused
+	FactText                 []string
+}
+
+// conflictView is someone else's change that beat the caller's.
+type conflictView struct {
+	Expected, Current uint64
+	Changes           []triage.State
+}
+
+// alertForm is what the caller submitted (re-offered after a conflict or a
+// refused change).
+type alertForm struct {
+	Status, Assignee, Disposition, Note string
+	Error                               string
+	Conflict                            *conflictView
+}
+
+// alertView is the alert page.
+type alertView struct {
+	D              triage.AlertDetail
+	Zone           string
+	Findings       []findingView
+	Events         []eventRow
+	WouldExplain   []string
+	History        []triage.State
+	RelatedUser    []triage.Alert
+	RelatedPatient []triage.Alert
+	Transitions    []triage.Status
+	Dispositions   []triage.Disposition
+	CanTriage      bool
+	Form           alertForm
+	Me             string
+	SLA            time.Duration
+	Age            time.Duration
+	PastSLA        bool
+}
+
+func (c *Console) handleAlert(w http.ResponseWriter, r *http.Request, rc *reqCtx) error {
+	id := r.PathValue("alert_id")
+	if err := triage.CheckID("alert_id", id); err != nil {
+		return err
+	}
+	return c.showAlert(w, r, rc, id, http.StatusOK, nil)
+}
+
+// showAlert renders the alert page (with form, when re-offering it) and
+// audits it.
+func (c *Console) showAlert(w http.ResponseWriter, r *http.Request, rc *reqCtx, id string, status int, form *alertForm) error {
+	ctx := r.Context()
+	d, err := c.deps.Store.AlertDetail(ctx, id)
+	if err != nil {
+		return err
+	}
+	hist, err := c.deps.Store.History(ctx, id)
+	if err != nil {
+		return err
+	}
+	loc := c.deps.Store.Location(d.FacilityID)
+	now := c.now()
+	v := alertView{D: d, Zone: loc.String(), History: hist, Dispositions: triage.Dispositions,
+		CanTriage: rc.principal.Can(api.PermAlertsTriage), Me: rc.principal.Name,
+		SLA: c.cfg.SLAFor(d.Severity), Age: now.Sub(d.FirstSeen)}
+	v.PastSLA = d.Triage.Status != triage.StatusClosed && v.Age > v.SLA
+	for _, to := range triage.AllowedTransitions()[d.Triage.Status] {
+		if d.Triage.Status == triage.StatusClosed && !rc.principal.Can(api.PermAlertsReopen) {
+			continue
+		}
+		v.Transitions = append(v.Transitions, to)
+	}
+	for _, f := range d.Findings {
+		fv := findingView{Finding: f}
+		ev := f.Evidence
+		if ev.Observed != 0 || ev.Baseline != 0 || ev.PeerValue != 0 {
+			fv.Bars = []evidenceBar{{"Observed", ev.Observed}, {"Own baseline", ev.Baseline}, {"Peers", ev.PeerValue}}
+			if ev.Threshold != 0 {
+				fv.Bars = append(fv.Bars, evidenceBar{"Threshold", ev.Threshold})
+			}
+			var ls, vs []string
+			for _, b := range fv.Bars {
+				ls = append(ls, b.Label)
+				vs = append(vs, strconv.FormatFloat(b.Value, 'f', -1, 64))
+			}
+			fv.ChartLabels, fv.ChartValues = strings.Join(ls, "|"), strings.Join(vs, "|")
+		}
+		keys := make([]string, 0, len(ev.Facts))
+		for k := range ev.Facts {
+			keys = append(keys, k)
+		}
+		slices.Sort(keys)
+		for _, k := range keys {
+			fv.FactText = append(fv.FactText, labelOf(k)+": "+labelOf(ev.Facts[k]))
+		}
+		if ev.WouldExplain != "" && !slices.Contains(v.WouldExplain, ev.WouldExplain) {
+			v.WouldExplain = append(v.WouldExplain, ev.WouldExplain)
+		}
+		v.Findings = append(v.Findings, fv)
+	}
+	for _, e := range d.Events {
+		v.Events = append(v.Events, eventRow{Event: e, Local: e.EventTime.In(c.deps.Store.Location(e.FacilityID)).Format("2006-01-02 15:04:05 MST")})
+	}
+	related := func(f triage.AlertFilter) ([]triage.Alert, error) {
+		f.Limit = 21
+		page, err := c.deps.Store.ListAlerts(ctx, f)
+		if err != nil {
+			return nil, err
+		}
+		var out []triage.Alert
+		for _, a := range page.Alerts {
+			if a.AlertID != id && len(out) < 20 {
+				out = append(out, a)
+			}
+		}
+		return out, nil
+	}
+	if v.RelatedUser, err = related(triage.AlertFilter{UserID: d.UserID}); err != nil {
+		return err
+	}
+	if d.PatientID != "" {
+		if v.RelatedPatient, err = related(triage.AlertFilter{PatientID: d.PatientID}); err != nil {
+			return err
+		}
+	}
+	if form != nil {
+		v.Form = *form
+	} else {
+		v.Form.Assignee = d.Triage.Assignee
+	}
+	patients := d.PatientIDs()
+	for _, a := range append(slices.Clone(v.RelatedUser), v.RelatedPatient...) {
+		if a.PatientID != "" {
+			patients = append(patients, a.PatientID)
+		}
+	}
+	slices.Sort(patients)
+	if err := c.audit(r, rc, api.AuditEvent{AlertID: id, PatientID: d.PatientID, UserID: d.UserID, Status: status,
+		Rows: len(d.Events), Patients: slices.Compact(patients)}); err != nil {
+		return err
+	}
+	c.render(w, r, rc, status, "alert", "Alert "+id, "queue", v)
+	return nil
+}
+
+// conflict describes the changes made after the version the caller saw.
+func (c *Console) conflict(r *http.Request, id string, ce *triage.ConflictError) *conflictView {
+	cv := &conflictView{Expected: ce.Expected, Current: ce.Current}
+	hist, err := c.deps.Store.History(r.Context(), id)
+	if err != nil {
+		return cv
+	}
+	for _, h := range hist {
+		if h.Version > ce.Expected {
+			cv.Changes = append(cv.Changes, h)
+		}
+	}
+	return cv
+}
+
+// handleAlertUpdate applies the alert page's form: status, assignee,
+// disposition and note, at the version the analyst saw. A conflict or a
+// refused change re-renders the page with the form as submitted.
+func (c *Console) handleAlertUpdate(w http.ResponseWriter, r *http.Request, rc *reqCtx) error {
+	id := r.PathValue("alert_id")
+	if err := triage.CheckID("alert_id", id); err != nil {
+		return err
+	}
+	if err := c.parseForm(w, r); err != nil {
+		return err
+	}
+	pf := r.PostForm
+	form := alertForm{Status: pf.Get("status"), Assignee: pf.Get("assignee"), Disposition: pf.Get("disposition"), Note: pf.Get("note")}
+	ver, err := strconv.ParseUint(pf.Get("version"), 10, 64)
+	if err != nil {
+		return &pageError{Status: http.StatusBadRequest, Title: "Bad request", Msg: "version: the alert version you saw is required"}
+	}
+	ch := triage.Change{ExpectedVersion: ver}
+	if form.Status != "" {
+		st := triage.Status(form.Status)
+		ch.Status = &st
+	}
+	if pf.Has("assignee") && strings.TrimSpace(form.Assignee) != strings.TrimSpace(pf.Get("assignee_was")) {
+		a := strings.TrimSpace(form.Assignee)
+		ch.Assignee = &a
+	}
+	if form.Disposition != "" {
+		d := triage.Disposition(form.Disposition)
+		ch.Disposition = &d
+	}
+	if strings.TrimSpace(form.Note) != "" {
+		n := form.Note
+		ch.Note = &n
+	}
+	_, err = c.deps.Store.Update(r.Context(), id, ch, triage.Actor{Name: rc.principal.Name, MayReopen: rc.principal.Can(api.PermAlertsReopen)})
+	var ce *triage.ConflictError
+	var ve *triage.ValidationError
+	switch {
+	case err == nil:
+		http.Redirect(w, r, "/alerts/"+pathEscape(id), http.StatusSeeOther)
+		return nil
+	case errors.As(err, &ce):
+		form.Conflict = c.conflict(r, id, ce)
+		return c.showAlert(w, r, rc, id, http.StatusConflict, &form)
+	case errors.As(err, &ve):
+		form.Error = ve.Error()
+		return c.showAlert(w, r, rc, id, http.StatusUnprocessableEntity, &form)
+	case errors.Is(err, triage.ErrForbidden):
+		form.Error = "Not allowed: " + strings.TrimPrefix(err.Error(), triage.ErrForbidden.Error()+": ")
+		return c.showAlert(w, r, rc, id, http.StatusForbidden, &form)
+	}
+	return err
+}
+
+// changeText describes one history entry ("status triaged, assigned to
+// alice").
+func changeText(h triage.State) string {
+	parts := []string{"status " + string(h.Status)}
+	if h.Assignee != "" {
+		parts = append(parts, "assigned to "+h.Assignee)
+	} else {
+		parts = append(parts, "unassigned")
+	}
+	if h.Disposition != "" {
+		parts = append(parts, "disposition "+labelOf(h.Disposition))
+	}
+	return strings.Join(parts, ", ")
+}
