@@ -3,6 +3,7 @@ package console
 import (
 	"errors"
 	"fmt"
+	"html/template"
 	"net/http"
 	"net/url"
 	"slices"
@@ -133,12 +134,15 @@ func (f queueFilter) store(me string, now time.Time) triage.AlertFilter {
 	return tf
 }
 
-// queueRow is one alert on the queue.
+// queueRow is one alert on the queue, flat and pre-formatted: the
+// template only copies strings (a row of 10 000 must stay cheap).
 type queueRow struct {
-	triage.Alert
-	Age     time.Duration
-	SLA     time.Duration
-	PastSLA bool
+	ID, Href, AssignHref                    string
+	Severity, Detector, User, Facility      string
+	Explanation, Status, Assignee, Age, SLA string
+	Score                                   uint8
+	Version                                 uint64
+	PastSLA, CanAssign                      bool
 }
 
 // queueView is the queue page.
@@ -158,6 +162,8 @@ type queueView struct {
 	Ages         []struct{ Value, Label string }
 	Dispositions []triage.Disposition
 	Return       string
+	// RowsHTML and FormsHTML are the rendered rows (queueRowsHTML).
+	RowsHTML, FormsHTML template.HTML
 }
 
 func (c *Console) handleQueue(w http.ResponseWriter, r *http.Request, rc *reqCtx) error {
@@ -194,14 +200,22 @@ func (c *Console) handleQueue(w http.ResponseWriter, r *http.Request, rc *reqCtx
 	}
 	v.Limited = len(page.Alerts) < v.Matching
 	var patients []string
+	v.Rows = make([]queueRow, 0, len(page.Alerts))
 	for _, a := range page.Alerts {
 		age := now.Sub(a.FirstSeen)
 		sla := c.cfg.SLAFor(a.Severity)
-		v.Rows = append(v.Rows, queueRow{Alert: a, Age: age, SLA: sla, PastSLA: a.Triage.Status != triage.StatusClosed && age > sla})
+		href := "/alerts/" + pathEscape(a.AlertID)
+		v.Rows = append(v.Rows, queueRow{ID: a.AlertID, Href: href, AssignHref: href + "/assign-to-me",
+			Severity: a.Severity, Detector: labelOf(a.Detector), User: a.UserID, Facility: a.FacilityID,
+			Explanation: a.Explanation, Status: string(a.Triage.Status), Assignee: a.Triage.Assignee,
+			Age: humanAge(age), SLA: humanAge(sla), Score: a.Score, Version: a.Triage.Version,
+			PastSLA:   a.Triage.Status != triage.StatusClosed && age > sla,
+			CanAssign: v.CanTriage && a.Triage.Status != triage.StatusClosed && a.Triage.Assignee != me})
 		if a.PatientID != "" {
 			patients = append(patients, a.PatientID)
 		}
 	}
+	v.RowsHTML, v.FormsHTML = queueRowsHTML(&v)
 	pq := f.query()
 	pq.Set("since", strconv.FormatInt(v.Since, 10))
 	v.PollURL = "/queue/new?" + pq.Encode()
