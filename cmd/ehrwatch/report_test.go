@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -248,6 +249,18 @@ func TestServeCommand(t *testing.T) {
 	res.Body.Close()
 	if err != nil || res.StatusCode != 200 || len(rep.Rows) != 6 {
 		t.Fatalf("serve: %d %v %+v", res.StatusCode, err, rep)
+	}
+	// The console is on the same listener: its queue, behind its CSP.
+	req, _ := http.NewRequest("GET", "http://"+addr+"/queue", nil)
+	req.Header.Set("Authorization", "Bearer po-token-0123456789")
+	if res, err = http.DefaultClient.Do(req); err != nil {
+		t.Fatal(err)
+	}
+	page, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	if res.StatusCode != 200 || !strings.Contains(string(page), "<h1>Alert queue</h1>") ||
+		!strings.Contains(res.Header.Get("Content-Security-Policy"), "script-src 'self'") {
+		t.Fatalf("serve: GET /queue: %d %q", res.StatusCode, res.Header.Get("Content-Security-Policy"))
 	}
 	cancel()
 	if err := <-done; err != nil {
