@@ -253,7 +253,7 @@ func keys[V any](m map[string]V) []string {
 }
 
 // TestPrometheusMetricsExist: every metric a Prometheus panel queries is
-// one ehrwatch registers (pipeline/metrics.go, and the detector engines'
+// one ehrwatch registers (pipeline/metrics.go and health.go, and the detector engines'
 // collector in cmd/ehrwatch/detect.go), histograms with their
 // _bucket/_sum/_count series.
 func TestPrometheusMetricsExist(t *testing.T) {
@@ -261,11 +261,13 @@ func TestPrometheusMetricsExist(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	engine, err := os.ReadFile("../../cmd/ehrwatch/detect.go")
-	if err != nil {
-		t.Fatal(err)
+	for _, f := range []string{"../../pipeline/health.go", "../../cmd/ehrwatch/detect.go"} {
+		more, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		src = append(src, more...)
 	}
-	src = append(src, engine...)
 	known := map[string]bool{}
 	for _, m := range regexp.MustCompile(`(?:Name:\s*|NewDesc\()"(ehrwatch_[a-z0-9_]+)"`).FindAllStringSubmatch(string(src), -1) {
 		known[m[1]] = true
