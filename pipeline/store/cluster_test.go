@@ -2,9 +2,13 @@ package store_test
 
 import (
 	"context"
+	"reflect"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
+
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
 	"github.com/ehrwatch/ehrwatch/pipeline/store"
 	"github.com/ehrwatch/ehrwatch/pipeline/testenv"
@@ -143,4 +147,125 @@ func keys(m map[string]bool) []string {
 		out = append(out, k)
 	}
 	return out
+}
+
+// TestClusterSchemaMatchesSingleNode runs the cluster form of every
+// migration on the real engine with only what the engine cannot run taken
+// out: ON CLUSTER is dropped, Replicated<X>(path, replica, args) becomes
+// <X>(args), and the Distributed tables become Null tables with the same
+// columns. What remains (the order of CREATE, ALTER, RENAME, DROP and
+// INSERT … SELECT, the materialized views on the local tables, the columns
+// given to each Distributed table) is executed, and the result must equal
+// the single-node schema: every table's columns, engine family, sorting,
+// partition and TTL keys, with each sharded table's local table and its
+// Distributed table holding the same columns.
+func TestClusterSchemaMatchesSingleNode(t *testing.T) {
+	single, _ := testenv.ClickHouse(t)
+	cluster, _ := testenv.ClickHouse(t)
+	ctx := context.Background()
+	if _, err := store.Migrate(ctx, single, schemas.DefaultMigrationParams()); err != nil {
+		t.Fatal(err)
+	}
+	p := schemas.DefaultMigrationParams()
+	p.Cluster, p.Database = "c1", "ehrwatch"
+	ms, err := schemas.Migrations()
+	if err != nil {
+		t.Fatal(err)
+	}
+	onCluster := regexp.MustCompile(" ON CLUSTER `c1`")
+	replicated := regexp.MustCompile(`ENGINE = Replicated(\w+)\('[^']*', '[^']*'(?:, )?`)
+	distributed := regexp.MustCompile(`(?s)ENGINE = Distributed\(.*\)$`)
+	for _, m := range ms {
+		stmts, err := m.Statements(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, s := range stmts {
+			s = onCluster.ReplaceAllString(s, "")
+			s = replicated.ReplaceAllString(s, "ENGINE = $1(")
+			s = distributed.ReplaceAllString(s, "ENGINE = Null")
+			if err := cluster.Exec(ctx, s); err != nil {
+				t.Fatalf("%04d_%s statement %d: %v\n%s", m.Version, m.Name, i+1, err, s)
+			}
+		}
+	}
+
+	type table struct {
+		engine, sorting, partition, ttl string
+		columns                         []string
+	}
+	read := func(conn driver.Conn) map[string]table {
+		out := map[string]table{}
+		rows, err := conn.Query(ctx, `SELECT name, engine, sorting_key, partition_key,
+    extract(engine_full, 'TTL (.*?)(?: SETTINGS |$)') FROM system.tables WHERE database = currentDatabase()`)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for rows.Next() {
+			var name string
+			var tb table
+			if err := rows.Scan(&name, &tb.engine, &tb.sorting, &tb.partition, &tb.ttl); err != nil {
+				t.Fatal(err)
+			}
+			out[name] = tb
+		}
+		rows.Close()
+		rows, err = conn.Query(ctx, `SELECT table, name || ' ' || type || ' ' || default_kind || ' ' || default_expression
+FROM system.columns WHERE database = currentDatabase() ORDER BY table, position`)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for rows.Next() {
+			var name, col string
+			if err := rows.Scan(&name, &col); err != nil {
+				t.Fatal(err)
+			}
+			tb := out[name]
+			tb.columns = append(tb.columns, col)
+			out[name] = tb
+		}
+		rows.Close()
+		return out
+	}
+	one, many := read(single), read(cluster)
+	if len(one) < 15 {
+		t.Fatalf("single-node schema has only %d tables", len(one))
+	}
+	for name, want := range one {
+		pl, ok := schemas.ClusterPlacement(name)
+		if !ok {
+			if want.engine != "MaterializedView" {
+				t.Errorf("%s: no cluster placement", name)
+			}
+			if _, ok := many[name]; !ok {
+				t.Errorf("%s: missing in cluster mode", name)
+			}
+			continue
+		}
+		local := name
+		if pl.Sharded() {
+			local = name + schemas.LocalSuffix
+			dist, ok := many[name]
+			if !ok {
+				t.Errorf("%s: no Distributed table", name)
+			} else if !slices.Equal(dist.columns, want.columns) {
+				t.Errorf("%s: Distributed columns\n%v\nwant\n%v", name, dist.columns, want.columns)
+			}
+		}
+		got, ok := many[local]
+		if !ok {
+			t.Errorf("%s: missing in cluster mode", local)
+			continue
+		}
+		got.columns = slices.Clone(got.columns)
+		if !reflect.DeepEqual(got, want) {
+			t.Errorf("%s: cluster form\n%+v\nsingle node\n%+v", local, got, want)
+		}
+	}
+	for name := range many {
+		base := strings.TrimSuffix(name, schemas.LocalSuffix)
+		if _, ok := one[base]; !ok {
+			t.Errorf("cluster mode left table %s behind", name)
+		}
+	}
 }
