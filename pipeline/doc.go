@@ -69,6 +69,13 @@
 //     are deterministic, so re-detected findings collapse the same way. The
 //     DLQ topic is at least once too; its consumers can deduplicate on the
 //     source topic/partition/offset headers.
+//   - On a ClickHouse cluster (clickhouse.cluster) the same holds per
+//     shard: the writes go to Distributed tables synchronously
+//     (insert_distributed_sync), so the token reaches the shard's
+//     Replicated table, whose deduplication spans its replicas, and every
+//     sharding key is a function of the row's identity, so the copies a
+//     re-read writes land on the shard holding the first
+//     (docs/architecture.md, "Cluster mode").
 //   - A graceful stop (SIGTERM, or a rebalance) stores and commits everything
 //     it processed, so it causes no re-reads at all.
 //   - Alerts follow the findings exactly: the after-store hook

@@ -32,6 +32,16 @@ type MigrationParams struct {
 	RetentionDays int
 	// DLQRetentionDays is the TTL of dead-lettered payloads.
 	DLQRetentionDays int
+	// Cluster, when set, renders every statement for that ClickHouse
+	// cluster (remote_servers): ON CLUSTER, Replicated engines and
+	// Distributed tables (see cluster.go). Empty: a single server.
+	Cluster string
+	// Database is the database the Distributed tables point into
+	// (cluster mode only).
+	Database string
+	// ReplicaPath is the Keeper path of a replicated table's shard
+	// (cluster mode only; DefaultReplicaPath when empty).
+	ReplicaPath string
 }
 
 // DefaultMigrationParams keep six years of events and 30 days of DLQ rows.
@@ -93,6 +103,17 @@ func (m Migration) Statements(p MigrationParams) ([]string, error) {
 		end := min(i+40, len(text))
 		return nil, fmt.Errorf("migration %04d_%s: unknown placeholder near %q", m.Version, m.Name, text[i:end])
 	}
+	if p.Cluster != "" {
+		if p.Database == "" {
+			return nil, fmt.Errorf("cluster mode needs the database name")
+		}
+		if p.ReplicaPath == "" {
+			p.ReplicaPath = DefaultReplicaPath
+		}
+		if err := CheckReplicaPath(p.ReplicaPath); err != nil {
+			return nil, err
+		}
+	}
 	var stmts []string
 	var cur strings.Builder
 	for _, line := range strings.Split(text, "\n") {
@@ -109,6 +130,9 @@ func (m Migration) Statements(p MigrationParams) ([]string, error) {
 	}
 	if rest := strings.TrimSpace(cur.String()); rest != "" {
 		return nil, fmt.Errorf("migration %04d_%s: last statement lacks a terminating semicolon", m.Version, m.Name)
+	}
+	if p.Cluster != "" {
+		return clusterStatements(m, stmts, p)
 	}
 	return stmts, nil
 }

@@ -251,7 +251,9 @@ func (c *checker) run(ctx context.Context, cfg store.Config, keep bool) {
 		return scratch, nil
 	}))
 	fail("migrate", c.step(p, "migrate", blocked, func() (string, error) {
-		res, err := store.Migrate(ctx, conn, cfg.MigrationParams())
+		sc := cfg
+		sc.Database = scratch // cluster mode: the Distributed tables point into it
+		res, err := store.Migrate(ctx, conn, sc.MigrationParams())
 		if err != nil {
 			return "", err
 		}
@@ -350,7 +352,11 @@ func (c *checker) run(ctx context.Context, cfg store.Config, keep bool) {
 		c.line(p, "drop database", "skipped", "--keep: "+scratch+" kept")
 	default:
 		c.step(p, "drop database", "", func() (string, error) {
-			if err := adminConn.Exec(ctx, "DROP DATABASE IF EXISTS "+quoteIdent(scratch)+" SYNC"); err != nil {
+			stmt := "DROP DATABASE IF EXISTS " + quoteIdent(scratch)
+			if cfg.Cluster != "" {
+				stmt += " ON CLUSTER " + quoteIdent(cfg.Cluster)
+			}
+			if err := adminConn.Exec(ctx, stmt+" SYNC"); err != nil {
 				return "", err
 			}
 			return scratch + " dropped", nil

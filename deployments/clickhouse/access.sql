@@ -128,6 +128,26 @@ GRANT INSERT ON ehrwatch.users TO ehrwatch_reference_loader_role;
 GRANT INSERT ON ehrwatch.patients TO ehrwatch_reference_loader_role;
 GRANT INSERT ON ehrwatch.encounters TO ehrwatch_reference_loader_role;
 
+-- Cluster mode (clickhouse.cluster): the sharded tables are Distributed
+-- tables over <name>_local tables on each shard, and a Distributed query or
+-- INSERT runs there as the user who sent it (remote_servers <secret>), so
+-- each grant on a sharded table is repeated on its local table. On a single
+-- server these name tables that do not exist, which GRANT allows.
+-- Run this file on one server when access entities are stored in Keeper
+-- (<user_directories><replicated>, as in compose/cluster/cluster.xml); else
+-- on every server.
+GRANT INSERT ON ehrwatch.access_events_local TO ehrwatch_writer_role;
+GRANT INSERT ON ehrwatch.findings_local TO ehrwatch_writer_role;
+GRANT INSERT ON ehrwatch.dlq_local TO ehrwatch_writer_role;
+GRANT INSERT, SELECT ON ehrwatch.detector_snapshots_local TO ehrwatch_writer_role;
+GRANT SELECT ON ehrwatch.findings_local TO ehrwatch_writer_role;
+GRANT SELECT ON ehrwatch.access_events_local TO ehrwatch_api_role;
+GRANT SELECT ON ehrwatch.findings_local TO ehrwatch_api_role;
+GRANT SELECT ON ehrwatch.access_events_local TO ehrwatch_reader_role;
+GRANT SELECT ON ehrwatch.findings_local TO ehrwatch_reader_role;
+GRANT SELECT ON ehrwatch.user_hourly_activity_local TO ehrwatch_reader_role;
+GRANT SELECT(kafka_topic, kafka_partition, kafka_offset, kafka_key, error_class, error, received_at) ON ehrwatch.dlq_local TO ehrwatch_reader_role;
+
 -- Users ----------------------------------------------------------------------
 -- HOST ANY: restrict to your network in production, e.g.
 --   ALTER USER ehrwatch_writer HOST IP '10.20.0.0/16';

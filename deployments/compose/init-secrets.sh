@@ -12,6 +12,8 @@ for name in ehrwatch_admin ehrwatch_writer ehrwatch_api ehrwatch_reader ehrwatch
 	[ -s "$f" ] || head -c 24 /dev/urandom | base64 | tr -d '/+=\n' >"$f"
 done
 [ -s "$dir/hash-key" ] || head -c 32 /dev/urandom | base64 | tr -d '\n' >"$dir/hash-key"
+# The cluster variant (compose/cluster.yml): the shared secret of its remote_servers.
+[ -s "$dir/cluster-secret" ] || head -c 32 /dev/urandom | base64 | tr -d "/+=\n" >"$dir/cluster-secret"
 # Readable by the ehrwatch (65532), grafana (472) and clickhouse (101) users
 # of the other containers: a lab stack on one machine, not a secret store.
 chmod 0444 "$dir"/*

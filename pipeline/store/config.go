@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -39,6 +40,26 @@ type Config struct {
 	RetentionDays int `yaml:"retention_days"`
 	// DLQRetentionDays is the TTL of dead-lettered payloads.
 	DLQRetentionDays int `yaml:"dlq_retention_days"`
+	// Cluster is the ClickHouse cluster (remote_servers) to create the
+	// tables on: ON CLUSTER, Replicated engines, Distributed tables
+	// (docs/architecture.md, "Cluster mode"). Empty: a single server.
+	Cluster string `yaml:"cluster"`
+	// ReplicaPath is the Keeper path of each replicated table's shard, with
+	// {uuid} and the servers' {shard} macro (cluster mode only).
+	ReplicaPath string `yaml:"replica_path"`
+}
+
+// ClusterSettings are the session settings of every connection in cluster
+// mode: an INSERT into a Distributed table returns only once every shard's
+// replica has stored its rows (synchronously, so the batch's
+// insert_deduplication_token reaches the Replicated tables and a failed
+// INSERT is retried by the pipeline, never queued on a server's disk), and
+// Distributed queries and inserts use each shard's replicas in the order
+// of remote_servers, so what was written is read back from the same
+// replica while it is up.
+var ClusterSettings = clickhouse.Settings{
+	"insert_distributed_sync": 1,
+	"load_balancing":          "in_order",
 }
 
 // DefaultConfig targets a local server over the native protocol.
@@ -54,6 +75,7 @@ func DefaultConfig() Config {
 		MaxOpenConns:     8,
 		RetentionDays:    p.RetentionDays,
 		DLQRetentionDays: p.DLQRetentionDays,
+		ReplicaPath:      schemas.DefaultReplicaPath,
 	}
 }
 
@@ -101,6 +123,14 @@ func (c Config) Validate() error {
 	if c.DLQRetentionDays <= 0 {
 		bad("dlq_retention_days", "must be > 0")
 	}
+	if c.Cluster != "" && !clusterName.MatchString(c.Cluster) {
+		bad("cluster", "want a remote_servers cluster name (letters, digits, _ . -), got %q", c.Cluster)
+	}
+	if c.Cluster != "" || c.ReplicaPath != "" {
+		if err := schemas.CheckReplicaPath(c.ReplicaPath); err != nil {
+			bad("replica_path", "%s", strings.TrimPrefix(err.Error(), "replica_path: "))
+		}
+	}
 	if err := schemas.UnderKey("tls", c.TLS.Validate()); err != nil {
 		errs = append(errs, err)
 	}
@@ -127,6 +157,12 @@ func (c Config) Options() (*clickhouse.Options, error) {
 		MaxOpenConns: c.MaxOpenConns,
 		MaxIdleConns: c.MaxOpenConns,
 	}
+	if c.Cluster != "" {
+		opts.Settings = clickhouse.Settings{}
+		for k, v := range ClusterSettings {
+			opts.Settings[k] = v
+		}
+	}
 	if c.Protocol == "http" {
 		opts.Protocol = clickhouse.HTTP
 	} else {
@@ -137,11 +173,14 @@ func (c Config) Options() (*clickhouse.Options, error) {
 
 // MigrationParams are the placeholders the migrations need.
 func (c Config) MigrationParams() schemas.MigrationParams {
-	return schemas.MigrationParams{RetentionDays: c.RetentionDays, DLQRetentionDays: c.DLQRetentionDays}
+	return schemas.MigrationParams{
+		RetentionDays: c.RetentionDays, DLQRetentionDays: c.DLQRetentionDays,
+		Cluster: c.Cluster, Database: c.Database, ReplicaPath: c.ReplicaPath,
+	}
 }
 
-// CreateDatabase runs CREATE DATABASE IF NOT EXISTS for c.Database,
-// connecting to the server's default database to do it.
+// CreateDatabase runs CREATE DATABASE IF NOT EXISTS for c.Database (ON
+// CLUSTER in cluster mode), connecting to the server's default database to do it.
 func CreateDatabase(ctx context.Context, c Config) error {
 	admin := c
 	admin.Database = "default"
@@ -154,11 +193,17 @@ func CreateDatabase(ctx context.Context, c Config) error {
 		return fmt.Errorf("connect to clickhouse: %w", err)
 	}
 	defer conn.Close()
-	if err := conn.Exec(ctx, "CREATE DATABASE IF NOT EXISTS "+quoteIdent(c.Database)); err != nil {
+	stmt := "CREATE DATABASE IF NOT EXISTS " + quoteIdent(c.Database)
+	if c.Cluster != "" {
+		stmt += " ON CLUSTER " + quoteIdent(c.Cluster)
+	}
+	if err := conn.Exec(ctx, stmt); err != nil {
 		return fmt.Errorf("create database: %w", err)
 	}
 	return nil
 }
+
+var clusterName = regexp.MustCompile(`^[A-Za-z0-9_.-]+$`)
 
 // quoteIdent quotes a ClickHouse identifier with backquotes.
 func quoteIdent(s string) string {
