@@ -50,7 +50,7 @@ func (s *syncBuffer) String() string {
 // env is the API server with the console mounted on its listener, over
 // the dev ClickHouse engine seeded with triagetest's small hospital.
 type env struct {
-	t    *testing.T
+	t    testing.TB
 	conn clickhouse.Conn
 	ts   *httptest.Server
 	logs *syncBuffer
@@ -58,7 +58,7 @@ type env struct {
 	urls []string
 }
 
-func newEnv(t *testing.T) *env {
+func newEnv(t testing.TB) *env {
 	t.Helper()
 	f := tt.NewFixture()
 	// al-2's volume finding (f-3) gets numbers to chart.
@@ -536,5 +536,45 @@ func TestNoPatientIDsInURLsOrLogs(t *testing.T) {
 	}
 	if !strings.Contains(logs, `"route":"GET /alerts/{alert_id}"`) {
 		t.Errorf("no console access log lines")
+	}
+}
+
+// BenchmarkQueueClickHouse serves GET /queue end to end (token, ClickHouse
+// count and list queries on the dev engine, audit row, rendering) over
+// 10 000 open alerts.
+//
+//	go test -run '^$' -bench QueueClickHouse -benchtime 10x ./pipeline/console/
+func BenchmarkQueueClickHouse(b *testing.B) {
+	e := newEnv(b)
+	ctx := context.Background()
+	batch, err := e.conn.PrepareBatch(ctx, `INSERT INTO alerts (alert_id, rule, detector, severity, score, facility_id,
+ user_id, patient_id, first_seen, last_seen, finding_count, finding_ids, explanation, version)`)
+	if err != nil {
+		b.Fatal(err)
+	}
+	sevs := []string{"critical", "high", "medium", "low"}
+	base := tt.TS("2026-03-01T00:00:00Z")
+	for i := range 10000 {
+		if err := batch.Append(fmt.Sprintf("bq-%05d", i), "default", "no_care_relationship", sevs[i%4], uint8(i%100), "fac-nyc",
+			fmt.Sprintf("u-%04d", i%900), fmt.Sprintf("MRN-B%06d", i), base.Add(time.Duration(i)*time.Minute),
+			base.Add(time.Duration(i)*time.Minute), uint32(1), []string{}, "bench alert", uint64(1)); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if err := batch.Send(); err != nil {
+		b.Fatal(err)
+	}
+	for b.Loop() {
+		req, _ := http.NewRequest("GET", e.ts.URL+"/queue", nil)
+		req.Header.Set("Authorization", "Bearer "+tokAnalyst)
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			b.Fatal(err)
+		}
+		body, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		if res.StatusCode != http.StatusOK || !strings.Contains(string(body), "10004 alerts, the 500 of highest risk shown") {
+			b.Fatalf("GET /queue: %d", res.StatusCode)
+		}
 	}
 }
