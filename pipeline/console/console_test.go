@@ -381,7 +381,10 @@ func TestTriageFromTheConsoleAndConflicts(t *testing.T) {
 	mustContain(t, "conflict page", r.body, "Someone else changed this alert while you were looking at it.",
 		"<strong>soc-analyst</strong> at 20", "status triaged, assigned to soc-analyst", "You saw version 0; it is now at version 1.",
 		`<textarea id="t-note" name="note" rows="3" cols="60">looks like the night shift</textarea>`, // the form is re-offered
-		`<option value="false_positive" selected>`, `name="version" value="1"`)
+		`<option value="false_positive" selected>`, `name="version" value="1"`,
+		// Analyst 2 left the assignee alone: the form now offers the current
+		// one, so resubmitting does not undo analyst 1's assignment.
+		`name="assignee" value="soc-analyst"`, `name="assignee_was" value="soc-analyst"`)
 	mustNotContain(t, "conflict page", r.body, `"current_version"`, `{"error"`)
 	if v, st, _, _ := e.state("al-2"); v != 1 || st != "triaged" {
 		t.Fatalf("the stale change was applied: version %d, %s", v, st)
