@@ -10,6 +10,12 @@
 // Logs carry the request id, route pattern, status, caller and row count,
 // never the URL, query values, bodies or error text that could quote them
 // unredacted.
+//
+// The web console (pipeline/console) shares the listener: with Deps.UI set,
+// HTTPServer routes every path outside /api/ and /healthz to it, and the
+// console authenticates its callers with Authenticate and records its
+// patient-level reads with Audit (the same api_audit rows, channel
+// "console").
 package api
 
 import (

@@ -45,8 +45,12 @@ type conflictView struct {
 // refused change).
 type alertForm struct {
 	Status, Assignee, Disposition, Note string
-	Error                               string
-	Conflict                            *conflictView
+	// KeepAssignee: the caller left the assignee as it was, so the form
+	// re-offers the current one (not the one they saw, which would undo
+	// someone else's reassignment on resubmit).
+	KeepAssignee bool
+	Error        string
+	Conflict     *conflictView
 }
 
 // alertView is the alert page.
@@ -156,7 +160,8 @@ func (c *Console) showAlert(w http.ResponseWriter, r *http.Request, rc *reqCtx, 
 	}
 	if form != nil {
 		v.Form = *form
-	} else {
+	}
+	if form == nil || form.KeepAssignee {
 		v.Form.Assignee = d.Triage.Assignee
 	}
 	patients := d.PatientIDs()
@@ -211,7 +216,8 @@ func (c *Console) handleAlertUpdate(w http.ResponseWriter, r *http.Request, rc *
 		st := triage.Status(form.Status)
 		ch.Status = &st
 	}
-	if pf.Has("assignee") && strings.TrimSpace(form.Assignee) != strings.TrimSpace(pf.Get("assignee_was")) {
+	form.KeepAssignee = strings.TrimSpace(form.Assignee) == strings.TrimSpace(pf.Get("assignee_was"))
+	if pf.Has("assignee") && !form.KeepAssignee {
 		a := strings.TrimSpace(form.Assignee)
 		ch.Assignee = &a
 	}

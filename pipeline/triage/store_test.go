@@ -239,3 +239,70 @@ func TestCheckSchema(t *testing.T) {
 		t.Fatalf("empty database: %v", err)
 	}
 }
+
+// TestQueueFilters covers what the console's queue asks of ListAlerts and
+// CountAlerts: risk order, several statuses, facility, department,
+// unassigned, age, and the counts per status.
+func TestQueueFilters(t *testing.T) {
+	conn := tt.NewDB(t, tt.NewFixture())
+	ctx := context.Background()
+	s := NewStore(conn, Options{})
+	ids := func(f AlertFilter) string {
+		t.Helper()
+		if f.Limit == 0 {
+			f.Limit = 10
+		}
+		page, err := s.ListAlerts(ctx, f)
+		if err != nil {
+			t.Fatalf("%+v: %v", f, err)
+		}
+		var out []string
+		for _, a := range page.Alerts {
+			out = append(out, a.AlertID)
+		}
+		return strings.Join(out, ",")
+	}
+	// Seeded: al-1 high u-bob, al-2 low u-alice, al-3 critical u-bob, al-4 medium u-carol.
+	if got := ids(AlertFilter{Order: OrderRisk}); got != "al-3,al-1,al-4,al-2" {
+		t.Errorf("risk order: %s", got)
+	}
+	if got := ids(AlertFilter{}); got != "al-2,al-3,al-4,al-1" {
+		t.Errorf("newest first: %s", got)
+	}
+	if _, err := s.Update(ctx, "al-3", Change{Status: ptr(StatusClosed), Disposition: ptr(DispositionDuplicate)}, Actor{Name: "a"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Update(ctx, "al-4", Change{Assignee: ptr("dana")}, Actor{Name: "a"}); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		f    AlertFilter
+		want string
+	}{
+		{AlertFilter{Order: OrderRisk, Statuses: []Status{StatusNew, StatusTriaged}}, "al-1,al-4,al-2"},
+		{AlertFilter{Order: OrderRisk, Unassigned: true}, "al-3,al-1,al-2"},
+		{AlertFilter{Order: OrderRisk, Assignee: "dana"}, "al-4"},
+		{AlertFilter{Order: OrderRisk, Department: " ONCOLOGY"}, "al-3,al-1"},
+		{AlertFilter{Order: OrderRisk, FacilityID: "fac-nyc", MinSeverity: "medium"}, "al-3,al-1,al-4"},
+		{AlertFilter{Order: OrderRisk, FacilityID: "fac-other"}, ""},
+		{AlertFilter{Order: OrderRisk, SeenBefore: tt.TS("2026-03-08T09:30:00Z")}, "al-1,al-4"},
+		{AlertFilter{Order: OrderRisk, ChangedSince: time.Now().Add(time.Hour)}, ""},
+		{AlertFilter{Order: OrderRisk, Limit: 2}, "al-3,al-1"},
+	} {
+		if got := ids(c.f); got != c.want {
+			t.Errorf("%+v: %s, want %s", c.f, got, c.want)
+		}
+	}
+	counts, err := s.CountAlerts(ctx, AlertFilter{Statuses: []Status{StatusNew}}) // status filters are ignored
+	if err != nil || counts != (AlertCounts{New: 3, Closed: 1}) || counts.Open() != 3 {
+		t.Errorf("counts: %+v, %v", counts, err)
+	}
+	counts, err = s.CountAlerts(ctx, AlertFilter{Department: "oncology"})
+	if err != nil || counts != (AlertCounts{New: 1, Closed: 1}) {
+		t.Errorf("counts for oncology: %+v, %v", counts, err)
+	}
+	_, err = s.ListAlerts(ctx, AlertFilter{Order: OrderRisk, Limit: 1, Cursor: encodeCursor(time.Now(), "x")})
+	wantValidation(t, err, "cursor")
+	_, err = s.ListAlerts(ctx, AlertFilter{Assignee: "dana", Unassigned: true, Limit: 1})
+	wantValidation(t, err, "assignee")
+}
