@@ -75,7 +75,16 @@ func jwks(keys ...map[string]any) string {
 // []byte (HMAC) or nil (alg none).
 func signJWT(t testing.TB, alg, kid string, key any, claims map[string]any) string {
 	t.Helper()
+	return signJWTHeader(t, alg, kid, key, claims, nil)
+}
+
+// signJWTHeader is signJWT with extra protected header fields.
+func signJWTHeader(t testing.TB, alg, kid string, key any, claims, extra map[string]any) string {
+	t.Helper()
 	hdr := map[string]any{"alg": alg, "typ": "JWT"}
+	for k, v := range extra {
+		hdr[k] = v
+	}
 	if kid != "" {
 		hdr["kid"] = kid
 	}
@@ -178,6 +187,11 @@ func TestJWTVerification(t *testing.T) {
 		{"RS256 header on the EC key", signJWT(t, "RS256", "ec-1", rsaKey1, baseClaims()), "unknown signing key"},
 		{"no subject", signJWT(t, "RS256", "rsa-1", rsaKey1, with(func(c map[string]any) { delete(c, "sub") })), "sub"},
 		{"garbage", "eyJhbGciOiJSUzI1NiJ9.eyJ.x", "malformed"},
+		// go-jose itself understands crit ["b64"]; ehrwatch refuses every critical extension.
+		{"crit b64", signJWTHeader(t, "RS256", "rsa-1", rsaKey1, baseClaims(), map[string]any{"crit": []string{"b64"}, "b64": true}), "critical"},
+		{"crit unknown", signJWTHeader(t, "RS256", "rsa-1", rsaKey1, baseClaims(), map[string]any{"crit": []string{"x-policy"}, "x-policy": 1}), "critical"},
+		{"iat in the future", signJWT(t, "RS256", "rsa-1", rsaKey1, with(func(c map[string]any) { c["iat"] = testNow.Add(10 * time.Minute).Unix() })), "iat"},
+		{"ES256 header on the RSA key", signJWT(t, "ES256", "rsa-1", ecKey1, baseClaims()), "unknown signing key"},
 	}
 	// Tampering: change the payload of a valid token, keep its signature.
 	valid := signJWT(t, "RS256", "rsa-1", rsaKey1, baseClaims())
