@@ -156,7 +156,7 @@ type SessionConfig struct {
 	// busy. Default 12h.
 	AbsoluteTimeout time.Duration `yaml:"absolute_timeout"`
 	// MaxSessions bounds the sessions (and, separately, the sign-ins in
-	// progress) held at once; the oldest is dropped beyond it. Default
+	// progress) held at once; beyond it the oldest is dropped. Default
 	// 10000.
 	MaxSessions int `yaml:"max_sessions"`
 }

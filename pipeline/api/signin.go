@@ -165,19 +165,27 @@ func (s *sessionStore) remove(id string) *Principal {
 	return &v.p
 }
 
-func (s *sessionStore) addLogin(state string, l *pendingLogin) error {
+// addLogin keeps a sign-in in progress. Beyond max the oldest is dropped
+// (a flood of unfinished sign-ins cannot lock people out for loginTTL).
+func (s *sessionStore) addLogin(state string, l *pendingLogin) {
 	now := s.now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if len(s.logins) >= s.max {
 		s.sweepLocked(now)
-		if len(s.logins) >= s.max {
-			return errors.New("too many sign-ins in progress")
+	}
+	for len(s.logins) >= s.max {
+		var oldest [32]byte
+		var at time.Time
+		for k, v := range s.logins {
+			if at.IsZero() || v.created.Before(at) {
+				oldest, at = k, v.created
+			}
 		}
+		delete(s.logins, oldest)
 	}
 	l.created = now
 	s.logins[idKey(state)] = l
-	return nil
 }
 
 // takeLogin returns and forgets the sign-in that state names: a state (and
@@ -300,7 +308,6 @@ var signInMessages = map[string]string{
 	"expired":    "The sign-in took too long or was already used. Try again.",
 	"signed_out": "You are signed out.",
 	"token":      "That token is not valid.",
-	"busy":       "Too many sign-ins are in progress. Try again in a minute.",
 }
 
 func (si *signIn) render(w http.ResponseWriter, r *http.Request, status int, msgCode string) {
@@ -346,7 +353,12 @@ func (si *signIn) setCookie(w http.ResponseWriter, name, value string, maxAge in
 		HttpOnly: true, Secure: true, SameSite: http.SameSiteLaxMode})
 }
 
-func (si *signIn) startSession(w http.ResponseWriter, p *Principal, issuer string) {
+func (si *signIn) startSession(w http.ResponseWriter, r *http.Request, p *Principal, issuer string) {
+	// A new id at every sign-in (no session fixation); the browser's
+	// previous session, if any, ends.
+	if c, err := r.Cookie(si.sessionCk); err == nil {
+		si.s.sessions.remove(c.Value)
+	}
 	id := si.s.sessions.create(*p, issuer)
 	// No Max-Age: a browser session cookie; the server enforces the
 	// idle and absolute timeouts.
@@ -370,7 +382,7 @@ func (si *signIn) tokenSignIn(w http.ResponseWriter, r *http.Request) {
 		si.render(w, r, http.StatusServiceUnavailable, "failed")
 		return
 	}
-	si.startSession(w, p, "")
+	si.startSession(w, r, p, "")
 	si.event(r, "signin", "ok", p, "token", "")
 	http.Redirect(w, r, localNext(r.PostFormValue("next")), http.StatusSeeOther)
 }
@@ -420,11 +432,7 @@ func (si *signIn) login(w http.ResponseWriter, r *http.Request) {
 	state, nonce, binding := randomID(), randomID(), randomID()
 	l := &pendingLogin{provider: i, verifier: oauth2.GenerateVerifier(), nonce: nonce,
 		next: localNext(r.URL.Query().Get("next")), cookieBinding: idKey(binding)}
-	if err := si.s.sessions.addLogin(state, l); err != nil {
-		si.event(r, "signin", "refused", nil, p.name, "too many sign-ins in progress")
-		si.render(w, r, http.StatusServiceUnavailable, "busy")
-		return
-	}
+	si.s.sessions.addLogin(state, l)
 	// SameSite=Lax: the IdP's redirect back to /auth/callback is a
 	// cross-site top-level GET, which Lax cookies accompany (Strict ones
 	// do not).
@@ -496,7 +504,7 @@ func (si *signIn) callback(w http.ResponseWriter, r *http.Request) {
 		si.render(w, r, http.StatusUnauthorized, "failed")
 		return
 	}
-	si.startSession(w, pr, p.verifier.cfg.Issuer)
+	si.startSession(w, r, pr, p.verifier.cfg.Issuer)
 	si.event(r, "signin", "ok", pr, p.name, "")
 	http.Redirect(w, r, l.next, http.StatusSeeOther)
 }

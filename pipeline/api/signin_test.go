@@ -525,3 +525,26 @@ func TestBearerTokenFromDiscoveredIssuer(t *testing.T) {
 		t.Fatalf("tampered access token: %d", res.StatusCode)
 	}
 }
+
+func TestSignInAgainEndsThePreviousSession(t *testing.T) {
+	e := newSignInEnv(t)
+	b := e.browser()
+	if r := e.do(b, "POST", api.SignInPath, url.Values{"token": {scriptToken}}); r.StatusCode != http.StatusSeeOther {
+		t.Fatalf("token sign-in: %d", r.StatusCode)
+	}
+	u, _ := url.Parse(e.ts.URL)
+	first := b.Jar.Cookies(u)
+	e.idp.SignInAs("po-jane", "EHR-Privacy")
+	e.do(b, "GET", e.flow(b, nil).String(), nil)
+	if code, p := e.whoami(b); code != 200 || p.Name != "po-jane" {
+		t.Fatalf("second sign-in: %d %+v", code, p)
+	}
+	if after := b.Jar.Cookies(u); len(after) != 1 || len(first) != 1 || after[0].Value == first[0].Value {
+		t.Fatalf("session id not renewed: %v → %v", first, after)
+	}
+	old := e.browser()
+	old.Jar.SetCookies(u, first)
+	if code, _ := e.whoami(old); code != http.StatusUnauthorized {
+		t.Fatalf("the previous session still works: %d", code)
+	}
+}
