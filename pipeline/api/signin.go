@@ -36,16 +36,13 @@ const (
 // loginTTL bounds a sign-in in progress (login → IdP → callback).
 const loginTTL = 10 * time.Minute
 
-// Session cookies. The __Host- prefix pins the cookie to this host, path /
-// and Secure. Over plain HTTP on a loopback address (the demo) the names
-// drop the prefix: Chrome accepts Secure cookies from http://localhost and
-// 127.0.0.1 since version 89 but has refused __Host- ones there (see
-// docs/console.md); the cookies keep Secure, HttpOnly and SameSite.
+// The cookies. The __Host- prefix makes the browser insist on Secure,
+// Path=/ and no Domain. Browsers treat http://127.0.0.1 and localhost as
+// secure contexts, so the demo's plain-HTTP loopback listener gets them too
+// (checked with Chromium 156; see docs/console.md).
 const (
-	sessionCookieHost = "__Host-ehrwatch_session"
-	loginCookieHost   = "__Host-ehrwatch_login"
-	sessionCookieDev  = "ehrwatch_session"
-	loginCookieDev    = "ehrwatch_login"
+	sessionCookie = "__Host-ehrwatch_session"
+	loginCookie   = "__Host-ehrwatch_login"
 )
 
 // sessionStore keeps console sessions in memory, keyed by the SHA-256 of a
@@ -226,11 +223,8 @@ type signIn struct {
 }
 
 func newSignIn(s *Server, cfg Config, client *http.Client) (*signIn, error) {
-	si := &signIn{s: s, client: client, log: s.log, csrf: http.NewCrossOriginProtection(), signInPage: signInTemplate}
-	si.sessionCk, si.loginCk = sessionCookieHost, loginCookieHost
-	if !cfg.TLS.Enabled() && !cfg.InsecurePlaintext {
-		si.sessionCk, si.loginCk = sessionCookieDev, loginCookieDev
-	}
+	si := &signIn{s: s, client: client, log: s.log, csrf: http.NewCrossOriginProtection(), signInPage: signInTemplate,
+		sessionCk: sessionCookie, loginCk: loginCookie}
 	for i, o := range cfg.OIDC {
 		if !o.Browser.enabled() {
 			continue

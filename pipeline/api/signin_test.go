@@ -221,7 +221,7 @@ func TestSignInCodeFlowWithPKCE(t *testing.T) {
 		q.Get("response_type") != "code" || !strings.HasPrefix(authz.String(), e.idp.Issuer()) {
 		t.Fatalf("authorization request %s", authz)
 	}
-	lc := cookie(r1, "ehrwatch_login")
+	lc := cookie(r1, "__Host-ehrwatch_login")
 	if lc == nil || !lc.HttpOnly || !lc.Secure || lc.SameSite != http.SameSiteLaxMode || lc.Path != "/" {
 		t.Fatalf("login cookie %+v", lc)
 	}
@@ -234,7 +234,7 @@ func TestSignInCodeFlowWithPKCE(t *testing.T) {
 	if r3.StatusCode != http.StatusSeeOther || r3.Header.Get("Location") != "/whoami" {
 		t.Fatalf("callback: %d → %q", r3.StatusCode, r3.Header.Get("Location"))
 	}
-	sc := cookie(r3, "ehrwatch_session")
+	sc := cookie(r3, "__Host-ehrwatch_session")
 	if sc == nil || !sc.HttpOnly || !sc.Secure || sc.SameSite != http.SameSiteLaxMode || sc.Path != "/" || sc.MaxAge != 0 || len(sc.Value) != 43 {
 		t.Fatalf("session cookie %+v", sc)
 	}
@@ -250,7 +250,7 @@ func TestSignInCodeFlowWithPKCE(t *testing.T) {
 	}
 
 	// The callback URL again (state used, code redeemed): refused.
-	if r := e.do(b, "GET", cb.String(), nil); r.StatusCode != http.StatusBadRequest || cookie(r, "ehrwatch_session") != nil {
+	if r := e.do(b, "GET", cb.String(), nil); r.StatusCode != http.StatusBadRequest || cookie(r, "__Host-ehrwatch_session") != nil {
 		t.Fatalf("replayed callback: %d", r.StatusCode)
 	}
 
@@ -279,8 +279,8 @@ func TestSignInRefusals(t *testing.T) {
 	refused := func(name string, b *http.Client, u string, want int) {
 		t.Helper()
 		r := e.do(b, "GET", u, nil)
-		if r.StatusCode != want || cookie(r, "ehrwatch_session") != nil {
-			t.Errorf("%s: %d (want %d), session cookie %v", name, r.StatusCode, want, cookie(r, "ehrwatch_session"))
+		if r.StatusCode != want || cookie(r, "__Host-ehrwatch_session") != nil {
+			t.Errorf("%s: %d (want %d), session cookie %v", name, r.StatusCode, want, cookie(r, "__Host-ehrwatch_session"))
 		}
 		if code, _ := e.whoami(b); code != http.StatusUnauthorized {
 			t.Errorf("%s: signed in anyway (%d)", name, code)
@@ -419,7 +419,7 @@ func TestSessionLifetimeAndLogout(t *testing.T) {
 		t.Fatalf("after refused logout: %d", code)
 	}
 	r := e.do(b, "POST", api.LogoutPath, url.Values{}, "Sec-Fetch-Site", "same-origin")
-	if r.StatusCode != http.StatusSeeOther || cookie(r, "ehrwatch_session") == nil || cookie(r, "ehrwatch_session").MaxAge >= 0 {
+	if r.StatusCode != http.StatusSeeOther || cookie(r, "__Host-ehrwatch_session") == nil || cookie(r, "__Host-ehrwatch_session").MaxAge >= 0 {
 		t.Fatalf("logout: %d %v", r.StatusCode, r.Cookies())
 	}
 	replay := e.browser()
@@ -436,11 +436,11 @@ func TestTokenSignInForm(t *testing.T) {
 	e := newSignInEnv(t)
 	b := e.browser()
 	r := e.do(b, "POST", api.SignInPath, url.Values{"token": {"wrong-token"}, "next": {"/queue"}})
-	if r.StatusCode != http.StatusUnauthorized || cookie(r, "ehrwatch_session") != nil {
+	if r.StatusCode != http.StatusUnauthorized || cookie(r, "__Host-ehrwatch_session") != nil {
 		t.Fatalf("wrong token: %d", r.StatusCode)
 	}
 	r = e.do(b, "POST", api.SignInPath, url.Values{"token": {scriptToken}, "next": {"/queue"}}, "Origin", e.ts.URL)
-	if r.StatusCode != http.StatusSeeOther || r.Header.Get("Location") != "/queue" || cookie(r, "ehrwatch_session") == nil {
+	if r.StatusCode != http.StatusSeeOther || r.Header.Get("Location") != "/queue" || cookie(r, "__Host-ehrwatch_session") == nil {
 		t.Fatalf("token sign-in: %d %q", r.StatusCode, r.Header.Get("Location"))
 	}
 	if code, p := e.whoami(b); code != 200 || p.Name != "demo-script" || p.Method != "token" || p.Roles[0] != api.RoleAnalyst {
