@@ -461,8 +461,12 @@ func (v *oidcVerifier) verifyIDToken(ctx context.Context, raw, nonce string) (*P
 	if v.idTok == nil {
 		return nil, errors.New("browser sign-in is not configured for this issuer")
 	}
-	if _, err := preParse(raw); err != nil {
+	jws, err := preParse(raw)
+	if err != nil {
 		return nil, err
+	}
+	if !v.algs[jws.Signatures[0].Protected.Algorithm] {
+		return nil, badToken("algorithm not allowed")
 	}
 	out := &sigOutcome{}
 	tok, err := v.idTok.Verify(context.WithValue(ctx, sigOutcomeKey{}, out), raw)
@@ -471,6 +475,13 @@ func (v *oidcVerifier) verifyIDToken(ctx context.Context, raw, nonce string) (*P
 	}
 	if tok.Nonce == "" || !constantEqual(tok.Nonce, nonce) {
 		return nil, badToken("ID token nonce does not match the sign-in")
+	}
+	// OpenID Connect Core §3.1.3.7: an azp, when present, must be us.
+	var azp struct {
+		Azp string `json:"azp"`
+	}
+	if err := tok.Claims(&azp); err != nil || (azp.Azp != "" && azp.Azp != v.cfg.Browser.ClientID) {
+		return nil, badToken("ID token issued to another client (azp)")
 	}
 	return v.claims(out.payload, []string{v.cfg.Browser.ClientID})
 }

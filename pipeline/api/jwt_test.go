@@ -354,3 +354,39 @@ func TestStaticTokens(t *testing.T) {
 		t.Errorf("HashToken: %s", HashToken("x"))
 	}
 }
+
+func TestIDTokenVerification(t *testing.T) {
+	testKeys(t)
+	cfg := testOIDC(jwks(rsaJWK("rsa-1", &rsaKey1.PublicKey)))
+	cfg.Browser = BrowserConfig{ClientID: "console", RedirectURL: "https://ehrwatch.example/auth/callback"}
+	v, err := newOIDCVerifier(cfg, http.DefaultClient, func() time.Time { return testNow }, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	idToken := func(mut func(c map[string]any)) string {
+		c := baseClaims()
+		c["aud"], c["nonce"] = "console", "n-1"
+		mut(c)
+		return signJWT(t, "RS256", "rsa-1", rsaKey1, c)
+	}
+	p, err := v.verifyIDToken(context.Background(), idToken(func(map[string]any) {}), "n-1")
+	if err != nil || p.Name != "po-jane" || p.Roles[0] != RolePrivacyOfficer {
+		t.Fatalf("valid ID token: %+v %v", p, err)
+	}
+	for name, c := range map[string]struct {
+		tok, nonce, want string
+	}{
+		"wrong nonce":           {idToken(func(map[string]any) {}), "n-2", "nonce"},
+		"no nonce":              {idToken(func(c map[string]any) { delete(c, "nonce") }), "n-1", "nonce"},
+		"bearer audience":       {idToken(func(c map[string]any) { c["aud"] = testAudience }), "n-1", "audience"},
+		"other client's azp":    {idToken(func(c map[string]any) { c["aud"], c["azp"] = []string{"console", "other"}, "other" }), "n-1", "azp"},
+		"expired":               {idToken(func(c map[string]any) { c["exp"] = testNow.Add(-time.Hour).Unix() }), "n-1", "expired"},
+		"crit":                  {signJWTHeader(t, "RS256", "rsa-1", rsaKey1, map[string]any{"iss": testIssuer, "aud": "console", "sub": "x", "nonce": "n-1", "exp": testNow.Add(time.Minute).Unix()}, map[string]any{"crit": []string{"b64"}, "b64": true}), "n-1", "critical"},
+		"alg none":              {signJWT(t, "none", "", nil, map[string]any{"iss": testIssuer, "aud": "console", "sub": "x", "nonce": "n-1", "exp": testNow.Add(time.Minute).Unix()}), "n-1", "algorithm"},
+		"signed by another key": {signJWT(t, "RS256", "rsa-1", rsaKey2, map[string]any{"iss": testIssuer, "aud": "console", "sub": "x", "nonce": "n-1", "exp": testNow.Add(time.Minute).Unix()}), "n-1", "signature"},
+	} {
+		if _, err := v.verifyIDToken(context.Background(), c.tok, c.nonce); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: want an error with %q, got %v", name, c.want, err)
+		}
+	}
+}
