@@ -390,3 +390,23 @@ func TestIDTokenVerification(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkBearerJWT: one bearer JWT checked end to end (pre-parse,
+// go-oidc, key by kid, signature, claims, roles).
+func BenchmarkBearerJWT(b *testing.B) {
+	testKeys(b)
+	a := newTestAuth(b, Config{OIDC: []OIDCConfig{testOIDC(jwks(rsaJWK("rsa-1", &rsaKey1.PublicKey), ecJWK("ec-1", &ecKey1.PublicKey)))}})
+	for _, alg := range []struct {
+		name, kid string
+		key       any
+	}{{"RS256", "rsa-1", rsaKey1}, {"ES256", "ec-1", ecKey1}} {
+		tok := "Bearer " + signJWT(b, alg.name, alg.kid, alg.key, baseClaims())
+		b.Run(alg.name, func(b *testing.B) {
+			for b.Loop() {
+				if _, err := authWith(a, tok); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
