@@ -73,7 +73,11 @@ func (a *authenticator) authenticate(ctx context.Context, r *http.Request) (*Pri
 	if !ok || !strings.EqualFold(scheme, "Bearer") {
 		return nil, badToken("want the Bearer scheme")
 	}
-	tok = strings.TrimSpace(tok)
+	return a.authenticateToken(ctx, strings.TrimSpace(tok))
+}
+
+// authenticateToken checks one bearer token (static or JWT).
+func (a *authenticator) authenticateToken(ctx context.Context, tok string) (*Principal, error) {
 	if !isB64Token(tok) {
 		return nil, badToken("malformed bearer token")
 	}
@@ -104,21 +108,24 @@ func (a *authenticator) matchStatic(tok string) *Principal {
 }
 
 func (a *authenticator) verifyJWT(ctx context.Context, tok string) (*Principal, error) {
-	j, err := splitJWT(tok)
+	jws, err := preParse(tok)
 	if err != nil {
 		return nil, err
 	}
 	var peek struct {
 		Iss string `json:"iss"`
 	}
-	if json.Unmarshal(j.payload, &peek) != nil {
+	if json.Unmarshal(jws.UnsafePayloadWithoutVerification(), &peek) != nil {
 		return nil, badToken("malformed claims")
 	}
 	v := a.issuers[peek.Iss]
 	if v == nil {
 		return nil, badToken("untrusted issuer")
 	}
-	return v.verify(ctx, j)
+	if !v.algs[jws.Signatures[0].Protected.Algorithm] {
+		return nil, badToken("algorithm not allowed")
+	}
+	return v.verify(ctx, tok)
 }
 
 // isB64Token checks RFC 6750's b64token syntax.

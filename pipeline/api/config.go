@@ -4,6 +4,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"net"
+	"net/url"
 	"os"
 	"slices"
 	"strings"
@@ -28,8 +29,11 @@ type Config struct {
 	// Tokens are static bearer tokens (service accounts, break-fix access),
 	// stored as SHA-256 hashes.
 	Tokens []TokenConfig `yaml:"tokens"`
-	// OIDC lists the identity providers whose JWTs are accepted.
+	// OIDC lists the identity providers whose JWTs are accepted, and
+	// (with browser.client_id) the ones people sign in with in the console.
 	OIDC []OIDCConfig `yaml:"oidc"`
+	// Session bounds the console's sign-in sessions.
+	Session SessionConfig `yaml:"session"`
 
 	ReadHeaderTimeout time.Duration `yaml:"read_header_timeout"`
 	ReadTimeout       time.Duration `yaml:"read_timeout"`
@@ -90,7 +94,9 @@ type OIDCConfig struct {
 	Audiences []string `yaml:"audiences"`
 	// The issuer's signing keys as a JWKS: a file, inline JSON, or an
 	// https URL fetched and cached (refreshed every jwks_refresh, and at
-	// most once a minute on an unknown key id). Exactly one.
+	// most once a minute on an unknown key id). At most one; none: the
+	// jwks_uri of the issuer's discovery document
+	// (<issuer>/.well-known/openid-configuration, fetched on first use).
 	JWKSFile    string        `yaml:"jwks_file"`
 	JWKS        string        `yaml:"jwks"`
 	JWKSURL     string        `yaml:"jwks_url"`
@@ -110,6 +116,49 @@ type OIDCConfig struct {
 	RoleMap map[string]Role `yaml:"role_map"`
 	// Leeway tolerates clock skew on exp, nbf and iat. Default 60s.
 	Leeway time.Duration `yaml:"leeway"`
+	// Browser enables console sign-in with this issuer (OpenID Connect
+	// authorization code flow with PKCE) when client_id is set.
+	Browser BrowserConfig `yaml:"browser"`
+}
+
+// BrowserConfig is the console's OpenID Connect client at one issuer. The
+// authorization and token endpoints come from the issuer's discovery
+// document; ID tokens must name client_id in aud; roles come from the
+// issuer's role_claim and role_map, the name from subject_claim.
+type BrowserConfig struct {
+	// Name is the provider on the sign-in page ("Sign in with <name>").
+	// Default: the issuer's host.
+	Name string `yaml:"name"`
+	// ClientID is the console's client id at the issuer.
+	ClientID string `yaml:"client_id"`
+	// ClientSecret, or ClientSecretFile (its trimmed content; set one, not
+	// both), authenticates the console at the token endpoint. Empty: a
+	// public client (PKCE alone).
+	ClientSecret     string `yaml:"client_secret"`
+	ClientSecretFile string `yaml:"client_secret_file"`
+	// RedirectURL is this console's /auth/callback as the browser reaches
+	// it (e.g. https://ehrwatch.hospital.example/auth/callback); it must be
+	// registered at the issuer.
+	RedirectURL string `yaml:"redirect_url"`
+	// Scopes requested; "openid" is always included. Default [openid,
+	// profile, email].
+	Scopes []string `yaml:"scopes"`
+}
+
+func (b BrowserConfig) enabled() bool { return b.ClientID != "" }
+
+// SessionConfig bounds console sessions (kept in memory: a restart signs
+// everybody out).
+type SessionConfig struct {
+	// IdleTimeout ends a session not used for this long. Default 30m.
+	IdleTimeout time.Duration `yaml:"idle_timeout"`
+	// AbsoluteTimeout ends a session this long after sign-in, however
+	// busy. Default 12h.
+	AbsoluteTimeout time.Duration `yaml:"absolute_timeout"`
+	// MaxSessions bounds the sessions (and, separately, the sign-ins in
+	// progress) held at once; beyond it the oldest is dropped. Default
+	// 10000.
+	MaxSessions int `yaml:"max_sessions"`
 }
 
 // DefaultConfig returns the defaults: loopback listener, sane timeouts,
@@ -132,6 +181,7 @@ func DefaultConfig() Config {
 		MaxReportRange:    3 * 366 * 24 * time.Hour,
 		CareSlackBefore:   24 * time.Hour,
 		CareSlackAfter:    24 * time.Hour,
+		Session:           SessionConfig{IdleTimeout: 30 * time.Minute, AbsoluteTimeout: 12 * time.Hour, MaxSessions: 10000},
 	}
 }
 
@@ -211,6 +261,12 @@ func (c Config) Validate(prefix string) error {
 			return fmt.Errorf("%s.hash: %v", key, err)
 		}
 	}
+	if c.Session.IdleTimeout <= 0 || c.Session.AbsoluteTimeout < c.Session.IdleTimeout {
+		return fmt.Errorf("%s.session.idle_timeout, %s.session.absolute_timeout: want 0 < idle_timeout <= absolute_timeout", prefix, prefix)
+	}
+	if c.Session.MaxSessions < 1 || c.Session.MaxSessions > 1000000 {
+		return fmt.Errorf("%s.session.max_sessions: must be between 1 and 1000000", prefix)
+	}
 	issuers := map[string]bool{}
 	for i, o := range c.OIDC {
 		if err := o.validate(fmt.Sprintf("%s.oidc[%d]", prefix, i)); err != nil {
@@ -237,8 +293,14 @@ func (o OIDCConfig) validate(key string) error {
 			n++
 		}
 	}
-	if n != 1 {
-		return fmt.Errorf("%s.jwks_file, %s.jwks, %s.jwks_url: set exactly one", key, key, key)
+	if n > 1 {
+		return fmt.Errorf("%s.jwks_file, %s.jwks, %s.jwks_url: set at most one", key, key, key)
+	}
+	if n == 0 || o.Browser.enabled() {
+		// The keys (n == 0) or the endpoints come from discovery.
+		if err := checkIdPURL(o.Issuer); err != nil {
+			return fmt.Errorf("%s.issuer: discovery URL %v", key, err)
+		}
 	}
 	if o.JWKSFile != "" {
 		if _, err := os.Stat(o.JWKSFile); err != nil {
@@ -246,7 +308,7 @@ func (o OIDCConfig) validate(key string) error {
 		}
 	}
 	if o.JWKSURL != "" {
-		if err := checkJWKSURL(o.JWKSURL); err != nil {
+		if err := checkIdPURL(o.JWKSURL); err != nil {
 			return fmt.Errorf("%s.jwks_url: %v", key, err)
 		}
 	}
@@ -265,6 +327,31 @@ func (o OIDCConfig) validate(key string) error {
 	}
 	if o.Leeway < 0 || o.Leeway > 10*time.Minute {
 		return fmt.Errorf("%s.leeway: must be between 0 and 10m", key)
+	}
+	return o.Browser.validate(key + ".browser")
+}
+
+func (b BrowserConfig) validate(key string) error {
+	if !b.enabled() {
+		if b.ClientSecret != "" || b.ClientSecretFile != "" || b.RedirectURL != "" || len(b.Scopes) > 0 || b.Name != "" {
+			return fmt.Errorf("%s.client_id: required when any browser setting is set", key)
+		}
+		return nil
+	}
+	if b.ClientSecret != "" && b.ClientSecretFile != "" {
+		return fmt.Errorf("%s.client_secret and %s.client_secret_file: set one, not both", key, key)
+	}
+	u, err := url.Parse(b.RedirectURL)
+	if err != nil || u.Host == "" || u.Path != CallbackPath || u.RawQuery != "" || u.Fragment != "" {
+		return fmt.Errorf("%s.redirect_url: want this console's absolute URL ending in %s, got %q", key, CallbackPath, b.RedirectURL)
+	}
+	if u.Scheme != "https" && !(u.Scheme == "http" && isLoopback(u.Hostname())) {
+		return fmt.Errorf("%s.redirect_url: must be https (http only for loopback hosts)", key)
+	}
+	for j, sc := range b.Scopes {
+		if sc == "" || strings.ContainsAny(sc, " \t\r\n") {
+			return fmt.Errorf("%s.scopes[%d]: not a scope: %q", key, j, sc)
+		}
 	}
 	return nil
 }

@@ -21,6 +21,7 @@ func TestConfigValidate(t *testing.T) {
 		t.Fatal(err)
 	}
 	goodOIDC := OIDCConfig{Issuer: "https://idp", Audiences: []string{"ehrwatch"}, JWKSFile: jwksFile}
+	goodBrowser := BrowserConfig{ClientID: "console", ClientSecret: "s", RedirectURL: "https://ehrwatch.example/auth/callback"}
 	cases := []struct {
 		name string
 		mut  func(c *Config)
@@ -50,6 +51,44 @@ func TestConfigValidate(t *testing.T) {
 		{"oidc HS256", func(c *Config) { o := goodOIDC; o.Algorithms = []string{"HS256"}; c.OIDC = []OIDCConfig{o} }, "api.oidc[0].algorithms[0]"},
 		{"oidc none", func(c *Config) { o := goodOIDC; o.Algorithms = []string{"ES256", "none"}; c.OIDC = []OIDCConfig{o} }, "api.oidc[0].algorithms[1]"},
 		{"oidc role map", func(c *Config) { o := goodOIDC; o.RoleMap = map[string]Role{"g": "god"}; c.OIDC = []OIDCConfig{o} }, "api.oidc[0].role_map.g"},
+		{"oidc discovery", func(c *Config) { o := goodOIDC; o.JWKSFile = ""; c.OIDC = []OIDCConfig{o} }, ""},
+		{"oidc discovery over http", func(c *Config) {
+			o := goodOIDC
+			o.JWKSFile, o.Issuer = "", "http://idp.example.test"
+			c.OIDC = []OIDCConfig{o}
+		}, "api.oidc[0].issuer"},
+		{"browser ok", func(c *Config) { o := goodOIDC; o.Browser = goodBrowser; c.OIDC = []OIDCConfig{o} }, ""},
+		{"browser without client id", func(c *Config) {
+			o := goodOIDC
+			o.Browser = BrowserConfig{RedirectURL: goodBrowser.RedirectURL}
+			c.OIDC = []OIDCConfig{o}
+		}, "api.oidc[0].browser.client_id"},
+		{"browser two secrets", func(c *Config) {
+			o := goodOIDC
+			o.Browser = goodBrowser
+			o.Browser.ClientSecretFile = jwksFile
+			c.OIDC = []OIDCConfig{o}
+		}, "api.oidc[0].browser.client_secret"},
+		{"browser redirect path", func(c *Config) {
+			o := goodOIDC
+			o.Browser = goodBrowser
+			o.Browser.RedirectURL = "https://ehrwatch.example/callback"
+			c.OIDC = []OIDCConfig{o}
+		}, "api.oidc[0].browser.redirect_url"},
+		{"browser redirect http", func(c *Config) {
+			o := goodOIDC
+			o.Browser = goodBrowser
+			o.Browser.RedirectURL = "http://ehrwatch.example/auth/callback"
+			c.OIDC = []OIDCConfig{o}
+		}, "api.oidc[0].browser.redirect_url"},
+		{"browser scope", func(c *Config) {
+			o := goodOIDC
+			o.Browser = goodBrowser
+			o.Browser.Scopes = []string{"openid", "a b"}
+			c.OIDC = []OIDCConfig{o}
+		}, "api.oidc[0].browser.scopes[1]"},
+		{"session timeouts", func(c *Config) { c.Session.AbsoluteTimeout = time.Minute }, "api.session.idle_timeout"},
+		{"session bound", func(c *Config) { c.Session.MaxSessions = 0 }, "api.session.max_sessions"},
 	}
 	for _, c := range cases {
 		cfg := DefaultConfig()

@@ -9,19 +9,30 @@ import (
 	"github.com/ehrwatch/ehrwatch/pipeline/triage"
 )
 
-// ErrNoCredentials is returned by Authenticate when the request carries no
-// credentials at all (a browser that has not signed in).
+// ErrNoCredentials is returned by Authenticate when the request carries
+// neither a bearer token nor a live console session cookie (a browser that
+// has not signed in, or whose session ended): send it to SignInURL.
 var ErrNoCredentials = errNoCredentials
 
 // ErrInvalidCredentials wraps Authenticate's error when the request
-// carries credentials that are refused (unknown, expired, malformed).
+// carries a bearer token that is refused (unknown, expired, malformed).
 var ErrInvalidCredentials = errors.New("invalid credentials")
 
-// Authenticate returns the caller of r, the way the API authenticates its
-// own requests. Errors: ErrNoCredentials, ErrInvalidCredentials (wrapped,
-// with a reason fit to show), or another error when the identity provider's
-// keys are unavailable (answer 503).
+// Authenticate returns the caller of a console or API request: from its
+// bearer token (static or OIDC JWT) when it sends an Authorization header
+// (a bad token is not rescued by a cookie), else from its console session
+// cookie (see SignInHandler). Errors: ErrNoCredentials,
+// ErrInvalidCredentials (wrapped, with a reason fit to show), or another
+// error when the identity provider's keys are unavailable (answer 503).
 func (s *Server) Authenticate(r *http.Request) (*Principal, error) {
+	if len(r.Header.Values("Authorization")) == 0 {
+		if c, err := r.Cookie(s.signIn.sessionCk); err == nil {
+			if p, ok := s.sessions.lookup(c.Value); ok {
+				return p, nil
+			}
+		}
+		return nil, ErrNoCredentials
+	}
 	p, err := s.auth.authenticate(r.Context(), r)
 	var te *tokenError
 	if errors.As(err, &te) {

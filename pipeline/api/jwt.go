@@ -2,17 +2,13 @@ package api
 
 import (
 	"context"
-	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rsa"
-	"crypto/sha256"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"math/big"
 	"net"
 	"net/http"
 	"net/url"
@@ -21,13 +17,41 @@ import (
 	"sync"
 	"time"
 
+	"github.com/coreos/go-oidc/v3/oidc"
+	jose "github.com/go-jose/go-jose/v4"
 	"github.com/rs/zerolog"
 )
+
+// Bearer JWTs and browser ID tokens are verified by go-oidc
+// (github.com/coreos/go-oidc/v3: issuer, expiry, allowed algorithms, and the
+// signature through the KeySet below) on top of go-jose
+// (github.com/go-jose/go-jose/v4: JWS parsing, JWK decoding, signature
+// checks). What ehrwatch adds, and why:
+//
+//   - issuerKeys, its own oidc.KeySet: go-oidc's StaticKeySet tries every
+//     key and ignores the token's kid, and its RemoteKeySet refetches the
+//     JWKS on every unknown kid (an unauthenticated caller could make
+//     ehrwatch hammer the IdP). issuerKeys picks the key by kid and alg,
+//     refuses weak keys (RSA < 2048 bits, curves other than P-256), and
+//     refreshes a remote JWKS every jwks_refresh and at most once a minute
+//     on an unknown kid, keeping the previous keys when a refresh fails.
+//   - A pre-parse (go-jose) that refuses any "crit" header: go-jose
+//     understands crit: ["b64"] (RFC 7797 unencoded payloads), which JWTs
+//     must not use (RFC 7797 §7), so a JWT naming any critical extension is
+//     refused outright, as before.
+//   - Several accepted audiences, a configurable leeway on nbf/iat (go-oidc
+//     hard-codes 5 minutes on nbf and none on exp; exp's leeway is applied
+//     through go-oidc's clock), the subject claim and the role claim.
 
 // supportedAlgs are the JWS algorithms ehrwatch verifies. "none" and the
 // HMAC family are never accepted: with public keys in a JWKS, accepting
 // HS256 would let anyone sign with the public key as the HMAC secret.
 var supportedAlgs = map[string]bool{"RS256": true, "ES256": true}
+
+// parseAlgs are what a token is parsed with, so that a refused algorithm
+// is reported as such; only the configured algorithms are ever verified.
+var parseAlgs = []jose.SignatureAlgorithm{jose.RS256, jose.RS384, jose.RS512, jose.PS256, jose.PS384, jose.PS512,
+	jose.ES256, jose.ES384, jose.ES512, jose.EdDSA, jose.HS256, jose.HS384, jose.HS512, "none"}
 
 const (
 	maxJWTBytes       = 16 << 10
@@ -51,76 +75,42 @@ func badToken(format string, args ...any) error {
 	return &tokenError{Desc: fmt.Sprintf(format, args...)}
 }
 
-var b64 = base64.RawURLEncoding.Strict()
-
-// publicKey is one usable key of a JWKS.
-type publicKey struct {
-	kid, alg string
-	rsa      *rsa.PublicKey
-	ec       *ecdsa.PublicKey
-}
-
-func (k publicKey) fits(alg string) bool {
-	if k.alg != "" && k.alg != alg {
-		return false
-	}
-	switch alg {
-	case "RS256":
-		return k.rsa != nil
-	case "ES256":
-		return k.ec != nil && k.ec.Curve == elliptic.P256()
-	}
-	return false
-}
-
-type keySet []publicKey
-
-// parseJWKS reads the public signing keys of a JWKS (RFC 7517). Keys for
-// encryption, symmetric keys and unsupported types are skipped; a set
-// without one usable key is an error.
+// parseJWKS reads the public signing keys of a JWKS (RFC 7517) with
+// go-jose. Keys for encryption, symmetric keys, RSA keys under 2048 bits and
+// EC keys off P-256 are skipped; a set without one usable key is an error.
 func parseJWKS(data []byte) (keySet, error) {
 	var doc struct {
-		Keys []struct {
-			Kty string `json:"kty"`
-			Kid string `json:"kid"`
-			Use string `json:"use"`
-			Alg string `json:"alg"`
-			N   string `json:"n"`
-			E   string `json:"e"`
-			Crv string `json:"crv"`
-			X   string `json:"x"`
-			Y   string `json:"y"`
-		} `json:"keys"`
+		Keys []json.RawMessage `json:"keys"`
 	}
 	if err := json.Unmarshal(data, &doc); err != nil {
 		return nil, fmt.Errorf("JWKS: not a JSON key set: %w", err)
 	}
 	var out keySet
 	var skipped []string
-	for i, k := range doc.Keys {
+	for i, raw := range doc.Keys {
+		var k jose.JSONWebKey
+		if err := k.UnmarshalJSON(raw); err != nil {
+			skipped = append(skipped, fmt.Sprintf("keys[%d]: %v", i, err))
+			continue
+		}
 		if k.Use != "" && k.Use != "sig" {
 			continue
 		}
-		pk := publicKey{kid: k.Kid, alg: k.Alg}
-		switch k.Kty {
-		case "RSA":
-			key, err := rsaKey(k.N, k.E)
-			if err != nil {
-				skipped = append(skipped, fmt.Sprintf("keys[%d]: %v", i, err))
+		switch pub := k.Key.(type) {
+		case *rsa.PublicKey:
+			if bits := pub.N.BitLen(); bits < minRSABits {
+				skipped = append(skipped, fmt.Sprintf("keys[%d]: RSA key of %d bits (want ≥ %d)", i, bits, minRSABits))
 				continue
 			}
-			pk.rsa = key
-		case "EC":
-			key, err := ecKey(k.Crv, k.X, k.Y)
-			if err != nil {
-				skipped = append(skipped, fmt.Sprintf("keys[%d]: %v", i, err))
+		case *ecdsa.PublicKey:
+			if pub.Curve != elliptic.P256() {
+				skipped = append(skipped, fmt.Sprintf("keys[%d]: EC curve %s (want P-256)", i, pub.Curve.Params().Name))
 				continue
 			}
-			pk.ec = key
-		default:
+		default: // symmetric, private or other key types
 			continue
 		}
-		out = append(out, pk)
+		out = append(out, k)
 	}
 	if len(out) == 0 {
 		if len(skipped) > 0 {
@@ -131,54 +121,31 @@ func parseJWKS(data []byte) (keySet, error) {
 	return out, nil
 }
 
-func rsaKey(n64, e64 string) (*rsa.PublicKey, error) {
-	nb, err := b64.DecodeString(n64)
-	if err != nil || len(nb) == 0 {
-		return nil, errors.New("bad RSA modulus")
-	}
-	eb, err := b64.DecodeString(e64)
-	if err != nil || len(eb) == 0 || len(eb) > 4 {
-		return nil, errors.New("bad RSA exponent")
-	}
-	e := 0
-	for _, c := range eb {
-		e = e<<8 | int(c)
-	}
-	n := new(big.Int).SetBytes(nb)
-	if n.BitLen() < minRSABits {
-		return nil, fmt.Errorf("RSA key of %d bits (want ≥ %d)", n.BitLen(), minRSABits)
-	}
-	if e < 3 || e%2 == 0 {
-		return nil, errors.New("bad RSA exponent")
-	}
-	return &rsa.PublicKey{N: n, E: e}, nil
-}
+type keySet []jose.JSONWebKey
 
-func ecKey(crv, x64, y64 string) (*ecdsa.PublicKey, error) {
-	if crv != "P-256" {
-		return nil, fmt.Errorf("EC curve %q (want P-256)", crv)
+func keyFits(k jose.JSONWebKey, alg string) bool {
+	if k.Algorithm != "" && k.Algorithm != alg {
+		return false
 	}
-	x, err1 := b64.DecodeString(x64)
-	y, err2 := b64.DecodeString(y64)
-	if err1 != nil || err2 != nil || len(x) != 32 || len(y) != 32 {
-		return nil, errors.New("bad EC coordinates")
+	switch alg {
+	case "RS256":
+		_, ok := k.Key.(*rsa.PublicKey)
+		return ok
+	case "ES256":
+		ec, ok := k.Key.(*ecdsa.PublicKey)
+		return ok && ec.Curve == elliptic.P256()
 	}
-	pt := append(append([]byte{4}, x...), y...)
-	key, err := ecdsa.ParseUncompressedPublicKey(elliptic.P256(), pt)
-	if err != nil {
-		return nil, errors.New("EC point not on P-256")
-	}
-	return key, nil
+	return false
 }
 
 var errUnknownKid = errors.New("unknown key id")
 
 // find picks the key for a token's kid and alg. A token without kid is
 // accepted only when exactly one key fits the algorithm.
-func (ks keySet) find(kid, alg string) (publicKey, error) {
-	var fit []publicKey
+func (ks keySet) find(kid, alg string) (jose.JSONWebKey, error) {
+	var fit []jose.JSONWebKey
 	for _, k := range ks {
-		if k.fits(alg) && (kid == "" || k.kid == kid) {
+		if keyFits(k, alg) && (kid == "" || k.KeyID == kid) {
 			fit = append(fit, k)
 		}
 	}
@@ -186,12 +153,12 @@ func (ks keySet) find(kid, alg string) (publicKey, error) {
 	case len(fit) == 1:
 		return fit[0], nil
 	case len(fit) == 0:
-		return publicKey{}, errUnknownKid
+		return jose.JSONWebKey{}, errUnknownKid
 	}
 	if kid == "" {
-		return publicKey{}, badToken("token has no kid and several keys fit")
+		return jose.JSONWebKey{}, badToken("token has no kid and several keys fit")
 	}
-	return publicKey{}, badToken("several keys share the kid")
+	return jose.JSONWebKey{}, badToken("several keys share the kid")
 }
 
 // keySource yields an issuer's current keys.
@@ -205,8 +172,9 @@ func (s staticKeys) keys(context.Context, bool) (keySet, error) { return keySet(
 
 // remoteKeys fetches a JWKS over HTTPS and caches it. A failed refresh keeps
 // the previous keys; an unknown kid forces a refresh at most once a minute.
+// url returns the JWKS URL (configured, or discovered).
 type remoteKeys struct {
-	url    string
+	url    func(ctx context.Context) (string, error)
 	ttl    time.Duration
 	client *http.Client
 	now    func() time.Time
@@ -235,7 +203,7 @@ func (r *remoteKeys) keys(ctx context.Context, refresh bool) (keySet, error) {
 	set, err := r.fetch(ctx)
 	if err != nil {
 		if r.set != nil {
-			r.log.Warn().Err(err).Str("jwks_url", r.url).Msg("JWKS refresh failed; keeping the previous keys")
+			r.log.Warn().Err(err).Msg("JWKS refresh failed; keeping the previous keys")
 			r.fetchedAt = now // retry after another ttl, not on every request
 			return r.set, nil
 		}
@@ -248,7 +216,11 @@ func (r *remoteKeys) keys(ctx context.Context, refresh bool) (keySet, error) {
 func (r *remoteKeys) fetch(ctx context.Context) (keySet, error) {
 	ctx, cancel := context.WithTimeout(ctx, jwksFetchTimeout)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, r.url, nil)
+	u, err := r.url(ctx)
+	if err != nil {
+		return nil, err
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -271,9 +243,9 @@ func (r *remoteKeys) fetch(ctx context.Context) (keySet, error) {
 	return parseJWKS(body)
 }
 
-// checkJWKSURL requires https, except for loopback hosts (a local IdP or
+// checkIdPURL requires https, except for loopback hosts (a local IdP or
 // sidecar).
-func checkJWKSURL(s string) error {
+func checkIdPURL(s string) error {
 	u, err := url.Parse(s)
 	if err != nil || u.Host == "" {
 		return errors.New("not an absolute URL")
@@ -290,17 +262,127 @@ func checkJWKSURL(s string) error {
 	return errors.New("must be https (http only for loopback hosts)")
 }
 
-// oidcVerifier verifies the JWTs of one issuer.
+// issuerKeys is the oidc.KeySet of one issuer: it verifies a JWS with the
+// key its kid and alg select.
+type issuerKeys struct {
+	src  keySource
+	algs []jose.SignatureAlgorithm
+}
+
+// sigOutcome carries issuerKeys' typed error (go-oidc flattens it into
+// text) and the verified payload back to the caller of go-oidc.
+type sigOutcome struct {
+	err     error
+	payload []byte
+}
+
+type sigOutcomeKey struct{}
+
+func (k *issuerKeys) VerifySignature(ctx context.Context, raw string) ([]byte, error) {
+	out, _ := ctx.Value(sigOutcomeKey{}).(*sigOutcome)
+	if out == nil {
+		out = &sigOutcome{}
+	}
+	payload, err := k.verify(ctx, raw)
+	out.err, out.payload = err, payload
+	return payload, err
+}
+
+func (k *issuerKeys) verify(ctx context.Context, raw string) ([]byte, error) {
+	jws, err := jose.ParseSignedCompact(raw, k.algs)
+	if err != nil || len(jws.Signatures) != 1 {
+		return nil, badToken("algorithm not allowed or malformed JWT")
+	}
+	h := jws.Signatures[0].Protected
+	ks, err := k.src.keys(ctx, false)
+	if err != nil {
+		return nil, fmt.Errorf("issuer keys unavailable: %w", err)
+	}
+	key, err := ks.find(h.KeyID, h.Algorithm)
+	if errors.Is(err, errUnknownKid) {
+		// The issuer may have rotated its keys.
+		if ks, err = k.src.keys(ctx, true); err == nil {
+			key, err = ks.find(h.KeyID, h.Algorithm)
+		}
+	}
+	if err != nil {
+		if errors.Is(err, errUnknownKid) {
+			return nil, badToken("unknown signing key")
+		}
+		return nil, err
+	}
+	payload, err := jws.Verify(key.Key)
+	if err != nil {
+		return nil, badToken("bad signature")
+	}
+	return payload, nil
+}
+
+// discovery is an issuer's OpenID Provider metadata, fetched on first use
+// (so that ehrwatch starts while the IdP is down) and retried at most every
+// 10 seconds after a failure.
+type discovery struct {
+	issuer string
+	client *http.Client
+	now    func() time.Time
+
+	mu       sync.Mutex
+	provider *oidc.Provider
+	jwksURI  string
+	err      error
+	failedAt time.Time
+}
+
+const discoveryRetry = 10 * time.Second
+
+func (d *discovery) get(ctx context.Context) (*oidc.Provider, string, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.provider != nil {
+		return d.provider, d.jwksURI, nil
+	}
+	if d.err != nil && d.now().Sub(d.failedAt) < discoveryRetry {
+		return nil, "", d.err
+	}
+	ctx, cancel := context.WithTimeout(oidc.ClientContext(ctx, d.client), jwksFetchTimeout)
+	defer cancel()
+	p, err := oidc.NewProvider(ctx, d.issuer)
+	var meta struct {
+		JWKSURI string `json:"jwks_uri"`
+	}
+	if err == nil {
+		err = p.Claims(&meta)
+	}
+	if err == nil {
+		if e := checkIdPURL(meta.JWKSURI); e != nil {
+			err = fmt.Errorf("jwks_uri %v", e)
+		}
+	}
+	if err != nil {
+		d.err, d.failedAt = fmt.Errorf("OpenID discovery for %s: %w", d.issuer, err), d.now()
+		return nil, "", d.err
+	}
+	d.provider, d.jwksURI, d.err = p, meta.JWKSURI, nil
+	return p, meta.JWKSURI, nil
+}
+
+// oidcVerifier verifies the JWTs of one issuer: bearer tokens (audience one
+// of cfg.Audiences) and, for browser sign-in, ID tokens (audience the
+// client id).
 type oidcVerifier struct {
 	cfg    OIDCConfig
 	algs   map[string]bool
-	src    keySource
+	keys   *issuerKeys
+	bearer *oidc.IDTokenVerifier
+	idTok  *oidc.IDTokenVerifier // nil without browser sign-in
+	disc   *discovery
 	leeway time.Duration
 	now    func() time.Time
 }
 
 func newOIDCVerifier(cfg OIDCConfig, client *http.Client, now func() time.Time, log zerolog.Logger) (*oidcVerifier, error) {
-	v := &oidcVerifier{cfg: cfg, algs: map[string]bool{}, leeway: cfg.Leeway, now: now}
+	v := &oidcVerifier{cfg: cfg, algs: map[string]bool{}, leeway: cfg.Leeway, now: now,
+		disc: &discovery{issuer: cfg.Issuer, client: client, now: now}}
 	if v.leeway == 0 {
 		v.leeway = defaultLeeway
 	}
@@ -308,11 +390,13 @@ func newOIDCVerifier(cfg OIDCConfig, client *http.Client, now func() time.Time, 
 	if len(algs) == 0 {
 		algs = []string{"RS256", "ES256"}
 	}
+	var joseAlgs []jose.SignatureAlgorithm
 	for _, a := range algs {
 		if !supportedAlgs[a] {
 			return nil, fmt.Errorf("algorithm %q is not supported", a)
 		}
 		v.algs[a] = true
+		joseAlgs = append(joseAlgs, jose.SignatureAlgorithm(a))
 	}
 	if v.cfg.RoleClaim == "" {
 		v.cfg.RoleClaim = defaultRoleClaim
@@ -320,14 +404,16 @@ func newOIDCVerifier(cfg OIDCConfig, client *http.Client, now func() time.Time, 
 	if v.cfg.SubjectClaim == "" {
 		v.cfg.SubjectClaim = defaultSubjectClm
 	}
+	var src keySource
+	ttl := cfg.JWKSRefresh
+	if ttl == 0 {
+		ttl = defaultJWKSTTL
+	}
 	switch {
 	case cfg.JWKSURL != "":
-		ttl := cfg.JWKSRefresh
-		if ttl == 0 {
-			ttl = defaultJWKSTTL
-		}
-		v.src = &remoteKeys{url: cfg.JWKSURL, ttl: ttl, client: client, now: now, log: log}
-	default:
+		u := cfg.JWKSURL
+		src = &remoteKeys{url: func(context.Context) (string, error) { return u, nil }, ttl: ttl, client: client, now: now, log: log}
+	case cfg.JWKS != "" || cfg.JWKSFile != "":
 		data := []byte(cfg.JWKS)
 		if cfg.JWKSFile != "" {
 			var err error
@@ -339,93 +425,122 @@ func newOIDCVerifier(cfg OIDCConfig, client *http.Client, now func() time.Time, 
 		if err != nil {
 			return nil, err
 		}
-		v.src = staticKeys(ks)
+		src = staticKeys(ks)
+	default: // the jwks_uri of the issuer's discovery document
+		src = &remoteKeys{url: func(ctx context.Context) (string, error) {
+			_, u, err := v.disc.get(ctx)
+			return u, err
+		}, ttl: ttl, client: client, now: now, log: log}
+	}
+	v.keys = &issuerKeys{src: src, algs: joseAlgs}
+	// go-oidc checks exp strictly against Now: the leeway moves its clock back.
+	clock := func() time.Time { return v.now().Add(-v.leeway) }
+	v.bearer = oidc.NewVerifier(cfg.Issuer, v.keys, &oidc.Config{
+		SkipClientIDCheck:    true, // several audiences may be accepted: checked in claims
+		SupportedSigningAlgs: algs, Now: clock,
+	})
+	if cfg.Browser.enabled() {
+		v.idTok = oidc.NewVerifier(cfg.Issuer, v.keys, &oidc.Config{
+			ClientID: cfg.Browser.ClientID, SupportedSigningAlgs: algs, Now: clock,
+		})
 	}
 	return v, nil
 }
 
-// jwtParts is a compact JWS split and decoded, not yet verified.
-type jwtParts struct {
-	header struct {
-		Alg  string   `json:"alg"`
-		Kid  string   `json:"kid"`
-		Typ  string   `json:"typ"`
-		Crit []string `json:"crit"`
+// verify checks a bearer token and returns the caller.
+func (v *oidcVerifier) verify(ctx context.Context, raw string) (*Principal, error) {
+	payload, err := v.run(ctx, v.bearer, raw)
+	if err != nil {
+		return nil, err
 	}
-	payload      []byte
-	signingInput string
-	sig          []byte
+	return v.claims(payload, v.cfg.Audiences)
 }
 
-func splitJWT(raw string) (*jwtParts, error) {
+// verifyIDToken checks an ID token from the token endpoint and its nonce.
+func (v *oidcVerifier) verifyIDToken(ctx context.Context, raw, nonce string) (*Principal, error) {
+	if v.idTok == nil {
+		return nil, errors.New("browser sign-in is not configured for this issuer")
+	}
+	jws, err := preParse(raw)
+	if err != nil {
+		return nil, err
+	}
+	if !v.algs[jws.Signatures[0].Protected.Algorithm] {
+		return nil, badToken("algorithm not allowed")
+	}
+	out := &sigOutcome{}
+	tok, err := v.idTok.Verify(context.WithValue(ctx, sigOutcomeKey{}, out), raw)
+	if err != nil {
+		return nil, v.explain(err, out, []string{v.cfg.Browser.ClientID})
+	}
+	if tok.Nonce == "" || !constantEqual(tok.Nonce, nonce) {
+		return nil, badToken("ID token nonce does not match the sign-in")
+	}
+	// OpenID Connect Core §3.1.3.7: an azp, when present, must be us.
+	var azp struct {
+		Azp string `json:"azp"`
+	}
+	if err := tok.Claims(&azp); err != nil || (azp.Azp != "" && azp.Azp != v.cfg.Browser.ClientID) {
+		return nil, badToken("ID token issued to another client (azp)")
+	}
+	return v.claims(out.payload, []string{v.cfg.Browser.ClientID})
+}
+
+// run has go-oidc verify raw with verifier and returns the verified
+// payload, or the precise reason it was refused.
+func (v *oidcVerifier) run(ctx context.Context, verifier *oidc.IDTokenVerifier, raw string) ([]byte, error) {
+	out := &sigOutcome{}
+	if _, err := verifier.Verify(context.WithValue(ctx, sigOutcomeKey{}, out), raw); err != nil {
+		return nil, v.explain(err, out, v.cfg.Audiences)
+	}
+	return out.payload, nil
+}
+
+func (v *oidcVerifier) explain(err error, out *sigOutcome, audiences []string) error {
+	if out.err != nil {
+		return out.err // typed: token error, or keys unavailable
+	}
+	var expired *oidc.TokenExpiredError
+	if errors.As(err, &expired) {
+		if expired.Expiry.IsZero() {
+			return badToken("exp claim missing or malformed")
+		}
+		return badToken("token expired")
+	}
+	if out.payload != nil {
+		// Signed by the issuer but refused by go-oidc: name the claim.
+		if _, cerr := v.claims(out.payload, audiences); cerr != nil {
+			return cerr
+		}
+		if strings.Contains(err.Error(), "audience") {
+			return badToken("wrong audience")
+		}
+		return badToken("claims refused")
+	}
+	return badToken("malformed JWT")
+}
+
+// preParse splits a compact JWS with go-jose before go-oidc sees it, to
+// refuse what go-oidc would let through (any crit header) and to report
+// the algorithm and issuer it is about. The payload is not trusted yet.
+func preParse(raw string) (*jose.JSONWebSignature, error) {
 	if len(raw) > maxJWTBytes {
 		return nil, badToken("token too large")
 	}
-	h, rest, ok1 := strings.Cut(raw, ".")
-	p, s, ok2 := strings.Cut(rest, ".")
-	if !ok1 || !ok2 || strings.Contains(s, ".") {
-		return nil, badToken("not a JWT")
+	jws, err := jose.ParseSignedCompact(raw, parseAlgs)
+	if err != nil || len(jws.Signatures) != 1 {
+		return nil, badToken("malformed JWT")
 	}
-	j := &jwtParts{signingInput: h + "." + p}
-	hb, err := b64.DecodeString(h)
-	if err != nil || json.Unmarshal(hb, &j.header) != nil {
-		return nil, badToken("malformed JWT header")
-	}
-	if len(j.header.Crit) > 0 {
+	if _, ok := jws.Signatures[0].Protected.ExtraHeaders["crit"]; ok {
 		return nil, badToken("unsupported critical header")
 	}
-	if j.payload, err = b64.DecodeString(p); err != nil {
-		return nil, badToken("malformed JWT payload")
-	}
-	if j.sig, err = b64.DecodeString(s); err != nil {
-		return nil, badToken("malformed JWT signature")
-	}
-	return j, nil
+	return jws, nil
 }
 
-// verify checks the signature and claims and returns the caller.
-func (v *oidcVerifier) verify(ctx context.Context, j *jwtParts) (*Principal, error) {
-	if !v.algs[j.header.Alg] {
-		return nil, badToken("algorithm not allowed")
-	}
-	ks, err := v.src.keys(ctx, false)
-	if err != nil {
-		return nil, fmt.Errorf("issuer keys unavailable: %w", err)
-	}
-	key, err := ks.find(j.header.Kid, j.header.Alg)
-	if errors.Is(err, errUnknownKid) {
-		// The issuer may have rotated its keys.
-		if ks, err = v.src.keys(ctx, true); err == nil {
-			key, err = ks.find(j.header.Kid, j.header.Alg)
-		}
-	}
-	if err != nil {
-		if errors.Is(err, errUnknownKid) {
-			return nil, badToken("unknown signing key")
-		}
-		return nil, err
-	}
-	digest := sha256.Sum256([]byte(j.signingInput))
-	switch j.header.Alg {
-	case "RS256":
-		if rsa.VerifyPKCS1v15(key.rsa, crypto.SHA256, digest[:], j.sig) != nil {
-			return nil, badToken("bad signature")
-		}
-	case "ES256":
-		if len(j.sig) != 64 {
-			return nil, badToken("bad signature")
-		}
-		r, s := new(big.Int).SetBytes(j.sig[:32]), new(big.Int).SetBytes(j.sig[32:])
-		if !ecdsa.Verify(key.ec, digest[:], r, s) {
-			return nil, badToken("bad signature")
-		}
-	default:
-		return nil, badToken("algorithm not allowed")
-	}
-	return v.claims(j.payload)
-}
-
-func (v *oidcVerifier) claims(payload []byte) (*Principal, error) {
+// claims checks what go-oidc leaves to the caller (audience against a
+// list, nbf and iat with the configured leeway, the subject claim) and maps
+// the role claim. payload has been verified.
+func (v *oidcVerifier) claims(payload []byte, audiences []string) (*Principal, error) {
 	dec := json.NewDecoder(strings.NewReader(string(payload)))
 	dec.UseNumber()
 	var c map[string]any
@@ -435,7 +550,7 @@ func (v *oidcVerifier) claims(payload []byte) (*Principal, error) {
 	if iss, _ := c["iss"].(string); iss != v.cfg.Issuer {
 		return nil, badToken("wrong issuer")
 	}
-	if !audienceOK(c["aud"], v.cfg.Audiences) {
+	if !audienceOK(c["aud"], audiences) {
 		return nil, badToken("wrong audience")
 	}
 	now := v.now()

@@ -75,7 +75,16 @@ func jwks(keys ...map[string]any) string {
 // []byte (HMAC) or nil (alg none).
 func signJWT(t testing.TB, alg, kid string, key any, claims map[string]any) string {
 	t.Helper()
+	return signJWTHeader(t, alg, kid, key, claims, nil)
+}
+
+// signJWTHeader is signJWT with extra protected header fields.
+func signJWTHeader(t testing.TB, alg, kid string, key any, claims, extra map[string]any) string {
+	t.Helper()
 	hdr := map[string]any{"alg": alg, "typ": "JWT"}
+	for k, v := range extra {
+		hdr[k] = v
+	}
 	if kid != "" {
 		hdr["kid"] = kid
 	}
@@ -178,6 +187,11 @@ func TestJWTVerification(t *testing.T) {
 		{"RS256 header on the EC key", signJWT(t, "RS256", "ec-1", rsaKey1, baseClaims()), "unknown signing key"},
 		{"no subject", signJWT(t, "RS256", "rsa-1", rsaKey1, with(func(c map[string]any) { delete(c, "sub") })), "sub"},
 		{"garbage", "eyJhbGciOiJSUzI1NiJ9.eyJ.x", "malformed"},
+		// go-jose itself understands crit ["b64"]; ehrwatch refuses every critical extension.
+		{"crit b64", signJWTHeader(t, "RS256", "rsa-1", rsaKey1, baseClaims(), map[string]any{"crit": []string{"b64"}, "b64": true}), "critical"},
+		{"crit unknown", signJWTHeader(t, "RS256", "rsa-1", rsaKey1, baseClaims(), map[string]any{"crit": []string{"x-policy"}, "x-policy": 1}), "critical"},
+		{"iat in the future", signJWT(t, "RS256", "rsa-1", rsaKey1, with(func(c map[string]any) { c["iat"] = testNow.Add(10 * time.Minute).Unix() })), "iat"},
+		{"ES256 header on the RSA key", signJWT(t, "ES256", "rsa-1", ecKey1, baseClaims()), "unknown signing key"},
 	}
 	// Tampering: change the payload of a valid token, keep its signature.
 	valid := signJWT(t, "RS256", "rsa-1", rsaKey1, baseClaims())
@@ -338,5 +352,61 @@ func TestStaticTokens(t *testing.T) {
 	}
 	if HashToken("x") != "sha256:2d711642b726b04401627ca9fbac32f5c8530fb1903cc4db02258717921a4881" {
 		t.Errorf("HashToken: %s", HashToken("x"))
+	}
+}
+
+func TestIDTokenVerification(t *testing.T) {
+	testKeys(t)
+	cfg := testOIDC(jwks(rsaJWK("rsa-1", &rsaKey1.PublicKey)))
+	cfg.Browser = BrowserConfig{ClientID: "console", RedirectURL: "https://ehrwatch.example/auth/callback"}
+	v, err := newOIDCVerifier(cfg, http.DefaultClient, func() time.Time { return testNow }, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	idToken := func(mut func(c map[string]any)) string {
+		c := baseClaims()
+		c["aud"], c["nonce"] = "console", "n-1"
+		mut(c)
+		return signJWT(t, "RS256", "rsa-1", rsaKey1, c)
+	}
+	p, err := v.verifyIDToken(context.Background(), idToken(func(map[string]any) {}), "n-1")
+	if err != nil || p.Name != "po-jane" || p.Roles[0] != RolePrivacyOfficer {
+		t.Fatalf("valid ID token: %+v %v", p, err)
+	}
+	for name, c := range map[string]struct {
+		tok, nonce, want string
+	}{
+		"wrong nonce":           {idToken(func(map[string]any) {}), "n-2", "nonce"},
+		"no nonce":              {idToken(func(c map[string]any) { delete(c, "nonce") }), "n-1", "nonce"},
+		"bearer audience":       {idToken(func(c map[string]any) { c["aud"] = testAudience }), "n-1", "audience"},
+		"other client's azp":    {idToken(func(c map[string]any) { c["aud"], c["azp"] = []string{"console", "other"}, "other" }), "n-1", "azp"},
+		"expired":               {idToken(func(c map[string]any) { c["exp"] = testNow.Add(-time.Hour).Unix() }), "n-1", "expired"},
+		"crit":                  {signJWTHeader(t, "RS256", "rsa-1", rsaKey1, map[string]any{"iss": testIssuer, "aud": "console", "sub": "x", "nonce": "n-1", "exp": testNow.Add(time.Minute).Unix()}, map[string]any{"crit": []string{"b64"}, "b64": true}), "n-1", "critical"},
+		"alg none":              {signJWT(t, "none", "", nil, map[string]any{"iss": testIssuer, "aud": "console", "sub": "x", "nonce": "n-1", "exp": testNow.Add(time.Minute).Unix()}), "n-1", "algorithm"},
+		"signed by another key": {signJWT(t, "RS256", "rsa-1", rsaKey2, map[string]any{"iss": testIssuer, "aud": "console", "sub": "x", "nonce": "n-1", "exp": testNow.Add(time.Minute).Unix()}), "n-1", "signature"},
+	} {
+		if _, err := v.verifyIDToken(context.Background(), c.tok, c.nonce); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: want an error with %q, got %v", name, c.want, err)
+		}
+	}
+}
+
+// BenchmarkBearerJWT: one bearer JWT checked end to end (pre-parse,
+// go-oidc, key by kid, signature, claims, roles).
+func BenchmarkBearerJWT(b *testing.B) {
+	testKeys(b)
+	a := newTestAuth(b, Config{OIDC: []OIDCConfig{testOIDC(jwks(rsaJWK("rsa-1", &rsaKey1.PublicKey), ecJWK("ec-1", &ecKey1.PublicKey)))}})
+	for _, alg := range []struct {
+		name, kid string
+		key       any
+	}{{"RS256", "rsa-1", rsaKey1}, {"ES256", "ec-1", ecKey1}} {
+		tok := "Bearer " + signJWT(b, alg.name, alg.kid, alg.key, baseClaims())
+		b.Run(alg.name, func(b *testing.B) {
+			for b.Loop() {
+				if _, err := authWith(a, tok); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }

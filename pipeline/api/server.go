@@ -3,7 +3,10 @@
 //
 // Every endpoint but the OpenAPI document needs a bearer token: a static
 // token (configured as its SHA-256 hash) or an OIDC JWT (RS256/ES256,
-// verified against the issuer's JWKS). Roles grant permissions (see
+// verified by go-oidc against the issuer's JWKS). The console's sign-in
+// (/signin, /auth/*: OpenID Connect code flow with PKCE, or a token typed
+// into a form) opens an in-memory session whose cookie Authenticate
+// accepts; the JSON API itself takes bearer tokens only. Roles grant permissions (see
 // rolePermissions). Every call that returns patient-level data writes an
 // api_audit row first; if that write fails, the call fails.
 //
@@ -68,6 +71,8 @@ type Server struct {
 	store    *triage.Store
 	log      zerolog.Logger
 	auth     *authenticator
+	sessions *sessionStore
+	signIn   *signIn
 	now      func() time.Time
 	routes   []route
 	routeMux *http.ServeMux // the routes only: to tell 404 from 405
@@ -111,6 +116,10 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		return nil, err
 	}
 	s.auth = auth
+	s.sessions = newSessionStore(cfg.Session, s.now)
+	if s.signIn, err = newSignIn(s, cfg, client); err != nil {
+		return nil, err
+	}
 	s.routes = []route{
 		{Method: "GET", Path: "/openapi.yaml", Public: true, handle: s.handleOpenAPI},
 		{Method: "GET", Path: "/me", handle: s.handleMe},
@@ -393,6 +402,9 @@ func (s *Server) HTTPServer() (*http.Server, error) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		_, _ = w.Write([]byte("ok\n"))
 	})
+	si := s.SignInHandler()
+	mux.Handle(SignInPath, si)
+	mux.Handle("/auth/", si)
 	if s.ui != nil {
 		mux.Handle("/", s.ui)
 	} else {
