@@ -145,7 +145,7 @@ func (c *Config) validateAPI() error {
 	if a.Listen == "" {
 		a.Listen = apiDefaultListen
 	}
-	errs := []error{a.Validate("api")}
+	errs := []error{schemas.UnderKey("api", a.Validate())}
 	if _, port, _ := net.SplitHostPort(c.API.Listen); c.API.Listen != "" && c.API.Listen == c.HTTP.Listen && port != "0" {
 		errs = append(errs, fmt.Errorf("api.listen: must differ from http.listen: the API never shares the operational listener"))
 	}

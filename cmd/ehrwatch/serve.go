@@ -6,6 +6,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/ehrwatch/ehrwatch/schemas"
 	"io"
 	"net/http"
 	"os"
@@ -71,7 +72,7 @@ func runServe(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 	if cfg.API.Listen == "" {
 		cfg.API.Listen = apiDefaultListen
 	}
-	if err := cfg.API.Validate("api"); err != nil {
+	if err := schemas.UnderKey("api", cfg.API.Validate()); err != nil {
 		if *listen != "" {
 			return fmt.Errorf("--listen: %w", err)
 		}

@@ -2,7 +2,10 @@ package api
 
 import (
 	"encoding/hex"
+	"errors"
 	"fmt"
+	"github.com/ehrwatch/ehrwatch/schemas"
+	"maps"
 	"net"
 	"net/url"
 	"os"
@@ -185,107 +188,120 @@ func DefaultConfig() Config {
 	}
 }
 
-// Validate reports the first bad setting, naming its key under prefix
-// (e.g. "api"). It does not require any authenticator: New does, so that
+// Validate reports every bad setting, each naming its key relative to the
+// api section. It does not require any authenticator: New does, so that
 // a configuration that never serves the API validates without one.
-func (c Config) Validate(prefix string) error {
+func (c Config) Validate() error {
+	var errs []error
+	bad := func(key, format string, args ...any) {
+		errs = append(errs, schemas.FieldErrorf(key, format, args...))
+	}
 	host, port, err := net.SplitHostPort(c.Listen)
 	if err != nil || port == "" {
-		return fmt.Errorf("%s.listen: want host:port, got %q", prefix, c.Listen)
+		bad("listen", "want host:port, got %q", c.Listen)
 	}
 	if (c.TLS.CertFile == "") != (c.TLS.KeyFile == "") {
-		return fmt.Errorf("%s.tls.cert_file, %s.tls.key_file: set both or neither", prefix, prefix)
+		bad("tls.cert_file, tls.key_file", "set both or neither")
 	}
-	for key, file := range map[string]string{"cert_file": c.TLS.CertFile, "key_file": c.TLS.KeyFile} {
-		if file == "" {
+	for _, f := range []struct{ key, file string }{{"cert_file", c.TLS.CertFile}, {"key_file", c.TLS.KeyFile}} {
+		if f.file == "" {
 			continue
 		}
-		if _, err := os.Stat(file); err != nil {
-			return fmt.Errorf("%s.tls.%s: %w", prefix, key, err)
+		if _, err := os.Stat(f.file); err != nil {
+			bad("tls."+f.key, "%v", err)
 		}
 	}
 	switch c.TLS.MinVersion {
 	case "", "1.2", "1.3":
 	default:
-		return fmt.Errorf("%s.tls.min_version: want 1.2 or 1.3, got %q", prefix, c.TLS.MinVersion)
+		bad("tls.min_version", "want 1.2 or 1.3, got %q", c.TLS.MinVersion)
 	}
-	if !c.TLS.Enabled() && !c.InsecurePlaintext && !isLoopback(host) {
-		return fmt.Errorf("%s.tls.cert_file: required to listen on %q (not loopback); or set %s.insecure_plaintext: true behind a TLS-terminating proxy", prefix, c.Listen, prefix)
+	if err == nil && !c.TLS.Enabled() && !c.InsecurePlaintext && !isLoopback(host) {
+		bad("tls.cert_file", "required to listen on %q (not loopback); or set insecure_plaintext: true behind a TLS-terminating proxy", c.Listen)
 	}
-	for name, d := range map[string]time.Duration{
-		"read_header_timeout": c.ReadHeaderTimeout, "read_timeout": c.ReadTimeout, "write_timeout": c.WriteTimeout,
-		"idle_timeout": c.IdleTimeout, "shutdown_timeout": c.ShutdownTimeout, "query_timeout": c.QueryTimeout,
-		"max_report_range": c.MaxReportRange,
+	for _, d := range []struct {
+		name string
+		d    time.Duration
+	}{
+		{"read_header_timeout", c.ReadHeaderTimeout}, {"read_timeout", c.ReadTimeout}, {"write_timeout", c.WriteTimeout},
+		{"idle_timeout", c.IdleTimeout}, {"shutdown_timeout", c.ShutdownTimeout}, {"query_timeout", c.QueryTimeout},
+		{"max_report_range", c.MaxReportRange},
 	} {
-		if d <= 0 {
-			return fmt.Errorf("%s.%s: must be > 0", prefix, name)
+		if d.d <= 0 {
+			bad(d.name, "must be > 0")
 		}
 	}
-	if c.CareSlackBefore < 0 || c.CareSlackAfter < 0 {
-		return fmt.Errorf("%s.care_slack_before/after: must be >= 0", prefix)
+	if c.CareSlackBefore < 0 {
+		bad("care_slack_before", "must be >= 0")
+	}
+	if c.CareSlackAfter < 0 {
+		bad("care_slack_after", "must be >= 0")
 	}
 	if c.MaxBodyBytes < 1024 || c.MaxBodyBytes > 16<<20 {
-		return fmt.Errorf("%s.max_body_bytes: must be between 1024 and 16777216", prefix)
+		bad("max_body_bytes", "must be between 1024 and 16777216")
 	}
 	if c.MaxHeaderBytes < 4096 || c.MaxHeaderBytes > 1<<20 {
-		return fmt.Errorf("%s.max_header_bytes: must be between 4096 and 1048576", prefix)
+		bad("max_header_bytes", "must be between 4096 and 1048576")
 	}
 	if c.MaxPageSize < 1 || c.MaxPageSize > 100000 {
-		return fmt.Errorf("%s.max_page_size: must be between 1 and 100000", prefix)
+		bad("max_page_size", "must be between 1 and 100000")
 	}
 	if c.PageSize < 1 || c.PageSize > c.MaxPageSize {
-		return fmt.Errorf("%s.page_size: must be between 1 and max_page_size (%d)", prefix, c.MaxPageSize)
+		bad("page_size", "must be between 1 and max_page_size (%d)", c.MaxPageSize)
 	}
 	if c.MaxExportRows < 1 || c.MaxExportRows > 10000000 {
-		return fmt.Errorf("%s.max_export_rows: must be between 1 and 10000000", prefix)
+		bad("max_export_rows", "must be between 1 and 10000000")
 	}
-	for fac, zone := range c.FacilityTimeZones {
+	for _, fac := range slices.Sorted(maps.Keys(c.FacilityTimeZones)) {
+		zone := c.FacilityTimeZones[fac]
 		if _, err := time.LoadLocation(zone); err != nil || zone == "" || zone == "Local" {
-			return fmt.Errorf("%s.facility_time_zones.%s: unknown IANA time zone %q", prefix, fac, zone)
+			bad("facility_time_zones."+fac, "unknown IANA time zone %q", zone)
 		}
 	}
 	names := map[string]bool{}
 	for i, t := range c.Tokens {
-		key := fmt.Sprintf("%s.tokens[%d]", prefix, i)
+		key := fmt.Sprintf("tokens[%d]", i)
 		if t.Name == "" || len(t.Name) > triage.MaxActorBytes {
-			return fmt.Errorf("%s.name: required (at most %d bytes)", key, triage.MaxActorBytes)
-		}
-		if names[t.Name] {
-			return fmt.Errorf("%s.name: %q is used twice", key, t.Name)
+			bad(key+".name", "required (at most %d bytes)", triage.MaxActorBytes)
+		} else if names[t.Name] {
+			bad(key+".name", "%q is used twice", t.Name)
 		}
 		names[t.Name] = true
 		if !t.Role.Valid() {
-			return fmt.Errorf("%s.role: want one of %s, got %q", key, roleList(), t.Role)
+			bad(key+".role", "want one of %s, got %q", roleList(), t.Role)
 		}
 		if _, err := parseTokenHash(t.Hash); err != nil {
-			return fmt.Errorf("%s.hash: %v", key, err)
+			bad(key+".hash", "%v", err)
 		}
 	}
 	if c.Session.IdleTimeout <= 0 || c.Session.AbsoluteTimeout < c.Session.IdleTimeout {
-		return fmt.Errorf("%s.session.idle_timeout, %s.session.absolute_timeout: want 0 < idle_timeout <= absolute_timeout", prefix, prefix)
+		bad("session.idle_timeout, session.absolute_timeout", "want 0 < idle_timeout <= absolute_timeout")
 	}
 	if c.Session.MaxSessions < 1 || c.Session.MaxSessions > 1000000 {
-		return fmt.Errorf("%s.session.max_sessions: must be between 1 and 1000000", prefix)
+		bad("session.max_sessions", "must be between 1 and 1000000")
 	}
 	issuers := map[string]bool{}
 	for i, o := range c.OIDC {
-		if err := o.validate(fmt.Sprintf("%s.oidc[%d]", prefix, i)); err != nil {
-			return err
-		}
-		if issuers[o.Issuer] {
-			return fmt.Errorf("%s.oidc[%d].issuer: configured twice", prefix, i)
+		key := fmt.Sprintf("oidc[%d]", i)
+		errs = append(errs, schemas.UnderKey(key, o.validate()))
+		if o.Issuer != "" && issuers[o.Issuer] {
+			bad(key+".issuer", "configured twice")
 		}
 		issuers[o.Issuer] = true
 	}
-	return nil
+	return errors.Join(errs...)
 }
 
-func (o OIDCConfig) validate(key string) error {
+func (o OIDCConfig) validate() error {
+	var errs []error
+	bad := func(key, format string, args ...any) {
+		errs = append(errs, schemas.FieldErrorf(key, format, args...))
+	}
 	if o.Issuer == "" {
-		return fmt.Errorf("%s.issuer: required", key)
+		bad("issuer", "required")
 	}
 	if len(o.Audiences) == 0 || slices.Contains(o.Audiences, "") {
-		return fmt.Errorf("%s.audiences: at least one non-empty audience is required", key)
+		bad("audiences", "at least one non-empty audience is required")
 	}
 	n := 0
 	for _, s := range []string{o.JWKSFile, o.JWKS, o.JWKSURL} {
@@ -294,66 +310,68 @@ func (o OIDCConfig) validate(key string) error {
 		}
 	}
 	if n > 1 {
-		return fmt.Errorf("%s.jwks_file, %s.jwks, %s.jwks_url: set at most one", key, key, key)
+		bad("jwks_file, jwks, jwks_url", "set at most one")
 	}
-	if n == 0 || o.Browser.enabled() {
+	if o.Issuer != "" && (n == 0 || o.Browser.enabled()) {
 		// The keys (n == 0) or the endpoints come from discovery.
 		if err := checkIdPURL(o.Issuer); err != nil {
-			return fmt.Errorf("%s.issuer: discovery URL %v", key, err)
+			bad("issuer", "discovery URL %v", err)
 		}
 	}
 	if o.JWKSFile != "" {
 		if _, err := os.Stat(o.JWKSFile); err != nil {
-			return fmt.Errorf("%s.jwks_file: %w", key, err)
+			bad("jwks_file", "%v", err)
 		}
 	}
 	if o.JWKSURL != "" {
 		if err := checkIdPURL(o.JWKSURL); err != nil {
-			return fmt.Errorf("%s.jwks_url: %v", key, err)
+			bad("jwks_url", "%v", err)
 		}
 	}
 	if o.JWKSRefresh < 0 {
-		return fmt.Errorf("%s.jwks_refresh: must be >= 0", key)
+		bad("jwks_refresh", "must be >= 0")
 	}
 	for j, a := range o.Algorithms {
 		if !supportedAlgs[a] {
-			return fmt.Errorf("%s.algorithms[%d]: %q is not supported (RS256, ES256)", key, j, a)
+			bad(fmt.Sprintf("algorithms[%d]", j), "%q is not supported (RS256, ES256)", a)
 		}
 	}
-	for v, r := range o.RoleMap {
-		if !r.Valid() {
-			return fmt.Errorf("%s.role_map.%s: want one of %s, got %q", key, v, roleList(), r)
+	for _, v := range slices.Sorted(maps.Keys(o.RoleMap)) {
+		if r := o.RoleMap[v]; !r.Valid() {
+			bad("role_map."+v, "want one of %s, got %q", roleList(), r)
 		}
 	}
 	if o.Leeway < 0 || o.Leeway > 10*time.Minute {
-		return fmt.Errorf("%s.leeway: must be between 0 and 10m", key)
+		bad("leeway", "must be between 0 and 10m")
 	}
-	return o.Browser.validate(key + ".browser")
+	errs = append(errs, schemas.UnderKey("browser", o.Browser.validate()))
+	return errors.Join(errs...)
 }
 
-func (b BrowserConfig) validate(key string) error {
+func (b BrowserConfig) validate() error {
 	if !b.enabled() {
 		if b.ClientSecret != "" || b.ClientSecretFile != "" || b.RedirectURL != "" || len(b.Scopes) > 0 || b.Name != "" {
-			return fmt.Errorf("%s.client_id: required when any browser setting is set", key)
+			return schemas.FieldErrorf("client_id", "required when any browser setting is set")
 		}
 		return nil
 	}
+	var errs []error
 	if b.ClientSecret != "" && b.ClientSecretFile != "" {
-		return fmt.Errorf("%s.client_secret and %s.client_secret_file: set one, not both", key, key)
+		errs = append(errs, schemas.FieldErrorf("client_secret, client_secret_file", "set one, not both"))
 	}
 	u, err := url.Parse(b.RedirectURL)
-	if err != nil || u.Host == "" || u.Path != CallbackPath || u.RawQuery != "" || u.Fragment != "" {
-		return fmt.Errorf("%s.redirect_url: want this console's absolute URL ending in %s, got %q", key, CallbackPath, b.RedirectURL)
-	}
-	if u.Scheme != "https" && !(u.Scheme == "http" && isLoopback(u.Hostname())) {
-		return fmt.Errorf("%s.redirect_url: must be https (http only for loopback hosts)", key)
+	switch {
+	case err != nil || u.Host == "" || u.Path != CallbackPath || u.RawQuery != "" || u.Fragment != "":
+		errs = append(errs, schemas.FieldErrorf("redirect_url", "want this console's absolute URL ending in %s, got %q", CallbackPath, b.RedirectURL))
+	case u.Scheme != "https" && !(u.Scheme == "http" && isLoopback(u.Hostname())):
+		errs = append(errs, schemas.FieldErrorf("redirect_url", "must be https (http only for loopback hosts)"))
 	}
 	for j, sc := range b.Scopes {
 		if sc == "" || strings.ContainsAny(sc, " \t\r\n") {
-			return fmt.Errorf("%s.scopes[%d]: not a scope: %q", key, j, sc)
+			errs = append(errs, schemas.FieldErrorf(fmt.Sprintf("scopes[%d]", j), "not a scope: %q", sc))
 		}
 	}
-	return nil
+	return errors.Join(errs...)
 }
 
 func isLoopback(host string) bool {

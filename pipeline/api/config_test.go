@@ -1,6 +1,7 @@
 package api
 
 import (
+	"github.com/ehrwatch/ehrwatch/schemas"
 	"os"
 	"path/filepath"
 	"slices"
@@ -12,7 +13,7 @@ import (
 )
 
 func TestConfigValidate(t *testing.T) {
-	if err := DefaultConfig().Validate("api"); err != nil {
+	if err := schemas.UnderKey("api", DefaultConfig().Validate()); err != nil {
 		t.Fatalf("defaults: %v", err)
 	}
 	dir := t.TempDir()
@@ -93,7 +94,7 @@ func TestConfigValidate(t *testing.T) {
 	for _, c := range cases {
 		cfg := DefaultConfig()
 		c.mut(&cfg)
-		err := cfg.Validate("api")
+		err := schemas.UnderKey("api", cfg.Validate())
 		switch {
 		case c.key == "" && err != nil:
 			t.Errorf("%s: %v", c.name, err)
@@ -123,7 +124,7 @@ oidc:
 	if err := dec.Decode(&cfg); err != nil {
 		t.Fatal(err)
 	}
-	if err := cfg.Validate("api"); err != nil {
+	if err := schemas.UnderKey("api", cfg.Validate()); err != nil {
 		t.Fatal(err)
 	}
 	if cfg.MaxReportRange != 30*24*time.Hour || cfg.PageSize != 100 || cfg.OIDC[0].RoleMap["EHR-Privacy"] != RolePrivacyOfficer {
@@ -152,5 +153,22 @@ func TestRolePermissionTable(t *testing.T) {
 	}
 	if (&Principal{}).Can(PermAlertsRead) {
 		t.Error("no role, yet a permission")
+	}
+}
+
+// TestValidateReportsEveryBadKey: the api section reports all its bad keys
+// at once, each by its path, not only the first.
+func TestValidateReportsEveryBadKey(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.Listen = "nowhere"
+	cfg.MaxPageSize = 0
+	cfg.Tokens = []TokenConfig{{Name: "", Role: "wizard", Hash: "nope"}}
+	cfg.OIDC = []OIDCConfig{{}}
+	err := schemas.UnderKey("api", cfg.Validate())
+	for _, key := range []string{"api.listen:", "api.max_page_size:", "api.tokens[0].name:", "api.tokens[0].role:",
+		"api.tokens[0].hash:", "api.oidc[0].issuer:", "api.oidc[0].audiences:"} {
+		if err == nil || !strings.Contains(err.Error(), key) {
+			t.Errorf("%s not reported in:\n%v", key, err)
+		}
 	}
 }

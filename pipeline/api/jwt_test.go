@@ -12,6 +12,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"github.com/ehrwatch/ehrwatch/schemas"
 	"math/big"
 	"net/http"
 	"net/http/httptest"
@@ -285,7 +286,7 @@ func TestJWKSFromURLWithRotation(t *testing.T) {
 	advance := func(d time.Duration) { mu.Lock(); now = now.Add(d); mu.Unlock() }
 	cfg := testOIDC("")
 	cfg.JWKS, cfg.JWKSURL = "", idp.URL+"/certs"
-	if err := (Config{OIDC: []OIDCConfig{cfg}}).OIDC[0].validate("api.oidc[0]"); err != nil {
+	if err := (Config{OIDC: []OIDCConfig{cfg}}).OIDC[0].validate(); err != nil {
 		t.Fatal(err)
 	}
 	a, err := newAuthenticator(Config{OIDC: []OIDCConfig{cfg}}, idp.Client(), clock, zerolog.Nop())
@@ -324,7 +325,7 @@ func TestJWKSFromURLWithRotation(t *testing.T) {
 	}
 	// Plain http to a non-loopback host is refused by the config.
 	cfg.JWKSURL = "http://idp.example.test/certs"
-	if err := cfg.validate("api.oidc[0]"); err == nil || !strings.Contains(err.Error(), "api.oidc[0].jwks_url") {
+	if err := schemas.UnderKey("api.oidc[0]", cfg.validate()); err == nil || !strings.Contains(err.Error(), "api.oidc[0].jwks_url") {
 		t.Fatalf("http JWKS URL: %v", err)
 	}
 }

@@ -29,6 +29,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"github.com/ehrwatch/ehrwatch/schemas"
 	"log"
 	"net"
 	"net/http"
@@ -97,7 +98,7 @@ type route struct {
 // New builds the API server. The config must be valid (Validate) and
 // configure at least one token or OIDC issuer.
 func New(cfg Config, deps Deps) (*Server, error) {
-	if err := cfg.Validate("api"); err != nil {
+	if err := schemas.UnderKey("api", cfg.Validate()); err != nil {
 		return nil, err
 	}
 	if deps.Store == nil {
