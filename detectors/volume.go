@@ -572,12 +572,19 @@ func (v *Volume) judge(e *volEntry, group, role []float64, loc *time.Location) (
 
 	ratio := value / max(reference, 1)
 	sev := cfg.Severity
+	// The score places the finding in its severity's band by where its
+	// ratio lies, on a log scale, within the ratios that give that severity:
+	// [1, high_ratio) for the base severity, [high_ratio, critical_ratio)
+	// for high, and critical_ratio up to 10× critical_ratio for critical.
+	lo, hi := 1.0, cfg.HighRatio
 	if ratio >= cfg.CriticalRatio {
 		sev = sevMax(sev, schemas.SeverityCritical)
+		lo, hi = cfg.CriticalRatio, 10*cfg.CriticalRatio
 	} else if ratio >= cfg.HighRatio {
 		sev = sevMax(sev, schemas.SeverityHigh)
+		lo, hi = cfg.HighRatio, cfg.CriticalRatio
 	}
-	score := schemas.ScoreWithin(sev, 1-1/ratio)
+	score := schemas.ScoreWithin(sev, logPosition(ratio, lo, hi))
 
 	start, end := time.Unix(0, e.w.start).UTC(), time.Unix(0, e.w.end).UTC()
 	g := e.w.group
@@ -618,6 +625,15 @@ func (v *Volume) judge(e *volEntry, group, role []float64, loc *time.Location) (
 		},
 	}
 	return f, true
+}
+
+// logPosition is where x lies between lo and hi on a log scale: 0 at lo
+// (or below), 1 at hi (or above); 1 when hi ≤ lo.
+func logPosition(x, lo, hi float64) float64 {
+	if hi <= lo {
+		return 1
+	}
+	return math.Log(max(x, lo)/lo) / math.Log(hi/lo)
 }
 
 func roundTo(x float64, digits int) float64 {
