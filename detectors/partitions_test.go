@@ -1,11 +1,13 @@
 package detectors_test
 
 import (
+	"context"
 	"encoding/json"
 	"hash/fnv"
 	"slices"
 	"testing"
 
+	"github.com/ehrwatch/ehrwatch/detectors"
 	"github.com/ehrwatch/ehrwatch/detectors/synth"
 	"github.com/ehrwatch/ehrwatch/schemas"
 )
@@ -14,9 +16,12 @@ import (
 // partition, so every detector whose state is per user (relationships with
 // continuity of care and chance ranking, self access, deceased,
 // terminated, bulk export, off hours) writes the same findings on 1, 4 and
-// 12 partitions. volume and break_glass compare peers within a partition
-// and are left out until peer statistics come from the whole peer group
-// (docs/detectors.md, design note).
+// 12 partitions; volume too when its peers are judged by a PeerStage fed by
+// every partition, whatever the order in which the partitions progress
+// (in input order, or one partition after the other). break_glass compares
+// a user's count with the same role's in the partition and is left out.
+// With one partition the stage gives exactly the findings of the engine
+// judging its own peers (the quality gate's setting).
 func TestFindingsIndependentOfPartitions(t *testing.T) {
 	t.Parallel()
 	cfg := synth.DefaultConfig().WithUsers(250)
@@ -25,21 +30,21 @@ func TestFindingsIndependentOfPartitions(t *testing.T) {
 		t.Fatal(err)
 	}
 	newEngine := qualityEngine(t, h)
-	peerDependent := map[string]bool{"volume": true, "break_glass": true}
-	run := func(n int) []string {
-		shares := make([][]schemas.AccessEvent, n)
-		for _, ev := range h.Events {
-			f := fnv.New32a()
-			f.Write([]byte(ev.UserID))
-			i := int(f.Sum32() % uint32(n))
-			shares[i] = append(shares[i], ev)
-		}
+	loc, err := detectors.FacilityLocations(h.TimeZones())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	partitionOf := func(user string, n int) int {
+		f := fnv.New32a()
+		f.Write([]byte(user))
+		return int(f.Sum32() % uint32(n))
+	}
+	canonical := func(fs []schemas.Finding) []string {
 		last := map[string]schemas.Finding{}
-		for _, share := range shares {
-			for _, f := range runEngine(t, newEngine(), share, true) {
-				if !peerDependent[f.Detector] {
-					last[f.FindingID] = f
-				}
+		for _, f := range fs {
+			if f.Detector != "break_glass" {
+				last[f.FindingID] = f
 			}
 		}
 		var out []string
@@ -53,14 +58,105 @@ func TestFindingsIndependentOfPartitions(t *testing.T) {
 		slices.Sort(out)
 		return out
 	}
-	one := run(1)
-	if len(one) < 50 {
-		t.Fatalf("only %d findings on one partition", len(one))
+	// run feeds the events to n engines sharing one PeerStage; with
+	// sequential, each partition's whole share before the next one's.
+	run := func(n int, sequential bool) []string {
+		stage, err := detectors.NewPeerStage(detectors.DefaultEngineConfig(detectors.Registry()), detectors.Env{Location: loc}, n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		engines := make([]*detectors.Engine, n)
+		for i := range engines {
+			engines[i] = newEngine()
+			engines[i].DeferPeers()
+		}
+		var out []schemas.Finding
+		collect := func(i int) {
+			stage.Add(i, engines[i].TakePeerDays(), engines[i].Watermark())
+			out = append(out, engines[0].AdmitPeerFindings(stage.Ready())...)
+		}
+		process := func(ev *schemas.AccessEvent) int {
+			i := partitionOf(ev.UserID, n)
+			fs, err := engines[i].Process(ctx, ev)
+			if err != nil {
+				t.Fatal(err)
+			}
+			out = append(out, fs...)
+			return i
+		}
+		if sequential {
+			for p := range n {
+				for k := range h.Events {
+					if partitionOf(h.Events[k].UserID, n) == p {
+						process(&h.Events[k])
+					}
+				}
+				collect(p)
+			}
+		} else {
+			for k := range h.Events {
+				i := process(&h.Events[k])
+				if k%500 == 0 {
+					collect(i)
+				}
+			}
+		}
+		for i, e := range engines {
+			fs, err := e.Flush(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			out = append(out, fs...)
+			stage.Add(i, e.TakePeerDays(), detectors.EndOfTime)
+		}
+		out = append(out, engines[0].AdmitPeerFindings(stage.Flush())...)
+		if stage.Pending() != 0 {
+			t.Errorf("%d partitions: %d facility-days left unjudged", n, stage.Pending())
+		}
+		return canonical(out)
 	}
-	for _, n := range []int{4, 12} {
-		got := run(n)
-		if !slices.Equal(got, one) {
-			t.Errorf("%d partitions: %d findings differ from one partition's %d", n, len(got), len(one))
+
+	alone := canonical(runEngine(t, newEngine(), h.Events, true))
+	volume := 0
+	for _, f := range alone {
+		var x schemas.Finding
+		if err := json.Unmarshal([]byte(f), &x); err != nil {
+			t.Fatal(err)
+		}
+		if x.Detector == "volume" {
+			volume++
 		}
 	}
+	if len(alone) < 50 || volume < 3 {
+		t.Fatalf("only %d findings (%d volume) on one engine", len(alone), volume)
+	}
+	if got := run(1, false); !slices.Equal(got, alone) {
+		t.Errorf("one partition with a PeerStage: %d findings differ from one engine's %d", len(got), len(alone))
+	}
+	for _, n := range []int{4, 12} {
+		for _, sequential := range []bool{false, true} {
+			if got := run(n, sequential); !slices.Equal(got, alone) {
+				t.Errorf("%d partitions (one after the other: %v): %d findings differ from one partition's %d", n, sequential, len(got), len(alone))
+				for _, d := range diff(got, alone) {
+					t.Log(d)
+				}
+			}
+		}
+	}
+}
+
+// diff lists up to 5 lines in only one of two sorted slices.
+func diff(got, want []string) []string {
+	var out []string
+	for _, g := range got {
+		if _, ok := slices.BinarySearch(want, g); !ok && len(out) < 5 {
+			out = append(out, "only got:  "+g)
+		}
+	}
+	for _, w := range want {
+		if _, ok := slices.BinarySearch(got, w); !ok && len(out) < 10 {
+			out = append(out, "only want: "+w)
+		}
+	}
+	return out
 }
