@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -32,6 +33,34 @@ type PeerDay struct {
 	EventIDs       []string
 }
 
+// PeerActivity is one user's UTC day as the break_glass detector of the
+// user's partition saw it: active (any access) with a role, and how many
+// break-glass accesses.
+type PeerActivity struct {
+	User       string
+	Role       string
+	Day        int64 // UTC day index (days since 1970-01-01)
+	BreakGlass uint32
+}
+
+// PeerBreakGlass is a break-glass finding as the user's partition emitted
+// it, without the comparison with peers, which the PeerStage adds as a
+// later version of the finding.
+type PeerBreakGlass struct {
+	Finding schemas.Finding
+	Role    string
+	Day     int64 // UTC day index of the access
+	Count   int   // the user's break-glass accesses in the window ending on Day
+	Raise   int   // severity steps raised before the peer comparison
+}
+
+// PeerBatch is what an Engine hands a PeerStage (Engine.TakePeers).
+type PeerBatch struct {
+	Days       []PeerDay
+	Activity   []PeerActivity
+	BreakGlass []PeerBreakGlass
+}
+
 // PeerStage judges the volume detector's closed days against the whole
 // peer group, whatever the number of partitions: every partition's Engine
 // (after DeferPeers) hands it its closed days and its watermark, and the
@@ -51,9 +80,12 @@ type PeerDay struct {
 type PeerStage struct {
 	cfg        VolumeConfig
 	enabled    bool
+	bg         BreakGlassConfig
 	locs       locationCache
 	watermarks []int64 // per source partition, unix ns; math.MinInt64 before the first
 	days       map[volBucketKey][]PeerDay
+	act        map[int64][]PeerActivity    // by UTC day
+	pendBG     map[string][]PeerBreakGlass // by finding id, in arrival order
 }
 
 // NewPeerStage builds the stage for sources partitions, with the volume
@@ -74,20 +106,35 @@ func NewPeerStage(cfg EngineConfig, env Env, sources int) (*PeerStage, error) {
 	if err := vc.Validate(); err != nil {
 		return nil, prefixErrors("detectors."+volumeName, err)
 	}
-	s := &PeerStage{cfg: *vc, enabled: vc.Enabled, locs: newLocationCache(env.Location),
-		watermarks: make([]int64, sources), days: map[volBucketKey][]PeerDay{}}
+	bg := DefaultBreakGlassConfig()
+	if c, ok := cfg.Detectors[breakGlassName]; ok {
+		b, ok := c.(*BreakGlassConfig)
+		if !ok {
+			return nil, fmt.Errorf("detectors.%s: configuration of type %T", breakGlassName, c)
+		}
+		bg = b
+	}
+	s := &PeerStage{cfg: *vc, enabled: vc.Enabled, bg: *bg, locs: newLocationCache(env.Location),
+		watermarks: make([]int64, sources), days: map[volBucketKey][]PeerDay{},
+		act: map[int64][]PeerActivity{}, pendBG: map[string][]PeerBreakGlass{}}
 	for i := range s.watermarks {
 		s.watermarks[i] = math.MinInt64
 	}
 	return s, nil
 }
 
-// Add records source's closed days (Engine.TakePeerDays) and its
-// watermark (Engine.Watermark) after them. A watermark never moves back.
-func (s *PeerStage) Add(source int, days []PeerDay, watermark time.Time) {
-	for _, d := range days {
+// Add records what source's Engine handed over (Engine.TakePeers) and its
+// watermark (Engine.Watermark) after it. A watermark never moves back.
+func (s *PeerStage) Add(source int, b PeerBatch, watermark time.Time) {
+	for _, d := range b.Days {
 		k := volBucketKey{d.Facility, civilDay(d.Day)}
 		s.days[k] = append(s.days[k], d)
+	}
+	for _, a := range b.Activity {
+		s.act[a.Day] = append(s.act[a.Day], a)
+	}
+	for _, p := range b.BreakGlass {
+		s.pendBG[p.Finding.FindingID] = append(s.pendBG[p.Finding.FindingID], p)
 	}
 	if !watermark.IsZero() {
 		s.watermarks[source] = max(s.watermarks[source], eventNanos(watermark))
@@ -107,8 +154,9 @@ func (s *PeerStage) Flush() []schemas.Finding {
 	return s.judgeUntil(math.MaxInt64)
 }
 
-// Pending returns how many facility-days wait for a source's watermark.
-func (s *PeerStage) Pending() int { return len(s.days) }
+// Pending returns how many facility-days and break-glass findings wait
+// for a source's watermark.
+func (s *PeerStage) Pending() int { return len(s.days) + len(s.pendBG) }
 
 func (s *PeerStage) judgeUntil(wm int64) []schemas.Finding {
 	var keys []volBucketKey
@@ -133,29 +181,167 @@ func (s *PeerStage) judgeUntil(wm int64) []schemas.Finding {
 		slices.SortFunc(ds, func(a, b PeerDay) int { return strings.Compare(a.User, b.User) })
 		out = judgeDays(&s.cfg, ds, s.locs.get(k.facility), out)
 	}
+	return s.judgeBreakGlass(wm, out)
+}
+
+// judgeBreakGlass adds the peer comparison to every break-glass finding
+// whose window (the facility-local day) and UTC day every source has
+// passed, so the user's partition can add no access to it and every
+// partition has handed over its users' activity up to the access's day.
+// The peers are the users of the same role (their role on their latest
+// active day) active in the peer_window_days UTC days ending on the
+// access's day, other than the user; their mean is over those whole days.
+// One version per finding: the access that ranks highest after the
+// comparison (the first of equals), with every access's event ids and
+// their count, as the Engine folds repeats.
+func (s *PeerStage) judgeBreakGlass(wm int64, out []schemas.Finding) []schemas.Finding {
+	var ids []string
+	for id, ps := range s.pendBG {
+		ready := true
+		for _, p := range ps {
+			if eventNanos(p.Finding.WindowEnd) > wm || (p.Day+1)*86400*1e9 > wm {
+				ready = false
+				break
+			}
+		}
+		if ready {
+			ids = append(ids, id)
+		}
+	}
+	slices.SortFunc(ids, func(a, b string) int {
+		fa, fb := &s.pendBG[a][0].Finding, &s.pendBG[b][0].Finding
+		if c := fa.WindowEnd.Compare(fb.WindowEnd); c != 0 {
+			return c
+		}
+		return strings.Compare(a, b)
+	})
+	type peerSum struct{ peers, total int }
+	peers := map[int64]map[string]peerSum{} // by day, by role: every active user's count
+	latest := map[int64]map[string]PeerActivity{}
+	window := int64(s.bg.PeerWindowDays)
+	usersOn := func(day int64) map[string]PeerActivity {
+		if m, ok := latest[day]; ok {
+			return m
+		}
+		m := map[string]PeerActivity{}
+		for d := day - window + 1; d <= day; d++ {
+			for _, a := range s.act[d] {
+				prev, ok := m[a.User]
+				if ok {
+					a.BreakGlass += prev.BreakGlass // a is the later day: its role wins
+				}
+				m[a.User] = a
+			}
+		}
+		latest[day] = m
+		sums := map[string]peerSum{}
+		for _, a := range m {
+			ps := sums[a.Role]
+			ps.peers++
+			ps.total += int(a.BreakGlass)
+			sums[a.Role] = ps
+		}
+		peers[day] = sums
+		return m
+	}
+	for _, id := range ids {
+		ps := s.pendBG[id]
+		delete(s.pendBG, id)
+		var best schemas.Finding
+		bestRank := -1
+		var events []string
+		for _, p := range ps {
+			f := p.Finding
+			users := usersOn(p.Day)
+			sum := peers[p.Day][p.Role]
+			n, total := sum.peers, sum.total
+			if self, ok := users[f.UserID]; ok && self.Role == p.Role {
+				n--
+				total -= int(self.BreakGlass)
+			}
+			facts := make(map[string]string, len(f.Evidence.Facts)+3)
+			for k, v := range f.Evidence.Facts {
+				facts[k] = v
+			}
+			facts["peers"] = strconv.Itoa(n)
+			f.Evidence.Facts = facts
+			raise := p.Raise
+			if n >= s.bg.PeerMinPeers {
+				mean := float64(total) / float64(n)
+				threshold := s.bg.PeerFactor * mean
+				f.Evidence.PeerValue = mean
+				f.Evidence.Threshold = max(threshold, float64(s.bg.PeerMinCount))
+				facts["peer_mean"] = strconv.FormatFloat(mean, 'f', 2, 64)
+				if p.Count >= s.bg.PeerMinCount && float64(p.Count) > threshold {
+					raise++
+					facts["peer_outlier"] = "true"
+					f.Explanation = strings.TrimSuffix(f.Explanation, ".") + fmt.Sprintf("; the user broke the glass %d times in the last %d days, against a mean of %.2f among %d peers with role %s.",
+						p.Count, s.bg.PeerWindowDays, mean, n, p.Role)
+				}
+			}
+			f.Severity = RaiseSeverity(s.bg.Severity, raise)
+			f.Score = f.Severity.DefaultScore()
+			for _, e := range f.EventIDs {
+				if len(events) < schemas.MaxFindingEventIDs && !slices.Contains(events, e) {
+					events = append(events, e)
+				}
+			}
+			if r := findingRank(f); r > bestRank {
+				best, bestRank = f, r
+			}
+		}
+		best.EventIDs = events
+		if len(ps) > 1 {
+			best.Evidence.Facts["accesses"] = strconv.Itoa(len(ps))
+		}
+		out = append(out, best)
+	}
+	// Activity older than any window still to be judged is dropped.
+	if wm != math.MaxInt64 {
+		oldest := wm/(86400*1e9) - window - 2
+		for _, ps := range s.pendBG {
+			for _, p := range ps {
+				oldest = min(oldest, p.Day-window)
+			}
+		}
+		for d := range s.act {
+			if d < oldest {
+				delete(s.act, d)
+			}
+		}
+	} else {
+		clear(s.act)
+	}
 	return out
 }
 
 // peerDeferrer is a detector that can leave its peer comparison to a
-// PeerStage (the volume detector).
+// PeerStage (volume, break_glass).
 type peerDeferrer interface {
 	deferPeers()
-	takePeerDays() []PeerDay
+	takePeers(*PeerBatch)
 }
 
 func (v *Volume) deferPeers() { v.deferred = true }
 
-func (v *Volume) takePeerDays() []PeerDay {
-	out := v.days
+func (v *Volume) takePeers(b *PeerBatch) {
+	b.Days = append(b.Days, v.days...)
 	v.days = nil
-	return out
 }
 
-// DeferPeers makes the detectors that compare a user with peers (volume)
-// keep their closed days for TakePeerDays instead of judging them against
-// this partition's users alone; a PeerStage shared by every partition's
-// Engine judges them. Call it before the first Process. Days not yet taken
-// are not part of a Snapshot.
+func (d *BreakGlass) deferPeers() { d.deferred = true }
+
+func (d *BreakGlass) takePeers(b *PeerBatch) {
+	b.Activity = append(b.Activity, d.pendAct...)
+	b.BreakGlass = append(b.BreakGlass, d.pendBG...)
+	d.pendAct, d.pendBG = nil, nil
+}
+
+// DeferPeers makes the detectors that compare a user with peers (volume,
+// break_glass) hand what the comparison needs to TakePeers instead of
+// comparing with this partition's users alone; a PeerStage shared by every
+// partition's Engine compares with the whole peer group. Call it before
+// the first Process. What was not taken yet is not part of a Snapshot.
 func (e *Engine) DeferPeers() {
 	for _, r := range e.runners {
 		if p, ok := r.det.(peerDeferrer); ok {
@@ -164,16 +350,16 @@ func (e *Engine) DeferPeers() {
 	}
 }
 
-// TakePeerDays returns the days closed since the last call (after
-// DeferPeers), for PeerStage.Add together with Watermark.
-func (e *Engine) TakePeerDays() []PeerDay {
-	var out []PeerDay
+// TakePeers returns what the deferred detectors produced since the last
+// call (after DeferPeers), for PeerStage.Add together with Watermark.
+func (e *Engine) TakePeers() PeerBatch {
+	var b PeerBatch
 	for _, r := range e.runners {
 		if p, ok := r.det.(peerDeferrer); ok {
-			out = append(out, p.takePeerDays()...)
+			p.takePeers(&b)
 		}
 	}
-	return out
+	return b
 }
 
 // AdmitPeerFindings normalises a PeerStage's findings as the Engine does

@@ -24,15 +24,15 @@ func TestPeerStageWaitsForEveryPartition(t *testing.T) {
 			Distinct: uint32(value), Accesses: uint32(value), Value: value}
 	}
 	// Partition 0: the new nurse (no history) with 70 charts, and two peers.
-	stage.Add(0, []detectors.PeerDay{day("u-new", 70), day("p0a", 20), day("p0b", 22)}, end.Add(time.Minute))
+	stage.Add(0, detectors.PeerBatch{Days: []detectors.PeerDay{day("u-new", 70), day("p0a", 20), day("p0b", 22)}}, end.Add(time.Minute))
 	// Partition 1 has not passed the day's end yet.
-	stage.Add(1, nil, end.Add(-time.Minute))
+	stage.Add(1, detectors.PeerBatch{}, end.Add(-time.Minute))
 	if fs := stage.Ready(); len(fs) != 0 || stage.Pending() != 1 {
 		t.Fatalf("judged before partition 1 passed the day: %d findings, %d pending", len(fs), stage.Pending())
 	}
 	// Partition 1 closes the day with two more peers: four peers (≥
 	// min_peers 3), median 21; 70 > 3 × 21 fires.
-	stage.Add(1, []detectors.PeerDay{day("p1a", 20), day("p1b", 24)}, end)
+	stage.Add(1, detectors.PeerBatch{Days: []detectors.PeerDay{day("p1a", 20), day("p1b", 24)}}, end)
 	fs := stage.Ready()
 	if len(fs) != 1 || stage.Pending() != 0 {
 		t.Fatalf("got %d findings, %d pending; want 1, 0", len(fs), stage.Pending())

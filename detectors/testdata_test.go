@@ -230,7 +230,7 @@ func runCase(t testing.TB, dir string) []byte {
 		}
 		all = append(all, fs...)
 		if stage != nil {
-			stage.Add(i, engines[i].TakePeerDays(), engines[i].Watermark())
+			stage.Add(i, engines[i].TakePeers(), engines[i].Watermark())
 			all = append(all, engines[0].AdmitPeerFindings(stage.Ready())...)
 		}
 	}
@@ -241,7 +241,7 @@ func runCase(t testing.TB, dir string) []byte {
 		}
 		all = append(all, fs...)
 		if stage != nil {
-			stage.Add(i, e.TakePeerDays(), detectors.EndOfTime)
+			stage.Add(i, e.TakePeers(), detectors.EndOfTime)
 		}
 	}
 	if stage != nil {
