@@ -32,16 +32,6 @@ func TestFindingsIndependentOfPartitions(t *testing.T) {
 		t.Fatal(err)
 	}
 	newEngine := qualityEngine(t, h)
-	loc, err := detectors.FacilityLocations(h.TimeZones())
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx := context.Background()
-	partitionOf := func(user string, n int) int {
-		f := fnv.New32a()
-		f.Write([]byte(user))
-		return int(f.Sum32() % uint32(n))
-	}
 	canonical := func(fs []schemas.Finding, skip string) []string {
 		last := map[string]schemas.Finding{}
 		for _, f := range fs {
@@ -60,62 +50,9 @@ func TestFindingsIndependentOfPartitions(t *testing.T) {
 		slices.Sort(out)
 		return out
 	}
-	// run feeds the events to n engines sharing one PeerStage; with
-	// sequential, each partition's whole share before the next one's.
 	run := func(n int, sequential bool, skip string) []string {
-		stage, err := detectors.NewPeerStage(detectors.DefaultEngineConfig(detectors.Registry()), detectors.Env{Location: loc}, n)
-		if err != nil {
-			t.Fatal(err)
-		}
-		engines := make([]*detectors.Engine, n)
-		for i := range engines {
-			engines[i] = newEngine()
-			engines[i].DeferPeers()
-		}
-		var out []schemas.Finding
-		collect := func(i int) {
-			stage.Add(i, engines[i].TakePeers(), engines[i].Watermark())
-			out = append(out, engines[0].AdmitPeerFindings(stage.Ready())...)
-		}
-		process := func(ev *schemas.AccessEvent) int {
-			i := partitionOf(ev.UserID, n)
-			fs, err := engines[i].Process(ctx, ev)
-			if err != nil {
-				t.Fatal(err)
-			}
-			out = append(out, fs...)
-			return i
-		}
-		if sequential {
-			for p := range n {
-				for k := range h.Events {
-					if partitionOf(h.Events[k].UserID, n) == p {
-						process(&h.Events[k])
-					}
-				}
-				collect(p)
-			}
-		} else {
-			for k := range h.Events {
-				i := process(&h.Events[k])
-				if k%500 == 0 {
-					collect(i)
-				}
-			}
-		}
-		for i, e := range engines {
-			fs, err := e.Flush(ctx)
-			if err != nil {
-				t.Fatal(err)
-			}
-			out = append(out, fs...)
-			stage.Add(i, e.TakePeers(), detectors.EndOfTime)
-		}
-		out = append(out, engines[0].AdmitPeerFindings(stage.Flush())...)
-		if stage.Pending() != 0 {
-			t.Errorf("%d partitions: %d facility-days left unjudged", n, stage.Pending())
-		}
-		return canonical(out, skip)
+		fs, _ := runPartitioned(t, h, newEngine, n, sequential)
+		return canonical(fs, skip)
 	}
 
 	alone := canonical(runEngine(t, newEngine(), h.Events, true), "break_glass")
@@ -171,4 +108,78 @@ func diff(got, want []string) []string {
 		}
 	}
 	return out
+}
+
+// runPartitioned feeds h's events to n engines (users spread by FNV-1a of
+// user_id, as Kafka's partitioner does) sharing one PeerStage, as ehrwatch
+// replay does, and returns every finding emitted, in order, and the
+// engines' explanation coverage. With sequential, each partition's whole
+// share goes before the next one's (the most uneven progress there is);
+// otherwise in input order, the stage collecting every 500 events.
+func runPartitioned(t testing.TB, h *synth.Hospital, newEngine func() *detectors.Engine, n int, sequential bool) ([]schemas.Finding, detectors.Coverage) {
+	t.Helper()
+	ctx := context.Background()
+	loc, err := detectors.FacilityLocations(h.TimeZones())
+	if err != nil {
+		t.Fatal(err)
+	}
+	partitionOf := func(user string) int {
+		f := fnv.New32a()
+		f.Write([]byte(user))
+		return int(f.Sum32() % uint32(n))
+	}
+	stage, err := detectors.NewPeerStage(detectors.DefaultEngineConfig(detectors.Registry()), detectors.Env{Location: loc}, n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	engines := make([]*detectors.Engine, n)
+	for i := range engines {
+		engines[i] = newEngine()
+		engines[i].DeferPeers()
+	}
+	var out []schemas.Finding
+	collect := func(i int) {
+		stage.Add(i, engines[i].TakePeers(), engines[i].Watermark())
+		out = append(out, engines[0].AdmitPeerFindings(stage.Ready())...)
+	}
+	process := func(ev *schemas.AccessEvent) int {
+		i := partitionOf(ev.UserID)
+		fs, err := engines[i].Process(ctx, ev)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, fs...)
+		return i
+	}
+	if sequential {
+		for p := range n {
+			for k := range h.Events {
+				if partitionOf(h.Events[k].UserID) == p {
+					process(&h.Events[k])
+				}
+			}
+			collect(p)
+		}
+	} else {
+		for k := range h.Events {
+			if i := process(&h.Events[k]); k%500 == 0 {
+				collect(i)
+			}
+		}
+	}
+	var cov detectors.Coverage
+	for i, e := range engines {
+		fs, err := e.Flush(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, fs...)
+		stage.Add(i, e.TakePeers(), detectors.EndOfTime)
+		cov.Add(e.Coverage())
+	}
+	out = append(out, engines[0].AdmitPeerFindings(stage.Flush())...)
+	if stage.Pending() != 0 {
+		t.Errorf("%d partitions: %d facility-days or findings left unjudged", n, stage.Pending())
+	}
+	return out, cov
 }
