@@ -150,10 +150,13 @@ func (c *VolumeConfig) Validate() error {
 // worked that day, falling back to the same role across departments when
 // the department group is smaller than min_peers. Comparing with the same
 // day makes a busy day for everyone (a surge in the ED) not fire. One
-// Volume sees one Kafka partition, so its peers are the random subset of
-// the real peer group whose users hash to that partition: with P
-// partitions a department of D users yields about D/P peers. Small
-// departments therefore often fall back to role-only or to no peer check.
+// Volume sees one Kafka partition, so on its own its peers are the random
+// subset of the real peer group whose users hash to that partition: with
+// P partitions a department of D users yields about D/P peers, and small
+// departments often fall back to role-only or to no peer check. After
+// Engine.DeferPeers it judges nothing itself: each closed day, with the
+// user's personal baseline, goes to a PeerStage shared by every
+// partition, which judges it against the whole peer group.
 //
 // # Memory
 //
