@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/ehrwatch/ehrwatch/detectors"
 	"github.com/ehrwatch/ehrwatch/detectors/synth"
@@ -51,7 +52,7 @@ func TestFindingsIndependentOfPartitions(t *testing.T) {
 		return out
 	}
 	run := func(n int, sequential bool, skip string) []string {
-		fs, _ := runPartitioned(t, h, newEngine, n, sequential)
+		fs, _ := runPartitioned(t, h, newEngine, n, sequential, false)
 		return canonical(fs, skip)
 	}
 
@@ -92,6 +93,26 @@ func TestFindingsIndependentOfPartitions(t *testing.T) {
 			}
 		}
 	}
+	// Every batch handed over twice: the stage ignores the repeats, and
+	// emits no finding twice.
+	fs, _ := runPartitioned(t, h, newEngine, 4, false, true)
+	if got := canonical(fs, ""); !slices.Equal(got, one) {
+		t.Errorf("4 partitions, every batch delivered twice: %d findings differ from one partition's %d", len(got), len(one))
+		for _, d := range diff(got, one) {
+			t.Log(d)
+		}
+	}
+	versions := map[string]int{}
+	for _, f := range fs {
+		if f.Detector == "volume" {
+			versions[f.FindingID]++
+		}
+	}
+	for id, v := range versions {
+		if v > 1 {
+			t.Errorf("volume finding %s emitted %d times with every batch delivered twice", id, v)
+		}
+	}
 }
 
 // diff lists up to 5 lines in only one of two sorted slices.
@@ -116,7 +137,12 @@ func diff(got, want []string) []string {
 // engines' explanation coverage. With sequential, each partition's whole
 // share goes before the next one's (the most uneven progress there is);
 // otherwise in input order, the stage collecting every 500 events.
-func runPartitioned(t testing.TB, h *synth.Hospital, newEngine func() *detectors.Engine, n int, sequential bool) ([]schemas.Finding, detectors.Coverage) {
+//
+// With redeliver, every batch an engine hands over is handed to the stage
+// again later (once at the next collection from any partition, and all of
+// them once more at the end), as a transport that delivers at least once
+// would after a crash.
+func runPartitioned(t testing.TB, h *synth.Hospital, newEngine func() *detectors.Engine, n int, sequential, redeliver bool) ([]schemas.Finding, detectors.Coverage) {
 	t.Helper()
 	ctx := context.Background()
 	loc, err := detectors.FacilityLocations(h.TimeZones())
@@ -138,8 +164,22 @@ func runPartitioned(t testing.TB, h *synth.Hospital, newEngine func() *detectors
 		engines[i].DeferPeers()
 	}
 	var out []schemas.Finding
+	type sent struct {
+		source int
+		batch  detectors.PeerBatch
+		wm     time.Time
+	}
+	var history []sent
 	collect := func(i int) {
-		stage.Add(i, engines[i].TakePeers(), engines[i].Watermark())
+		b, wm := engines[i].TakePeers(), engines[i].Watermark()
+		stage.Add(i, b, wm)
+		if redeliver {
+			if len(history) > 0 {
+				old := history[len(history)-1]
+				stage.Add(old.source, old.batch, old.wm)
+			}
+			history = append(history, sent{i, b, wm})
+		}
 		out = append(out, engines[0].AdmitPeerFindings(stage.Ready())...)
 	}
 	process := func(ev *schemas.AccessEvent) int {
@@ -174,8 +214,16 @@ func runPartitioned(t testing.TB, h *synth.Hospital, newEngine func() *detectors
 			t.Fatal(err)
 		}
 		out = append(out, fs...)
-		stage.Add(i, e.TakePeers(), detectors.EndOfTime)
+		b := e.TakePeers()
+		stage.Add(i, b, detectors.EndOfTime)
+		history = append(history, sent{i, b, detectors.EndOfTime})
 		cov.Add(e.Coverage())
+	}
+	if redeliver {
+		out = append(out, engines[0].AdmitPeerFindings(stage.Ready())...)
+		for _, old := range history {
+			stage.Add(old.source, old.batch, old.wm)
+		}
 	}
 	out = append(out, engines[0].AdmitPeerFindings(stage.Flush())...)
 	if stage.Pending() != 0 {

@@ -82,10 +82,11 @@ type PeerStage struct {
 	enabled    bool
 	bg         BreakGlassConfig
 	locs       locationCache
-	watermarks []int64 // per source partition, unix ns; math.MinInt64 before the first
-	days       map[volBucketKey][]PeerDay
-	act        map[int64][]PeerActivity    // by UTC day
-	pendBG     map[string][]PeerBreakGlass // by finding id, in arrival order
+	watermarks []int64                             // per source partition, unix ns; math.MinInt64 before the first
+	judged     int64                               // everything ending at or before this has been judged; math.MinInt64 at first
+	days       map[volBucketKey]map[string]PeerDay // by facility-day, by user
+	act        map[int64]map[string]PeerActivity   // by UTC day, by user
+	pendBG     map[string][]PeerBreakGlass         // by finding id, in arrival order
 }
 
 // NewPeerStage builds the stage for sources partitions, with the volume
@@ -115,8 +116,8 @@ func NewPeerStage(cfg EngineConfig, env Env, sources int) (*PeerStage, error) {
 		bg = b
 	}
 	s := &PeerStage{cfg: *vc, enabled: vc.Enabled, bg: *bg, locs: newLocationCache(env.Location),
-		watermarks: make([]int64, sources), days: map[volBucketKey][]PeerDay{},
-		act: map[int64][]PeerActivity{}, pendBG: map[string][]PeerBreakGlass{}}
+		watermarks: make([]int64, sources), judged: math.MinInt64, days: map[volBucketKey]map[string]PeerDay{},
+		act: map[int64]map[string]PeerActivity{}, pendBG: map[string][]PeerBreakGlass{}}
 	for i := range s.watermarks {
 		s.watermarks[i] = math.MinInt64
 	}
@@ -125,16 +126,44 @@ func NewPeerStage(cfg EngineConfig, env Env, sources int) (*PeerStage, error) {
 
 // Add records what source's Engine handed over (Engine.TakePeers) and its
 // watermark (Engine.Watermark) after it. A watermark never moves back.
+//
+// Add ignores repeats, so a transport that delivers at least once (a
+// partition re-read after a crash hands the same days over again) changes
+// nothing: a user's day, a user's activity on a UTC day and a break-glass
+// access (finding and event ids) are each held once, and anything for a
+// day already judged is dropped (a partition hands a day over before its
+// watermark passes the day's end, so the first delivery always arrives
+// before the day is judged).
 func (s *PeerStage) Add(source int, b PeerBatch, watermark time.Time) {
 	for _, d := range b.Days {
+		if d.End <= s.judged {
+			continue
+		}
 		k := volBucketKey{d.Facility, civilDay(d.Day)}
-		s.days[k] = append(s.days[k], d)
+		m := s.days[k]
+		if m == nil {
+			m = map[string]PeerDay{}
+			s.days[k] = m
+		}
+		m[d.User] = d
 	}
 	for _, a := range b.Activity {
-		s.act[a.Day] = append(s.act[a.Day], a)
+		m := s.act[a.Day]
+		if m == nil {
+			m = map[string]PeerActivity{}
+			s.act[a.Day] = m
+		}
+		m[a.User] = a
 	}
 	for _, p := range b.BreakGlass {
-		s.pendBG[p.Finding.FindingID] = append(s.pendBG[p.Finding.FindingID], p)
+		if bgReady(&p) <= s.judged {
+			continue
+		}
+		id := p.Finding.FindingID
+		if slices.ContainsFunc(s.pendBG[id], func(q PeerBreakGlass) bool { return slices.Equal(q.Finding.EventIDs, p.Finding.EventIDs) }) {
+			continue
+		}
+		s.pendBG[id] = append(s.pendBG[id], p)
 	}
 	if !watermark.IsZero() {
 		s.watermarks[source] = max(s.watermarks[source], eventNanos(watermark))
@@ -159,29 +188,50 @@ func (s *PeerStage) Flush() []schemas.Finding {
 func (s *PeerStage) Pending() int { return len(s.days) + len(s.pendBG) }
 
 func (s *PeerStage) judgeUntil(wm int64) []schemas.Finding {
-	var keys []volBucketKey
-	for k, ds := range s.days {
-		if ds[0].End <= wm {
-			keys = append(keys, k)
+	type bucket struct {
+		key volBucketKey
+		end int64
+	}
+	var ready []bucket
+	for k, m := range s.days {
+		for _, d := range m {
+			if d.End <= wm {
+				ready = append(ready, bucket{k, d.End})
+			}
+			break // every day of a facility-day has the same end
 		}
 	}
-	slices.SortFunc(keys, func(a, b volBucketKey) int {
-		if c := cmpInt64(s.days[a][0].End, s.days[b][0].End); c != 0 {
+	slices.SortFunc(ready, func(a, b bucket) int {
+		if c := cmpInt64(a.end, b.end); c != 0 {
 			return c
 		}
-		return strings.Compare(a.facility, b.facility)
+		return strings.Compare(a.key.facility, b.key.facility)
 	})
 	var out []schemas.Finding
-	for _, k := range keys {
-		ds := s.days[k]
-		delete(s.days, k)
+	for _, b := range ready {
+		m := s.days[b.key]
+		delete(s.days, b.key)
 		if !s.enabled {
 			continue
 		}
+		ds := make([]PeerDay, 0, len(m))
+		for _, d := range m {
+			ds = append(ds, d)
+		}
 		slices.SortFunc(ds, func(a, b PeerDay) int { return strings.Compare(a.User, b.User) })
-		out = judgeDays(&s.cfg, ds, s.locs.get(k.facility), out)
+		out = judgeDays(&s.cfg, ds, s.locs.get(b.key.facility), out)
 	}
-	return s.judgeBreakGlass(wm, out)
+	out = s.judgeBreakGlass(wm, out)
+	s.judged = max(s.judged, wm)
+	return out
+}
+
+// bgReady is when a break-glass access can be judged: the end of its
+// finding's window (the user's partition adds no access to it after) or
+// of its UTC day (every partition has handed that day's activity over),
+// whichever is later; unix ns.
+func bgReady(p *PeerBreakGlass) int64 {
+	return max(eventNanos(p.Finding.WindowEnd), (p.Day+1)*86400*1e9)
 }
 
 // judgeBreakGlass adds the peer comparison to every break-glass finding
@@ -198,8 +248,8 @@ func (s *PeerStage) judgeBreakGlass(wm int64, out []schemas.Finding) []schemas.F
 	var ids []string
 	for id, ps := range s.pendBG {
 		ready := true
-		for _, p := range ps {
-			if eventNanos(p.Finding.WindowEnd) > wm || (p.Day+1)*86400*1e9 > wm {
+		for i := range ps {
+			if bgReady(&ps[i]) > wm {
 				ready = false
 				break
 			}
