@@ -478,12 +478,18 @@ func (d *BreakGlass) FlushUntil(_ context.Context, watermark time.Time) ([]schem
 	return nil, nil
 }
 
-const breakGlassSnapshotVersion = 1
+// breakGlassSnapshotVersion 2 adds the open UTC days' activity kept for a
+// PeerStage (DeferPeers); version 1 snapshots still restore.
+const breakGlassSnapshotVersion = 2
 
 type bgSnapshot struct {
 	Version  int            `json:"version"`
 	SweptDay int64          `json:"swept_day"`
 	Users    []bgUserRecord `json:"users"`
+	// Activity and Published: the deferred mode's open UTC days (sorted by
+	// day and user) and the first day not handed over yet.
+	Activity  []PeerActivity `json:"activity,omitempty"`
+	Published int64          `json:"published,omitempty"`
 }
 
 type bgUserRecord struct {
@@ -507,6 +513,18 @@ func (d *BreakGlass) Snapshot(w io.Writer) error {
 		s.Users = append(s.Users, rec)
 	}
 	slices.SortFunc(s.Users, func(a, b bgUserRecord) int { return strings.Compare(a.UserID, b.UserID) })
+	for _, m := range d.act {
+		for _, a := range m {
+			s.Activity = append(s.Activity, *a)
+		}
+	}
+	slices.SortFunc(s.Activity, func(a, b PeerActivity) int {
+		if c := cmp.Compare(a.Day, b.Day); c != 0 {
+			return c
+		}
+		return strings.Compare(a.User, b.User)
+	})
+	s.Published = d.published
 	return json.NewEncoder(w).Encode(&s)
 }
 
@@ -516,8 +534,20 @@ func (d *BreakGlass) Restore(r io.Reader) error {
 	if err := json.NewDecoder(r).Decode(&s); err != nil {
 		return fmt.Errorf("decoding break_glass snapshot: %w", err)
 	}
-	if s.Version != breakGlassSnapshotVersion {
-		return fmt.Errorf("break_glass snapshot version %d, want %d", s.Version, breakGlassSnapshotVersion)
+	if s.Version != 1 && s.Version != breakGlassSnapshotVersion {
+		return fmt.Errorf("break_glass snapshot version %d, want 1 or %d", s.Version, breakGlassSnapshotVersion)
+	}
+	d.act, d.published = nil, s.Published
+	for _, a := range s.Activity {
+		if d.act == nil {
+			d.act = map[int64]map[string]*PeerActivity{}
+		}
+		m := d.act[a.Day]
+		if m == nil {
+			m = map[string]*PeerActivity{}
+			d.act[a.Day] = m
+		}
+		m[a.User] = &a
 	}
 	d.users = make(map[string]*bgUser, len(s.Users))
 	d.byRole = map[string]map[string]*bgUser{}

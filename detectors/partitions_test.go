@@ -1,6 +1,7 @@
 package detectors_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"hash/fnv"
@@ -52,7 +53,7 @@ func TestFindingsIndependentOfPartitions(t *testing.T) {
 		return out
 	}
 	run := func(n int, sequential bool, skip string) []string {
-		fs, _ := runPartitioned(t, h, newEngine, n, sequential, false)
+		fs, _ := runPartitioned(t, h, newEngine, n, sequential)
 		return canonical(fs, skip)
 	}
 
@@ -95,9 +96,17 @@ func TestFindingsIndependentOfPartitions(t *testing.T) {
 	}
 	// Every batch handed over twice: the stage ignores the repeats, and
 	// emits no finding twice.
-	fs, _ := runPartitioned(t, h, newEngine, 4, false, true)
+	fs, _ := runPartitionedWith(t, h, newEngine, partitionRun{n: 4, redeliver: true})
 	if got := canonical(fs, ""); !slices.Equal(got, one) {
 		t.Errorf("4 partitions, every batch delivered twice: %d findings differ from one partition's %d", len(got), len(one))
+		for _, d := range diff(got, one) {
+			t.Log(d)
+		}
+	}
+	// Every engine restored from its snapshot half-way: the same findings.
+	fs2, _ := runPartitionedWith(t, h, newEngine, partitionRun{n: 4, restartAt: len(h.Events) / 2})
+	if got := canonical(fs2, ""); !slices.Equal(got, one) {
+		t.Errorf("4 partitions restored from snapshots half-way: %d findings differ from one partition's %d", len(got), len(one))
 		for _, d := range diff(got, one) {
 			t.Log(d)
 		}
@@ -137,12 +146,26 @@ func diff(got, want []string) []string {
 // engines' explanation coverage. With sequential, each partition's whole
 // share goes before the next one's (the most uneven progress there is);
 // otherwise in input order, the stage collecting every 500 events.
-//
-// With redeliver, every batch an engine hands over is handed to the stage
-// again later (once at the next collection from any partition, and all of
-// them once more at the end), as a transport that delivers at least once
-// would after a crash.
-func runPartitioned(t testing.TB, h *synth.Hospital, newEngine func() *detectors.Engine, n int, sequential, redeliver bool) ([]schemas.Finding, detectors.Coverage) {
+func runPartitioned(t testing.TB, h *synth.Hospital, newEngine func() *detectors.Engine, n int, sequential bool) ([]schemas.Finding, detectors.Coverage) {
+	return runPartitionedWith(t, h, newEngine, partitionRun{n: n, sequential: sequential})
+}
+
+// partitionRun says how runPartitionedWith feeds the engines.
+type partitionRun struct {
+	n          int
+	sequential bool
+	// redeliver hands every batch an engine hands over to the stage again
+	// later (once at the next collection from any partition, and all of
+	// them once more at the end), as a transport that delivers at least
+	// once would after a crash.
+	redeliver bool
+	// restartAt, when > 0, replaces every engine at that event by a new
+	// one restored from its snapshot (input order only).
+	restartAt int
+}
+
+func runPartitionedWith(t testing.TB, h *synth.Hospital, newEngine func() *detectors.Engine, o partitionRun) ([]schemas.Finding, detectors.Coverage) {
+	n, sequential, redeliver := o.n, o.sequential, o.redeliver
 	t.Helper()
 	ctx := context.Background()
 	loc, err := detectors.FacilityLocations(h.TimeZones())
@@ -202,6 +225,20 @@ func runPartitioned(t testing.TB, h *synth.Hospital, newEngine func() *detectors
 		}
 	} else {
 		for k := range h.Events {
+			if k == o.restartAt && k > 0 {
+				for i, e := range engines {
+					collect(i)
+					var snap bytes.Buffer
+					if err := e.Snapshot(&snap); err != nil {
+						t.Fatal(err)
+					}
+					engines[i] = newEngine()
+					engines[i].DeferPeers()
+					if err := engines[i].Restore(&snap); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
 			if i := process(&h.Events[k]); k%500 == 0 {
 				collect(i)
 			}

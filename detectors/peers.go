@@ -37,10 +37,10 @@ type PeerDay struct {
 // user's partition saw it: active (any access) with a role, and how many
 // break-glass accesses.
 type PeerActivity struct {
-	User       string
-	Role       string
-	Day        int64 // UTC day index (days since 1970-01-01)
-	BreakGlass uint32
+	User       string `json:"user_id"`
+	Role       string `json:"role"`
+	Day        int64  `json:"day"` // UTC day index (days since 1970-01-01)
+	BreakGlass uint32 `json:"break_glass"`
 }
 
 // PeerBreakGlass is a break-glass finding as the user's partition emitted
@@ -391,7 +391,9 @@ func (d *BreakGlass) takePeers(b *PeerBatch) {
 // break_glass) hand what the comparison needs to TakePeers instead of
 // comparing with this partition's users alone; a PeerStage shared by every
 // partition's Engine compares with the whole peer group. Call it before
-// the first Process. What was not taken yet is not part of a Snapshot.
+// the first Process (and before Restore). Take what they produced before
+// a Snapshot: the days and findings not taken yet are not part of it (the
+// detectors' own state, such as break_glass's open UTC days, is).
 func (e *Engine) DeferPeers() {
 	for _, r := range e.runners {
 		if p, ok := r.det.(peerDeferrer); ok {

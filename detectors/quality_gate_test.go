@@ -59,7 +59,7 @@ const gatePartitions = 4
 // runGate runs the engines and alerting over h and evaluates the gate.
 func runGate(t testing.TB, h *synth.Hospital) synth.GateResult {
 	t.Helper()
-	findings, coverage := runPartitioned(t, h, qualityEngine(t, h), gatePartitions, false, false)
+	findings, coverage := runPartitioned(t, h, qualityEngine(t, h), gatePartitions, false)
 	var cov strings.Builder
 	coverage.WriteCoverage(&cov, 0)
 	t.Logf("\n%s", cov.String())
