@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"slices"
 	"strconv"
 	"strings"
@@ -122,6 +123,15 @@ type BreakGlass struct {
 	users        map[string]*bgUser
 	byRole       map[string]map[string]*bgUser
 	sweptDay     int64 // last watermark day evicted up to
+
+	// deferred (Engine.DeferPeers): the peer comparison is left to a
+	// PeerStage; act holds this partition's users per open UTC day, handed
+	// over (pending) once the watermark passes the day.
+	deferred  bool
+	act       map[int64]map[string]*PeerActivity
+	published int64 // UTC days before this one have been handed over
+	pendAct   []PeerActivity
+	pendBG    []PeerBreakGlass
 }
 
 var (
@@ -196,6 +206,9 @@ func (d *BreakGlass) Detect(_ context.Context, ev *schemas.AccessEvent) ([]schem
 		u, _ = ref.User(ev.UserID)
 	}
 	st := d.track(ev.UserID, userRole(ev, u), day)
+	if d.deferred {
+		d.noteActivity(ev.UserID, userRole(ev, u), day, ev.BreakGlass)
+	}
 	if !ev.BreakGlass {
 		return nil, nil
 	}
@@ -258,13 +271,18 @@ func (d *BreakGlass) Detect(_ context.Context, ev *schemas.AccessEvent) ([]schem
 	}
 	why = append(why, careSentence(care))
 
+	var pending *PeerBreakGlass
 	if st != nil {
 		count, peers, peerMean := d.peerStats(ev.UserID, st, day)
 		facts["break_glass_in_window"] = strconv.Itoa(count)
 		facts["peer_window_days"] = strconv.Itoa(d.cfg.PeerWindowDays)
-		facts["peers"] = strconv.Itoa(peers)
 		f.Evidence.Observed = float64(count)
-		if peers >= d.cfg.PeerMinPeers {
+		if d.deferred {
+			pending = &PeerBreakGlass{Role: strings.Clone(role), Day: day, Count: count}
+		} else {
+			facts["peers"] = strconv.Itoa(peers)
+		}
+		if !d.deferred && peers >= d.cfg.PeerMinPeers {
 			threshold := d.cfg.PeerFactor * peerMean
 			f.Evidence.PeerValue = peerMean
 			f.Evidence.Threshold = max(threshold, float64(d.cfg.PeerMinCount))
@@ -280,7 +298,69 @@ func (d *BreakGlass) Detect(_ context.Context, ev *schemas.AccessEvent) ([]schem
 	f.Severity = RaiseSeverity(d.cfg.Severity, raise)
 	f.Score = f.Severity.DefaultScore()
 	f.Explanation = describeAccess(ev, u, loc) + " after breaking the glass; " + strings.Join(why, "; ") + "."
+	if pending != nil {
+		// The PeerStage adds the comparison with the whole peer group as a
+		// later version of this finding.
+		pending.Finding, pending.Raise = f, raise
+		d.pendBG = append(d.pendBG, *pending)
+	}
 	return []schemas.Finding{f}, nil
+}
+
+// noteActivity records that userID (with role) was active on UTC day, and
+// whether with a break-glass access, for the PeerStage. A day already
+// handed over is not reopened (the event is more than allowed_lateness
+// behind the day's end).
+func (d *BreakGlass) noteActivity(userID, role string, day int64, breakGlass bool) {
+	if day < d.published {
+		return
+	}
+	if d.act == nil {
+		d.act = map[int64]map[string]*PeerActivity{}
+	}
+	m := d.act[day]
+	if m == nil {
+		m = map[string]*PeerActivity{}
+		d.act[day] = m
+	}
+	a := m[userID]
+	if a == nil {
+		a = &PeerActivity{User: strings.Clone(userID), Day: day}
+		m[a.User] = a
+	}
+	if a.Role != role {
+		a.Role = strings.Clone(role)
+	}
+	if breakGlass {
+		a.BreakGlass++
+	}
+}
+
+// publish hands over the UTC days that end at or before watermark.
+func (d *BreakGlass) publish(watermark time.Time) {
+	until := dayIndex(watermark) // days before this one have ended
+	if watermark.Equal(EndOfTime) {
+		until = math.MaxInt64
+	}
+	days := make([]int64, 0, len(d.act))
+	for day := range d.act {
+		if day < until {
+			days = append(days, day)
+		}
+	}
+	slices.Sort(days)
+	for _, day := range days {
+		m := d.act[day]
+		delete(d.act, day)
+		start := len(d.pendAct)
+		for _, a := range m {
+			d.pendAct = append(d.pendAct, *a)
+		}
+		slices.SortFunc(d.pendAct[start:], func(a, b PeerActivity) int { return strings.Compare(a.User, b.User) })
+	}
+	if until != math.MaxInt64 {
+		d.published = max(d.published, until)
+	}
 }
 
 // track records that userID was seen on day with role, and for a
@@ -376,6 +456,9 @@ func (u *bgUser) sum(from, to int64) int {
 // before the watermark, at most once per watermark day.
 func (d *BreakGlass) FlushUntil(_ context.Context, watermark time.Time) ([]schemas.Finding, error) {
 	wd := dayIndex(watermark)
+	if d.deferred {
+		d.publish(watermark)
+	}
 	if watermark.Equal(EndOfTime) || wd <= d.sweptDay {
 		return nil, nil
 	}
@@ -395,12 +478,18 @@ func (d *BreakGlass) FlushUntil(_ context.Context, watermark time.Time) ([]schem
 	return nil, nil
 }
 
-const breakGlassSnapshotVersion = 1
+// breakGlassSnapshotVersion 2 adds the open UTC days' activity kept for a
+// PeerStage (DeferPeers); version 1 snapshots still restore.
+const breakGlassSnapshotVersion = 2
 
 type bgSnapshot struct {
 	Version  int            `json:"version"`
 	SweptDay int64          `json:"swept_day"`
 	Users    []bgUserRecord `json:"users"`
+	// Activity and Published: the deferred mode's open UTC days (sorted by
+	// day and user) and the first day not handed over yet.
+	Activity  []PeerActivity `json:"activity,omitempty"`
+	Published int64          `json:"published,omitempty"`
 }
 
 type bgUserRecord struct {
@@ -424,6 +513,18 @@ func (d *BreakGlass) Snapshot(w io.Writer) error {
 		s.Users = append(s.Users, rec)
 	}
 	slices.SortFunc(s.Users, func(a, b bgUserRecord) int { return strings.Compare(a.UserID, b.UserID) })
+	for _, m := range d.act {
+		for _, a := range m {
+			s.Activity = append(s.Activity, *a)
+		}
+	}
+	slices.SortFunc(s.Activity, func(a, b PeerActivity) int {
+		if c := cmp.Compare(a.Day, b.Day); c != 0 {
+			return c
+		}
+		return strings.Compare(a.User, b.User)
+	})
+	s.Published = d.published
 	return json.NewEncoder(w).Encode(&s)
 }
 
@@ -433,8 +534,20 @@ func (d *BreakGlass) Restore(r io.Reader) error {
 	if err := json.NewDecoder(r).Decode(&s); err != nil {
 		return fmt.Errorf("decoding break_glass snapshot: %w", err)
 	}
-	if s.Version != breakGlassSnapshotVersion {
-		return fmt.Errorf("break_glass snapshot version %d, want %d", s.Version, breakGlassSnapshotVersion)
+	if s.Version != 1 && s.Version != breakGlassSnapshotVersion {
+		return fmt.Errorf("break_glass snapshot version %d, want 1 or %d", s.Version, breakGlassSnapshotVersion)
+	}
+	d.act, d.published = nil, s.Published
+	for _, a := range s.Activity {
+		if d.act == nil {
+			d.act = map[int64]map[string]*PeerActivity{}
+		}
+		m := d.act[a.Day]
+		if m == nil {
+			m = map[string]*PeerActivity{}
+			d.act[a.Day] = m
+		}
+		m[a.User] = &a
 	}
 	d.users = make(map[string]*bgUser, len(s.Users))
 	d.byRole = map[string]map[string]*bgUser{}

@@ -50,13 +50,18 @@ func TestQualityGateAlerts(t *testing.T) {
 	}
 }
 
-// runGate runs the engine and alerting over h and evaluates the gate.
+// gatePartitions is how many partitions the gate spreads the users over,
+// with the peers judged by the whole peer group (a PeerStage), as ehrwatch
+// replay does; the findings are those of any other number of partitions
+// (TestFindingsIndependentOfPartitions).
+const gatePartitions = 4
+
+// runGate runs the engines and alerting over h and evaluates the gate.
 func runGate(t testing.TB, h *synth.Hospital) synth.GateResult {
 	t.Helper()
-	e := qualityEngine(t, h)()
-	findings := runEngine(t, e, h.Events, true)
+	findings, coverage := runPartitioned(t, h, qualityEngine(t, h), gatePartitions, false)
 	var cov strings.Builder
-	e.Coverage().WriteCoverage(&cov, 0)
+	coverage.WriteCoverage(&cov, 0)
 	t.Logf("\n%s", cov.String())
 	for _, f := range findings {
 		if lo, hi := f.Severity.ScoreBand(); f.Score < lo || f.Score > hi {

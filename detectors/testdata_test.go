@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"hash/fnv"
 	"io"
 	"os"
 	"path/filepath"
@@ -53,6 +54,14 @@ type caseConfig struct {
 	Reference detectors.ReferenceOptions `yaml:"reference"`
 	// Engine is the detection section, parsed by detectors.ParseEngineConfig.
 	Engine yaml.Node `yaml:"engine"`
+	// Partitions spreads the users over this many engines by FNV-1a of
+	// user_id, fed in the file's order, with one PeerStage judging every
+	// partition's volume days against the whole peer group (as ehrwatch
+	// replay does); 0 or 1 is one engine.
+	Partitions int `yaml:"partitions"`
+	// Peers "partition" keeps each engine's own peer comparison instead of
+	// the PeerStage (what ehrwatch run does today), to show the difference.
+	Peers string `yaml:"peers"`
 }
 
 // caseDirs lists every case directory, sorted.
@@ -189,24 +198,55 @@ func runCase(t testing.TB, dir string) []byte {
 		t.Fatal(err)
 	}
 	holder := detectors.NewReferenceHolder(idx)
-	eng, err := detectors.NewEngine(ecfg, factories, detectors.Env{Reference: holder.Load, Location: locs})
-	if err != nil {
-		t.Fatalf("%s: %v", dir, err)
+	env := detectors.Env{Reference: holder.Load, Location: locs}
+	n := max(cc.Partitions, 1)
+	if cc.Peers != "" && cc.Peers != "partition" {
+		t.Fatalf("%s/config.yaml: peers must be \"partition\" or absent (got %q)", dir, cc.Peers)
+	}
+	engines := make([]*detectors.Engine, n)
+	for i := range engines {
+		if engines[i], err = detectors.NewEngine(ecfg, factories, env); err != nil {
+			t.Fatalf("%s: %v", dir, err)
+		}
+	}
+	var stage *detectors.PeerStage
+	if n > 1 && cc.Peers == "" {
+		if stage, err = detectors.NewPeerStage(ecfg, env, n); err != nil {
+			t.Fatalf("%s: %v", dir, err)
+		}
+		for _, e := range engines {
+			e.DeferPeers()
+		}
 	}
 	ctx := context.Background()
 	var all []schemas.Finding
 	for _, ev := range loadEvents(t, dir) {
-		fs, err := eng.Process(ctx, ev)
+		h := fnv.New32a()
+		h.Write([]byte(ev.UserID))
+		i := int(h.Sum32() % uint32(n))
+		fs, err := engines[i].Process(ctx, ev)
 		if err != nil {
 			t.Fatalf("%s: event %s: %v", dir, ev.EventID, err)
 		}
 		all = append(all, fs...)
+		if stage != nil {
+			stage.Add(i, engines[i].TakePeers(), engines[i].Watermark())
+			all = append(all, engines[0].AdmitPeerFindings(stage.Ready())...)
+		}
 	}
-	fs, err := eng.Flush(ctx)
-	if err != nil {
-		t.Fatalf("%s: flush: %v", dir, err)
+	for i, e := range engines {
+		fs, err := e.Flush(ctx)
+		if err != nil {
+			t.Fatalf("%s: flush: %v", dir, err)
+		}
+		all = append(all, fs...)
+		if stage != nil {
+			stage.Add(i, e.TakePeers(), detectors.EndOfTime)
+		}
 	}
-	all = append(all, fs...)
+	if stage != nil {
+		all = append(all, engines[0].AdmitPeerFindings(stage.Flush())...)
+	}
 	return canonicalFindings(t, all)
 }
 

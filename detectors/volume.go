@@ -150,10 +150,13 @@ func (c *VolumeConfig) Validate() error {
 // worked that day, falling back to the same role across departments when
 // the department group is smaller than min_peers. Comparing with the same
 // day makes a busy day for everyone (a surge in the ED) not fire. One
-// Volume sees one Kafka partition, so its peers are the random subset of
-// the real peer group whose users hash to that partition: with P
-// partitions a department of D users yields about D/P peers. Small
-// departments therefore often fall back to role-only or to no peer check.
+// Volume sees one Kafka partition, so on its own its peers are the random
+// subset of the real peer group whose users hash to that partition: with
+// P partitions a department of D users yields about D/P peers, and small
+// departments often fall back to role-only or to no peer check. After
+// Engine.DeferPeers it judges nothing itself: each closed day, with the
+// user's personal baseline, goes to a PeerStage shared by every
+// partition, which judges it against the whole peer group.
 //
 // # Memory
 //
@@ -182,6 +185,12 @@ type Volume struct {
 	watermark int64 // last watermark passed to FlushUntil (unix ns); math.MinInt64 before the first
 	nextClose int64 // earliest end among open windows; math.MaxInt64 when none
 	late      uint64
+
+	// deferred: closed days are kept in days for a PeerStage (see
+	// Engine.DeferPeers) instead of being judged against this partition's
+	// peers.
+	deferred bool
+	days     []PeerDay
 
 	// scratch, reused across flushes
 	histScratch []float64
@@ -418,19 +427,14 @@ func cmpInt64(a, b int64) int {
 	return 0
 }
 
-// volEntry is one closed user-day waiting to be judged.
-type volEntry struct {
-	u     *volUser
-	w     volWindow
-	value float64
-}
-
-// closeBucket closes one facility-day: every user's window is removed,
-// judged against the user's history and the same day's peers, then added
-// to the history.
+// closeBucket closes one facility-day: every user's window is removed and
+// summarised as a PeerDay (the day's counts and the user's personal
+// baseline from the days before it), the day is added to the user's
+// history, and the PeerDays are judged against the same day's peers of
+// this partition, or kept for a PeerStage when deferred.
 func (v *Volume) closeBucket(b *volBucket, out []schemas.Finding) []schemas.Finding {
 	slices.SortFunc(b.users, func(x, y *volUser) int { return strings.Compare(x.key.user, y.key.user) })
-	entries := make([]volEntry, 0, len(b.users))
+	days := make([]PeerDay, 0, len(b.users))
 	for _, u := range b.users {
 		i := slices.IndexFunc(u.open, func(w volWindow) bool { return w.day == b.key.day })
 		if i < 0 {
@@ -438,36 +442,44 @@ func (v *Volume) closeBucket(b *volBucket, out []schemas.Finding) []schemas.Find
 		}
 		w := u.open[i]
 		u.open = slices.Delete(u.open, i, i+1)
-		entries = append(entries, volEntry{u: u, w: w, value: float64(v.metric(&w))})
-	}
-	// Peer groups for this facility-day: by (role, department) and by role.
-	byGroup := map[*volGroup][]float64{}
-	byRole := map[string][]float64{}
-	for _, e := range entries {
-		byGroup[e.w.group] = append(byGroup[e.w.group], e.value)
-		byRole[e.w.group.role] = append(byRole[e.w.group.role], e.value)
-	}
-	for _, xs := range byGroup {
-		slices.Sort(xs)
-	}
-	for _, xs := range byRole {
-		slices.Sort(xs)
-	}
-	loc := v.locs.get(b.key.facility)
-	for i := range entries {
-		e := &entries[i]
-		if f, ok := v.judge(e, byGroup[e.w.group], byRole[e.w.group.role], loc); ok {
-			out = append(out, f)
-		}
-	}
-	for i := range entries {
-		e := &entries[i]
-		e.u.addHistory(volDay{day: e.w.day, distinct: e.w.patients.count(), accesses: e.w.accesses}, v.cfg.HistoryDays)
-		if words := e.w.patients.words; cap(words) >= distinctExactMax && len(v.freeSets) < 1024 {
+		days = append(days, v.peerDay(u, &w))
+		u.addHistory(volDay{day: w.day, distinct: w.patients.count(), accesses: w.accesses}, v.cfg.HistoryDays)
+		if words := w.patients.words; cap(words) >= distinctExactMax && len(v.freeSets) < 1024 {
 			v.freeSets = append(v.freeSets, words[:0])
 		}
 	}
-	return out
+	if v.deferred {
+		v.days = append(v.days, days...)
+		return out
+	}
+	return judgeDays(&v.cfg, days, v.locs.get(b.key.facility), out)
+}
+
+// peerDay summarises a closed window with the user's personal baseline
+// over the worked days in [day-history_days, day-1] (computed only when the
+// day's count reaches min_count: below it nothing fires).
+func (v *Volume) peerDay(u *volUser, w *volWindow) PeerDay {
+	d := PeerDay{
+		Facility: u.key.facility, User: u.key.user, Role: w.group.role, Department: w.group.department,
+		Day: int32(w.day), Start: w.start, End: w.end,
+		Distinct: w.patients.count(), Accesses: w.accesses, Value: float64(v.metric(w)),
+		EventIDs: w.ids.strings(),
+	}
+	if d.Value < float64(v.cfg.MinCount) {
+		return d
+	}
+	hist := v.histScratch[:0]
+	for _, h := range u.hist {
+		if h.day < w.day && h.day >= w.day-civilDay(v.cfg.HistoryDays) {
+			hist = append(hist, h.metric(v.cfg.Metric == VolumeMetricAccesses))
+		}
+	}
+	var mad float64
+	d.Median, mad, v.devScratch = medianMAD(hist, v.devScratch)
+	v.histScratch = hist
+	d.Spread = max(float64(madToSigma*mad), math.Sqrt(d.Median))
+	d.HistoryDays = len(hist)
+	return d
 }
 
 func (v *Volume) metric(w *volWindow) uint32 {
@@ -510,25 +522,43 @@ func (u *volUser) prune(latest civilDay, historyDays int) {
 	}
 }
 
-// judge decides whether one closed user-day fires.
-func (v *Volume) judge(e *volEntry, group, role []float64, loc *time.Location) (schemas.Finding, bool) {
-	cfg := &v.cfg
-	value := e.value
+// judgeDays judges one facility-day's closed user-days against each other
+// as peers (days must all be of that facility and day, sorted by user) and
+// appends the findings, in the order of days.
+func judgeDays(cfg *VolumeConfig, days []PeerDay, loc *time.Location, out []schemas.Finding) []schemas.Finding {
+	// Peer groups for this facility-day: by (role, department) and by role.
+	type roleDept struct{ role, department string }
+	byGroup := map[roleDept][]float64{}
+	byRole := map[string][]float64{}
+	for i := range days {
+		d := &days[i]
+		byGroup[roleDept{d.Role, d.Department}] = append(byGroup[roleDept{d.Role, d.Department}], d.Value)
+		byRole[d.Role] = append(byRole[d.Role], d.Value)
+	}
+	for _, xs := range byGroup {
+		slices.Sort(xs)
+	}
+	for _, xs := range byRole {
+		slices.Sort(xs)
+	}
+	for i := range days {
+		d := &days[i]
+		if f, ok := judge(cfg, d, byGroup[roleDept{d.Role, d.Department}], byRole[d.Role], loc); ok {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+// judge decides whether one closed user-day fires, given the same day's
+// values of its (role, department) and role groups (sorted, d's included).
+func judge(cfg *VolumeConfig, d *PeerDay, group, role []float64, loc *time.Location) (schemas.Finding, bool) {
+	value := d.Value
 	if value < float64(cfg.MinCount) {
 		return schemas.Finding{}, false
 	}
-	// Personal baseline over worked days in [day-N, day-1].
-	hist := v.histScratch[:0]
-	for _, h := range e.u.hist {
-		if h.day < e.w.day && h.day >= e.w.day-civilDay(cfg.HistoryDays) {
-			hist = append(hist, h.metric(cfg.Metric == VolumeMetricAccesses))
-		}
-	}
-	var med, mad float64
-	med, mad, v.devScratch = medianMAD(hist, v.devScratch)
-	v.histScratch = hist
-	spread := max(float64(madToSigma*mad), math.Sqrt(med))
-	haveHistory := len(hist) >= cfg.MinHistoryDays
+	med, spread := d.Median, d.Spread
+	haveHistory := d.HistoryDays >= cfg.MinHistoryDays
 
 	// Peer baseline: same day, same facility, excluding the user.
 	peerScope, peerN, peerMed := "none", 0, 0.0
@@ -572,42 +602,48 @@ func (v *Volume) judge(e *volEntry, group, role []float64, loc *time.Location) (
 
 	ratio := value / max(reference, 1)
 	sev := cfg.Severity
+	// The score places the finding in its severity's band by where its
+	// ratio lies, on a log scale, within the ratios that give that severity:
+	// [1, high_ratio) for the base severity, [high_ratio, critical_ratio)
+	// for high, and critical_ratio up to 10× critical_ratio for critical.
+	lo, hi := 1.0, cfg.HighRatio
 	if ratio >= cfg.CriticalRatio {
 		sev = sevMax(sev, schemas.SeverityCritical)
+		lo, hi = cfg.CriticalRatio, 10*cfg.CriticalRatio
 	} else if ratio >= cfg.HighRatio {
 		sev = sevMax(sev, schemas.SeverityHigh)
+		lo, hi = cfg.HighRatio, cfg.CriticalRatio
 	}
-	score := schemas.ScoreWithin(sev, 1-1/ratio)
+	score := schemas.ScoreWithin(sev, logPosition(ratio, lo, hi))
 
-	start, end := time.Unix(0, e.w.start).UTC(), time.Unix(0, e.w.end).UTC()
-	g := e.w.group
+	start, end := time.Unix(0, d.Start).UTC(), time.Unix(0, d.End).UTC()
 	facts := map[string]string{
 		"metric":            cfg.Metric,
-		"local_date":        e.w.day.String(),
+		"local_date":        civilDay(d.Day).String(),
 		"time_zone":         loc.String(),
-		"distinct_patients": strconv.FormatUint(uint64(e.w.patients.count()), 10),
-		"accesses":          strconv.FormatUint(uint64(e.w.accesses), 10),
-		"history_days":      strconv.Itoa(len(hist)),
+		"distinct_patients": strconv.FormatUint(uint64(d.Distinct), 10),
+		"accesses":          strconv.FormatUint(uint64(d.Accesses), 10),
+		"history_days":      strconv.Itoa(d.HistoryDays),
 		"peer_group":        peerScope,
 		"peers":             strconv.Itoa(peerN),
 	}
-	if g.role != "" {
-		facts["role"] = g.role
+	if d.Role != "" {
+		facts["role"] = d.Role
 	}
-	if g.department != "" {
-		facts["department"] = g.department
+	if d.Department != "" {
+		facts["department"] = d.Department
 	}
 	f := schemas.Finding{
-		FindingID:   schemas.FindingID(volumeName, []string{e.u.key.user, e.u.key.facility}, start, end),
+		FindingID:   schemas.FindingID(volumeName, []string{d.User, d.Facility}, start, end),
 		Detector:    volumeName,
 		Severity:    sev,
 		Score:       score,
-		FacilityID:  e.u.key.facility,
-		UserID:      e.u.key.user,
+		FacilityID:  d.Facility,
+		UserID:      d.User,
 		WindowStart: start,
 		WindowEnd:   end,
-		EventIDs:    e.w.ids.strings(),
-		Explanation: v.explain(e, med, spread, peerMed, haveHistory, havePeers, len(hist)),
+		EventIDs:    slices.Clone(d.EventIDs),
+		Explanation: explainVolume(cfg, d, peerMed, haveHistory, havePeers),
 		Evidence: schemas.Evidence{
 			Observed:  value,
 			Baseline:  roundTo(med, 2),
@@ -620,37 +656,48 @@ func (v *Volume) judge(e *volEntry, group, role []float64, loc *time.Location) (
 	return f, true
 }
 
+// logPosition is where x lies between lo and hi on a log scale: 0 at lo
+// (or below), 1 at hi (or above); 1 when hi ≤ lo.
+func logPosition(x, lo, hi float64) float64 {
+	if hi <= lo {
+		return 1
+	}
+	return math.Log(max(x, lo)/lo) / math.Log(hi/lo)
+}
+
 func roundTo(x float64, digits int) float64 {
 	p := math.Pow10(digits)
 	return math.Round(x*p) / p
 }
 
-// explain renders e.g. "user U123 (nurse, cardiology) opened 212 distinct
-// patient charts on 2026-03-04; their usual is 31 ± 6 and their peers' 28".
-func (v *Volume) explain(e *volEntry, med, spread, peerMed float64, haveHistory, havePeers bool, histDays int) string {
+// explainVolume renders e.g. "user U123 (nurse, cardiology) opened 212
+// distinct patient charts on 2026-03-04; their usual is 31 ± 6 and their
+// peers' 28".
+func explainVolume(cfg *VolumeConfig, d *PeerDay, peerMed float64, haveHistory, havePeers bool) string {
 	var b strings.Builder
 	b.WriteString("user ")
-	b.WriteString(e.u.key.user)
-	switch g := e.w.group; {
-	case g.role != "" && g.department != "":
-		fmt.Fprintf(&b, " (%s, %s)", g.role, g.department)
-	case g.role != "":
-		fmt.Fprintf(&b, " (%s)", g.role)
-	case g.department != "":
-		fmt.Fprintf(&b, " (%s)", g.department)
+	b.WriteString(d.User)
+	switch {
+	case d.Role != "" && d.Department != "":
+		fmt.Fprintf(&b, " (%s, %s)", d.Role, d.Department)
+	case d.Role != "":
+		fmt.Fprintf(&b, " (%s)", d.Role)
+	case d.Department != "":
+		fmt.Fprintf(&b, " (%s)", d.Department)
 	}
-	if v.cfg.Metric == VolumeMetricAccesses {
-		fmt.Fprintf(&b, " made %s chart accesses on %s", fmtNum(e.value), e.w.day)
+	day := civilDay(d.Day)
+	if cfg.Metric == VolumeMetricAccesses {
+		fmt.Fprintf(&b, " made %s chart accesses on %s", fmtNum(d.Value), day)
 	} else {
-		fmt.Fprintf(&b, " opened %s distinct patient charts on %s", fmtNum(e.value), e.w.day)
+		fmt.Fprintf(&b, " opened %s distinct patient charts on %s", fmtNum(d.Value), day)
 	}
 	switch {
 	case haveHistory && havePeers:
-		fmt.Fprintf(&b, "; their usual is %s ± %s and their peers' %s", fmtNum(math.Round(med)), fmtNum(math.Round(spread)), fmtNum(math.Round(peerMed)))
+		fmt.Fprintf(&b, "; their usual is %s ± %s and their peers' %s", fmtNum(math.Round(d.Median)), fmtNum(math.Round(d.Spread)), fmtNum(math.Round(peerMed)))
 	case haveHistory:
-		fmt.Fprintf(&b, "; their usual is %s ± %s (no peer group large enough to compare)", fmtNum(math.Round(med)), fmtNum(math.Round(spread)))
+		fmt.Fprintf(&b, "; their usual is %s ± %s (no peer group large enough to compare)", fmtNum(math.Round(d.Median)), fmtNum(math.Round(d.Spread)))
 	default:
-		fmt.Fprintf(&b, "; with %d worked days of history (too few for a personal baseline), their peers' that day is %s", histDays, fmtNum(math.Round(peerMed)))
+		fmt.Fprintf(&b, "; with %d worked days of history (too few for a personal baseline), their peers' that day is %s", d.HistoryDays, fmtNum(math.Round(peerMed)))
 	}
 	return b.String()
 }

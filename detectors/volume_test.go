@@ -455,8 +455,8 @@ func TestVolumeEvidenceAndSeverity(t *testing.T) {
 	if ev.Observed != 60 || ev.Baseline != 20 || ev.Spread != 4.47 || ev.PeerValue != 20 || ev.Threshold != 40 {
 		t.Errorf("evidence = %+v", ev)
 	}
-	if got[0].Score != 53 { // 40 + 19·(1 − 20/60), within the medium band
-		t.Errorf("score = %d, want 53", got[0].Score)
+	if got[0].Score != 55 { // 40 + 19·log(60/20)/log(4): 3× on the 1×–4× log scale of the medium band
+		t.Errorf("score = %d, want 55", got[0].Score)
 	}
 	for _, k := range []string{"metric", "local_date", "time_zone", "distinct_patients", "accesses", "history_days", "peer_group", "peers", "role", "department"} {
 		if _, ok := ev.Facts[k]; !ok {

@@ -43,9 +43,13 @@ ClickHouse, and writes their findings as NDJSON (the Finding fields).
 Events are handed to the detectors in the file's order, with the same
 Engine, watermark and allowed lateness as ehrwatch run. With --partitions N
 the events are spread over N engines by user_id exactly as a Kafka topic
-of N partitions would spread them (--partitioner), which reproduces what
-ehrwatch run finds on such a topic; the default, one engine, is one
-partition. Lines that are not chart accesses (logins, searches without a
+of N partitions would spread them (--partitioner); the default, one
+engine, is one partition. The volume and break_glass detectors compare a
+user with peers: by default (--peers group) with the whole peer group,
+judged once every engine's watermark has passed the day, so the findings
+are the same for any --partitions; --peers partition compares with the
+users of the same engine only, which reproduces what ehrwatch run finds
+on a topic of N partitions today (docs/detectors.md). Lines that are not chart accesses (logins, searches without a
 patient) are counted by reason and skipped. Lines that cannot be decoded
 are reported by line number and error class (never their content) and
 skipped; --strict makes them an error. The summary lists the role and
@@ -66,6 +70,7 @@ type replayOptions struct {
 	tz          tzFlags
 	partitions  int
 	partitioner string
+	peers       string
 	strict      bool
 	maxErrors   int
 	cpuProfile  string
@@ -113,6 +118,7 @@ func runReplay(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	fs.StringVar(&o.facilities, "facilities", "", "`FILE` of facility_id and time_zone lines (the facilities.ndjson ehrwatch gen writes); default: facilities.ndjson next to --events if present")
 	fs.Var(o.tz, "tz", "facility time zone, `FACILITY=ZONE` (repeatable; overrides --facilities and the config)")
 	fs.IntVar(&o.partitions, "partitions", 1, "spread users over this many engines, as a topic with this many partitions would")
+	fs.StringVar(&o.peers, "peers", "group", "volume peers: group (the whole peer group, whatever --partitions; docs/detectors.md) or partition (the users of the same partition only, as ehrwatch run compares them today)")
 	fs.StringVar(&o.partitioner, "partitioner", "fnv1a", "how user_id keys map to partitions: fnv1a (kafka-go Hash, sarama) or murmur2 (Java clients, librdkafka consistent_random)")
 	fs.StringVar(&o.csvMapping, "csv-mapping", "", "read --events as a CSV/TSV export with this mapping `FILE` (YAML; see docs/feeds.md and deployments/csv/)")
 	fs.BoolVar(&o.strict, "strict", false, "exit non-zero when any line cannot be decoded")
@@ -130,6 +136,9 @@ func runReplay(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	}
 	if o.partitions < 1 || o.partitions > 10000 {
 		return usageError{"replay: --partitions must be in 1..10000"}
+	}
+	if o.peers != "group" && o.peers != "partition" {
+		return usageError{fmt.Sprintf("replay: --peers must be group or partition (got %q)", o.peers)}
 	}
 	if _, err := newPartitioner(o.partitioner, o.partitions); err != nil {
 		return usageError{"replay: " + err.Error()}
@@ -199,6 +208,16 @@ func replay(ctx context.Context, o replayOptions, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
+	var peers *detectors.PeerStage
+	if o.peers == "group" {
+		loc, err := detectors.FacilityLocations(zones)
+		if err != nil {
+			return err
+		}
+		if peers, err = detectors.NewPeerStage(ecfg, detectors.Env{Location: loc}, o.partitions); err != nil {
+			return err
+		}
+	}
 
 	var in io.Reader = os.Stdin
 	if o.events != "-" {
@@ -226,6 +245,7 @@ func replay(ctx context.Context, o replayOptions, stdout, stderr io.Writer) erro
 	r := &replayer{
 		observe:   monitor.Observe,
 		newEngine: newEngine,
+		peers:     peers,
 		part:      mustPartitioner(o.partitioner, o.partitions),
 		n:         o.partitions,
 		zones:     zones,
@@ -379,14 +399,20 @@ type replayer struct {
 	onDetectorError func(n int, err error)
 	// observe sees every decoded event, in input order, before the engines.
 	observe func(ev *schemas.AccessEvent)
+	// peers, when set, judges the volume detector's days against the whole
+	// peer group across the engines (--peers group); nil leaves each engine
+	// comparing a user with its own partition's users.
+	peers *detectors.PeerStage
 }
 
 // replayChunk is a run of consecutive input events on their way through
 // the engines.
 type replayChunk struct {
-	share   [][]replayItem     // by partition, in input order
-	results [][]replayFindings // by partition, filled by its engine
-	done    sync.WaitGroup     // one per partition
+	share   [][]replayItem        // by partition, in input order
+	results [][]replayFindings    // by partition, filled by its engine
+	peers   []detectors.PeerBatch // by partition: what its engine handed the peer stage
+	wm      []time.Time           // by partition: the engine's watermark after its share
+	done    sync.WaitGroup        // one per partition
 }
 
 type replayItem struct {
@@ -411,6 +437,9 @@ func (r *replayer) run(ctx context.Context, src eventSource) (replayStats, error
 			return st, err
 		}
 		defer e.Close()
+		if r.peers != nil {
+			e.DeferPeers()
+		}
 		engines[i] = e
 	}
 	ctx, cancel := context.WithCancel(ctx)
@@ -419,6 +448,7 @@ func (r *replayer) run(ctx context.Context, src eventSource) (replayStats, error
 	// Engines.
 	feeds := make([]chan *replayChunk, r.n)
 	flushed := make([]replayFindings, r.n)
+	flushedPeers := make([]detectors.PeerBatch, r.n)
 	var engWG sync.WaitGroup
 	for i, e := range engines {
 		feeds[i] = make(chan *replayChunk, 4)
@@ -432,12 +462,18 @@ func (r *replayer) run(ctx context.Context, src eventSource) (replayStats, error
 						c.results[i] = append(c.results[i], replayFindings{idx: it.idx, fs: fs, err: err})
 					}
 				}
+				if r.peers != nil {
+					c.peers[i], c.wm[i] = e.TakePeers(), e.Watermark()
+				}
 				c.done.Done()
 			}
 			// The end of the file closes every window, like a drained
 			// partition.
 			fs, err := e.Flush(ctx)
 			flushed[i] = replayFindings{fs: fs, err: err}
+			if r.peers != nil {
+				flushedPeers[i] = e.TakePeers()
+			}
 		}()
 	}
 
@@ -450,6 +486,14 @@ func (r *replayer) run(ctx context.Context, src eventSource) (replayStats, error
 			c.done.Wait()
 			if err == nil {
 				err = r.writeChunk(&st, c)
+				if err == nil && r.peers != nil {
+					// The peer stage after the whole chunk, in partition
+					// order: what it judges depends on the stream only.
+					for i := range c.peers {
+						r.peers.Add(i, c.peers[i], c.wm[i])
+					}
+					err = r.emitAll(&st, engines[0].AdmitPeerFindings(r.peers.Ready()), nil)
+				}
 				if err != nil {
 					cancel()
 				}
@@ -501,7 +545,8 @@ func (r *replayer) run(ctx context.Context, src eventSource) (replayStats, error
 				noZone[ev.FacilityID] = true
 			}
 			if c == nil {
-				c = &replayChunk{share: make([][]replayItem, r.n), results: make([][]replayFindings, r.n)}
+				c = &replayChunk{share: make([][]replayItem, r.n), results: make([][]replayFindings, r.n),
+					peers: make([]detectors.PeerBatch, r.n), wm: make([]time.Time, r.n)}
 			}
 			p := r.part([]byte(ev.UserID))
 			c.share[p] = append(c.share[p], replayItem{idx: n, ev: ev})
@@ -529,6 +574,14 @@ func (r *replayer) run(ctx context.Context, src eventSource) (replayStats, error
 		}
 		st.Late += e.LateEvents()
 		st.Coverage.Add(e.Coverage())
+	}
+	if r.peers != nil {
+		for i := range engines {
+			r.peers.Add(i, flushedPeers[i], detectors.EndOfTime)
+		}
+		if err := r.emitAll(&st, engines[0].AdmitPeerFindings(r.peers.Flush()), nil); err != nil {
+			return st, err
+		}
 	}
 	st.NoZone = sortedStrings(noZone)
 	return st, nil

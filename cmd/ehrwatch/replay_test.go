@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -74,7 +75,7 @@ func TestReplayMatchesThePipeline(t *testing.T) {
 	dir := genHospital(t, "canonical")
 	out := filepath.Join(dir, "findings.ndjson")
 	if _, errOut, err := runReplayCmd(t, "--events", filepath.Join(dir, synth.EventsFile), "--reference", filepath.Join(dir, "reference"),
-		"--partitions", "3", "--out", out); err != nil {
+		"--partitions", "3", "--peers", "partition", "--out", out); err != nil {
 		t.Fatalf("replay: %v\n%s", err, errOut)
 	}
 	replayLines := sortedLines(t, out)
@@ -84,6 +85,46 @@ func TestReplayMatchesThePipeline(t *testing.T) {
 	if !slices.Equal(pipelineLines, replayLines) {
 		t.Errorf("replay with --partitions 3 found %d finding versions, the pipeline on 3 partitions %d; they differ",
 			len(replayLines), len(pipelineLines))
+	}
+}
+
+// TestReplayFindingsIndependentOfPartitions: with the peers judged by the
+// whole peer group (the default --peers group), replay on 1, 4 and 12
+// partitions writes the same findings, every version of them, whatever
+// partition saw which user; with --peers partition (each engine's own
+// users, as ehrwatch run compares them today) the same stream gives
+// different volume and break_glass findings on 1 and 12 partitions, so the
+// hospital does exercise the peer comparisons.
+func TestReplayFindingsIndependentOfPartitions(t *testing.T) {
+	dir := genHospital(t, "canonical")
+	replay := func(n int, peers string) []string {
+		out := filepath.Join(t.TempDir(), "findings.ndjson")
+		if _, errOut, err := runReplayCmd(t, "--events", filepath.Join(dir, synth.EventsFile), "--reference", filepath.Join(dir, "reference"),
+			"--partitions", strconv.Itoa(n), "--peers", peers, "--out", out); err != nil {
+			t.Fatalf("replay --partitions %d --peers %s: %v\n%s", n, peers, err, errOut)
+		}
+		return sortedLines(t, out)
+	}
+	one := replay(1, "group")
+	count := func(lines []string, detector, fact string) int {
+		n := 0
+		for _, l := range lines {
+			if strings.Contains(l, `"detector":"`+detector+`"`) && strings.Contains(l, fact) {
+				n++
+			}
+		}
+		return n
+	}
+	if v, bg := count(one, "volume", ""), count(one, "break_glass", `"peer_mean"`); v < 5 || bg < 3 {
+		t.Fatalf("too few peer comparisons to check: %d volume findings, %d break_glass findings compared with peers", v, bg)
+	}
+	for _, n := range []int{4, 12} {
+		if got := replay(n, "group"); !slices.Equal(got, one) {
+			t.Errorf("--partitions %d wrote %d finding versions, --partitions 1 %d; they differ", n, len(got), len(one))
+		}
+	}
+	if slices.Equal(replay(1, "partition"), replay(12, "partition")) {
+		t.Error("--peers partition: 1 and 12 partitions give the same findings; the stream does not exercise the peer comparison")
 	}
 }
 
