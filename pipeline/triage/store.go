@@ -276,7 +276,7 @@ func newChangeID() string {
 // first request, when `ehrwatch migrate` was not run.
 func (s *Store) CheckSchema(ctx context.Context) error {
 	want := []string{"access_events", "findings", "alerts", "alert_state", "alert_state_history",
-		"users", "encounters", "api_audit"}
+		"users", "encounters", "api_audit", "case_history", "cases", "case_alerts", "allowlist", "allowlist_history"}
 	p := params{}
 	p.strs("tables", want)
 	rows, err := s.conn.Query(p.ctx(ctx), `SELECT name FROM system.tables
