@@ -33,6 +33,9 @@ type Options struct {
 	MaxReportFindings int
 	// Now is the clock (tests); default time.Now.
 	Now func() time.Time
+	// Detectors are the detector names an allowlist entry may name
+	// (besides "*"); empty accepts any name.
+	Detectors []string
 }
 
 // DefaultOptions returns 24h of care slack and the default bounds.
