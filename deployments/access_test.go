@@ -166,11 +166,14 @@ func TestAccessSQLPolicy(t *testing.T) {
 			t.Errorf("ehrwatch_writer_role cannot read reference table %s", tb)
 		}
 	}
-	// The API: exactly two INSERTs, and reads what triage.Store.CheckSchema requires.
-	if got := tablesWith(gs, "ehrwatch_api_role", "INSERT"); !slices.Equal(got, []string{"alert_state_history", "api_audit"}) {
-		t.Errorf("ehrwatch_api_role inserts into %v, want exactly alert_state_history and api_audit", got)
+	// The API: the INSERTs of triage, cases, the allowlist editor and the
+	// audit trail, and reads what triage.Store.CheckSchema requires.
+	apiInserts := []string{"alert_state_history", "allowlist", "allowlist_history", "api_audit", "case_history"}
+	if got := tablesWith(gs, "ehrwatch_api_role", "INSERT"); !slices.Equal(got, apiInserts) {
+		t.Errorf("ehrwatch_api_role inserts into %v, want exactly %v", got, apiInserts)
 	}
-	for _, tb := range []string{"access_events", "findings", "alerts", "alert_state", "alert_state_history", "users", "encounters", "api_audit"} {
+	for _, tb := range []string{"access_events", "findings", "alerts", "alert_state", "alert_state_history", "users", "encounters", "api_audit",
+		"case_history", "cases", "case_alerts", "allowlist", "allowlist_history"} {
 		if !slices.Contains(tablesWith(gs, "ehrwatch_api_role", "SELECT"), tb) {
 			t.Errorf("ehrwatch_api_role cannot read %s (triage.Store.CheckSchema)", tb)
 		}

@@ -18,8 +18,9 @@
 --                              what it reads (reference data, allowlist, detector snapshots,
 --                              schema_migrations); no DDL, no ALTER, no DELETE.
 --   ehrwatch_api               `ehrwatch serve`: reads alerts, findings, events and reference data;
---                              writes only triage history (alert_state_history) and its own audit
---                              trail (api_audit).
+--                              writes only triage history (alert_state_history, case_history), the
+--                              allowlist and its history (the editor), and its own audit trail
+--                              (api_audit).
 --   ehrwatch_reader            Grafana: read-only (readonly=2), never the patients table nor the
 --                              dead-lettered payloads or employees' addresses.
 --   ehrwatch_reference_loader  the HR/ADT feed (or load-reference.sh): INSERT into users, patients,
@@ -95,7 +96,8 @@ GRANT SELECT ON ehrwatch.encounters TO ehrwatch_writer_role;
 GRANT SELECT ON ehrwatch.allowlist TO ehrwatch_writer_role;
 GRANT SELECT ON ehrwatch.schema_migrations TO ehrwatch_writer_role;
 
--- The API (`ehrwatch serve`): reads, plus exactly two INSERTs.
+-- The API (`ehrwatch serve`): reads, plus the INSERTs of triage, cases,
+-- the allowlist editor and the audit trail.
 GRANT SELECT ON ehrwatch.access_events TO ehrwatch_api_role;
 GRANT SELECT ON ehrwatch.findings TO ehrwatch_api_role;
 GRANT SELECT ON ehrwatch.alerts TO ehrwatch_api_role;
@@ -105,7 +107,15 @@ GRANT SELECT ON ehrwatch.users TO ehrwatch_api_role;
 GRANT SELECT ON ehrwatch.encounters TO ehrwatch_api_role;
 GRANT SELECT ON ehrwatch.api_audit TO ehrwatch_api_role;
 GRANT SELECT ON ehrwatch.schema_migrations TO ehrwatch_api_role;
+GRANT SELECT ON ehrwatch.case_history TO ehrwatch_api_role;
+GRANT SELECT ON ehrwatch.cases TO ehrwatch_api_role;
+GRANT SELECT ON ehrwatch.case_alerts TO ehrwatch_api_role;
+GRANT SELECT ON ehrwatch.allowlist TO ehrwatch_api_role;
+GRANT SELECT ON ehrwatch.allowlist_history TO ehrwatch_api_role;
 GRANT INSERT ON ehrwatch.alert_state_history TO ehrwatch_api_role;
+GRANT INSERT ON ehrwatch.case_history TO ehrwatch_api_role;
+GRANT INSERT ON ehrwatch.allowlist TO ehrwatch_api_role;
+GRANT INSERT ON ehrwatch.allowlist_history TO ehrwatch_api_role;
 GRANT INSERT ON ehrwatch.api_audit TO ehrwatch_api_role;
 
 -- Grafana: what the dashboards read. users without addresses or the

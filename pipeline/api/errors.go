@@ -40,6 +40,8 @@ func classify(err error) (ae *apiError, internal bool) {
 	var a *apiError
 	var ve *triage.ValidationError
 	var ce *triage.ConflictError
+	var cce *triage.CaseConflictError
+	var ace *triage.AllowlistConflictError
 	var mbe *http.MaxBytesError
 	switch {
 	case errors.As(err, &a):
@@ -49,6 +51,19 @@ func classify(err error) (ae *apiError, internal bool) {
 	case errors.As(err, &ce):
 		return &apiError{Status: http.StatusConflict, Field: "expected_version", Msg: ce.Error(),
 			Extra: map[string]any{"current_version": ce.Current}}, false
+	case errors.As(err, &cce):
+		return &apiError{Status: http.StatusConflict, Field: "expected_version", Msg: cce.Error(),
+			Extra: map[string]any{"current_version": cce.Current, "changes": cce.Changes}}, false
+	case errors.As(err, &ace):
+		extra := map[string]any{"current_updated_at": ace.Current}
+		if ace.Last != nil {
+			extra["last_change"] = ace.Last
+		}
+		return &apiError{Status: http.StatusConflict, Field: "expected_updated_at", Msg: ace.Error(), Extra: extra}, false
+	case errors.Is(err, triage.ErrCaseNotFound):
+		return &apiError{Status: http.StatusNotFound, Msg: "case not found"}, false
+	case errors.Is(err, triage.ErrAllowlistEntryNotFound):
+		return &apiError{Status: http.StatusNotFound, Msg: "allowlist entry not found"}, false
 	case errors.Is(err, triage.ErrNotFound):
 		return &apiError{Status: http.StatusNotFound, Msg: "alert not found"}, false
 	case errors.Is(err, triage.ErrForbidden):

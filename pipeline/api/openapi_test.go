@@ -98,6 +98,19 @@ func TestOpenAPIMatchesRoutes(t *testing.T) {
 	if got := enum("Status"); !slices.Equal(got, statuses) {
 		t.Errorf("Status enum %v, code %v", got, statuses)
 	}
+	var caseStatuses, outcomes []string
+	for _, s := range triage.CaseStatuses {
+		caseStatuses = append(caseStatuses, string(s))
+	}
+	for _, o := range triage.CaseOutcomes {
+		outcomes = append(outcomes, string(o))
+	}
+	if got := enum("CaseStatus"); !slices.Equal(got, caseStatuses) {
+		t.Errorf("CaseStatus enum %v, code %v", got, caseStatuses)
+	}
+	if got := enum("CaseOutcome"); !slices.Equal(got, outcomes) {
+		t.Errorf("CaseOutcome enum %v, code %v", got, outcomes)
+	}
 }
 
 func resolves(doc map[string]any, ref string) bool {

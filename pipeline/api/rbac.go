@@ -14,8 +14,8 @@ const (
 	// with its findings and events, triages and closes alerts.
 	RoleAnalyst Role = "analyst"
 	// RolePrivacyOfficer has everything an analyst has, plus the
-	// patient-level reports (who opened patient X; what did user U open)
-	// and reopening closed alerts.
+	// patient-level reports (who opened patient X; what did user U open),
+	// reopening closed alerts, cases (investigations) and the allowlist.
 	RolePrivacyOfficer Role = "privacy_officer"
 	// RoleAdmin has every permission.
 	RoleAdmin Role = "admin"
@@ -49,6 +49,12 @@ const (
 	PermAlertsReopen Permission = "alerts:reopen"
 	// PermReports: patient access and user activity reports (JSON and CSV).
 	PermReports Permission = "reports:read"
+	// PermCases: open, read and work investigations (cases grouping
+	// alerts), with their history.
+	PermCases Permission = "cases:write"
+	// PermAllowlistWrite: read and change the allowlist (its entries name
+	// users and patients), with its history.
+	PermAllowlistWrite Permission = "allowlist:write"
 )
 
 // Analysts get alert-scoped evidence only: the events an alert is about,
@@ -58,8 +64,8 @@ const (
 // reopening a closed case likewise overrides an analyst's disposition.
 var rolePermissions = map[Role][]Permission{
 	RoleAnalyst:        {PermAlertsRead, PermAlertsTriage},
-	RolePrivacyOfficer: {PermAlertsRead, PermAlertsTriage, PermAlertsReopen, PermReports},
-	RoleAdmin:          {PermAlertsRead, PermAlertsTriage, PermAlertsReopen, PermReports},
+	RolePrivacyOfficer: {PermAlertsRead, PermAlertsTriage, PermAlertsReopen, PermReports, PermCases, PermAllowlistWrite},
+	RoleAdmin:          {PermAlertsRead, PermAlertsTriage, PermAlertsReopen, PermReports, PermCases, PermAllowlistWrite},
 }
 
 // Principal is an authenticated caller.
@@ -84,7 +90,7 @@ func (p *Principal) Can(perm Permission) bool {
 // Permissions lists what the principal may do.
 func (p *Principal) Permissions() []Permission {
 	var out []Permission
-	for _, perm := range []Permission{PermAlertsRead, PermAlertsTriage, PermAlertsReopen, PermReports} {
+	for _, perm := range []Permission{PermAlertsRead, PermAlertsTriage, PermAlertsReopen, PermReports, PermCases, PermAllowlistWrite} {
 		if p.Can(perm) {
 			out = append(out, perm)
 		}

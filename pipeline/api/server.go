@@ -131,6 +131,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		{Method: "GET", Path: "/reports/patient-access", Perm: PermReports, Audited: true, handle: s.handlePatientAccess},
 		{Method: "GET", Path: "/reports/user-activity", Perm: PermReports, Audited: true, handle: s.handleUserActivity},
 	}
+	s.routes = append(s.routes, s.caseRoutes()...)
 	s.routeMux, s.mux = http.NewServeMux(), http.NewServeMux()
 	for _, rt := range s.routes {
 		h := s.wrap(rt)

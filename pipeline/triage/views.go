@@ -13,10 +13,10 @@ import (
 const NoCareWarning = "no care relationships loaded: every access shows as unexplained " +
 	"(load the users, patients and encounters tables; see docs/replay.md)"
 
-// ReferenceCounts are the rows in the reference tables the reports join.
+// ReferenceCounts are the rows in the reference tables the reports join
+// (the API's ClickHouse user may not read the patients table).
 type ReferenceCounts struct {
 	Users      uint64 `json:"users"`
-	Patients   uint64 `json:"patients"`
 	Encounters uint64 `json:"encounters"`
 }
 
@@ -25,11 +25,11 @@ type ReferenceCounts struct {
 // empty.
 func (c ReferenceCounts) NoCare() bool { return c.Encounters == 0 }
 
-// ReferenceCounts counts the rows of users, patients and encounters.
+// ReferenceCounts counts the rows of users and encounters.
 func (s *Store) ReferenceCounts(ctx context.Context) (ReferenceCounts, error) {
 	var c ReferenceCounts
-	if err := s.conn.QueryRow(ctx, `SELECT (SELECT count() FROM users), (SELECT count() FROM patients), (SELECT count() FROM encounters)`).
-		Scan(&c.Users, &c.Patients, &c.Encounters); err != nil {
+	if err := s.conn.QueryRow(ctx, `SELECT (SELECT count() FROM users), (SELECT count() FROM encounters)`).
+		Scan(&c.Users, &c.Encounters); err != nil {
 		return ReferenceCounts{}, fmt.Errorf("count reference rows: %w", err)
 	}
 	return c, nil
