@@ -155,6 +155,9 @@ func runReport(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err != nil {
 		return fmt.Errorf("report: write: %w", err)
 	}
+	for _, w := range rep.Warnings {
+		fmt.Fprintf(stderr, "report: warning: %s\n", w)
+	}
 	if rep.NextCursor != "" {
 		fmt.Fprintf(stderr, "report: %d rows shown; more remain: rerun with --cursor %s\n", len(rep.Rows), rep.NextCursor)
 	}
@@ -180,6 +183,11 @@ func writeReportTable(w io.Writer, rep *triage.Report) error {
 	_, err := fmt.Fprintf(w, "\n%d accesses, %d not explained by a care relationship\n", len(rep.Rows), unexplained)
 	if err != nil {
 		return err
+	}
+	for _, warning := range rep.Warnings {
+		if _, err := fmt.Fprintf(w, "WARNING: %s\n", warning); err != nil {
+			return err
+		}
 	}
 	if rep.Kind == triage.UserActivity && len(rep.Findings) > 0 {
 		fmt.Fprintf(w, "\nFindings for this user in the range:\n")

@@ -17,6 +17,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ClickHouse/clickhouse-go/v2"
+
 	"github.com/ehrwatch/ehrwatch/pipeline/api"
 	"github.com/ehrwatch/ehrwatch/pipeline/testenv"
 	"github.com/ehrwatch/ehrwatch/pipeline/triage"
@@ -281,4 +283,38 @@ func (s *syncWriter) Write(p []byte) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.w.Write(p)
+}
+
+// TestReportCLIWarnsWithoutCareRelationships: with the encounters table
+// empty every access is unexplained, and the report says why, plainly.
+func TestReportCLIWarnsWithoutCareRelationships(t *testing.T) {
+	e, _ := newReportEnv(t, "")
+	base := []string{"report", "patient", "--id", tt.PatientMain, "--config", e.config, "--from", "2026-03-01", "--to", "2026-04-01"}
+	_, stderr, err := runCLI(base...)
+	if err != nil || strings.Contains(stderr, "no care relationships loaded") {
+		t.Fatalf("with encounters loaded: %v, stderr %q", err, stderr)
+	}
+	conn, err := openTestConn(e.db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := conn.Exec(context.Background(), "TRUNCATE TABLE encounters"); err != nil {
+		t.Fatal(err)
+	}
+	out, stderr, err := runCLI(base...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(stderr, "report: warning: no care relationships loaded: every access shows as unexplained") ||
+		!strings.Contains(out, "6 accesses, 6 not explained") || !strings.Contains(out, "WARNING: no care relationships loaded") {
+		t.Fatalf("no warning:\nstdout %s\nstderr %s", out, stderr)
+	}
+	out, _, err = runCLI(append(base, "--format", "json")...)
+	if err != nil || !strings.Contains(out, `"warnings"`) {
+		t.Fatalf("json: %v %s", err, out)
+	}
+}
+
+func openTestConn(db string) (clickhouse.Conn, error) {
+	return clickhouse.Open(testenv.ClickHouseOptions(os.Getenv(testenv.ClickHouseEnv), db))
 }

@@ -329,7 +329,7 @@ func waitForClickHouse(ctx context.Context, conn driver.Conn, cfg Config, health
 // listener. It never shares the operational listener: the API has its
 // own address, TLS, timeouts and authentication.
 func newRunAPI(ctx context.Context, cfg Config, conn driver.Conn, log zerolog.Logger) (*http.Server, net.Listener, error) {
-	st := triage.NewStore(conn, cfg.API.TriageOptions())
+	st := triage.NewStore(conn, triageOptions(cfg))
 	if err := st.CheckSchema(ctx); err != nil {
 		return nil, nil, err
 	}

@@ -15,6 +15,7 @@ import (
 	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/rs/zerolog"
 
+	"github.com/ehrwatch/ehrwatch/detectors"
 	"github.com/ehrwatch/ehrwatch/pipeline/api"
 	webconsole "github.com/ehrwatch/ehrwatch/pipeline/console"
 	"github.com/ehrwatch/ehrwatch/pipeline/triage"
@@ -30,7 +31,7 @@ func openTriageStore(ctx context.Context, cfg Config) (*triage.Store, func(), er
 	if err != nil {
 		return nil, nil, fmt.Errorf("connect to clickhouse: %w", err)
 	}
-	s := triage.NewStore(conn, cfg.API.TriageOptions())
+	s := triage.NewStore(conn, triageOptions(cfg))
 	if err := s.CheckSchema(ctx); err != nil {
 		_ = conn.Close()
 		return nil, nil, err
@@ -127,4 +128,14 @@ func runHashToken(args []string, stdin io.Reader, stdout, stderr io.Writer) erro
 	}
 	fmt.Fprintln(stdout, api.HashToken(tok))
 	return nil
+}
+
+// triageOptions are the API's triage options plus the detector names an
+// allowlist entry may name.
+func triageOptions(cfg Config) triage.Options {
+	opts := cfg.API.TriageOptions()
+	for _, f := range detectors.Registry() {
+		opts.Detectors = append(opts.Detectors, f.Name)
+	}
+	return opts
 }

@@ -90,6 +90,9 @@ type Report struct {
 	// the range, suppressed ones included.
 	Findings          []FindingSummary `json:"findings,omitempty"`
 	FindingsTruncated bool             `json:"findings_truncated,omitempty"`
+	// Warnings (ReportAll) say what makes the report less than it seems,
+	// e.g. NoCareWarning when no encounters are loaded.
+	Warnings []string `json:"warnings,omitempty"`
 }
 
 // CheckRange validates a report's time range: both ends given, from before
@@ -362,6 +365,13 @@ func (s *Store) ReportAll(ctx context.Context, q ReportQuery) (Report, error) {
 		}
 		remaining -= len(rep.Rows)
 		if rep.NextCursor == "" || remaining <= 0 {
+			refs, err := s.ReferenceCounts(ctx)
+			if err != nil {
+				return Report{}, err
+			}
+			if refs.NoCare() {
+				out.Warnings = append(out.Warnings, NoCareWarning)
+			}
 			return out, nil
 		}
 		q.Cursor = rep.NextCursor
