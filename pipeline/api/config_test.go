@@ -142,8 +142,8 @@ oidc:
 func TestRolePermissionTable(t *testing.T) {
 	want := map[Role][]Permission{
 		RoleAnalyst:        {PermAlertsRead, PermAlertsTriage},
-		RolePrivacyOfficer: {PermAlertsRead, PermAlertsTriage, PermAlertsReopen, PermReports},
-		RoleAdmin:          {PermAlertsRead, PermAlertsTriage, PermAlertsReopen, PermReports},
+		RolePrivacyOfficer: {PermAlertsRead, PermAlertsTriage, PermAlertsReopen, PermReports, PermCases, PermAllowlistWrite},
+		RoleAdmin:          {PermAlertsRead, PermAlertsTriage, PermAlertsReopen, PermReports, PermCases, PermAllowlistWrite},
 	}
 	for r, perms := range want {
 		p := &Principal{Roles: []Role{r}}
