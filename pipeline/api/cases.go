@@ -29,7 +29,9 @@ func (s *Server) caseRoutes() []route {
 	}
 }
 
-func (p *Principal) actor() triage.Actor {
+// Actor is the principal as the triage store records it (reopening needs
+// alerts:reopen).
+func (p *Principal) Actor() triage.Actor {
 	return triage.Actor{Name: p.Name, MayReopen: p.Can(PermAlertsReopen)}
 }
 
@@ -72,7 +74,7 @@ func (s *Server) handleCreateCase(w http.ResponseWriter, r *http.Request, rc *re
 		return err
 	}
 	rc.sensitive = append(rc.sensitive, body.Title)
-	c, err := s.store.CreateCase(r.Context(), body.Title, body.AlertIDs, rc.principal.actor())
+	c, err := s.store.CreateCase(r.Context(), body.Title, body.AlertIDs, rc.principal.Actor())
 	if err != nil {
 		return err
 	}
@@ -142,7 +144,7 @@ func (s *Server) handlePatchCase(w http.ResponseWriter, r *http.Request, rc *req
 		return badRequest("expected_version", "required: the case version you last saw")
 	}
 	c, err := s.store.UpdateCase(r.Context(), id, triage.CaseUpdate{ExpectedVersion: *body.ExpectedVersion, Title: body.Title,
-		Status: body.Status, Assignee: body.Assignee, Outcome: body.Outcome, Note: body.Note}, rc.principal.actor())
+		Status: body.Status, Assignee: body.Assignee, Outcome: body.Outcome, Note: body.Note}, rc.principal.Actor())
 	if err != nil {
 		return err
 	}
@@ -169,7 +171,7 @@ func (s *Server) handleAddCaseAlerts(w http.ResponseWriter, r *http.Request, rc 
 	if body.ExpectedVersion == nil {
 		return badRequest("expected_version", "required: the case version you last saw")
 	}
-	c, err := s.store.AddAlerts(r.Context(), id, body.AlertIDs, *body.ExpectedVersion, body.Note, rc.principal.actor())
+	c, err := s.store.AddAlerts(r.Context(), id, body.AlertIDs, *body.ExpectedVersion, body.Note, rc.principal.Actor())
 	if err != nil {
 		return err
 	}
@@ -187,7 +189,7 @@ func (s *Server) handleRemoveCaseAlert(w http.ResponseWriter, r *http.Request, r
 	if err != nil {
 		return badRequest("expected_version", "required: the case version you last saw (a query parameter)")
 	}
-	c, err := s.store.RemoveAlert(r.Context(), id, alertID, v, "", rc.principal.actor())
+	c, err := s.store.RemoveAlert(r.Context(), id, alertID, v, "", rc.principal.Actor())
 	if err != nil {
 		return err
 	}
@@ -269,7 +271,7 @@ func (s *Server) handleAddAllowlist(w http.ResponseWriter, r *http.Request, rc *
 	}
 	it, err := s.store.AddAllowlistEntry(r.Context(), schemas.AllowlistEntry{UserID: body.UserID, PatientID: body.PatientID,
 		Department: body.Department, Detector: body.Detector, Reason: body.Reason, Owner: body.Owner, ExpiresAt: exp},
-		body.Note, rc.principal.actor())
+		body.Note, rc.principal.Actor())
 	if err != nil {
 		return err
 	}
@@ -313,7 +315,7 @@ func (s *Server) changeAllowlist(w http.ResponseWriter, r *http.Request, rc *req
 	if err != nil {
 		return err
 	}
-	it, err := change(r.Context(), id, expected, body.Note, rc.principal.actor())
+	it, err := change(r.Context(), id, expected, body.Note, rc.principal.Actor())
 	if err != nil {
 		return err
 	}
