@@ -527,13 +527,21 @@ func (s *Store) explainEvents(ctx context.Context, evs []schemas.AccessEvent) ([
 	users = slices.Compact(users)
 	slices.Sort(patients)
 	patients = slices.Compact(patients)
+	// Users and encounters are independent reads: one round trip.
+	var ci careIndex
+	var careErr error
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		ci, careErr = s.loadCare(ctx, patients, minT, maxT)
+	}()
 	ui, err := s.loadUsers(ctx, users)
+	<-done
 	if err != nil {
 		return nil, err
 	}
-	ci, err := s.loadCare(ctx, patients, minT, maxT)
-	if err != nil {
-		return nil, err
+	if careErr != nil {
+		return nil, careErr
 	}
 	for i, e := range evs {
 		u := ui[e.UserID]

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/ehrwatch/ehrwatch/schemas"
@@ -167,13 +168,24 @@ func (s *Store) Report(ctx context.Context, q ReportQuery) (Report, error) {
 		last := evs[len(evs)-1]
 		rep.NextCursor = encodeCursor(last.EventTime, last.EventID)
 	}
-	ex, err := s.explainEvents(ctx, evs)
-	if err != nil {
-		return Report{}, err
+	// The care relationships (users, encounters) and the findings are
+	// independent reads: one round trip instead of two.
+	var ex []explained
+	var flagged map[string][]FindingRef
+	var exErr, flErr error
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		flagged, flErr = s.findingsForEvents(ctx, evs)
+	}()
+	ex, exErr = s.explainEvents(ctx, evs)
+	wg.Wait()
+	if exErr != nil {
+		return Report{}, exErr
 	}
-	flagged, err := s.findingsForEvents(ctx, evs)
-	if err != nil {
-		return Report{}, err
+	if flErr != nil {
+		return Report{}, flErr
 	}
 	for i, e := range evs {
 		u := ex[i].user
@@ -211,11 +223,14 @@ func (s *Store) findingsForEvents(ctx context.Context, evs []schemas.AccessEvent
 	if len(evs) == 0 {
 		return out, nil
 	}
-	var users, ids []string
+	// The events' ids are matched here, not sent with the query: a page
+	// of thousands of ids would make the request URL too long.
+	var users []string
+	ids := make(map[string]bool, len(evs))
 	minT, maxT := evs[0].EventTime, evs[0].EventTime
 	for _, e := range evs {
 		users = append(users, e.UserID)
-		ids = append(ids, e.EventID)
+		ids[e.EventID] = true
 		minT = minTime(minT, e.EventTime)
 		maxT = maxTime(maxT, e.EventTime)
 	}
@@ -223,15 +238,12 @@ func (s *Store) findingsForEvents(ctx context.Context, evs []schemas.AccessEvent
 	users = slices.Compact(users)
 	p := params{}
 	p.strs("users", users)
-	p.strs("ids", ids)
 	p.time("min_t", minT)
 	p.time("max_t", maxT)
-	rows, err := s.conn.Query(p.ctx(ctx), `SELECT finding_id, detector, severity, suppressed,
-       arrayFilter(x -> has({ids:Array(String)}, x), event_ids) AS hits
+	rows, err := s.conn.Query(p.ctx(ctx), `SELECT finding_id, detector, severity, suppressed, event_ids
 FROM findings FINAL
 WHERE has({users:Array(String)}, user_id)
   AND window_start <= {max_t:DateTime64(3, 'UTC')} AND window_end >= {min_t:DateTime64(3, 'UTC')}
-  AND hasAny(event_ids, {ids:Array(String)})
 ORDER BY detector, finding_id`)
 	if err != nil {
 		return nil, fmt.Errorf("read findings: %w", err)
@@ -239,12 +251,14 @@ ORDER BY detector, finding_id`)
 	defer rows.Close()
 	for rows.Next() {
 		var f FindingRef
-		var hits []string
-		if err := rows.Scan(&f.FindingID, &f.Detector, &f.Severity, &f.Suppressed, &hits); err != nil {
+		var eventIDs []string
+		if err := rows.Scan(&f.FindingID, &f.Detector, &f.Severity, &f.Suppressed, &eventIDs); err != nil {
 			return nil, fmt.Errorf("read findings: %w", err)
 		}
-		for _, id := range hits {
-			out[id] = append(out[id], f)
+		for _, id := range eventIDs {
+			if ids[id] {
+				out[id] = append(out[id], f)
+			}
 		}
 	}
 	if err := rows.Err(); err != nil {
@@ -338,14 +352,36 @@ func findingNames(fs []FindingRef) string {
 	return strings.Join(names, "; ")
 }
 
-// reportChunk bounds one query of ReportAll (the ids of a chunk travel as
-// query parameters).
-const reportChunk = 1000
+// reportChunk bounds one pass of ReportAll (the rows of a pass are held in
+// memory with their care relationships and findings).
+const reportChunk = 10000
 
-// ReportAll runs q in chunks of at most 1000 rows until q.Limit rows (or
+// ReportAll runs q in passes of at most 10 000 rows until q.Limit rows (or
 // the end of the range) and returns them as one report; NextCursor is set
-// when rows remain.
+// when rows remain. Warnings say when no care relationships are loaded.
 func (s *Store) ReportAll(ctx context.Context, q ReportQuery) (Report, error) {
+	var refs ReferenceCounts
+	var refsErr error
+	refsDone := make(chan struct{})
+	go func() {
+		defer close(refsDone)
+		refs, refsErr = s.ReferenceCounts(ctx)
+	}()
+	rep, err := s.reportAll(ctx, q)
+	<-refsDone
+	if err != nil {
+		return Report{}, err
+	}
+	if refsErr != nil {
+		return Report{}, refsErr
+	}
+	if refs.NoCare() {
+		rep.Warnings = append(rep.Warnings, NoCareWarning)
+	}
+	return rep, nil
+}
+
+func (s *Store) reportAll(ctx context.Context, q ReportQuery) (Report, error) {
 	var out Report
 	remaining := q.Limit
 	first := true
@@ -365,13 +401,6 @@ func (s *Store) ReportAll(ctx context.Context, q ReportQuery) (Report, error) {
 		}
 		remaining -= len(rep.Rows)
 		if rep.NextCursor == "" || remaining <= 0 {
-			refs, err := s.ReferenceCounts(ctx)
-			if err != nil {
-				return Report{}, err
-			}
-			if refs.NoCare() {
-				out.Warnings = append(out.Warnings, NoCareWarning)
-			}
 			return out, nil
 		}
 		q.Cursor = rep.NextCursor
