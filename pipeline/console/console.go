@@ -55,6 +55,8 @@ type Deps struct {
 
 // Console is the web console: server-rendered pages over the triage store.
 type Console struct {
+	// handles are the patient page links (/patients/h/{handle}).
+	handles patientHandles
 	cfg     Config
 	deps    Deps
 	now     func() time.Time
@@ -97,10 +99,10 @@ type navItem struct {
 // nav lists the console's sections; each shows to roles holding Perm.
 var nav = []navItem{
 	{Label: "Queue", Href: "/queue", Key: "queue", Perm: api.PermAlertsRead},
-	{Label: "Cases", Href: "/cases", Key: "cases", Perm: api.PermAlertsRead},
+	{Label: "Cases", Href: "/cases", Key: "cases", Perm: api.PermCases},
 	{Label: "Patients", Href: "/patients", Key: "patients", Perm: api.PermReports},
 	{Label: "Users", Href: "/users", Key: "users", Perm: api.PermReports},
-	{Label: "Allowlist", Href: "/allowlist", Key: "allowlist", Perm: api.PermReports},
+	{Label: "Allowlist", Href: "/allowlist", Key: "allowlist", Perm: api.PermAllowlistWrite},
 }
 
 func (c *Console) parseTemplates() error {
@@ -187,6 +189,7 @@ func (c *Console) routes() http.Handler {
 	c.page(mux, "GET /alerts/{alert_id}", api.PermAlertsRead, c.handleAlert)
 	c.page(mux, "POST /alerts/{alert_id}", api.PermAlertsTriage, c.handleAlertUpdate)
 	c.page(mux, "POST /alerts/{alert_id}/assign-to-me", api.PermAlertsTriage, c.handleAssignToMe)
+	c.investigationRoutes(mux)
 	mux.Handle("/", c.plain("unmatched", func(w http.ResponseWriter, r *http.Request) {
 		c.fail(w, r, rcOf(r), &pageError{Status: http.StatusNotFound, Title: "Not found", Msg: "There is no page at this address."})
 	}))
