@@ -3,6 +3,7 @@ package console
 import (
 	"errors"
 	"net/http"
+	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -71,6 +72,10 @@ type alertView struct {
 	SLA            time.Duration
 	Age            time.Duration
 	PastSLA        bool
+	// PatientLink opens the patient's page through an opaque handle, for
+	// callers with the reports permission; CaseLink opens a case over this
+	// alert, for callers with the cases permission.
+	PatientLink, CaseLink string
 }
 
 func (c *Console) handleAlert(w http.ResponseWriter, r *http.Request, rc *reqCtx) error {
@@ -99,6 +104,12 @@ func (c *Console) showAlert(w http.ResponseWriter, r *http.Request, rc *reqCtx, 
 		CanTriage: rc.principal.Can(api.PermAlertsTriage), Me: rc.principal.Name,
 		SLA: c.cfg.SLAFor(d.Severity), Age: now.Sub(d.FirstSeen)}
 	v.PastSLA = d.Triage.Status != triage.StatusClosed && v.Age > v.SLA
+	if d.PatientID != "" && rc.principal.Can(api.PermReports) {
+		v.PatientLink = c.PatientLink(rc.principal, d.PatientID)
+	}
+	if rc.principal.Can(api.PermCases) {
+		v.CaseLink = "/cases?alert_ids=" + url.QueryEscape(d.AlertID)
+	}
 	for _, to := range triage.AllowedTransitions()[d.Triage.Status] {
 		if d.Triage.Status == triage.StatusClosed && !rc.principal.Can(api.PermAlertsReopen) {
 			continue

@@ -408,3 +408,27 @@ func TestAllowlistPage(t *testing.T) {
 	}
 	e.noPatientInURLs()
 }
+
+// TestAlertPageLinksToPatientByHandle: a privacy officer's alert page links
+// to the patient's page through an opaque handle (never the id) and offers
+// a case over the alert; an analyst's offers neither.
+func TestAlertPageLinksToPatientByHandle(t *testing.T) {
+	e := newEnv(t)
+	r := e.do("GET", "/alerts/al-1", tokPO, nil)
+	mustStatus(t, "alert page", r, 200)
+	m := regexp.MustCompile(`<a href="(/patients/h/[A-Za-z0-9_-]+)">` + tt.PatientMain + `</a>`).FindStringSubmatch(r.body)
+	if m == nil || !strings.Contains(r.body, `href="/cases?alert_ids=al-1"`) {
+		t.Fatalf("alert page links:\n%s", r.body)
+	}
+	if r := e.do("GET", m[1], tokPO, nil); r.status != 200 || !strings.Contains(r.body, "Who opened patient "+tt.PatientMain) {
+		t.Fatalf("handle: %d", r.status)
+	}
+	if r := e.do("GET", "/cases?alert_ids=al-1", tokPO, nil); !strings.Contains(r.body, `name="alert_id" required value="al-1"`) {
+		t.Errorf("case form not prefilled:\n%s", r.body)
+	}
+	r = e.do("GET", "/alerts/al-1", tokAnalyst, nil)
+	if strings.Contains(r.body, "/patients/h/") || strings.Contains(r.body, "/cases?") {
+		t.Errorf("analyst's alert page links to privacy-office pages")
+	}
+	e.noPatientInURLs()
+}
