@@ -35,6 +35,23 @@
 //	POST /alerts/{alert_id}               status, assignee, disposition, note (optimistic version)
 //	POST /alerts/{alert_id}/assign-to-me  assign (and mark a new alert triaged)
 //
+// The privacy office's pages (investigate.go; privacy officer and admin):
+//
+//	GET  /cases, POST /cases              list cases; open one over alert ids (cases:write)
+//	GET  /cases/{case_id}                 alerts, work form, history (audited: its alerts' patients)
+//	POST /cases/{case_id}                 status, assignee, outcome, title, note (optimistic version)
+//	POST /cases/{case_id}/alerts[/remove] add alerts, remove one
+//	GET  /patients, POST /patients        lookup form; who opened the chart (reports:read, audited)
+//	GET  /patients/h/{handle}             the same page by an opaque, short-lived, per-person handle
+//	POST /patients/export.csv             the report as CSV (audited)
+//	POST /patients/print                  accounting of disclosures, for the browser's print (audited)
+//	GET  /users, GET /users/{user_id}     what a user opened, heat map against their baseline, alerts, cases (audited)
+//	GET  /allowlist, POST /allowlist      entries and their history; add (allowlist:write, audited)
+//	POST /allowlist/{entry_id}/expire|remove
+//
+// They read and write through InvestigationStore (*triage.Store); a store
+// without it (the demo's in-memory store) answers them with 501.
+//
 // A version conflict is shown as the other person's change (who, what,
 // when) with the submitted form offered again, never as a bare 409.
 package console

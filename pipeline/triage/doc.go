@@ -26,4 +26,22 @@
 // with version = previous + 1; the caller names the version it saw
 // (expected_version) and gets a *ConflictError when someone else changed the
 // alert first.
+//
+// # Cases
+//
+// A case groups alerts into one investigation (cases.go, migration 0080):
+// open → investigating, open → closed, investigating → closed, closed →
+// investigating (reopen, Actor.MayReopen). Closing needs an outcome; a
+// closed case only takes notes. Every change (creation, alerts added or
+// removed, status, assignee, outcome, title, note) appends one row with
+// the whole state to case_history at version + 1 under the deduplication
+// token "case/<id>/v<version>", as alert triage does; a stale version gets
+// a *CaseConflictError listing the changes the caller missed.
+//
+// # Allowlist
+//
+// The allowlist editor (allowlist.go) writes the allowlist table the
+// detectors read (store.ReadAllowlist) and appends every change to
+// allowlist_history (migration 0081). An entry's updated_at is its
+// version. The detectors see a change at their next reference refresh.
 package triage
