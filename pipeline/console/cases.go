@@ -3,6 +3,7 @@ package console
 import (
 	"errors"
 	"net/http"
+	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -76,6 +77,25 @@ func (c *Console) handleCreateCase(w http.ResponseWriter, r *http.Request, rc *r
 		return err
 	}
 	http.Redirect(w, r, "/cases/"+pathEscape(cs.CaseID), http.StatusSeeOther)
+	return nil
+}
+
+// handleCaseFromSelection takes the alerts selected on the queue to the
+// new-case form (prefilled; the caller still names the case).
+func (c *Console) handleCaseFromSelection(w http.ResponseWriter, r *http.Request, rc *reqCtx) error {
+	if err := c.parseForm(w, r); err != nil {
+		return err
+	}
+	ids := splitIDs(r.PostForm["alert"])
+	if len(ids) == 0 {
+		return &pageError{Status: http.StatusBadRequest, Title: "Nothing selected", Msg: "Select the alerts to group on the queue first."}
+	}
+	for _, id := range ids {
+		if err := triage.CheckID("alert", id); err != nil {
+			return err
+		}
+	}
+	http.Redirect(w, r, "/cases?"+url.Values{"alert_ids": {strings.Join(ids, ",")}}.Encode()+"#new-case-h", http.StatusSeeOther)
 	return nil
 }
 

@@ -48,6 +48,7 @@ var _ InvestigationStore = (*triage.Store)(nil)
 func (c *Console) investigationRoutes(mux *http.ServeMux) {
 	c.page(mux, "GET /cases", api.PermCases, c.handleCases)
 	c.page(mux, "POST /cases", api.PermCases, c.handleCreateCase)
+	c.page(mux, "POST /cases/from-selection", api.PermCases, c.handleCaseFromSelection)
 	c.page(mux, "GET /cases/{case_id}", api.PermCases, c.handleCase)
 	c.page(mux, "POST /cases/{case_id}", api.PermCases, c.handleCaseUpdate)
 	c.page(mux, "POST /cases/{case_id}/alerts", api.PermCases, c.handleCaseAddAlerts)

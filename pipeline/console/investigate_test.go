@@ -432,3 +432,31 @@ func TestAlertPageLinksToPatientByHandle(t *testing.T) {
 	}
 	e.noPatientInURLs()
 }
+
+// TestQueueGroupsSelectedAlertsIntoCase: the queue's "open a case with the
+// selected" takes a privacy officer to the new-case form with the alerts.
+func TestQueueGroupsSelectedAlertsIntoCase(t *testing.T) {
+	e := newEnv(t)
+	r := e.do("GET", "/queue", tokPO, nil)
+	if !strings.Contains(r.body, `formaction="/cases/from-selection"`) {
+		t.Fatalf("queue offers no case:\n%s", r.body)
+	}
+	if r := e.do("GET", "/queue", tokAnalyst, nil); strings.Contains(r.body, "/cases/from-selection") {
+		t.Error("analyst's queue offers a case")
+	}
+	r = e.do("POST", "/cases/from-selection", tokPO, url.Values{"alert": {"al-1", "al-4"}, "action": {"assign"}})
+	if r.status != http.StatusSeeOther || r.header.Get("Location") != "/cases?alert_ids=al-1%2Cal-4#new-case-h" {
+		t.Fatalf("from selection: %d %q", r.status, r.header.Get("Location"))
+	}
+	r = e.do("GET", "/cases?alert_ids=al-1%2Cal-4", tokPO, nil)
+	if !strings.Contains(r.body, `value="al-1,al-4"`) {
+		t.Fatalf("form not prefilled:\n%s", r.body)
+	}
+	r = e.do("POST", "/cases", tokPO, url.Values{"title": {"two of carol's and bob's"}, "alert_id": {"al-1,al-4"}})
+	if r.status != http.StatusSeeOther {
+		t.Fatalf("create: %d\n%s", r.status, r.body)
+	}
+	if r := e.do("POST", "/cases/from-selection", tokAnalyst, url.Values{"alert": {"al-1"}}); r.status != http.StatusForbidden {
+		t.Errorf("analyst: %d", r.status)
+	}
+}

@@ -147,13 +147,15 @@ type queueRow struct {
 
 // queueView is the queue page.
 type queueView struct {
-	Filter       queueFilter
-	Counts       triage.AlertCounts
-	Matching     int
-	Rows         []queueRow
-	Limited      bool
-	Me           string
-	CanTriage    bool
+	Filter    queueFilter
+	Counts    triage.AlertCounts
+	Matching  int
+	Rows      []queueRow
+	Limited   bool
+	Me        string
+	CanTriage bool
+	// CanCases offers "open a case with the selected" (cases:write).
+	CanCases     bool
 	Since        int64
 	Refresh      int
 	PollURL      string
@@ -183,7 +185,7 @@ func (c *Console) handleQueue(w http.ResponseWriter, r *http.Request, rc *reqCtx
 	if err != nil {
 		return err
 	}
-	v := queueView{Filter: f, Counts: counts, Me: me, CanTriage: rc.principal.Can(api.PermAlertsTriage),
+	v := queueView{Filter: f, Counts: counts, Me: me, CanTriage: rc.principal.Can(api.PermAlertsTriage), CanCases: rc.principal.Can(api.PermCases),
 		Since: now.UnixMilli(), Refresh: int(c.cfg.QueueRefresh / time.Second), Statuses: statusChoices,
 		Severities: severityChoices, Ages: ageChoices, Dispositions: triage.Dispositions, Return: f.URL()}
 	switch f.Status {
