@@ -460,3 +460,22 @@ func TestQueueGroupsSelectedAlertsIntoCase(t *testing.T) {
 		t.Errorf("analyst: %d", r.status)
 	}
 }
+
+// TestPatientPageRefusesWithoutAudit: when api_audit cannot be written the
+// patient page, its CSV and its print view show nothing.
+func TestPatientPageRefusesWithoutAudit(t *testing.T) {
+	e := newEnv(t)
+	if err := e.conn.Exec(context.Background(), "DROP TABLE api_audit"); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{"/patients", "/patients/export.csv", "/patients/print"} {
+		r := e.do("POST", p, tokPO, period())
+		if r.status != http.StatusInternalServerError || strings.Contains(r.body, "Marchetti") || strings.Contains(r.body, "HYPERLINK") ||
+			!strings.Contains(r.body, "Audit unavailable") {
+			t.Errorf("%s without audit: %d\n%s", p, r.status, r.body)
+		}
+	}
+	if r := e.do("GET", "/users/u-bob?from=2026-03-01&to=2026-04-01", tokPO, nil); r.status != http.StatusInternalServerError || strings.Contains(r.body, tt.PatientMain) {
+		t.Errorf("user page without audit: %d", r.status)
+	}
+}
