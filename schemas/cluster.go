@@ -88,6 +88,13 @@ var clusterPlacements = map[string]Placement{
 	"alert_engine_state":      everywhere,
 	"alert_findings":          everywhere,
 	"alert_lifecycle":         everywhere,
+	// Cases and the allowlist editor's history (0080, 0081): small,
+	// written by the API, read with the alerts; the deduplication token of
+	// a case change needs one replication group for every writer.
+	"case_history":      everywhere,
+	"cases":             everywhere,
+	"case_alerts":       everywhere,
+	"allowlist_history": everywhere,
 }
 
 // ClusterPlacement returns the placement of table in cluster mode.
