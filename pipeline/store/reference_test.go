@@ -179,7 +179,7 @@ func TestWriteReferenceRoundTrip(t *testing.T) {
 	users := []schemas.User{
 		{UserID: "u1", FirstName: "Ann", LastName: "Lee", Role: "nurse", Department: "icu",
 			Address: schemas.Address{Line: "1 Oak St", City: "Albany", State: "NY", PostalCode: "12207"},
-			Status: schemas.UserTerminated, TerminatedAt: &term, PatientID: "p9"},
+			Status:  schemas.UserTerminated, TerminatedAt: &term, PatientID: "p9"},
 		{UserID: "u3", FirstName: "Cy", LastName: "Po", Role: "physician", Department: "cardiology", Status: schemas.UserActive},
 	}
 	patients := []schemas.Patient{
