@@ -34,7 +34,9 @@ Runs the real ehrwatch pipeline on a synthetic hospital, with no external
 services: an in-process Kafka broker, the hospital's access stream produced
 to it keyed by user_id, a kafka-go consumer group, decoding, one detector
 engine per partition and alerting. Findings and alerts stay in memory
-(--out writes them as NDJSON) unless --clickhouse names a server.
+(--out writes them as NDJSON) unless --clickhouse names a server, which
+then also receives the hospital's users, patients and encounters (the
+reference tables), so that ` + "`ehrwatch report`" + ` explains accesses afterwards.
 
 It prints alerts as they fire and, at the end, how the detectors did
 against the generator's ground truth. It exits non-zero if the pipeline
@@ -218,6 +220,11 @@ func demo(ctx context.Context, o demoOptions, stdout, stderr io.Writer) (*demoOu
 			return nil, err
 		}
 		defer chConn.Close()
+		// The reference tables, so that reports (and the console) explain
+		// accesses by the same care relationships the detectors used.
+		if err := store.WriteReference(ctx, chConn, h.Users, h.Patients, h.Encounters); err != nil {
+			return nil, fmt.Errorf("demo: clickhouse: load the reference tables: %w", err)
+		}
 		alertStore = alerting.NewClickHouseStore(chConn)
 	}
 	// The demo replays days in seconds, and partitions drift apart by

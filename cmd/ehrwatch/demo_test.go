@@ -11,9 +11,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ehrwatch/ehrwatch/detectors"
 	"github.com/ehrwatch/ehrwatch/pipeline"
 	"github.com/ehrwatch/ehrwatch/pipeline/store"
 	"github.com/ehrwatch/ehrwatch/pipeline/testenv"
+	"github.com/ehrwatch/ehrwatch/pipeline/triage"
 )
 
 // shortDemo is the smallest hospital the generator staffs (two facilities
@@ -214,7 +216,53 @@ func TestDemoIntoClickHouse(t *testing.T) {
 	if got := count("SELECT uniqExact(alert_id) FROM alerts"); got != uint64(res.alerts) || got == 0 {
 		t.Errorf("alerts holds %d alerts, want %d", got, res.alerts)
 	}
-	if !strings.Contains(stdout.String(), "Stored in ClickHouse") {
+	if !strings.Contains(stdout.String(), "Stored in ClickHouse") || !strings.Contains(stdout.String(), "with the reference tables") {
 		t.Errorf("summary does not say where the data went:\n%s", stdout.String())
 	}
+
+	// The reference tables hold the hospital, so a patient access report
+	// explains accesses exactly as the detectors did.
+	h := res.hospital
+	for table, want := range map[string]int{"users": len(h.Users), "patients": len(h.Patients), "encounters": len(h.Encounters)} {
+		if got := count("SELECT count() FROM " + table + " FINAL"); got != uint64(want) || want == 0 {
+			t.Errorf("%s holds %d rows, want the hospital's %d", table, got, want)
+		}
+	}
+	var patient string
+	if err := conn.QueryRow(ctx, `SELECT patient_id FROM access_events GROUP BY patient_id ORDER BY uniqExact(event_id) DESC, patient_id LIMIT 1`).Scan(&patient); err != nil {
+		t.Fatal(err)
+	}
+	rep, err := triage.NewStore(conn, triage.Options{}).ReportAll(ctx, triage.ReportQuery{Kind: triage.PatientAccess, SubjectID: patient,
+		From: time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC), To: time.Date(2100, 1, 1, 0, 0, 0, 0, time.UTC), Limit: 100000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts := detectors.DefaultReferenceOptions()
+	opts.HashKey = newHashKey()
+	idx, err := detectors.NewReferenceIndex(h.Users, h.Patients, h.Encounters, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	care := map[string]bool{}
+	for ev := range h.All() {
+		if ev.PatientID == patient {
+			care[ev.EventID] = idx.Care(ev).Explained
+		}
+	}
+	explained := 0
+	for _, r := range rep.Rows {
+		if r.Care.Explained {
+			explained++
+		}
+		if want, ok := care[r.EventID]; !ok || r.Care.Explained != want {
+			t.Errorf("report row %s: explained %v, the detectors say %v (known event: %v)", r.EventID, r.Care.Explained, want, ok)
+		}
+	}
+	if len(rep.Rows) != len(care) || explained == 0 {
+		t.Errorf("report for the most accessed patient: %d rows (%d explained), want %d rows, some explained", len(rep.Rows), explained, len(care))
+	}
+	if len(rep.Warnings) != 0 {
+		t.Errorf("report warns with the reference tables loaded: %+v", rep.Warnings)
+	}
+	t.Logf("most accessed patient: %d accesses, %d explained by a care relationship", len(rep.Rows), explained)
 }

@@ -158,6 +158,11 @@ func runReport(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if rep.NextCursor != "" {
 		fmt.Fprintf(stderr, "report: %d rows shown; more remain: rerun with --cursor %s\n", len(rep.Rows), rep.NextCursor)
 	}
+	// Warnings go to stderr in every format (JSON also carries them), so
+	// a CSV or JSON file stays clean and the reader still sees them.
+	for _, w := range rep.Warnings {
+		fmt.Fprintf(stderr, "report: warning: %s\n", w.Message)
+	}
 	return nil
 }
 
@@ -180,6 +185,11 @@ func writeReportTable(w io.Writer, rep *triage.Report) error {
 	_, err := fmt.Fprintf(w, "\n%d accesses, %d not explained by a care relationship\n", len(rep.Rows), unexplained)
 	if err != nil {
 		return err
+	}
+	for _, wn := range rep.Warnings {
+		if _, err := fmt.Fprintf(w, "WARNING: %s\n", wn.Message); err != nil {
+			return err
+		}
 	}
 	if rep.Kind == triage.UserActivity && len(rep.Findings) > 0 {
 		fmt.Fprintf(w, "\nFindings for this user in the range:\n")

@@ -17,6 +17,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+
 	"github.com/ehrwatch/ehrwatch/pipeline/api"
 	"github.com/ehrwatch/ehrwatch/pipeline/testenv"
 	"github.com/ehrwatch/ehrwatch/pipeline/triage"
@@ -27,6 +29,7 @@ import (
 type reportEnv struct {
 	config string
 	db     string
+	conn   driver.Conn
 }
 
 func newReportEnv(t *testing.T, extraAPI string) (*reportEnv, func() []cliAudit) {
@@ -68,7 +71,7 @@ FROM api_audit ORDER BY at`)
 		}
 		return out
 	}
-	return &reportEnv{config: cfg, db: db}, audits
+	return &reportEnv{config: cfg, db: db, conn: conn}, audits
 }
 
 type cliAudit struct {
@@ -170,6 +173,51 @@ func TestReportCLI(t *testing.T) {
 	}
 	if n := len(audits()); n != 4 {
 		t.Errorf("refused runs were audited: %d rows", n)
+	}
+}
+
+// TestReportCLIWarnsOnEmptyReference: with the encounters table empty,
+// the table output and stderr say why nothing is explained (every format),
+// and the JSON carries the warning.
+func TestReportCLIWarnsOnEmptyReference(t *testing.T) {
+	e, _ := newReportEnv(t, "")
+	base := []string{"report", "patient", "--id", tt.PatientMain, "--config", e.config, "--from", "2026-03-01", "--to", "2026-04-01"}
+	out, stderr, err := runCLI(base...)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, stderr)
+	}
+	if strings.Contains(out+stderr, "WARNING") || strings.Contains(stderr, "warning") {
+		t.Errorf("warning with the reference tables loaded:\n%s\n%s", out, stderr)
+	}
+	if err := e.conn.Exec(context.Background(), "TRUNCATE TABLE encounters"); err != nil {
+		t.Fatal(err)
+	}
+	out, stderr, err = runCLI(base...)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, stderr)
+	}
+	for _, want := range []string{"6 accesses, 6 not explained", "WARNING: The reference table encounters is empty"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("table lacks %q:\n%s", want, out)
+		}
+	}
+	if !strings.Contains(stderr, "report: warning: The reference table encounters is empty") {
+		t.Errorf("stderr lacks the warning:\n%s", stderr)
+	}
+	out, stderr, err = runCLI(append(base, "--format", "json")...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rep triage.Report
+	if err := json.Unmarshal([]byte(out), &rep); err != nil || len(rep.Warnings) != 1 || rep.Warnings[0].Code != triage.WarnReferenceEmpty {
+		t.Errorf("json warnings: %v %+v", err, rep.Warnings)
+	}
+	if !strings.Contains(stderr, "report: warning:") {
+		t.Errorf("json: stderr lacks the warning:\n%s", stderr)
+	}
+	out, stderr, err = runCLI(append(base, "--format", "csv")...)
+	if err != nil || strings.Contains(out, "WARNING") || !strings.Contains(stderr, "report: warning:") {
+		t.Errorf("csv: %v: the warning belongs on stderr, not in the file:\n%s\n%s", err, out, stderr)
 	}
 }
 

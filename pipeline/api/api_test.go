@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/csv"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -391,6 +392,36 @@ func (e *env) testReports(t *testing.T) {
 	}
 	if len(rep.Rows) != 2 || rep.Rows[1].PatientID != tt.PatientOther || !rep.Rows[1].Care.Explained || len(rep.Findings) != 2 {
 		t.Errorf("user report: %+v", rep)
+	}
+}
+
+// TestReportWarnings: with the encounters table empty, the JSON report
+// carries the reference_tables_empty warning and the CSV export names it
+// in X-Report-Warning; with it loaded, neither does.
+func TestReportWarnings(t *testing.T) {
+	e := newEnv(t)
+	path := reportPath("patient-access", "patient_id", tt.PatientMain)
+	get := func() (triage.Report, resp) {
+		var rep triage.Report
+		r := e.do("GET", path, tokPO, "")
+		if err := json.Unmarshal(r.body, &rep); err != nil || r.status != 200 {
+			t.Fatalf("report: %d %s", r.status, r.body)
+		}
+		return rep, e.do("GET", path+"&format=csv", tokPO, "")
+	}
+	rep, csvResp := get()
+	if rep.Warnings != nil || bytes.Contains(e.do("GET", path, tokPO, "").body, []byte(`"warnings"`)) || csvResp.header.Get("X-Report-Warning") != "" {
+		t.Errorf("warnings with the reference tables loaded: %+v %v", rep.Warnings, csvResp.header)
+	}
+	if err := e.conn.Exec(context.Background(), "TRUNCATE TABLE encounters"); err != nil {
+		t.Fatal(err)
+	}
+	rep, csvResp = get()
+	if len(rep.Warnings) != 1 || rep.Warnings[0].Code != triage.WarnReferenceEmpty || fmt.Sprint(rep.Warnings[0].Tables) != "[encounters]" {
+		t.Errorf("warnings %+v, want reference_tables_empty for encounters", rep.Warnings)
+	}
+	if csvResp.status != 200 || csvResp.header.Get("X-Report-Warning") != triage.WarnReferenceEmpty {
+		t.Errorf("csv: %d, X-Report-Warning %q", csvResp.status, csvResp.header.Get("X-Report-Warning"))
 	}
 }
 

@@ -90,6 +90,67 @@ type Report struct {
 	// the range, suppressed ones included.
 	Findings          []FindingSummary `json:"findings,omitempty"`
 	FindingsTruncated bool             `json:"findings_truncated,omitempty"`
+	// Warnings say why the report may mislead its reader (empty reference
+	// tables: no access can be explained, names are missing). Show them
+	// with the report.
+	Warnings []ReportWarning `json:"warnings,omitempty"`
+}
+
+// ReportWarning is one warning about a report. Code is stable; Message is
+// a sentence for the reader (it never names a patient or a user).
+type ReportWarning struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+	// Tables names the tables concerned.
+	Tables []string `json:"tables,omitempty"`
+}
+
+// WarnReferenceEmpty is the code of the warning that reference tables
+// (users, patients, encounters) are empty.
+const WarnReferenceEmpty = "reference_tables_empty"
+
+// referenceWarnings returns a warning when any of the reference tables
+// the reports join (users, patients, encounters) holds no row: without
+// encounters no access is explained by a care relationship, without users
+// names are blank, without patients nothing says whose chart it is.
+func (s *Store) referenceWarnings(ctx context.Context) ([]ReportWarning, error) {
+	var users, patients, encounters uint64
+	err := s.conn.QueryRow(ctx, `SELECT (SELECT count() FROM users), (SELECT count() FROM patients), (SELECT count() FROM encounters)`).
+		Scan(&users, &patients, &encounters)
+	if err != nil {
+		return nil, fmt.Errorf("count reference rows: %w", err)
+	}
+	return ReferenceWarnings(users, patients, encounters), nil
+}
+
+// ReferenceWarnings returns the report warnings for reference tables
+// holding this many rows (none when every table has rows). Stores other
+// than ClickHouse (the demo's in-memory store) use it too.
+func ReferenceWarnings(users, patients, encounters uint64) []ReportWarning {
+	var empty []string
+	for _, t := range []struct {
+		name string
+		n    uint64
+	}{{"users", users}, {"patients", patients}, {"encounters", encounters}} {
+		if t.n == 0 {
+			empty = append(empty, t.name)
+		}
+	}
+	if len(empty) == 0 {
+		return nil
+	}
+	msg := "The reference tables " + strings.Join(empty, ", ") + " are empty"
+	if len(empty) == 1 {
+		msg = "The reference table " + empty[0] + " is empty"
+	}
+	msg += ": load the users, patients and encounters (HR and ADT feeds) into ClickHouse."
+	if slices.Contains(empty, "encounters") {
+		msg += " Without encounters no access can be explained by a care relationship, so every access shows as not explained."
+	}
+	if slices.Contains(empty, "users") {
+		msg += " Without users, names are blank and roles and departments come from the events alone."
+	}
+	return []ReportWarning{{Code: WarnReferenceEmpty, Message: msg, Tables: empty}}
 }
 
 // CheckRange validates a report's time range: both ends given, from before
@@ -198,6 +259,9 @@ func (s *Store) Report(ctx context.Context, q ReportQuery) (Report, error) {
 		if err != nil {
 			return Report{}, err
 		}
+	}
+	if rep.Warnings, err = s.referenceWarnings(ctx); err != nil {
+		return Report{}, err
 	}
 	return rep, nil
 }
