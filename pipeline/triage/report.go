@@ -233,26 +233,11 @@ func (s *Store) Report(ctx context.Context, q ReportQuery) (Report, error) {
 	if err != nil {
 		return Report{}, err
 	}
-	for i, e := range evs {
+	for i := range evs {
+		e := &evs[i]
 		u := ex[i].user
-		row := AccessRow{
-			EventID: e.EventID, Time: e.EventTime, FacilityID: e.FacilityID,
-			UserID: e.UserID, UserName: u.name(), UserRole: e.UserRole, UserDepartment: e.UserDepartment,
-			PatientID: e.PatientID, Action: string(e.Action), Resource: e.Resource, Outcome: string(e.Outcome),
-			BreakGlass: e.BreakGlass, BreakGlassReason: e.BreakGlassReason, EncounterID: e.EncounterID,
-			Care: ex[i].care, Findings: flagged[e.EventID],
-		}
-		if row.UserRole == "" {
-			row.UserRole = u.role
-		}
-		if row.UserDepartment == "" {
-			row.UserDepartment = u.department
-		}
-		if loc := s.location(e.FacilityID); loc != nil {
-			row.LocalTime = e.EventTime.In(loc).Format("2006-01-02T15:04:05.000Z07:00")
-			row.TimeZone = loc.String()
-		}
-		rep.Rows = append(rep.Rows, row)
+		rec := UserRecord{FirstName: u.firstName, LastName: u.lastName, Role: u.role, Department: u.department}
+		rep.Rows = append(rep.Rows, NewAccessRow(e, rec, ex[i].care, flagged[e.EventID], s.location(e.FacilityID)))
 	}
 	if q.Kind == UserActivity && cur == nil {
 		rep.Findings, rep.FindingsTruncated, err = s.userFindings(ctx, q)
