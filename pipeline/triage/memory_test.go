@@ -47,4 +47,3 @@ func TestCareIndexAgreesWithDetectors(t *testing.T) {
 		t.Errorf("closing without a disposition: %+v, want a validation error", st)
 	}
 }
-
