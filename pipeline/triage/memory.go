@@ -115,3 +115,17 @@ func NewAccessRow(e *schemas.AccessEvent, u UserRecord, care Care, findings []Fi
 	}
 	return row
 }
+
+// EncodeCursor returns the paging cursor for a page that ended at (t, id),
+// in the form the store's pages use (millisecond precision).
+func EncodeCursor(t time.Time, id string) string { return encodeCursor(t, id) }
+
+// DecodeCursor parses a cursor from EncodeCursor; "" gives ok false and no
+// error. A malformed cursor is a *ValidationError on "cursor".
+func DecodeCursor(s string) (t time.Time, id string, ok bool, err error) {
+	c, err := decodeCursor(s)
+	if err != nil || c == nil {
+		return time.Time{}, "", false, err
+	}
+	return c.t, c.id, true, nil
+}
