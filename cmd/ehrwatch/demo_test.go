@@ -3,7 +3,11 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
+	"io"
+	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -141,6 +145,7 @@ func TestDemoFlags(t *testing.T) {
 		{"demo", "--color", "sometimes"},
 		{"demo", "--rate", "-1"},
 		{"demo", "extra"},
+		{"demo", "--serve", "8080"},
 	} {
 		var out, errOut bytes.Buffer
 		err := run(context.Background(), args, &out, &errOut)
@@ -265,4 +270,139 @@ func TestDemoIntoClickHouse(t *testing.T) {
 		t.Errorf("report warns with the reference tables loaded: %+v", rep.Warnings)
 	}
 	t.Logf("most accessed patient: %d accesses, %d explained by a care relationship", len(rep.Rows), explained)
+}
+
+// TestDemoServe runs the demo with --serve on a random port and no
+// services: the API answers on the in-memory store with the demo's own
+// alerts (every one of them, paged), refuses a caller without the printed
+// token, takes a triage change with its version, serves a patient report
+// explained by the hospital's reference data, and shuts down cleanly when
+// the context ends.
+func TestDemoServe(t *testing.T) {
+	o := shortDemo()
+	o.days, o.warmup = 3, 1
+	o.serve = "127.0.0.1:0"
+	served := make(chan demoServed, 1)
+	o.onServe = func(s demoServed) { served <- s }
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	type result struct {
+		res *demoOutcome
+		err error
+	}
+	done := make(chan result, 1)
+	var stdout, stderr bytes.Buffer
+	go func() {
+		res, err := demo(ctx, o, &stdout, &stderr)
+		done <- result{res, err}
+	}()
+	var s demoServed
+	select {
+	case s = <-served:
+	case r := <-done:
+		t.Fatalf("demo ended before serving: %v\n%s\n%s", r.err, stdout.String(), stderr.String())
+	case <-time.After(3 * time.Minute):
+		t.Fatal("demo did not start serving")
+	}
+	if s.Store != "demo store (in memory)" || !strings.HasPrefix(s.Token, "demo-") || len(s.Token) < 40 {
+		t.Errorf("served %+v: want the in-memory store and a long random token", s)
+	}
+	call := func(method, path, token, body string) (int, []byte) {
+		t.Helper()
+		var rd io.Reader
+		if body != "" {
+			rd = strings.NewReader(body)
+		}
+		req, err := http.NewRequest(method, s.URL+path, rd)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		if body != "" {
+			req.Header.Set("Content-Type", "application/json")
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp.StatusCode, b
+	}
+	if code, _ := call("GET", "/api/v1/alerts", "", ""); code != http.StatusUnauthorized {
+		t.Errorf("no token: %d, want 401", code)
+	}
+	if code, _ := call("GET", "/api/v1/alerts", "demo-wrong-token-0000000000000000000000", ""); code != http.StatusUnauthorized {
+		t.Errorf("wrong token: %d, want 401", code)
+	}
+	var alerts []triage.Alert
+	cursor := ""
+	for range 100 {
+		code, b := call("GET", "/api/v1/alerts?limit=50"+cursor, s.Token, "")
+		var page triage.AlertPage
+		if err := json.Unmarshal(b, &page); code != 200 || err != nil {
+			t.Fatalf("alerts: %d %v %s", code, err, b)
+		}
+		alerts = append(alerts, page.Alerts...)
+		if page.NextCursor == "" {
+			break
+		}
+		cursor = "&cursor=" + url.QueryEscape(page.NextCursor)
+	}
+	if len(alerts) == 0 {
+		t.Fatal("the served store holds no alerts")
+	}
+
+	// A triage change, then a stale one.
+	a := alerts[0]
+	code, b := call("PATCH", "/api/v1/alerts/"+a.AlertID, s.Token, `{"expected_version":0,"status":"triaged","assignee":"demo"}`)
+	if code != 200 || !strings.Contains(string(b), `"version":1`) {
+		t.Errorf("triage change: %d %s", code, b)
+	}
+	if code, b := call("PATCH", "/api/v1/alerts/"+a.AlertID, s.Token, `{"expected_version":0,"note":"stale"}`); code != http.StatusConflict {
+		t.Errorf("stale change: %d %s, want 409", code, b)
+	}
+	code, b = call("GET", "/api/v1/alerts/"+a.AlertID, s.Token, "")
+	var d triage.AlertDetail
+	if err := json.Unmarshal(b, &d); code != 200 || err != nil || d.Triage.Version != 1 || d.Triage.Assignee != "demo" || len(d.Findings) == 0 || len(d.Events) == 0 {
+		t.Errorf("alert detail after the change: %d %v %+v", code, err, d.Alert)
+	}
+
+	// A patient report, explained by the demo's reference data.
+	var patient string
+	for _, ev := range d.Events {
+		patient = ev.PatientID
+		break
+	}
+	code, b = call("GET", "/api/v1/reports/patient-access?patient_id="+url.QueryEscape(patient)+"&from=2026-01-01&to=2027-01-01", s.Token, "")
+	var rep triage.Report
+	if err := json.Unmarshal(b, &rep); code != 200 || err != nil || len(rep.Rows) == 0 || len(rep.Warnings) != 0 {
+		t.Errorf("patient report: %d %v rows %d warnings %+v", code, err, len(rep.Rows), rep.Warnings)
+	}
+
+	cancel()
+	var r result
+	select {
+	case r = <-done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("demo did not stop serving when its context ended")
+	}
+	if r.err != nil {
+		t.Fatalf("demo --serve: %v\n%s", r.err, stderr.String())
+	}
+	if len(alerts) != r.res.alerts {
+		t.Errorf("served %d alerts, the demo raised %d", len(alerts), r.res.alerts)
+	}
+	out := stdout.String()
+	if !strings.Contains(out, "Serving the results (demo store (in memory)) at "+s.URL) || !strings.Contains(out, s.Token) {
+		t.Errorf("stdout does not print the URL and the token:\n%s", out)
+	}
+	if _, err := http.Get(s.URL + "/healthz"); err == nil {
+		t.Error("still serving after the demo returned")
+	}
 }
