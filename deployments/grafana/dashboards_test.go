@@ -212,7 +212,7 @@ var consolePaths = []*regexp.Regexp{
 	regexp.MustCompile(`^\$\{console_url\}/alerts/\$\{__data\.fields\.alert_id\}$`),
 	regexp.MustCompile(`^\$\{console_url\}/users/\$\{__data\.fields\.user_id\}$`),
 	regexp.MustCompile(`^\$\{console_url\}/patients$`),
-	regexp.MustCompile(`^\$\{console_url\}/queue(\?severity=\$\{__data\.fields\.severity\})?$`),
+	regexp.MustCompile(`^\$\{console_url\}/queue(\?severity=\$\{__data\.fields\.severity\}&assignee=none)?$`),
 }
 
 // dashboardLink is a URL found anywhere in a dashboard: a data link, a
