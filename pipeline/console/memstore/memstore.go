@@ -17,6 +17,7 @@ import (
 	"context"
 	"errors"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -47,6 +48,9 @@ type Data struct {
 type Store struct {
 	opts triage.Options
 	care *triage.CareIndex
+	// built is when the store was filled: every alert counts as written
+	// then (AlertFilter.ChangedSince; the ClickHouse store's created_at).
+	built time.Time
 
 	users      map[string]triage.UserRecord
 	nUsers     int
@@ -90,7 +94,7 @@ func New(d Data, opts triage.Options) *Store {
 		opts.Now = time.Now
 	}
 	s := &Store{
-		opts: opts, care: triage.NewCareIndex(d.Encounters, opts),
+		opts: opts, care: triage.NewCareIndex(d.Encounters, opts), built: opts.Now().UTC(),
 		users: map[string]triage.UserRecord{}, nUsers: len(d.Users), nPatients: len(d.Patients), nEncounter: len(d.Encounters),
 		byID: map[string]int{}, byPatient: map[string][]int{}, byUser: map[string][]int{},
 		findings: map[string]schemas.Finding{}, cites: map[string][]triage.FindingRef{},
@@ -192,8 +196,9 @@ func (s *Store) withState(a triage.Alert) triage.Alert {
 	return a
 }
 
-// ListAlerts returns one page of alerts matching f, newest first, with
-// the ClickHouse store's filters, validation and cursors.
+// ListAlerts returns one page of alerts matching f, with the ClickHouse
+// store's filters, orders (newest first with cursors, or by risk),
+// validation and cursors.
 func (s *Store) ListAlerts(_ context.Context, f triage.AlertFilter) (triage.AlertPage, error) {
 	if f.Limit <= 0 {
 		return triage.AlertPage{}, &triage.ValidationError{Field: "limit", Msg: "must be > 0"}
@@ -202,42 +207,134 @@ func (s *Store) ListAlerts(_ context.Context, f triage.AlertFilter) (triage.Aler
 	if err != nil {
 		return triage.AlertPage{}, err
 	}
-	if f.MinSeverity != "" && !f.MinSeverity.Valid() {
-		return triage.AlertPage{}, &triage.ValidationError{Field: "severity", Msg: "must be one of info, low, medium, high, critical"}
+	if f.Order != triage.OrderNewest && f.Order != triage.OrderRisk {
+		return triage.AlertPage{}, &triage.ValidationError{Field: "order", Msg: "must be newest or risk"}
 	}
-	if f.Status != "" && !f.Status.Valid() {
-		return triage.AlertPage{}, &triage.ValidationError{Field: "status", Msg: "must be one of new, triaged, closed"}
+	if f.Order == triage.OrderRisk && hasCur {
+		return triage.AlertPage{}, &triage.ValidationError{Field: "cursor", Msg: "only the newest-first order has pages"}
+	}
+	if err := checkFilter(f, true); err != nil {
+		return triage.AlertPage{}, err
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	page := triage.AlertPage{Alerts: []triage.Alert{}}
+	var hits []triage.Alert
 	for _, a := range s.alerts {
-		switch {
-		case f.Detector != "" && a.Detector != f.Detector,
-			f.UserID != "" && a.UserID != f.UserID,
-			f.PatientID != "" && a.PatientID != f.PatientID,
-			f.MinSeverity != "" && schemas.Severity(a.Severity).Rank() < f.MinSeverity.Rank(),
-			!f.From.IsZero() && a.LastSeen.Before(f.From),
-			!f.To.IsZero() && !a.FirstSeen.Before(f.To),
-			hasCur && cmp.Or(a.FirstSeen.Compare(curT), cmp.Compare(a.AlertID, curID)) >= 0:
+		if hasCur && cmp.Or(a.FirstSeen.Compare(curT), cmp.Compare(a.AlertID, curID)) >= 0 {
 			continue
 		}
-		a = s.withState(a)
-		if f.Status != "" && a.Triage.Status != f.Status {
-			continue
+		if a = s.withState(a); s.matches(a, f, true) {
+			a.FindingIDs = nil
+			hits = append(hits, a)
 		}
-		if f.Assignee != "" && (a.Triage.Version == 0 || a.Triage.Assignee != f.Assignee) {
-			continue
-		}
-		if len(page.Alerts) == f.Limit {
-			last := page.Alerts[f.Limit-1]
-			page.NextCursor = triage.EncodeCursor(last.FirstSeen, last.AlertID)
-			break
-		}
-		a.FindingIDs = nil
-		page.Alerts = append(page.Alerts, a)
 	}
+	if f.Order == triage.OrderRisk {
+		slices.SortStableFunc(hits, func(a, b triage.Alert) int {
+			return cmp.Or(cmp.Compare(schemas.Severity(b.Severity).Rank(), schemas.Severity(a.Severity).Rank()),
+				cmp.Compare(b.Score, a.Score), a.FirstSeen.Compare(b.FirstSeen), cmp.Compare(a.AlertID, b.AlertID))
+		})
+	}
+	page := triage.AlertPage{Alerts: []triage.Alert{}}
+	if len(hits) > f.Limit {
+		hits = hits[:f.Limit]
+		if f.Order == triage.OrderNewest {
+			last := hits[f.Limit-1]
+			page.NextCursor = triage.EncodeCursor(last.FirstSeen, last.AlertID)
+		}
+	}
+	page.Alerts = append(page.Alerts, hits...)
 	return page, nil
+}
+
+// matches reports whether a (with its current state) passes f; withStatus
+// false ignores f's status filters (CountAlerts).
+func (s *Store) matches(a triage.Alert, f triage.AlertFilter, withStatus bool) bool {
+	switch {
+	case f.Detector != "" && a.Detector != f.Detector,
+		f.UserID != "" && a.UserID != f.UserID,
+		f.PatientID != "" && a.PatientID != f.PatientID,
+		f.FacilityID != "" && a.FacilityID != f.FacilityID,
+		f.Department != "" && !s.inDepartment(a.UserID, f.Department),
+		f.MinSeverity != "" && schemas.Severity(a.Severity).Rank() < f.MinSeverity.Rank(),
+		!f.From.IsZero() && a.LastSeen.Before(f.From),
+		!f.To.IsZero() && !a.FirstSeen.Before(f.To),
+		!f.SeenBefore.IsZero() && !a.FirstSeen.Before(f.SeenBefore),
+		!f.ChangedSince.IsZero() && !s.built.After(f.ChangedSince),
+		f.Assignee != "" && (a.Triage.Version == 0 || a.Triage.Assignee != f.Assignee),
+		f.Unassigned && a.Triage.Assignee != "":
+		return false
+	}
+	if withStatus {
+		if f.Status != "" && a.Triage.Status != f.Status {
+			return false
+		}
+		if len(f.Statuses) > 0 && !slices.Contains(f.Statuses, a.Triage.Status) {
+			return false
+		}
+	}
+	return true
+}
+
+func (s *Store) inDepartment(userID, dept string) bool {
+	u, ok := s.users[userID]
+	return ok && strings.EqualFold(strings.TrimSpace(u.Department), strings.TrimSpace(dept))
+}
+
+// checkFilter validates f as the ClickHouse store does.
+func checkFilter(f triage.AlertFilter, withStatus bool) error {
+	if f.MinSeverity != "" && !f.MinSeverity.Valid() {
+		return &triage.ValidationError{Field: "severity", Msg: "must be one of info, low, medium, high, critical"}
+	}
+	if withStatus {
+		if f.Status != "" && !f.Status.Valid() {
+			return &triage.ValidationError{Field: "status", Msg: "must be one of new, triaged, closed"}
+		}
+		for _, st := range f.Statuses {
+			if !st.Valid() {
+				return &triage.ValidationError{Field: "status", Msg: "must be one of new, triaged, closed"}
+			}
+		}
+	}
+	if f.Assignee != "" && f.Unassigned {
+		return &triage.ValidationError{Field: "assignee", Msg: "give an assignee or ask for unassigned alerts, not both"}
+	}
+	return nil
+}
+
+// CountAlerts counts the alerts matching f per status (f's status
+// filters, Limit, Cursor and Order ignored).
+func (s *Store) CountAlerts(_ context.Context, f triage.AlertFilter) (triage.AlertCounts, error) {
+	if err := checkFilter(f, false); err != nil {
+		return triage.AlertCounts{}, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var c triage.AlertCounts
+	for _, a := range s.alerts {
+		a = s.withState(a)
+		if !s.matches(a, f, false) {
+			continue
+		}
+		switch a.Triage.Status {
+		case triage.StatusNew:
+			c.New++
+		case triage.StatusTriaged:
+			c.Triaged++
+		case triage.StatusClosed:
+			c.Closed++
+		}
+	}
+	return c, nil
+}
+
+// Location returns a facility's time zone (UTC when unknown).
+func (s *Store) Location(facilityID string) *time.Location {
+	if s.opts.Location != nil {
+		if loc := s.opts.Location(facilityID); loc != nil {
+			return loc
+		}
+	}
+	return time.UTC
 }
 
 // AlertExists reports whether the store holds alertID.

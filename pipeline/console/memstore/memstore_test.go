@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ehrwatch/ehrwatch/pipeline/api"
+	"github.com/ehrwatch/ehrwatch/pipeline/console"
 	"github.com/ehrwatch/ehrwatch/pipeline/console/memstore"
 	"github.com/ehrwatch/ehrwatch/pipeline/triage"
 	tt "github.com/ehrwatch/ehrwatch/pipeline/triage/triagetest"
@@ -24,7 +26,15 @@ type store interface {
 	Update(ctx context.Context, alertID string, ch triage.Change, actor triage.Actor) (triage.State, error)
 	Report(ctx context.Context, q triage.ReportQuery) (triage.Report, error)
 	ReportAll(ctx context.Context, q triage.ReportQuery) (triage.Report, error)
+	CountAlerts(ctx context.Context, f triage.AlertFilter) (triage.AlertCounts, error)
+	Location(facilityID string) *time.Location
 }
+
+// The in-memory store serves the API and the console.
+var (
+	_ api.Store     = (*memstore.Store)(nil)
+	_ console.Store = (*memstore.Store)(nil)
+)
 
 func fixtureAlerts() []triage.Alert {
 	var out []triage.Alert
@@ -98,27 +108,42 @@ func TestSameAnswersAsClickHouse(t *testing.T) {
 		}
 	}
 	filters := map[string]triage.AlertFilter{
-		"all":         {Limit: 100},
-		"pages of 1":  {Limit: 1},
-		"detector":    {Limit: 100, Detector: "volume"},
-		"user":        {Limit: 100, UserID: "u-bob"},
-		"patient":     {Limit: 100, PatientID: tt.PatientMain},
-		"severity":    {Limit: 100, MinSeverity: schemas.SeverityHigh},
-		"range":       {Limit: 100, From: tt.TS("2026-03-08T09:00:00Z"), To: tt.TS("2026-03-09T06:00:00Z")},
-		"status new":  {Limit: 100, Status: triage.StatusNew},
-		"bad limit":   {Limit: 0},
-		"bad cursor":  {Limit: 1, Cursor: "nope"},
-		"bad status":  {Limit: 1, Status: "open"},
-		"bad sev":     {Limit: 1, MinSeverity: "urgent"},
-		"assignee":    {Limit: 100, Assignee: "ana"},
-		"closed":      {Limit: 100, Status: triage.StatusClosed},
-		"triaged 1":   {Limit: 1, Status: triage.StatusTriaged},
-		"assignee pg": {Limit: 1, Assignee: "ana"},
+		"all":          {Limit: 100},
+		"pages of 1":   {Limit: 1},
+		"detector":     {Limit: 100, Detector: "volume"},
+		"user":         {Limit: 100, UserID: "u-bob"},
+		"patient":      {Limit: 100, PatientID: tt.PatientMain},
+		"severity":     {Limit: 100, MinSeverity: schemas.SeverityHigh},
+		"range":        {Limit: 100, From: tt.TS("2026-03-08T09:00:00Z"), To: tt.TS("2026-03-09T06:00:00Z")},
+		"status new":   {Limit: 100, Status: triage.StatusNew},
+		"bad limit":    {Limit: 0},
+		"bad cursor":   {Limit: 1, Cursor: "nope"},
+		"bad status":   {Limit: 1, Status: "open"},
+		"bad sev":      {Limit: 1, MinSeverity: "urgent"},
+		"assignee":     {Limit: 100, Assignee: "ana"},
+		"closed":       {Limit: 100, Status: triage.StatusClosed},
+		"triaged 1":    {Limit: 1, Status: triage.StatusTriaged},
+		"assignee pg":  {Limit: 1, Assignee: "ana"},
+		"statuses":     {Limit: 100, Statuses: []triage.Status{triage.StatusNew, triage.StatusClosed}},
+		"facility":     {Limit: 100, FacilityID: "fac-nyc"},
+		"no facility":  {Limit: 100, FacilityID: "fac-chi"},
+		"department":   {Limit: 100, Department: " CARDIOLOGY"},
+		"unassigned":   {Limit: 100, Unassigned: true},
+		"seen before":  {Limit: 100, SeenBefore: tt.TS("2026-03-08T09:30:00Z")},
+		"changed old":  {Limit: 100, ChangedSince: tt.TS("2000-01-01T00:00:00Z")},
+		"changed new":  {Limit: 100, ChangedSince: tt.TS("2100-01-01T00:00:00Z")},
+		"risk":         {Limit: 100, Order: triage.OrderRisk},
+		"risk top 2":   {Limit: 2, Order: triage.OrderRisk, Statuses: []triage.Status{triage.StatusNew, triage.StatusTriaged}},
+		"risk cursor":  {Limit: 2, Order: triage.OrderRisk, Cursor: triage.EncodeCursor(tt.TS("2026-03-09T05:00:00Z"), "al-2")},
+		"bad order":    {Limit: 2, Order: "oldest"},
+		"both assign":  {Limit: 2, Assignee: "ana", Unassigned: true},
+		"bad statuses": {Limit: 2, Statuses: []triage.Status{"open"}},
 	}
 	checkLists := func(stage string) {
 		t.Helper()
 		for name, fl := range filters {
 			same(stage+": list "+name, list(fl))
+			same(stage+": count "+name, func(s store) (any, error) { return s.CountAlerts(ctx, fl) })
 		}
 		for _, a := range tt.Alerts() {
 			same(stage+": detail "+a.ID, func(s store) (any, error) { return s.AlertDetail(ctx, a.ID) })
@@ -200,6 +225,11 @@ func TestSameAnswersAsClickHouse(t *testing.T) {
 	}
 	checkLists("after triage")
 
+	for _, fac := range []string{"fac-nyc", "fac-chi"} {
+		if got, want := mem.Location(fac).String(), ch.Location(fac).String(); got != want {
+			t.Errorf("Location(%s) = %s, ClickHouse store says %s", fac, got, want)
+		}
+	}
 	if mem.Label() != "demo store (in memory)" {
 		t.Errorf("label %q", mem.Label())
 	}
