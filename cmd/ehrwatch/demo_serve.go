@@ -14,6 +14,7 @@ import (
 	"github.com/ehrwatch/ehrwatch/detectors/synth"
 	"github.com/ehrwatch/ehrwatch/pipeline/alerting"
 	"github.com/ehrwatch/ehrwatch/pipeline/api"
+	webconsole "github.com/ehrwatch/ehrwatch/pipeline/console"
 	"github.com/ehrwatch/ehrwatch/pipeline/console/memstore"
 	"github.com/ehrwatch/ehrwatch/pipeline/triage"
 	"github.com/ehrwatch/ehrwatch/schemas"
@@ -27,7 +28,7 @@ type demoServed struct {
 	Store string // the store's label
 }
 
-// serveDemo keeps the API (and the console, when built in) up on the
+// serveDemo keeps the console and the API up on the
 // demo's results until ctx ends: on ClickHouse when the demo stored there
 // (conn), else on an in-memory store filled from the demo's own events,
 // findings, alerts and reference data. It signs in with a fresh random
@@ -45,7 +46,7 @@ func serveDemo(ctx context.Context, o demoOptions, con *console, h *synth.Hospit
 		return usageError{"demo: --serve: " + err.Error()}
 	}
 	opts := cfg.TriageOptions()
-	var st api.Store
+	var st consoleStore
 	label := "ClickHouse " + o.clickhouse + ", database " + o.chDatabase
 	if conn != nil {
 		st = triage.NewStore(conn, opts)
@@ -56,7 +57,7 @@ func serveDemo(ctx context.Context, o demoOptions, con *console, h *synth.Hospit
 		}, opts)
 		label = memstore.Label
 	}
-	srv, err := api.New(cfg, api.Deps{Store: st, Log: log})
+	srv, err := newAPIAndConsole(cfg, webconsole.DefaultConfig(), st, conn == nil, log)
 	if err != nil {
 		return err
 	}
@@ -65,7 +66,7 @@ func serveDemo(ctx context.Context, o demoOptions, con *console, h *synth.Hospit
 		return fmt.Errorf("demo: --serve: %w", err)
 	}
 	url := "http://" + ln.Addr().String()
-	con.printf("\nServing the results (%s) at %s until Ctrl-C.\n", label, url)
+	con.printf("\nServing the console on the results (%s) at %s/ until Ctrl-C.\n", label, url)
 	con.printf("  sign-in token (privacy_officer, valid until the demo stops): %s\n", token)
 	con.printf("  API: curl -H 'Authorization: Bearer %s' %s/api/v1/alerts\n", token, url)
 	if o.onServe != nil {

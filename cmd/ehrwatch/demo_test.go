@@ -274,8 +274,9 @@ func TestDemoIntoClickHouse(t *testing.T) {
 
 // TestDemoServe runs the demo with --serve on a random port and no
 // services: the API answers on the in-memory store with the demo's own
-// alerts (every one of them, paged), refuses a caller without the printed
-// token, takes a triage change with its version, serves a patient report
+// alerts (every one of them, paged), the console's queue lists the same
+// alerts under the demo-store label, both refuse a caller without the
+// printed token, the API takes a triage change with its version, serves a patient report
 // explained by the hospital's reference data, and shuts down cleanly when
 // the context ends.
 func TestDemoServe(t *testing.T) {
@@ -358,6 +359,28 @@ func TestDemoServe(t *testing.T) {
 		t.Fatal("the served store holds no alerts")
 	}
 
+	// The console's queue shows every one of them (all open), labelled
+	// as the demo store; without the token it does not.
+	code, page := call("GET", "/queue", s.Token, "")
+	html := string(page)
+	if code != 200 || !strings.Contains(html, "Demo store") {
+		t.Fatalf("GET /queue: %d, demo store label missing:\n%.2000s", code, html)
+	}
+	if n := strings.Count(html, `<tr><td><input type="checkbox"`); n != len(alerts) {
+		t.Errorf("the queue lists %d alerts, the API %d", n, len(alerts))
+	}
+	for _, a := range alerts {
+		if !strings.Contains(html, `href="/alerts/`+a.AlertID+`"`) {
+			t.Errorf("the queue does not link alert %s", a.AlertID)
+		}
+	}
+	if code, page := call("GET", "/queue", "", ""); code != http.StatusUnauthorized || strings.Contains(string(page), alerts[0].AlertID) {
+		t.Errorf("GET /queue without a token: %d", code)
+	}
+	if code, page := call("GET", "/alerts/"+alerts[0].AlertID, s.Token, ""); code != 200 || !strings.Contains(string(page), "Demo store") {
+		t.Errorf("GET /alerts/%s: %d\n%.1000s", alerts[0].AlertID, code, page)
+	}
+
 	// A triage change, then a stale one.
 	a := alerts[0]
 	code, b := call("PATCH", "/api/v1/alerts/"+a.AlertID, s.Token, `{"expected_version":0,"status":"triaged","assignee":"demo"}`)
@@ -399,7 +422,7 @@ func TestDemoServe(t *testing.T) {
 		t.Errorf("served %d alerts, the demo raised %d", len(alerts), r.res.alerts)
 	}
 	out := stdout.String()
-	if !strings.Contains(out, "Serving the results (demo store (in memory)) at "+s.URL) || !strings.Contains(out, s.Token) {
+	if !strings.Contains(out, "Serving the console on the results (demo store (in memory)) at "+s.URL+"/") || !strings.Contains(out, s.Token) {
 		t.Errorf("stdout does not print the URL and the token:\n%s", out)
 	}
 	if _, err := http.Get(s.URL + "/healthz"); err == nil {
