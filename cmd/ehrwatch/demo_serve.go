@@ -67,7 +67,7 @@ func serveDemo(ctx context.Context, o demoOptions, con *console, h *synth.Hospit
 	}
 	url := "http://" + ln.Addr().String()
 	con.printf("\nServing the console on the results (%s) at %s/ until Ctrl-C.\n", label, url)
-	con.printf("  sign-in token (privacy_officer, valid until the demo stops): %s\n", token)
+	con.printf("  sign in at %s/signin with this token (privacy_officer, valid until the demo stops): %s\n", url, token)
 	con.printf("  API: curl -H 'Authorization: Bearer %s' %s/api/v1/alerts\n", token, url)
 	if o.onServe != nil {
 		o.onServe(demoServed{URL: url, Token: token, Store: label})

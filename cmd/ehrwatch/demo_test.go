@@ -274,9 +274,10 @@ func TestDemoIntoClickHouse(t *testing.T) {
 
 // TestDemoServe runs the demo with --serve on a random port and no
 // services: the API answers on the in-memory store with the demo's own
-// alerts (every one of them, paged), the console's queue lists the same
-// alerts under the demo-store label, both refuse a caller without the
-// printed token, the API takes a triage change with its version, serves a patient report
+// alerts (every one of them, paged), a browser signs in to the console
+// with the printed token on /signin and its queue lists the same alerts
+// under the demo-store label, both refuse a caller without the token, the
+// API takes a triage change with its version, serves a patient report
 // explained by the hospital's reference data, and shuts down cleanly when
 // the context ends.
 func TestDemoServe(t *testing.T) {
@@ -359,9 +360,53 @@ func TestDemoServe(t *testing.T) {
 		t.Fatal("the served store holds no alerts")
 	}
 
+	// Sign in to the console as a browser does, with the printed token in
+	// the static-token form of /signin: a session cookie.
+	signIn := func(token string) (int, string) {
+		t.Helper()
+		req, err := http.NewRequest("POST", s.URL+"/signin", strings.NewReader(url.Values{"token": {token}, "next": {"/queue"}}.Encode()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		noRedirect := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+		resp, err := noRedirect.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		for _, c := range resp.Cookies() {
+			if c.Name == "__Host-ehrwatch_session" && c.HttpOnly && c.Secure {
+				return resp.StatusCode, c.Name + "=" + c.Value
+			}
+		}
+		return resp.StatusCode, ""
+	}
+	if code, cookie := signIn("demo-wrong-token-0000000000000000000000"); code != http.StatusUnauthorized || cookie != "" {
+		t.Errorf("sign-in with a wrong token: %d, cookie %q", code, cookie)
+	}
+	code, cookie := signIn(s.Token)
+	if code != http.StatusSeeOther || cookie == "" {
+		t.Fatalf("sign-in with the printed token: %d, no HttpOnly Secure session cookie", code)
+	}
+	req, err := http.NewRequest("GET", s.URL+"/queue", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Cookie", cookie)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	page, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	code = resp.StatusCode
+
 	// The console's queue shows every one of them (all open), labelled
-	// as the demo store; without the token it does not.
-	code, page := call("GET", "/queue", s.Token, "")
+	// as the demo store; without signing in it does not.
 	html := string(page)
 	if code != 200 || !strings.Contains(html, "Demo store") {
 		t.Fatalf("GET /queue: %d, demo store label missing:\n%.2000s", code, html)
@@ -375,7 +420,7 @@ func TestDemoServe(t *testing.T) {
 		}
 	}
 	if code, page := call("GET", "/queue", "", ""); code != http.StatusUnauthorized || strings.Contains(string(page), alerts[0].AlertID) {
-		t.Errorf("GET /queue without a token: %d", code)
+		t.Errorf("GET /queue without signing in: %d", code)
 	}
 	if code, page := call("GET", "/alerts/"+alerts[0].AlertID, s.Token, ""); code != 200 || !strings.Contains(string(page), "Demo store") {
 		t.Errorf("GET /alerts/%s: %d\n%.1000s", alerts[0].AlertID, code, page)
