@@ -198,10 +198,40 @@ func TestDemoIntoClickHouse(t *testing.T) {
 	o := shortDemo()
 	o.days, o.warmup = 3, 1
 	o.clickhouse, o.chDatabase = "http://"+addr, db
+	// --serve on ClickHouse: the console reads the stored alerts.
+	o.serve = "127.0.0.1:0"
+	sctx, stopServing := context.WithCancel(context.Background())
+	defer stopServing()
+	var served demoServed
+	var queueCode int
+	var queue string
+	o.onServe = func(s demoServed) {
+		go func() {
+			defer stopServing()
+			served = s
+			req, err := http.NewRequest("GET", s.URL+"/queue", nil)
+			if err != nil {
+				return
+			}
+			req.Header.Set("Authorization", "Bearer "+s.Token)
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				return
+			}
+			defer resp.Body.Close()
+			b, _ := io.ReadAll(resp.Body)
+			queueCode, queue = resp.StatusCode, string(b)
+		}()
+	}
 	var stdout, stderr bytes.Buffer
-	res, err := demo(context.Background(), o, &stdout, &stderr)
+	res, err := demo(sctx, o, &stdout, &stderr)
 	if err != nil {
 		t.Fatalf("demo: %v\n%s\n%s", err, stdout.String(), stderr.String())
+	}
+	if !strings.HasPrefix(served.Store, "ClickHouse ") || queueCode != 200 || strings.Contains(queue, "Demo store") ||
+		strings.Count(queue, `<tr><td><input type="checkbox"`) != res.alerts {
+		t.Errorf("--serve on ClickHouse (%q): /queue %d, %d rows, want the %d alerts without the demo-store label",
+			served.Store, queueCode, strings.Count(queue, `<tr><td><input type="checkbox"`), res.alerts)
 	}
 	ctx := context.Background()
 	count := func(q string) uint64 {
