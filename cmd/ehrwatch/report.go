@@ -155,13 +155,13 @@ func runReport(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err != nil {
 		return fmt.Errorf("report: write: %w", err)
 	}
-	if rep.NextCursor != "" {
-		fmt.Fprintf(stderr, "report: %d rows shown; more remain: rerun with --cursor %s\n", len(rep.Rows), rep.NextCursor)
-	}
 	// Warnings go to stderr in every format (JSON also carries them), so
 	// a CSV or JSON file stays clean and the reader still sees them.
 	for _, w := range rep.Warnings {
-		fmt.Fprintf(stderr, "report: warning: %s\n", w.Message)
+		fmt.Fprintf(stderr, "report: warning: %s\n", w)
+	}
+	if rep.NextCursor != "" {
+		fmt.Fprintf(stderr, "report: %d rows shown; more remain: rerun with --cursor %s\n", len(rep.Rows), rep.NextCursor)
 	}
 	return nil
 }
@@ -186,8 +186,8 @@ func writeReportTable(w io.Writer, rep *triage.Report) error {
 	if err != nil {
 		return err
 	}
-	for _, wn := range rep.Warnings {
-		if _, err := fmt.Fprintf(w, "WARNING: %s\n", wn.Message); err != nil {
+	for _, warning := range rep.Warnings {
+		if _, err := fmt.Fprintf(w, "WARNING: %s\n", warning); err != nil {
 			return err
 		}
 	}

@@ -398,7 +398,7 @@ func (s *Server) report(w http.ResponseWriter, r *http.Request, rc *reqCtx, kind
 		h.Set("X-Next-Cursor", rep.NextCursor)
 	}
 	for _, wn := range rep.Warnings {
-		h.Add("X-Report-Warning", wn.Code)
+		h.Add("X-Report-Warning", wn)
 	}
 	w.WriteHeader(http.StatusOK)
 	if err := triage.WriteCSV(w, rep.Rows); err != nil {

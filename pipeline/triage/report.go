@@ -90,30 +90,18 @@ type Report struct {
 	// the range, suppressed ones included.
 	Findings          []FindingSummary `json:"findings,omitempty"`
 	FindingsTruncated bool             `json:"findings_truncated,omitempty"`
-	// Warnings say why the report may mislead its reader (empty reference
-	// tables: no access can be explained, names are missing). Show them
-	// with the report.
-	Warnings []ReportWarning `json:"warnings,omitempty"`
+	// Warnings say, in plain sentences that never name a patient or a
+	// user, what makes the report less than it seems (empty reference
+	// tables: no access can be explained, names are blank). Show them with
+	// the report.
+	Warnings []string `json:"warnings,omitempty"`
 }
-
-// ReportWarning is one warning about a report. Code is stable; Message is
-// a sentence for the reader (it never names a patient or a user).
-type ReportWarning struct {
-	Code    string `json:"code"`
-	Message string `json:"message"`
-	// Tables names the tables concerned.
-	Tables []string `json:"tables,omitempty"`
-}
-
-// WarnReferenceEmpty is the code of the warning that reference tables
-// (users, patients, encounters) are empty.
-const WarnReferenceEmpty = "reference_tables_empty"
 
 // referenceWarnings returns a warning when any of the reference tables
 // the reports join (users, patients, encounters) holds no row: without
 // encounters no access is explained by a care relationship, without users
 // names are blank, without patients nothing says whose chart it is.
-func (s *Store) referenceWarnings(ctx context.Context) ([]ReportWarning, error) {
+func (s *Store) referenceWarnings(ctx context.Context) ([]string, error) {
 	var users, patients, encounters uint64
 	err := s.conn.QueryRow(ctx, `SELECT (SELECT count() FROM users), (SELECT count() FROM patients), (SELECT count() FROM encounters)`).
 		Scan(&users, &patients, &encounters)
@@ -126,7 +114,7 @@ func (s *Store) referenceWarnings(ctx context.Context) ([]ReportWarning, error) 
 // ReferenceWarnings returns the report warnings for reference tables
 // holding this many rows (none when every table has rows). Stores other
 // than ClickHouse (the demo's in-memory store) use it too.
-func ReferenceWarnings(users, patients, encounters uint64) []ReportWarning {
+func ReferenceWarnings(users, patients, encounters uint64) []string {
 	var empty []string
 	for _, t := range []struct {
 		name string
@@ -150,7 +138,7 @@ func ReferenceWarnings(users, patients, encounters uint64) []ReportWarning {
 	if slices.Contains(empty, "users") {
 		msg += " Without users, names are blank and roles and departments come from the events alone."
 	}
-	return []ReportWarning{{Code: WarnReferenceEmpty, Message: msg, Tables: empty}}
+	return []string{msg}
 }
 
 // CheckRange validates a report's time range: both ends given, from before
