@@ -8,6 +8,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"slices"
@@ -34,11 +35,15 @@ Runs the real ehrwatch pipeline on a synthetic hospital, with no external
 services: an in-process Kafka broker, the hospital's access stream produced
 to it keyed by user_id, a kafka-go consumer group, decoding, one detector
 engine per partition and alerting. Findings and alerts stay in memory
-(--out writes them as NDJSON) unless --clickhouse names a server.
+(--out writes them as NDJSON) unless --clickhouse names a server, which
+then also receives the hospital's users, patients and encounters (the
+reference tables), so that ` + "`ehrwatch report`" + ` explains accesses afterwards.
 
 It prints alerts as they fire and, at the end, how the detectors did
 against the generator's ground truth. It exits non-zero if the pipeline
-fails.
+fails. With --serve ADDR it then keeps serving the results (from
+ClickHouse with --clickhouse, else from memory) on ADDR until Ctrl-C,
+signed in with a fresh token it prints.
 
 flags:
 `
@@ -57,7 +62,10 @@ type demoOptions struct {
 	color      string
 	quiet      bool
 	timeout    time.Duration
+	serve      string
 
+	// onServe, for tests, is told where --serve listens and its token.
+	onServe func(demoServed)
 	// wrapSink, for tests, wraps the sink the pipeline writes to.
 	wrapSink func(pipeline.Sink) pipeline.Sink
 	// logs, for tests, receives the pipeline's logs (default stderr).
@@ -85,6 +93,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	fs.BoolVar(&o.quiet, "quiet", false, "do not print alerts as they fire; only the summary")
 	fs.DurationVar(&o.timeout, "timeout", 10*time.Minute, "give up when the pipeline has not consumed every event by then")
 	fs.StringVar(&o.logLevel, "log-level", "warn", "pipeline log level on stderr: debug, info, warn or error")
+	fs.StringVar(&o.serve, "serve", "", "afterwards, serve the results on this address (e.g. 127.0.0.1:8080) until Ctrl-C, with a printed sign-in token")
 	if err := parseFlags(fs, args, stdout); err != nil {
 		return err
 	}
@@ -102,6 +111,11 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return usageError{"demo: --color must be auto, always or never"}
 	case o.timeout <= 0:
 		return usageError{"demo: --timeout must be > 0"}
+	}
+	if o.serve != "" {
+		if _, _, err := net.SplitHostPort(o.serve); err != nil {
+			return usageError{"demo: --serve: want HOST:PORT (e.g. 127.0.0.1:8080)"}
+		}
 	}
 	if err := flagValueError("--log-level", LogConfig{Level: o.logLevel, Format: "console"}.Validate()); err != nil {
 		return usageError{"demo: " + err.Error()}
@@ -218,6 +232,11 @@ func demo(ctx context.Context, o demoOptions, stdout, stderr io.Writer) (*demoOu
 			return nil, err
 		}
 		defer chConn.Close()
+		// The reference tables, so that reports (and the console) explain
+		// accesses by the same care relationships the detectors used.
+		if err := store.WriteReference(ctx, chConn, h.Users, h.Patients, h.Encounters); err != nil {
+			return nil, fmt.Errorf("demo: clickhouse: load the reference tables: %w", err)
+		}
 		alertStore = alerting.NewClickHouseStore(chConn)
 	}
 	// The demo replays days in seconds, and partitions drift apart by
@@ -231,6 +250,7 @@ func demo(ctx context.Context, o demoOptions, stdout, stderr io.Writer) (*demoOu
 		return nil, err
 	}
 	sink := newDemoSink(mgr, sc, con, h, o.quiet)
+	sink.keepEvents = o.serve != "" && o.clickhouse == "" // the in-memory store needs them
 	if chConn != nil {
 		sink.store = store.NewWriter(chConn)
 	}
@@ -364,6 +384,10 @@ wait:
 		return outcome, fmt.Errorf("demo: pipeline failed: %s", pipeline.Redact(runErr))
 	case interrupted:
 		return outcome, ctx.Err()
+	}
+	if o.serve != "" {
+		cluster.Close() // the broker's work is done; the results stay
+		return outcome, serveDemo(ctx, o, con, h, sink, chConn, log)
 	}
 	return outcome, nil
 }
@@ -539,7 +563,11 @@ type demoSink struct {
 	h     *synth.Hospital
 	quiet bool
 
+	// keepEvents keeps every stored event (for the in-memory store).
+	keepEvents bool
+
 	mu       sync.Mutex
+	events   []schemas.AccessEvent
 	done     map[*store.Batch]bool
 	findings []schemas.Finding
 	byID     map[string]int // finding id → index of its latest version
@@ -565,6 +593,11 @@ func (s *demoSink) Write(ctx context.Context, b *store.Batch) error {
 		return nil // a retried batch
 	}
 	s.done[b] = true
+	if s.keepEvents {
+		for _, r := range b.Events {
+			s.events = append(s.events, *r.Event)
+		}
+	}
 	for i := range b.Findings {
 		f := *b.Findings[i].Finding
 		s.byID[f.FindingID] = len(s.findings)
@@ -598,7 +631,14 @@ func (s *demoSink) afterStore(ctx context.Context, findings []schemas.Finding) e
 }
 
 func (s *demoSink) findingCount() int64 { return s.nFind.Load() }
-func (s *demoSink) alertCount() int64   { return s.nAlert.Load() }
+
+// allEvents returns the stored events (kept with keepEvents only).
+func (s *demoSink) allEvents() []schemas.AccessEvent {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.events)
+}
+func (s *demoSink) alertCount() int64 { return s.nAlert.Load() }
 
 // latestFindings returns the latest version of every finding, sorted.
 func (s *demoSink) latestFindings() []schemas.Finding {

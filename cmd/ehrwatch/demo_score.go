@@ -509,7 +509,8 @@ func printDemoSummary(con *console, h *synth.Hospital, sc *scorer, sink *demoSin
 		con.printf("Wrote %s/findings.ndjson, alerts.ndjson and truth.ndjson.\n", o.out)
 	}
 	if o.clickhouse != "" {
-		con.printf("Stored in ClickHouse %s, database %s.\n", o.clickhouse, o.chDatabase)
+		con.printf("Stored in ClickHouse %s, database %s, with the reference tables (%d users, %d patients, %d encounters).\n",
+			o.clickhouse, o.chDatabase, len(h.Users), len(h.Patients), len(h.Encounters))
 	}
 	switch {
 	case res.interrupted:

@@ -155,6 +155,8 @@ func runReport(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err != nil {
 		return fmt.Errorf("report: write: %w", err)
 	}
+	// Warnings go to stderr in every format (JSON also carries them), so
+	// a CSV or JSON file stays clean and the reader still sees them.
 	for _, w := range rep.Warnings {
 		fmt.Fprintf(stderr, "report: warning: %s\n", w)
 	}

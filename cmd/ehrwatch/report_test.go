@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2"
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
 	"github.com/ehrwatch/ehrwatch/pipeline/api"
 	"github.com/ehrwatch/ehrwatch/pipeline/testenv"
@@ -29,6 +30,7 @@ import (
 type reportEnv struct {
 	config string
 	db     string
+	conn   driver.Conn
 }
 
 func newReportEnv(t *testing.T, extraAPI string) (*reportEnv, func() []cliAudit) {
@@ -70,7 +72,7 @@ FROM api_audit ORDER BY at`)
 		}
 		return out
 	}
-	return &reportEnv{config: cfg, db: db}, audits
+	return &reportEnv{config: cfg, db: db, conn: conn}, audits
 }
 
 type cliAudit struct {
@@ -172,6 +174,51 @@ func TestReportCLI(t *testing.T) {
 	}
 	if n := len(audits()); n != 4 {
 		t.Errorf("refused runs were audited: %d rows", n)
+	}
+}
+
+// TestReportCLIWarnsOnEmptyReference: with the encounters table empty,
+// the table output and stderr say why nothing is explained (every format),
+// and the JSON carries the warning.
+func TestReportCLIWarnsOnEmptyReference(t *testing.T) {
+	e, _ := newReportEnv(t, "")
+	base := []string{"report", "patient", "--id", tt.PatientMain, "--config", e.config, "--from", "2026-03-01", "--to", "2026-04-01"}
+	out, stderr, err := runCLI(base...)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, stderr)
+	}
+	if strings.Contains(out+stderr, "WARNING") || strings.Contains(stderr, "warning") {
+		t.Errorf("warning with the reference tables loaded:\n%s\n%s", out, stderr)
+	}
+	if err := e.conn.Exec(context.Background(), "TRUNCATE TABLE encounters"); err != nil {
+		t.Fatal(err)
+	}
+	out, stderr, err = runCLI(base...)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, stderr)
+	}
+	for _, want := range []string{"6 accesses, 6 not explained", "WARNING: The reference table encounters is empty"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("table lacks %q:\n%s", want, out)
+		}
+	}
+	if !strings.Contains(stderr, "report: warning: The reference table encounters is empty") {
+		t.Errorf("stderr lacks the warning:\n%s", stderr)
+	}
+	out, stderr, err = runCLI(append(base, "--format", "json")...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rep triage.Report
+	if err := json.Unmarshal([]byte(out), &rep); err != nil || len(rep.Warnings) != 1 || !strings.HasPrefix(rep.Warnings[0], "The reference table encounters is empty") {
+		t.Errorf("json warnings: %v %+v", err, rep.Warnings)
+	}
+	if !strings.Contains(stderr, "report: warning:") {
+		t.Errorf("json: stderr lacks the warning:\n%s", stderr)
+	}
+	out, stderr, err = runCLI(append(base, "--format", "csv")...)
+	if err != nil || strings.Contains(out, "WARNING") || !strings.Contains(stderr, "report: warning:") {
+		t.Errorf("csv: %v: the warning belongs on stderr, not in the file:\n%s\n%s", err, out, stderr)
 	}
 }
 
@@ -291,7 +338,7 @@ func TestReportCLIWarnsWithoutCareRelationships(t *testing.T) {
 	e, _ := newReportEnv(t, "")
 	base := []string{"report", "patient", "--id", tt.PatientMain, "--config", e.config, "--from", "2026-03-01", "--to", "2026-04-01"}
 	_, stderr, err := runCLI(base...)
-	if err != nil || strings.Contains(stderr, "no care relationships loaded") {
+	if err != nil || strings.Contains(stderr, "warning") {
 		t.Fatalf("with encounters loaded: %v, stderr %q", err, stderr)
 	}
 	conn, err := openTestConn(e.db)
@@ -305,8 +352,9 @@ func TestReportCLIWarnsWithoutCareRelationships(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(stderr, "report: warning: no care relationships loaded: every access shows as unexplained") ||
-		!strings.Contains(out, "6 accesses, 6 not explained") || !strings.Contains(out, "WARNING: no care relationships loaded") {
+	if !strings.Contains(stderr, "report: warning: The reference table encounters is empty") ||
+		!strings.Contains(out, "6 accesses, 6 not explained") || !strings.Contains(out, "WARNING: The reference table encounters is empty") ||
+		strings.Count(stderr, "report: warning:") != 1 {
 		t.Fatalf("no warning:\nstdout %s\nstderr %s", out, stderr)
 	}
 	out, _, err = runCLI(append(base, "--format", "json")...)

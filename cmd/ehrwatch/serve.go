@@ -94,14 +94,27 @@ func runServe(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 
 // newAPIWithConsole builds the API server with the web console mounted on
 // its listener (every path outside /api/ and /healthz).
-func newAPIWithConsole(cfg Config, st *triage.Store, log zerolog.Logger) (*api.Server, error) {
+func newAPIWithConsole(cfg Config, st consoleStore, log zerolog.Logger) (*api.Server, error) {
+	return newAPIAndConsole(cfg.API, cfg.Console, st, false, log)
+}
+
+// consoleStore is what the API and the console read and write:
+// *triage.Store, or the demo's in-memory store.
+type consoleStore interface {
+	api.Store
+	webconsole.Store
+}
+
+// newAPIAndConsole is newAPIWithConsole from the two sections; demo labels
+// every page as showing the demo's in-memory store.
+func newAPIAndConsole(apiCfg api.Config, conCfg webconsole.Config, st consoleStore, demo bool, log zerolog.Logger) (*api.Server, error) {
 	var con *webconsole.Console
 	ui := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { con.Handler().ServeHTTP(w, r) })
-	srv, err := api.New(cfg.API, api.Deps{Store: st, Log: log, UI: ui})
+	srv, err := api.New(apiCfg, api.Deps{Store: st, Log: log, UI: ui})
 	if err != nil {
 		return nil, err
 	}
-	con, err = webconsole.New(cfg.Console, webconsole.Deps{Store: st, Auth: srv, QueryTimeout: cfg.API.QueryTimeout,
+	con, err = webconsole.New(conCfg, webconsole.Deps{Store: st, Auth: srv, QueryTimeout: apiCfg.QueryTimeout, DemoStore: demo,
 		Log: log.With().Str("component", "console").Logger()})
 	if err != nil {
 		return nil, err

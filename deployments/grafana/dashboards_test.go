@@ -206,40 +206,125 @@ func checkTarget(t *testing.T, p panel, tg target) {
 	}
 }
 
-// TestTriageLinkTargetsTheAPI: the triage queue's alert_id links to the
-// API's alert endpoint, which the OpenAPI spec serves.
-func TestTriageLinkTargetsTheAPI(t *testing.T) {
-	raw, err := os.ReadFile("../../pipeline/api/openapi.yaml")
+// consolePaths are the console pages dashboards may link to (the console
+// contract's URL map); {id} parts are Grafana field values.
+var consolePaths = []*regexp.Regexp{
+	regexp.MustCompile(`^\$\{console_url\}/alerts/\$\{__data\.fields\.alert_id\}$`),
+	regexp.MustCompile(`^\$\{console_url\}/users/\$\{__data\.fields\.user_id\}$`),
+	regexp.MustCompile(`^\$\{console_url\}/patients$`),
+	regexp.MustCompile(`^\$\{console_url\}/queue(\?severity=\$\{__data\.fields\.severity\}&assignee=none)?$`),
+}
+
+// dashboardLink is a URL found anywhere in a dashboard: a data link, a
+// panel link or a dashboard link.
+type dashboardLink struct{ where, url string }
+
+func dashboardLinks(t *testing.T, file string) (links []dashboardLink, descriptions []string) {
+	t.Helper()
+	raw, err := os.ReadFile(file)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var spec struct {
-		Paths map[string]map[string]any `yaml:"paths"`
-	}
-	if err := yaml.Unmarshal(raw, &spec); err != nil {
+	var doc any
+	if err := json.Unmarshal(raw, &doc); err != nil {
 		t.Fatal(err)
 	}
-	if _, ok := spec.Paths["/alerts/{id}"]["get"]; !ok {
-		t.Fatalf("openapi.yaml has no GET /alerts/{id}; paths: %v", keys(spec.Paths))
-	}
-	found := false
-	for _, d := range loadDashboards(t) {
-		if d.UID != "ehrwatch-triage-queue" {
-			continue
-		}
-		for _, p := range d.Panels {
-			for _, o := range p.FieldConfig.Overrides {
-				for _, prop := range o.Properties {
-					if prop.ID == "links" && o.Matcher.Options == "alert_id" &&
-						strings.Contains(string(prop.Value), `${api_base_url}/api/v1/alerts/${__data.fields.alert_id}`) {
-						found = true
-					}
-				}
+	var walk func(path string, v any)
+	walk = func(path string, v any) {
+		switch x := v.(type) {
+		case map[string]any:
+			if u, ok := x["url"].(string); ok {
+				links = append(links, dashboardLink{path, u})
+			}
+			if d, ok := x["description"].(string); ok {
+				descriptions = append(descriptions, d)
+			}
+			for k, c := range x {
+				walk(path+"/"+k, c)
+			}
+		case []any:
+			for i, c := range x {
+				walk(fmt.Sprintf("%s[%d]", path, i), c)
 			}
 		}
 	}
-	if !found {
-		t.Error("the triage queue has no alert_id data link to ${api_base_url}/api/v1/alerts/${__data.fields.alert_id}")
+	walk("", doc)
+	return links, descriptions
+}
+
+// TestLinksOpenTheConsole: dashboards link to the console's pages, never
+// to raw API URLs (a browser has no bearer token: they answered 401), and
+// never put a patient id into a URL (URLs end up in access logs); the
+// console's base URL is a constant variable of every dashboard that links
+// to it; the triage queue links each alert to its console page.
+func TestLinksOpenTheConsole(t *testing.T) {
+	alertLink := false
+	for _, d := range loadDashboards(t) {
+		links, _ := dashboardLinks(t, d.file)
+		usesConsole := false
+		for _, l := range links {
+			name := filepath.Base(d.file) + l.where
+			if strings.Contains(l.url, "/api/") {
+				t.Errorf("%s: link %q opens a raw API URL; link the console page instead", name, l.url)
+			}
+			if strings.Contains(l.url, "patient_id") {
+				t.Errorf("%s: link %q puts a patient id into a URL; link the console's /patients lookup", name, l.url)
+			}
+			if strings.Contains(l.url, "console_url") {
+				usesConsole = true
+				if !slices.ContainsFunc(consolePaths, func(re *regexp.Regexp) bool { return re.MatchString(l.url) }) {
+					t.Errorf("%s: console link %q is not a console page of the URL map", name, l.url)
+				}
+			} else if !strings.HasPrefix(l.url, "/d/ehrwatch-") {
+				t.Errorf("%s: link %q is neither a console page nor an ehrwatch dashboard", name, l.url)
+			}
+			if d.UID == "ehrwatch-triage-queue" && l.url == "${console_url}/alerts/${__data.fields.alert_id}" {
+				alertLink = true
+			}
+		}
+		if usesConsole {
+			i := slices.IndexFunc(d.Templating.List, func(v variable) bool { return v.Name == "console_url" })
+			if i < 0 || d.Templating.List[i].Type != "constant" {
+				t.Errorf("%s links to ${console_url} without a console_url constant variable", d.file)
+			}
+		}
+	}
+	if !alertLink {
+		t.Error("the triage queue has no alert_id data link to ${console_url}/alerts/${__data.fields.alert_id}")
+	}
+}
+
+// TestPatientPanelsSayTheyAreNotAudited: every panel that looks a patient
+// up (its SQL filters on the patient_id variable) or lists patient ids
+// says plainly that it bypasses the audit and points to the console's
+// patient page, and so does the patient dashboard itself.
+func TestPatientPanelsSayTheyAreNotAudited(t *testing.T) {
+	lists := regexp.MustCompile(`(?i)\bpatient_id\b`)
+	for _, d := range loadDashboards(t) {
+		for _, p := range d.Panels {
+			sql := ""
+			for _, tg := range p.Targets {
+				sql += tg.RawSQL
+			}
+			lookup := strings.Contains(sql, "${patient_id")
+			shows := p.Type == "table" && lists.MatchString(sql) && d.UID != "ehrwatch-detector-quality"
+			if (lookup || shows) && (!strings.Contains(p.Description, "Not audited") || !strings.Contains(p.Description, "${console_url}/patients")) {
+				t.Errorf("%s panel %q reads patient-level data from ClickHouse but does not say it is not audited", d.file, p.Title)
+			}
+		}
+	}
+	raw, err := os.ReadFile("dashboards/patient-investigation.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pd struct {
+		Description string `json:"description"`
+	}
+	if err := json.Unmarshal(raw, &pd); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(pd.Description, "NOT AUDITED") {
+		t.Errorf("the patient investigation dashboard's description must start by saying it is not audited: %q", pd.Description)
 	}
 }
 

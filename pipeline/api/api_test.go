@@ -394,6 +394,36 @@ func (e *env) testReports(t *testing.T) {
 	}
 }
 
+// TestReportWarnings: with the encounters table empty, the JSON report
+// says the encounters table is empty and the CSV export carries the same
+// sentence in X-Report-Warning; with it loaded, neither does.
+func TestReportWarnings(t *testing.T) {
+	e := newEnv(t)
+	path := reportPath("patient-access", "patient_id", tt.PatientMain)
+	get := func() (triage.Report, resp) {
+		var rep triage.Report
+		r := e.do("GET", path, tokPO, "")
+		if err := json.Unmarshal(r.body, &rep); err != nil || r.status != 200 {
+			t.Fatalf("report: %d %s", r.status, r.body)
+		}
+		return rep, e.do("GET", path+"&format=csv", tokPO, "")
+	}
+	rep, csvResp := get()
+	if rep.Warnings != nil || bytes.Contains(e.do("GET", path, tokPO, "").body, []byte(`"warnings"`)) || csvResp.header.Get("X-Report-Warning") != "" {
+		t.Errorf("warnings with the reference tables loaded: %+v %v", rep.Warnings, csvResp.header)
+	}
+	if err := e.conn.Exec(context.Background(), "TRUNCATE TABLE encounters"); err != nil {
+		t.Fatal(err)
+	}
+	rep, csvResp = get()
+	if len(rep.Warnings) != 1 || !strings.HasPrefix(rep.Warnings[0], "The reference table encounters is empty") {
+		t.Errorf("warnings %q, want the empty encounters table", rep.Warnings)
+	}
+	if csvResp.status != 200 || csvResp.header.Get("X-Report-Warning") != rep.Warnings[0] {
+		t.Errorf("csv: %d, X-Report-Warning %q", csvResp.status, csvResp.header.Get("X-Report-Warning"))
+	}
+}
+
 func boolWord(b bool) string {
 	if b {
 		return "yes"

@@ -36,6 +36,10 @@ func (p *Principal) Actor() triage.Actor {
 }
 
 func (s *Server) handleListCases(w http.ResponseWriter, r *http.Request, rc *reqCtx) error {
+	cs, err := s.caseStore()
+	if err != nil {
+		return err
+	}
 	q, err := parseQuery(r, rc, "status", "assignee", "alert_id", "limit", "cursor")
 	if err != nil {
 		return err
@@ -52,7 +56,7 @@ func (s *Server) handleListCases(w http.ResponseWriter, r *http.Request, rc *req
 	if f.Limit, err = parseLimit(q["limit"], s.cfg.PageSize, s.cfg.MaxPageSize); err != nil {
 		return err
 	}
-	page, err := s.store.ListCases(r.Context(), f)
+	page, err := cs.ListCases(r.Context(), f)
 	if err != nil {
 		return err
 	}
@@ -66,6 +70,10 @@ type createCaseBody struct {
 }
 
 func (s *Server) handleCreateCase(w http.ResponseWriter, r *http.Request, rc *reqCtx) error {
+	cs, err := s.caseStore()
+	if err != nil {
+		return err
+	}
 	if _, err := parseQuery(r, rc); err != nil {
 		return err
 	}
@@ -74,7 +82,7 @@ func (s *Server) handleCreateCase(w http.ResponseWriter, r *http.Request, rc *re
 		return err
 	}
 	rc.sensitive = append(rc.sensitive, body.Title)
-	c, err := s.store.CreateCase(r.Context(), body.Title, body.AlertIDs, rc.principal.Actor())
+	c, err := cs.CreateCase(r.Context(), body.Title, body.AlertIDs, rc.principal.Actor())
 	if err != nil {
 		return err
 	}
@@ -90,16 +98,20 @@ type CaseDetail struct {
 }
 
 func (s *Server) handleGetCase(w http.ResponseWriter, r *http.Request, rc *reqCtx) error {
+	cs, err := s.caseStore()
+	if err != nil {
+		return err
+	}
 	id := r.PathValue("id")
 	rc.audit.Params["case_id"] = id
 	if _, err := parseQuery(r, rc); err != nil {
 		return err
 	}
-	c, err := s.store.Case(r.Context(), id)
+	c, err := cs.Case(r.Context(), id)
 	if err != nil {
 		return err
 	}
-	alerts, err := s.store.AlertsByID(r.Context(), c.AlertIDs)
+	alerts, err := cs.AlertsByID(r.Context(), c.AlertIDs)
 	if err != nil {
 		return err
 	}
@@ -127,6 +139,10 @@ type patchCaseBody struct {
 }
 
 func (s *Server) handlePatchCase(w http.ResponseWriter, r *http.Request, rc *reqCtx) error {
+	cs, err := s.caseStore()
+	if err != nil {
+		return err
+	}
 	id := r.PathValue("id")
 	if _, err := parseQuery(r, rc); err != nil {
 		return err
@@ -143,7 +159,7 @@ func (s *Server) handlePatchCase(w http.ResponseWriter, r *http.Request, rc *req
 	if body.ExpectedVersion == nil {
 		return badRequest("expected_version", "required: the case version you last saw")
 	}
-	c, err := s.store.UpdateCase(r.Context(), id, triage.CaseUpdate{ExpectedVersion: *body.ExpectedVersion, Title: body.Title,
+	c, err := cs.UpdateCase(r.Context(), id, triage.CaseUpdate{ExpectedVersion: *body.ExpectedVersion, Title: body.Title,
 		Status: body.Status, Assignee: body.Assignee, Outcome: body.Outcome, Note: body.Note}, rc.principal.Actor())
 	if err != nil {
 		return err
@@ -159,6 +175,10 @@ type addCaseAlertsBody struct {
 }
 
 func (s *Server) handleAddCaseAlerts(w http.ResponseWriter, r *http.Request, rc *reqCtx) error {
+	cs, err := s.caseStore()
+	if err != nil {
+		return err
+	}
 	id := r.PathValue("id")
 	if _, err := parseQuery(r, rc); err != nil {
 		return err
@@ -171,7 +191,7 @@ func (s *Server) handleAddCaseAlerts(w http.ResponseWriter, r *http.Request, rc 
 	if body.ExpectedVersion == nil {
 		return badRequest("expected_version", "required: the case version you last saw")
 	}
-	c, err := s.store.AddAlerts(r.Context(), id, body.AlertIDs, *body.ExpectedVersion, body.Note, rc.principal.Actor())
+	c, err := cs.AddAlerts(r.Context(), id, body.AlertIDs, *body.ExpectedVersion, body.Note, rc.principal.Actor())
 	if err != nil {
 		return err
 	}
@@ -180,6 +200,10 @@ func (s *Server) handleAddCaseAlerts(w http.ResponseWriter, r *http.Request, rc 
 }
 
 func (s *Server) handleRemoveCaseAlert(w http.ResponseWriter, r *http.Request, rc *reqCtx) error {
+	cs, err := s.caseStore()
+	if err != nil {
+		return err
+	}
 	id, alertID := r.PathValue("id"), r.PathValue("alert_id")
 	q, err := parseQuery(r, rc, "expected_version")
 	if err != nil {
@@ -189,7 +213,7 @@ func (s *Server) handleRemoveCaseAlert(w http.ResponseWriter, r *http.Request, r
 	if err != nil {
 		return badRequest("expected_version", "required: the case version you last saw (a query parameter)")
 	}
-	c, err := s.store.RemoveAlert(r.Context(), id, alertID, v, "", rc.principal.Actor())
+	c, err := cs.RemoveAlert(r.Context(), id, alertID, v, "", rc.principal.Actor())
 	if err != nil {
 		return err
 	}
@@ -198,14 +222,18 @@ func (s *Server) handleRemoveCaseAlert(w http.ResponseWriter, r *http.Request, r
 }
 
 func (s *Server) handleCaseHistory(w http.ResponseWriter, r *http.Request, rc *reqCtx) error {
+	cs, err := s.caseStore()
+	if err != nil {
+		return err
+	}
 	id := r.PathValue("id")
 	if _, err := parseQuery(r, rc); err != nil {
 		return err
 	}
-	if _, err := s.store.Case(r.Context(), id); err != nil {
+	if _, err := cs.Case(r.Context(), id); err != nil {
 		return err
 	}
-	hist, err := s.store.CaseHistory(r.Context(), id)
+	hist, err := cs.CaseHistory(r.Context(), id)
 	if err != nil {
 		return err
 	}
@@ -214,6 +242,10 @@ func (s *Server) handleCaseHistory(w http.ResponseWriter, r *http.Request, rc *r
 }
 
 func (s *Server) handleListAllowlist(w http.ResponseWriter, r *http.Request, rc *reqCtx) error {
+	cs, err := s.caseStore()
+	if err != nil {
+		return err
+	}
 	q, err := parseQuery(r, rc, "include_removed", "limit")
 	if err != nil {
 		return err
@@ -233,7 +265,7 @@ func (s *Server) handleListAllowlist(w http.ResponseWriter, r *http.Request, rc 
 	if err != nil {
 		return err
 	}
-	items, err := s.store.ListAllowlist(r.Context(), withRemoved, limit)
+	items, err := cs.ListAllowlist(r.Context(), withRemoved, limit)
 	if err != nil {
 		return err
 	}
@@ -256,6 +288,10 @@ type addAllowlistBody struct {
 }
 
 func (s *Server) handleAddAllowlist(w http.ResponseWriter, r *http.Request, rc *reqCtx) error {
+	cs, err := s.caseStore()
+	if err != nil {
+		return err
+	}
 	if _, err := parseQuery(r, rc); err != nil {
 		return err
 	}
@@ -269,7 +305,7 @@ func (s *Server) handleAddAllowlist(w http.ResponseWriter, r *http.Request, rc *
 	if err != nil {
 		return err
 	}
-	it, err := s.store.AddAllowlistEntry(r.Context(), schemas.AllowlistEntry{UserID: body.UserID, PatientID: body.PatientID,
+	it, err := cs.AddAllowlistEntry(r.Context(), schemas.AllowlistEntry{UserID: body.UserID, PatientID: body.PatientID,
 		Department: body.Department, Detector: body.Detector, Reason: body.Reason, Owner: body.Owner, ExpiresAt: exp},
 		body.Note, rc.principal.Actor())
 	if err != nil {
@@ -289,11 +325,19 @@ type changeAllowlistBody struct {
 }
 
 func (s *Server) handleExpireAllowlist(w http.ResponseWriter, r *http.Request, rc *reqCtx) error {
-	return s.changeAllowlist(w, r, rc, s.store.ExpireAllowlistEntry)
+	cs, err := s.caseStore()
+	if err != nil {
+		return err
+	}
+	return s.changeAllowlist(w, r, rc, cs.ExpireAllowlistEntry)
 }
 
 func (s *Server) handleRemoveAllowlist(w http.ResponseWriter, r *http.Request, rc *reqCtx) error {
-	return s.changeAllowlist(w, r, rc, s.store.RemoveAllowlistEntry)
+	cs, err := s.caseStore()
+	if err != nil {
+		return err
+	}
+	return s.changeAllowlist(w, r, rc, cs.RemoveAllowlistEntry)
 }
 
 func (s *Server) changeAllowlist(w http.ResponseWriter, r *http.Request, rc *reqCtx,
@@ -328,6 +372,10 @@ func (s *Server) changeAllowlist(w http.ResponseWriter, r *http.Request, rc *req
 }
 
 func (s *Server) handleAllowlistHistory(w http.ResponseWriter, r *http.Request, rc *reqCtx) error {
+	cs, err := s.caseStore()
+	if err != nil {
+		return err
+	}
 	q, err := parseQuery(r, rc, "entry_id", "limit")
 	if err != nil {
 		return err
@@ -342,7 +390,7 @@ func (s *Server) handleAllowlistHistory(w http.ResponseWriter, r *http.Request, 
 	if err != nil {
 		return err
 	}
-	hist, err := s.store.AllowlistHistory(r.Context(), q["entry_id"], limit)
+	hist, err := cs.AllowlistHistory(r.Context(), q["entry_id"], limit)
 	if err != nil {
 		return err
 	}

@@ -397,6 +397,9 @@ func (s *Server) report(w http.ResponseWriter, r *http.Request, rc *reqCtx, kind
 	if rep.NextCursor != "" {
 		h.Set("X-Next-Cursor", rep.NextCursor)
 	}
+	for _, wn := range rep.Warnings {
+		h.Add("X-Report-Warning", wn)
+	}
 	w.WriteHeader(http.StatusOK)
 	if err := triage.WriteCSV(w, rep.Rows); err != nil {
 		s.log.Warn().Str("request_id", rc.id).Str("route", rc.route).Msg("api CSV export interrupted")

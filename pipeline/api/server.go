@@ -53,7 +53,8 @@ func OpenAPI() []byte { return append([]byte(nil), openapiYAML...) }
 
 // Deps are the API's collaborators.
 type Deps struct {
-	Store *triage.Store
+	// Store is *triage.Store, or another implementation of Store.
+	Store Store
 	Log   zerolog.Logger
 	// Now is the clock (tests); default time.Now.
 	Now func() time.Time
@@ -69,7 +70,7 @@ type Deps struct {
 // paths under /api/v1/), or run it on its own with ListenAndServe.
 type Server struct {
 	cfg      Config
-	store    *triage.Store
+	store    Store
 	log      zerolog.Logger
 	auth     *authenticator
 	sessions *sessionStore

@@ -226,11 +226,11 @@ func TestPatientPage(t *testing.T) {
 		t.Fatal(err)
 	}
 	r = e.do("POST", "/patients", tokPO, period())
-	if !strings.Contains(r.body, `id="care-warning">Warning: no care relationships loaded: every access shows as unexplained`) ||
+	if !strings.Contains(r.body, `id="care-warning">Warning: The reference table encounters is empty`) ||
 		!strings.Contains(r.body, "6 unexplained") {
 		t.Errorf("no warning without encounters:\n%s", r.body)
 	}
-	if r := e.do("GET", "/patients", tokPO, nil); !strings.Contains(r.body, "no care relationships loaded") {
+	if r := e.do("GET", "/patients", tokPO, nil); !strings.Contains(r.body, "The reference table encounters is empty") {
 		t.Error("lookup page does not warn")
 	}
 	e.noPatientInURLs()

@@ -54,14 +54,15 @@ func parsePeriod(fromS, toS string) (time.Time, time.Time, error) {
 	return from, to, nil
 }
 
-// careWarning returns triage.NoCareWarning when no encounters are loaded.
+// careWarning returns the reports' warning about empty reference tables
+// (triage.ReferenceWarnings), or "".
 func careWarning(r *http.Request, inv InvestigationStore) (string, error) {
 	refs, err := inv.ReferenceCounts(r.Context())
 	if err != nil {
 		return "", err
 	}
-	if refs.NoCare() {
-		return triage.NoCareWarning, nil
+	if w := triage.ReferenceWarnings(refs); len(w) > 0 {
+		return w[0], nil
 	}
 	return "", nil
 }

@@ -236,16 +236,21 @@ func refQueryError(table string, err error) error {
 	return &ReferenceError{Table: table, Err: err}
 }
 
-// ReferenceError is a failed read of a reference table. Its text names
-// the table and the ClickHouse exception code (or the network error),
-// never server messages.
+// ReferenceError is a failed read (or write) of a reference table. Its
+// text names the table and the ClickHouse exception code (or the network
+// error), never server messages.
 type ReferenceError struct {
 	Table string
 	Err   error
+	write bool
 }
 
 func (e *ReferenceError) Error() string {
-	return fmt.Sprintf("read %s: %s", e.Table, redactClickHouse(e.Err))
+	op := "read"
+	if e.write {
+		op = "write"
+	}
+	return fmt.Sprintf("%s %s: %s", op, e.Table, redactClickHouse(e.Err))
 }
 
 func (e *ReferenceError) Unwrap() error { return e.Err }
@@ -266,4 +271,68 @@ func redactClickHouse(err error) string {
 		return fmt.Sprintf("clickhouse HTTP status %d", he.StatusCode)
 	}
 	return err.Error()
+}
+
+// WriteReference inserts users, patients and encounters into the reference
+// tables (migration 0006), one INSERT per table; `ehrwatch demo
+// --clickhouse` loads its synthetic hospital with it, so reports and the
+// console explain accesses as the detectors did. The tables keep the
+// latest updated_at per id, so loading the same rows again changes
+// nothing a FINAL read sees. Errors name the table and the ClickHouse
+// exception code, never a row.
+func WriteReference(ctx context.Context, conn driver.Conn, users []schemas.User, patients []schemas.Patient, encounters []schemas.Encounter) error {
+	send := func(table, q string, n int, row func(i int) []any) error {
+		if n == 0 {
+			return nil
+		}
+		b, err := conn.PrepareBatch(ctx, q)
+		if err != nil {
+			return &ReferenceError{Table: table, Err: err, write: true}
+		}
+		for i := range n {
+			if err := b.Append(row(i)...); err != nil {
+				_ = b.Abort()
+				return &ReferenceError{Table: table, Err: err, write: true}
+			}
+		}
+		if err := b.Send(); err != nil {
+			return &ReferenceError{Table: table, Err: err, write: true}
+		}
+		return nil
+	}
+	err := send("users", `INSERT INTO users (user_id, first_name, last_name, role, department, address_line, city, state,
+ postal_code, status, terminated_at, patient_id)`, len(users), func(i int) []any {
+		u := &users[i]
+		return []any{u.UserID, u.FirstName, u.LastName, u.Role, u.Department, u.Address.Line, u.Address.City,
+			u.Address.State, u.Address.PostalCode, string(u.Status), u.TerminatedAt, u.PatientID}
+	})
+	if err != nil {
+		return err
+	}
+	err = send("patients", `INSERT INTO patients (patient_id, first_name, last_name, address_line, city, state, postal_code,
+ date_of_birth, vip, deceased_at, employee_user_id, next_of_kin_user_ids, guarantor_user_id)`, len(patients), func(i int) []any {
+		p := &patients[i]
+		var dob *time.Time
+		if d, err := time.Parse(time.DateOnly, p.DateOfBirth); err == nil {
+			dob = &d
+		}
+		kin := p.NextOfKinUserIDs
+		if kin == nil {
+			kin = []string{}
+		}
+		return []any{p.PatientID, p.FirstName, p.LastName, p.Address.Line, p.Address.City, p.Address.State,
+			p.Address.PostalCode, dob, p.VIP, p.DeceasedAt, p.EmployeeUserID, kin, p.GuarantorUserID}
+	})
+	if err != nil {
+		return err
+	}
+	return send("encounters", `INSERT INTO encounters (encounter_id, patient_id, department, start_time, end_time, care_team)`,
+		len(encounters), func(i int) []any {
+			e := &encounters[i]
+			team := e.CareTeam
+			if team == nil {
+				team = []string{}
+			}
+			return []any{e.EncounterID, e.PatientID, e.Department, e.Start, e.End, team}
+		})
 }

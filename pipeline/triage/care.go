@@ -76,38 +76,12 @@ WHERE has({patients:Array(String)}, patient_id)
 		if err := rows.Scan(&id, &patient, &dept, &start, &end, &team); err != nil {
 			return nil, fmt.Errorf("read encounters: %w", err)
 		}
-		if id == "" || patient == "" || start.IsZero() || (end != nil && end.Before(start)) {
-			continue // the detectors skip these too
-		}
-		e := careEnc{id: id, dept: dept, start: start.UnixNano(), end: math.MaxInt64}
-		if end != nil {
-			e.end = end.UnixNano()
-		}
-		pe := ci[patient]
-		if pe == nil {
-			pe = &patientEncs{byDept: map[string][]careEnc{}, byMember: map[string][]careEnc{}}
-			ci[patient] = pe
-		}
-		if d := foldDept(dept); d != "" {
-			pe.byDept[d] = append(pe.byDept[d], e)
-		}
-		for _, m := range team {
-			if m != "" && !slices.ContainsFunc(pe.byMember[m], func(x careEnc) bool { return x.id == id }) {
-				pe.byMember[m] = append(pe.byMember[m], e)
-			}
-		}
+		ci.add(id, patient, dept, start, end, team)
 	}
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("read encounters: %w", err)
 	}
-	for _, pe := range ci {
-		for _, l := range pe.byDept {
-			sortEncs(l)
-		}
-		for _, l := range pe.byMember {
-			sortEncs(l)
-		}
-	}
+	ci.sort()
 	return ci, nil
 }
 
@@ -148,12 +122,16 @@ func find(l []careEnc, t, slackBefore, slackAfter int64) (careEnc, bool) {
 // explain decides whether the patient's encounters explain userID's access
 // at t; dept is the user's department (event, else users table).
 func (ci careIndex) explain(s *Store, patient, userID, dept string, t time.Time) Care {
+	return ci.explainSlack(patient, userID, dept, t, s.opts.CareSlackBefore, s.opts.CareSlackAfter)
+}
+
+func (ci careIndex) explainSlack(patient, userID, dept string, t time.Time, slackBefore, slackAfter time.Duration) Care {
 	pe := ci[patient]
 	if pe == nil {
 		return Care{}
 	}
 	ns := t.UnixNano()
-	sb, sa := int64(s.opts.CareSlackBefore), int64(s.opts.CareSlackAfter)
+	sb, sa := int64(slackBefore), int64(slackAfter)
 	if e, ok := find(pe.byMember[userID], ns, sb, sa); ok {
 		return Care{Explained: true, By: "care_team", EncounterID: e.id, Department: e.dept}
 	}

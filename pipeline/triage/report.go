@@ -91,9 +91,55 @@ type Report struct {
 	// the range, suppressed ones included.
 	Findings          []FindingSummary `json:"findings,omitempty"`
 	FindingsTruncated bool             `json:"findings_truncated,omitempty"`
-	// Warnings (ReportAll) say what makes the report less than it seems,
-	// e.g. NoCareWarning when no encounters are loaded.
+	// Warnings say, in plain sentences that never name a patient or a
+	// user, what makes the report less than it seems (empty reference
+	// tables: no access can be explained, names are blank). Show them with
+	// the report.
 	Warnings []string `json:"warnings,omitempty"`
+}
+
+// referenceWarnings returns a warning when a reference table the reports
+// join (users, encounters) holds no row: without encounters no access is
+// explained by a care relationship, without users names are blank. (The
+// API's ClickHouse user cannot read the patients table, so it is not
+// counted.)
+func (s *Store) referenceWarnings(ctx context.Context) ([]string, error) {
+	c, err := s.ReferenceCounts(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return ReferenceWarnings(c), nil
+}
+
+// ReferenceWarnings returns the report warnings for reference tables
+// holding this many rows (none when every table has rows): the one
+// producer of them for the API, `ehrwatch report`, the console and the
+// demo's in-memory store.
+func ReferenceWarnings(c ReferenceCounts) []string {
+	var empty []string
+	for _, t := range []struct {
+		name string
+		n    uint64
+	}{{"users", c.Users}, {"encounters", c.Encounters}} {
+		if t.n == 0 {
+			empty = append(empty, t.name)
+		}
+	}
+	if len(empty) == 0 {
+		return nil
+	}
+	msg := "The reference tables " + strings.Join(empty, ", ") + " are empty"
+	if len(empty) == 1 {
+		msg = "The reference table " + empty[0] + " is empty"
+	}
+	msg += ": load the users, patients and encounters (HR and ADT feeds) into ClickHouse."
+	if slices.Contains(empty, "encounters") {
+		msg += " Without encounters no access can be explained by a care relationship, so every access shows as not explained."
+	}
+	if slices.Contains(empty, "users") {
+		msg += " Without users, names are blank and roles and departments come from the events alone."
+	}
+	return []string{msg}
 }
 
 // CheckRange validates a report's time range: both ends given, from before
@@ -187,32 +233,20 @@ func (s *Store) Report(ctx context.Context, q ReportQuery) (Report, error) {
 	if flErr != nil {
 		return Report{}, flErr
 	}
-	for i, e := range evs {
+	for i := range evs {
+		e := &evs[i]
 		u := ex[i].user
-		row := AccessRow{
-			EventID: e.EventID, Time: e.EventTime, FacilityID: e.FacilityID,
-			UserID: e.UserID, UserName: u.name(), UserRole: e.UserRole, UserDepartment: e.UserDepartment,
-			PatientID: e.PatientID, Action: string(e.Action), Resource: e.Resource, Outcome: string(e.Outcome),
-			BreakGlass: e.BreakGlass, BreakGlassReason: e.BreakGlassReason, EncounterID: e.EncounterID,
-			Care: ex[i].care, Findings: flagged[e.EventID],
-		}
-		if row.UserRole == "" {
-			row.UserRole = u.role
-		}
-		if row.UserDepartment == "" {
-			row.UserDepartment = u.department
-		}
-		if loc := s.location(e.FacilityID); loc != nil {
-			row.LocalTime = e.EventTime.In(loc).Format("2006-01-02T15:04:05.000Z07:00")
-			row.TimeZone = loc.String()
-		}
-		rep.Rows = append(rep.Rows, row)
+		rec := UserRecord{FirstName: u.firstName, LastName: u.lastName, Role: u.role, Department: u.department}
+		rep.Rows = append(rep.Rows, NewAccessRow(e, rec, ex[i].care, flagged[e.EventID], s.location(e.FacilityID)))
 	}
 	if q.Kind == UserActivity && cur == nil {
 		rep.Findings, rep.FindingsTruncated, err = s.userFindings(ctx, q)
 		if err != nil {
 			return Report{}, err
 		}
+	}
+	if rep.Warnings, err = s.referenceWarnings(ctx); err != nil {
+		return Report{}, err
 	}
 	return rep, nil
 }
@@ -358,27 +392,9 @@ const reportChunk = 10000
 
 // ReportAll runs q in passes of at most 10 000 rows until q.Limit rows (or
 // the end of the range) and returns them as one report; NextCursor is set
-// when rows remain. Warnings say when no care relationships are loaded.
+// when rows remain. Its Warnings are those of the first pass.
 func (s *Store) ReportAll(ctx context.Context, q ReportQuery) (Report, error) {
-	var refs ReferenceCounts
-	var refsErr error
-	refsDone := make(chan struct{})
-	go func() {
-		defer close(refsDone)
-		refs, refsErr = s.ReferenceCounts(ctx)
-	}()
-	rep, err := s.reportAll(ctx, q)
-	<-refsDone
-	if err != nil {
-		return Report{}, err
-	}
-	if refsErr != nil {
-		return Report{}, refsErr
-	}
-	if refs.NoCare() {
-		rep.Warnings = append(rep.Warnings, NoCareWarning)
-	}
-	return rep, nil
+	return s.reportAll(ctx, q)
 }
 
 func (s *Store) reportAll(ctx context.Context, q ReportQuery) (Report, error) {

@@ -326,3 +326,63 @@ func TestListAndDetail(t *testing.T) {
 		t.Errorf("unknown alert: %v", err)
 	}
 }
+
+// TestReportWarnsOnEmptyReference: a report over a database whose
+// reference tables are loaded carries no warning; once encounters (then
+// users) are empty it says so, by table, without naming anyone.
+func TestReportWarnsOnEmptyReference(t *testing.T) {
+	f := tt.NewFixture()
+	conn := tt.NewDB(t, f)
+	s := NewStore(conn, Options{Location: nyc(t)})
+	ctx := context.Background()
+	q := ReportQuery{Kind: PatientAccess, SubjectID: tt.PatientMain,
+		From: tt.TS("2026-03-01T00:00:00Z"), To: tt.TS("2026-04-01T00:00:00Z"), Limit: 100}
+	rep, err := s.ReportAll(ctx, q)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Warnings) != 0 {
+		t.Errorf("warnings with the reference tables loaded: %+v", rep.Warnings)
+	}
+	for _, step := range []struct {
+		table string
+		want  []string
+		says  string
+	}{
+		{"encounters", []string{"encounters"}, "every access shows as not explained"},
+		{"users", []string{"users", "encounters"}, "names are blank"},
+	} {
+		if err := conn.Exec(ctx, "TRUNCATE TABLE "+step.table); err != nil {
+			t.Fatal(err)
+		}
+		for _, kind := range []ReportKind{PatientAccess, UserActivity} {
+			q := q
+			q.Kind = kind
+			if kind == UserActivity {
+				q.SubjectID = "u-alice"
+			}
+			rep, err := s.ReportAll(ctx, q)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(rep.Warnings) != 1 {
+				t.Fatalf("%s empty, %s: warnings %+v, want one", step.table, kind, rep.Warnings)
+			}
+			w := rep.Warnings[0]
+			if !strings.Contains(w, "The reference table"+map[bool]string{true: "s", false: ""}[len(step.want) > 1]+" "+strings.Join(step.want, ", ")) ||
+				!strings.Contains(w, step.says) {
+				t.Errorf("%s empty, %s: warning %q, want tables %v and %q", step.table, kind, w, step.want, step.says)
+			}
+			if strings.Contains(w, tt.PatientMain) || strings.Contains(w, "u-alice") {
+				t.Errorf("warning names the subject: %q", w)
+			}
+			if kind == PatientAccess {
+				for _, r := range rep.Rows {
+					if r.Care.Explained {
+						t.Errorf("row %s explained without encounters", r.EventID)
+					}
+				}
+			}
+		}
+	}
+}

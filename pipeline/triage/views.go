@@ -8,11 +8,6 @@ import (
 	"time"
 )
 
-// NoCareWarning is what the console and `ehrwatch report` say when no
-// encounters are loaded: without them no access can be explained.
-const NoCareWarning = "no care relationships loaded: every access shows as unexplained " +
-	"(load the users, patients and encounters tables; see docs/replay.md)"
-
 // ReferenceCounts are the rows in the reference tables the reports join
 // (the API's ClickHouse user may not read the patients table).
 type ReferenceCounts struct {
