@@ -2,8 +2,9 @@
 # The project's test command (`make test` runs it; so does CI).
 #
 # Installs what the tests need (Go modules, Kafka's jars from Maven Central,
-# chDB from PyPI, HL7's FHIR example packages from npm, an Alertmanager
-# built from its Go module source, all cached under ~/.cache/ehrwatch),
+# chDB from PyPI, HL7's FHIR example packages and axe-core from npm, an
+# Alertmanager built from its Go module source, all cached under
+# ~/.cache/ehrwatch; Debian's chromium through apt-get),
 # starts a real Kafka broker, the ClickHouse engine and Alertmanager
 # (unless they already run), runs the static
 # checks and the whole Go test suite against them, and stops the services it
@@ -46,6 +47,14 @@ export EHRDEV_FHIR_EXAMPLES
 log "promtool"
 eval "$(bash "$here/promtool.sh" env)"
 export EHRDEV_PROMTOOL
+
+log "chromium"
+eval "$(bash "$here/chromium.sh" env)"
+export EHRDEV_CHROMIUM
+
+log "axe-core"
+eval "$(bash "$here/axe.sh" env)"
+export EHRDEV_AXE
 
 log "gofmt"
 unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))
