@@ -31,6 +31,13 @@ func TestHarnessCatchesWhatItClaims(t *testing.T) {
 	mux.HandleFunc("/clean", page(`<p id="msg">All good</p><button type="button">Assign to me</button>`))
 	mux.HandleFunc("/broken", page(`<img src="data:image/gif;base64,R0lGODlhAQABAAAAACw="><button type="button"></button><script>document.title = 'inline'</script>`))
 	mux.HandleFunc("/forbidden", page(`<p>Forbidden</p>`))
+	mux.HandleFunc("/whoami", func(w http.ResponseWriter, r *http.Request) {
+		who := "anonymous"
+		if r.Header.Get("Authorization") == "Bearer tok-analyst" {
+			who = "analyst"
+		}
+		page(`<p id="who">`+who+`</p>`)(w, r)
+	})
 	srv := httptest.NewServer(mux)
 	defer srv.Close()
 
@@ -71,5 +78,17 @@ func TestHarnessCatchesWhatItClaims(t *testing.T) {
 
 	if got := s.open("/forbidden"); got != http.StatusForbidden {
 		t.Errorf("GET /forbidden: status %d, want 403", got)
+	}
+
+	// A bearer token reaches the server on this session only.
+	other := newSession(t, srv.URL)
+	s.useBearer("tok-analyst")
+	s.open("/whoami")
+	other.open("/whoami")
+	if got := s.text("#who"); got != "analyst" {
+		t.Errorf("with a bearer token the server saw %q", got)
+	}
+	if got := other.text("#who"); got != "anonymous" {
+		t.Errorf("the other session's server saw %q, want anonymous", got)
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/chromedp/cdproto/cdp"
+	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/cdproto/page"
 	"github.com/chromedp/chromedp"
 
@@ -150,6 +151,22 @@ func (s *session) where() string {
 		return ""
 	}
 	return " (on " + strings.TrimPrefix(loc, s.base) + ")"
+}
+
+// useBearer makes every request of this session carry
+// "Authorization: Bearer <token>", the way a script calls the API. The
+// console accepts it like a session cookie (api.Server.Authenticate); the
+// flows use it only where the sign-in pages are not what they test.
+func (s *session) useBearer(token string) {
+	s.t.Helper()
+	s.do("set the bearer token", chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
+		if _, err := cdp.Call(ctx, tg, network.Enable, network.EnableParams{}); err != nil {
+			return err
+		}
+		_, err := cdp.Call(ctx, tg, network.SetExtraHTTPHeaders,
+			network.SetExtraHTTPHeadersParams{Headers: network.Headers{"Authorization": "Bearer " + token}})
+		return err
+	}))
 }
 
 // open navigates to path (relative to base) and returns the HTTP status of
