@@ -275,11 +275,15 @@ func (s *session) checkPage(label string) {
 }
 
 // screenshot saves the viewport as docs/console/<name>.png when
-// EHRDEV_SCREENSHOTS=1; otherwise it does nothing.
-func (s *session) screenshot(name string) {
+// EHRDEV_SCREENSHOTS=1; otherwise it does nothing. With a selector, the
+// page is first scrolled so that element shows.
+func (s *session) screenshot(name string, scrollTo ...string) {
 	s.t.Helper()
 	if os.Getenv(ScreenshotsEnv) != "1" {
 		return
+	}
+	for _, css := range scrollTo {
+		s.do("scroll to "+css, chromedp.ScrollIntoView(chromedp.CSS(css)))
 	}
 	png := run(s, "screenshot "+name, chromedp.CaptureScreenshot())
 	dir := filepath.Join("..", "..", "..", "docs", "console")

@@ -1,0 +1,160 @@
+package browser_test
+
+import (
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/chromedp/chromedp"
+
+	"github.com/ehrwatch/ehrwatch/pipeline/triage"
+)
+
+// TestTriageFlow: an analyst works the queue in the browser: assigns an
+// alert to themselves from the queue, opens it, closes it with a
+// disposition and a note, and sees the history. The pages pass the
+// accessibility and CSP checks; the stored triage state and history and the
+// api_audit rows are what the clicks should have written.
+func TestTriageFlow(t *testing.T) {
+	e := newEnv(t)
+	s := e.as(tokAnalyst)
+
+	if got := s.open("/"); got != http.StatusOK {
+		t.Fatalf("GET / (→ /queue): status %d", got)
+	}
+	if loc := run(s, "location", chromedp.Location()); !strings.HasSuffix(loc, "/queue") {
+		t.Errorf("/ led to %s, want /queue", loc)
+	}
+	s.waitText("h1", "Alert queue")
+	s.checkPage("queue")
+	// The fixture's four alerts, all new, ranked by severity: the critical
+	// break-glass alert first.
+	if got := s.count("table.queue tbody tr"); got != 4 {
+		t.Errorf("queue shows %d rows, want the fixture's 4 alerts", got)
+	}
+	if first := s.text("table.queue tbody tr:first-child"); !strings.Contains(first, "critical") {
+		t.Errorf("first row is %q, want the critical alert first", first)
+	}
+	s.waitText("ul.counts", "4 new")
+	s.screenshot("queue")
+
+	// "Assign to me" on al-1 from the queue: back on the queue, assigned.
+	if got := s.submit("assign al-1 to me", chromedp.Click(chromedp.CSS(`button[form="assign-al-1"]`), chromedp.NodeVisible)); got != http.StatusOK {
+		t.Fatalf("assign to me: status %d", got)
+	}
+	row := s.waitText("tr:has(#sel-al-1)", nameAnalyst)
+	if !strings.Contains(row, "triaged") {
+		t.Errorf("al-1's row after assign-to-me: %q, want triaged and assigned to %s", row, nameAnalyst)
+	}
+	if st := e.state("al-1"); st.Status != triage.StatusTriaged || st.Assignee != nameAnalyst || st.Version != 1 || st.ChangedBy != nameAnalyst {
+		t.Errorf("al-1 stored after assign-to-me: %+v", st)
+	}
+
+	// Open it, close it as a false positive with a note.
+	if got := s.submit("open al-1", chromedp.Click(chromedp.CSS(`tr:has(#sel-al-1) a[href="/alerts/al-1"]`), chromedp.NodeVisible)); got != http.StatusOK {
+		t.Fatalf("open al-1: status %d", got)
+	}
+	s.waitText("h1", "Alert:")
+	s.waitText("#main", "Why this alert")
+	s.checkPage("alert")
+	s.screenshot("alert")
+	const note = "Covering for the oncology team that night; confirmed with the charge nurse."
+	s.do("fill the triage form",
+		chromedp.SetValue(chromedp.CSS("#t-status"), "closed"),
+		chromedp.SetValue(chromedp.CSS("#t-disposition"), "false_positive"),
+		chromedp.SendKeys(chromedp.CSS("#t-note"), note),
+	)
+	if got := s.submit("save", chromedp.Click(chromedp.CSS("form.triage button[type=submit]"))); got != http.StatusOK {
+		t.Fatalf("save: status %d; page: %s", got, s.text("#main"))
+	}
+	hist := s.waitText("ol.history", note)
+	for _, want := range []string{nameAnalyst, "version 1", "version 2"} {
+		if !strings.Contains(hist, want) {
+			t.Errorf("history on the page lacks %q:\n%s", want, hist)
+		}
+	}
+	if facts := s.text("dl.facts"); !strings.Contains(facts, "closed") || !strings.Contains(facts, "false positive") {
+		t.Errorf("alert facts after closing: %q", facts)
+	}
+	s.checkPage("alert after closing")
+
+	st := e.state("al-1")
+	if st.Status != triage.StatusClosed || st.Disposition != triage.DispositionFalsePositive || st.Assignee != nameAnalyst ||
+		st.Version != 2 || st.ChangedBy != nameAnalyst || st.Note != note {
+		t.Errorf("al-1 stored after closing: %+v", st)
+	}
+	if h := e.history("al-1"); len(h) != 2 || h[0].Status != triage.StatusTriaged || h[1].Status != triage.StatusClosed || h[1].Note != note {
+		t.Errorf("al-1 history stored: %+v", h)
+	}
+
+	// Every page that showed alert data wrote its audit row, under the
+	// analyst's name, before the data went out.
+	for _, want := range []auditRow{
+		{Principal: nameAnalyst, AuthMethod: "token", Method: "GET", Endpoint: "GET /queue"},
+		{Principal: nameAnalyst, AuthMethod: "token", Method: "GET", Endpoint: "GET /alerts/{alert_id}", AlertID: "al-1", UserID: "u-bob", Status: 200},
+	} {
+		if !e.audited(want) {
+			t.Errorf("no console audit row like %+v; have %+v", want, e.audit())
+		}
+	}
+	e.assertNoPHIInLogs()
+}
+
+// TestConflictShowsTheOtherPersonsChange: two analysts in two browser
+// sessions open the same alert; the second to save gets the conflict shown
+// as the other analyst's change (who, what, their note), their own input
+// kept in the form and nothing of it stored.
+func TestConflictShowsTheOtherPersonsChange(t *testing.T) {
+	e := newEnv(t)
+	first, second := e.as(tokAnalyst), e.as(tokAnalyst2)
+	for _, s := range []*session{first, second} {
+		if got := s.open("/alerts/al-3"); got != http.StatusOK {
+			t.Fatalf("GET /alerts/al-3: status %d", got)
+		}
+		s.waitText("dl.facts", "triage version 0")
+	}
+
+	const theirNote = "Taking this one: break-glass on my unit."
+	second.do("second analyst: take the alert",
+		chromedp.SetValue(chromedp.CSS("#t-status"), "triaged"),
+		chromedp.SetValue(chromedp.CSS("#t-assignee"), nameAnalyst2),
+		chromedp.SendKeys(chromedp.CSS("#t-note"), theirNote),
+	)
+	if got := second.submit("second analyst: save", chromedp.Click(chromedp.CSS("form.triage button[type=submit]"))); got != http.StatusOK {
+		t.Fatalf("second analyst's save: status %d", got)
+	}
+
+	const myNote = "Looks like a false alarm to me."
+	first.do("first analyst: close from the stale page",
+		chromedp.SetValue(chromedp.CSS("#t-status"), "closed"),
+		chromedp.SetValue(chromedp.CSS("#t-disposition"), "false_positive"),
+		chromedp.SendKeys(chromedp.CSS("#t-note"), myNote),
+	)
+	if got := first.submit("first analyst: save", chromedp.Click(chromedp.CSS("form.triage button[type=submit]"))); got != http.StatusConflict {
+		t.Fatalf("first analyst's stale save: status %d, want 409", got)
+	}
+	notice := first.waitText(`[role="alert"]`, "Someone else changed this alert")
+	for _, want := range []string{nameAnalyst2, theirNote, "version 0", "version 1"} {
+		if !strings.Contains(notice, want) {
+			t.Errorf("conflict notice lacks %q:\n%s", want, notice)
+		}
+	}
+	if strings.Contains(notice, "409") {
+		t.Errorf("conflict notice shows a raw status: %q", notice)
+	}
+	if kept := run(first, "note field", chromedp.Value(chromedp.CSS("#t-note"))); kept != myNote {
+		t.Errorf("the first analyst's note in the form is %q, want it kept: %q", kept, myNote)
+	}
+	first.checkPage("alert with a conflict")
+	first.screenshot("conflict", "#triage-h")
+
+	st := e.state("al-3")
+	if st.Version != 1 || st.Status != triage.StatusTriaged || st.Assignee != nameAnalyst2 || st.ChangedBy != nameAnalyst2 {
+		t.Errorf("al-3 stored: %+v, want only the second analyst's change", st)
+	}
+	for _, h := range e.history("al-3") {
+		if h.Note == myNote || h.ChangedBy == nameAnalyst {
+			t.Errorf("the refused change reached the history: %+v", h)
+		}
+	}
+}
