@@ -114,10 +114,12 @@ func TestConflictShowsTheOtherPersonsChange(t *testing.T) {
 		s.waitText("dl.facts", "triage version 0")
 	}
 
-	const theirNote = "Taking this one: break-glass on my unit."
-	second.do("second analyst: take the alert",
+	// The second analyst hands it to the privacy office's queue (so their
+	// own name shows only as who made the change).
+	const theirNote = "Break-glass on a ward I cover; handing it to the privacy office."
+	second.do("second analyst: hand the alert over",
 		chromedp.SetValue(chromedp.CSS("#t-status"), "triaged"),
-		chromedp.SetValue(chromedp.CSS("#t-assignee"), nameAnalyst2),
+		chromedp.SetValue(chromedp.CSS("#t-assignee"), "privacy-review"),
 		chromedp.SendKeys(chromedp.CSS("#t-note"), theirNote),
 	)
 	if got := second.submit("second analyst: save", chromedp.Click(chromedp.CSS("form.triage button[type=submit]"))); got != http.StatusOK {
@@ -134,7 +136,7 @@ func TestConflictShowsTheOtherPersonsChange(t *testing.T) {
 		t.Fatalf("first analyst's stale save: status %d, want 409", got)
 	}
 	notice := first.waitText(`[role="alert"]`, "Someone else changed this alert")
-	for _, want := range []string{nameAnalyst2, theirNote, "version 0", "version 1"} {
+	for _, want := range []string{nameAnalyst2, "privacy-review", theirNote, "version 0", "version 1"} {
 		if !strings.Contains(notice, want) {
 			t.Errorf("conflict notice lacks %q:\n%s", want, notice)
 		}
@@ -149,7 +151,7 @@ func TestConflictShowsTheOtherPersonsChange(t *testing.T) {
 	first.screenshot("conflict", "#triage-h")
 
 	st := e.state("al-3")
-	if st.Version != 1 || st.Status != triage.StatusTriaged || st.Assignee != nameAnalyst2 || st.ChangedBy != nameAnalyst2 {
+	if st.Version != 1 || st.Status != triage.StatusTriaged || st.Assignee != "privacy-review" || st.ChangedBy != nameAnalyst2 {
 		t.Errorf("al-3 stored: %+v, want only the second analyst's change", st)
 	}
 	for _, h := range e.history("al-3") {
