@@ -10,9 +10,11 @@ import (
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2"
+	"github.com/chromedp/chromedp"
 	"github.com/rs/zerolog"
 
 	"github.com/ehrwatch/ehrwatch/pipeline/api"
+	"github.com/ehrwatch/ehrwatch/pipeline/api/oidctest"
 	"github.com/ehrwatch/ehrwatch/pipeline/console"
 	"github.com/ehrwatch/ehrwatch/pipeline/triage"
 	tt "github.com/ehrwatch/ehrwatch/pipeline/triage/triagetest"
@@ -61,6 +63,9 @@ type env struct {
 	store *triage.Store
 	url   string
 	logs  *syncBuffer
+	// idp is the in-process OpenID provider the console's sign-in trusts;
+	// its groups EHR-SOC and EHR-Privacy map to analyst and privacy officer.
+	idp *oidctest.Provider
 }
 
 func newEnv(t *testing.T) *env {
@@ -75,7 +80,12 @@ func newEnv(t *testing.T) *env {
 		}
 	}
 	conn := tt.NewDB(t, f)
+	idp := oidctest.Start(t)
+	ts := httptest.NewUnstartedServer(nil)
+	base := "http://" + ts.Listener.Addr().String()
 	cfg := api.DefaultConfig()
+	cfg.OIDC = []api.OIDCConfig{idp.Config(base+api.CallbackPath,
+		map[string]api.Role{"EHR-SOC": api.RoleAnalyst, "EHR-Privacy": api.RolePrivacyOfficer})}
 	cfg.Tokens = []api.TokenConfig{
 		{Name: nameAnalyst, Role: api.RoleAnalyst, Hash: api.HashToken(tokAnalyst)},
 		{Name: nameAnalyst2, Role: api.RoleAnalyst, Hash: api.HashToken(tokAnalyst2)},
@@ -100,9 +110,46 @@ func newEnv(t *testing.T) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ts := httptest.NewServer(hs.Handler)
+	ts.Config.Handler = hs.Handler
+	ts.Start()
 	t.Cleanup(ts.Close)
-	return &env{t: t, conn: conn, store: st, url: ts.URL, logs: logs}
+	return &env{t: t, conn: conn, store: st, url: ts.URL, logs: logs, idp: idp}
+}
+
+// signIn opens a browser session and signs subject in through the
+// OpenID provider (authorization code flow with PKCE, from the sign-in
+// page's provider link); groups decide the role. It returns on the queue.
+func (e *env) signIn(subject string, groups ...string) *session {
+	e.t.Helper()
+	s := newSession(e.t, e.url)
+	if got := s.open("/queue"); got != http.StatusUnauthorized && got != http.StatusOK {
+		e.t.Fatalf("GET /queue before signing in: status %d", got)
+	}
+	if got := s.submit("follow the page's sign-in link", chromedp.Click(chromedp.CSS(`a[href^="/signin"]`), chromedp.NodeVisible)); got != http.StatusOK {
+		e.t.Fatalf("sign-in page: status %d", got)
+	}
+	e.idp.SignInAs(subject, groups...)
+	if got := s.submit("sign in with the identity provider", chromedp.Click(chromedp.CSS(".signin-providers a"), chromedp.NodeVisible)); got != http.StatusOK {
+		e.t.Fatalf("after the identity provider: status %d", got)
+	}
+	s.waitText("header .who", subject)
+	return s
+}
+
+// signInWithToken opens a browser session and signs in on the sign-in
+// page's token form (what scripts and the demo use).
+func (e *env) signInWithToken(token string) *session {
+	e.t.Helper()
+	s := newSession(e.t, e.url)
+	if got := s.open("/signin"); got != http.StatusOK {
+		e.t.Fatalf("GET /signin: status %d", got)
+	}
+	s.do("type the token", chromedp.SendKeys(chromedp.CSS("#token"), token, chromedp.NodeVisible))
+	if got := s.submit("sign in with the token", chromedp.Click(chromedp.CSS("form.signin-token button[type=submit]"))); got != http.StatusOK {
+		e.t.Fatalf("after the token form: status %d", got)
+	}
+	s.waitText("header .who", "Signed in as")
+	return s
 }
 
 // as opens a browser session for the holder of a static token.

@@ -48,6 +48,10 @@ func TestEveryPageAccessible(t *testing.T) {
 		}},
 		{name: "not found", s: analyst, path: "/no-such-page", status: http.StatusNotFound},
 		{name: "sign in required", s: anonymous, path: "/queue", status: http.StatusUnauthorized},
+		{name: "sign-in", s: anonymous, path: "/signin", status: http.StatusOK, check: func(t *testing.T, s *session) {
+			s.waitText(".signin-providers", "Sign in with Test IdP")
+			s.screenshot("signin")
+		}},
 	}
 	for _, p := range pages {
 		t.Run(p.name, func(t *testing.T) {

@@ -10,20 +10,18 @@ import (
 	"github.com/ehrwatch/ehrwatch/pipeline/triage"
 )
 
-// TestTriageFlow: an analyst works the queue in the browser: assigns an
+// TestTriageFlow: an analyst signs in through the OpenID provider
+// (authorization code flow with PKCE) and works the queue: assigns an
 // alert to themselves from the queue, opens it, closes it with a
 // disposition and a note, and sees the history. The pages pass the
 // accessibility and CSP checks; the stored triage state and history and the
 // api_audit rows are what the clicks should have written.
 func TestTriageFlow(t *testing.T) {
 	e := newEnv(t)
-	s := e.as(tokAnalyst)
-
-	if got := s.open("/"); got != http.StatusOK {
-		t.Fatalf("GET / (→ /queue): status %d", got)
-	}
+	const me = "jane.analyst"
+	s := e.signIn(me, "EHR-SOC")
 	if loc := run(s, "location", chromedp.Location()); !strings.HasSuffix(loc, "/queue") {
-		t.Errorf("/ led to %s, want /queue", loc)
+		t.Errorf("signing in led to %s, want /queue", loc)
 	}
 	s.waitText("h1", "Alert queue")
 	s.checkPage("queue")
@@ -42,11 +40,11 @@ func TestTriageFlow(t *testing.T) {
 	if got := s.submit("assign al-1 to me", chromedp.Click(chromedp.CSS(`button[form="assign-al-1"]`), chromedp.NodeVisible)); got != http.StatusOK {
 		t.Fatalf("assign to me: status %d", got)
 	}
-	row := s.waitText("tr:has(#sel-al-1)", nameAnalyst)
+	row := s.waitText("tr:has(#sel-al-1)", me)
 	if !strings.Contains(row, "triaged") {
-		t.Errorf("al-1's row after assign-to-me: %q, want triaged and assigned to %s", row, nameAnalyst)
+		t.Errorf("al-1's row after assign-to-me: %q, want triaged and assigned to %s", row, me)
 	}
-	if st := e.state("al-1"); st.Status != triage.StatusTriaged || st.Assignee != nameAnalyst || st.Version != 1 || st.ChangedBy != nameAnalyst {
+	if st := e.state("al-1"); st.Status != triage.StatusTriaged || st.Assignee != me || st.Version != 1 || st.ChangedBy != me {
 		t.Errorf("al-1 stored after assign-to-me: %+v", st)
 	}
 
@@ -68,7 +66,7 @@ func TestTriageFlow(t *testing.T) {
 		t.Fatalf("save: status %d; page: %s", got, s.text("#main"))
 	}
 	hist := s.waitText("ol.history", note)
-	for _, want := range []string{nameAnalyst, "version 1", "version 2"} {
+	for _, want := range []string{me, "version 1", "version 2"} {
 		if !strings.Contains(hist, want) {
 			t.Errorf("history on the page lacks %q:\n%s", want, hist)
 		}
@@ -79,8 +77,8 @@ func TestTriageFlow(t *testing.T) {
 	s.checkPage("alert after closing")
 
 	st := e.state("al-1")
-	if st.Status != triage.StatusClosed || st.Disposition != triage.DispositionFalsePositive || st.Assignee != nameAnalyst ||
-		st.Version != 2 || st.ChangedBy != nameAnalyst || st.Note != note {
+	if st.Status != triage.StatusClosed || st.Disposition != triage.DispositionFalsePositive || st.Assignee != me ||
+		st.Version != 2 || st.ChangedBy != me || st.Note != note {
 		t.Errorf("al-1 stored after closing: %+v", st)
 	}
 	if h := e.history("al-1"); len(h) != 2 || h[0].Status != triage.StatusTriaged || h[1].Status != triage.StatusClosed || h[1].Note != note {
@@ -90,8 +88,8 @@ func TestTriageFlow(t *testing.T) {
 	// Every page that showed alert data wrote its audit row, under the
 	// analyst's name, before the data went out.
 	for _, want := range []auditRow{
-		{Principal: nameAnalyst, AuthMethod: "token", Method: "GET", Endpoint: "GET /queue"},
-		{Principal: nameAnalyst, AuthMethod: "token", Method: "GET", Endpoint: "GET /alerts/{alert_id}", AlertID: "al-1", UserID: "u-bob", Status: 200},
+		{Principal: me, AuthMethod: "oidc", Method: "GET", Endpoint: "GET /queue"},
+		{Principal: me, AuthMethod: "oidc", Method: "GET", Endpoint: "GET /alerts/{alert_id}", AlertID: "al-1", UserID: "u-bob", Status: 200},
 	} {
 		if !e.audited(want) {
 			t.Errorf("no console audit row like %+v; have %+v", want, e.audit())
@@ -106,7 +104,9 @@ func TestTriageFlow(t *testing.T) {
 // kept in the form and nothing of it stored.
 func TestConflictShowsTheOtherPersonsChange(t *testing.T) {
 	e := newEnv(t)
-	first, second := e.as(tokAnalyst), e.as(tokAnalyst2)
+	// One signs in on the token form (session cookie), the other calls
+	// with a bearer token: both are ways into the same pages.
+	first, second := e.signInWithToken(tokAnalyst), e.as(tokAnalyst2)
 	for _, s := range []*session{first, second} {
 		if got := s.open("/alerts/al-3"); got != http.StatusOK {
 			t.Fatalf("GET /alerts/al-3: status %d", got)
