@@ -6,7 +6,8 @@
 // Every page a test opens is checked with axe-core (deployments/dev/axe.sh,
 // injected into the page): a serious or critical violation fails the test
 // with its rule id and nodes. The page's Content-Security-Policy violations
-// (an inline script or style the policy refused) fail it too.
+// (an inline script or style the policy refused) and its script errors fail
+// it too.
 //
 // One browser serves the whole test package; each simulated person gets a
 // browser context of their own (separate cookies), so two sessions can race

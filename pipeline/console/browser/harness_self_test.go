@@ -14,7 +14,8 @@ const testCSP = "default-src 'self'; script-src 'self'; style-src 'self'; img-sr
 // TestHarnessCatchesWhatItClaims: the checks every console page goes
 // through do fail on a page that breaks them. axe-core, injected under the
 // console's CSP, reports an image without a text alternative and an unnamed
-// button (critical); an inline script is reported as a CSP violation; a 403
+// button (critical); an inline script is reported as a CSP violation and a
+// script that throws as a script error; a 403
 // page's status reaches the test; a clean page passes.
 func TestHarnessCatchesWhatItClaims(t *testing.T) {
 	mux := http.NewServeMux()
@@ -29,7 +30,11 @@ func TestHarnessCatchesWhatItClaims(t *testing.T) {
 		}
 	}
 	mux.HandleFunc("/clean", page(`<p id="msg">All good</p><button type="button">Assign to me</button>`))
-	mux.HandleFunc("/broken", page(`<img src="data:image/gif;base64,R0lGODlhAQABAAAAACw="><button type="button"></button><script>document.title = 'inline'</script>`))
+	mux.HandleFunc("/broken", page(`<img src="data:image/gif;base64,R0lGODlhAQABAAAAACw="><button type="button"></button><script>document.title = 'inline'</script><script src="/boom.js"></script>`))
+	mux.HandleFunc("/boom.js", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/javascript")
+		_, _ = w.Write([]byte("undefinedFunction();\n"))
+	})
 	mux.HandleFunc("/forbidden", page(`<p>Forbidden</p>`))
 	mux.HandleFunc("/whoami", func(w http.ResponseWriter, r *http.Request) {
 		who := "anonymous"
@@ -55,6 +60,9 @@ func TestHarnessCatchesWhatItClaims(t *testing.T) {
 	if v := s.cspViolations(); len(v) != 0 {
 		t.Errorf("clean page: CSP violations %v", v)
 	}
+	if v := s.jsErrors(); len(v) != 0 {
+		t.Errorf("clean page: script errors %v", v)
+	}
 
 	if got := s.open("/broken"); got != http.StatusOK {
 		t.Fatalf("GET /broken: status %d", got)
@@ -74,6 +82,9 @@ func TestHarnessCatchesWhatItClaims(t *testing.T) {
 	csp := s.cspViolations()
 	if len(csp) == 0 || !strings.Contains(strings.Join(csp, "\n"), "script-src") {
 		t.Errorf("broken page: CSP violations %v, want the inline script refused", csp)
+	}
+	if errs := s.jsErrors(); len(errs) != 1 || !strings.Contains(errs[0], "undefinedFunction") || !strings.Contains(errs[0], "/boom.js") {
+		t.Errorf("broken page: script errors %v, want the one /boom.js threw", errs)
 	}
 
 	if got := s.open("/forbidden"); got != http.StatusForbidden {

@@ -79,11 +79,19 @@ func sharedBrowser(t testing.TB) context.Context {
 }
 
 // cspRecorder runs before any script of every page and records the
-// Content-Security-Policy violations the page reports.
+// Content-Security-Policy violations the page reports and the errors its
+// scripts throw (uncaught exceptions and rejected promises).
 const cspRecorder = `window.__cspViolations = [];
+window.__jsErrors = [];
 document.addEventListener('securitypolicyviolation', function (e) {
 	window.__cspViolations.push(e.violatedDirective + ' blocked ' + (e.blockedURI || 'inline') +
 		(e.sourceFile ? ' at ' + e.sourceFile + ':' + e.lineNumber : ''));
+});
+window.addEventListener('error', function (e) {
+	window.__jsErrors.push((e.message || 'error') + (e.filename ? ' at ' + e.filename + ':' + e.lineno : ''));
+});
+window.addEventListener('unhandledrejection', function (e) {
+	window.__jsErrors.push('unhandled rejection: ' + e.reason);
 });`
 
 // session is one person in their own browser context (own cookies) on the
@@ -261,9 +269,15 @@ func (s *session) cspViolations() []string {
 	return run(s, "read CSP violations", chromedp.Evaluate[[]string](`window.__cspViolations || []`))
 }
 
+// jsErrors returns the errors the current document's scripts threw.
+func (s *session) jsErrors() []string {
+	s.t.Helper()
+	return run(s, "read script errors", chromedp.Evaluate[[]string](`window.__jsErrors || []`))
+}
+
 // checkPage fails the test when the current page has a serious or critical
-// accessibility violation or reported a CSP violation. label names the
-// page in the failure.
+// accessibility violation, reported a CSP violation or had a script throw.
+// label names the page in the failure.
 func (s *session) checkPage(label string) {
 	s.t.Helper()
 	for _, v := range s.violations() {
@@ -271,6 +285,9 @@ func (s *session) checkPage(label string) {
 	}
 	for _, v := range s.cspViolations() {
 		s.t.Errorf("%s: Content-Security-Policy: %s", label, v)
+	}
+	for _, v := range s.jsErrors() {
+		s.t.Errorf("%s: script error: %s", label, v)
 	}
 }
 
