@@ -68,7 +68,21 @@ type env struct {
 	idp *oidctest.Provider
 }
 
-func newEnv(t *testing.T) *env {
+// envOption changes how newEnv sets the console up.
+type envOption func(*console.Config, *console.Deps)
+
+// withRealClock runs the console on the wall clock instead of consoleNow
+// (the queue's "new since" poll compares with rows' insert times).
+func withRealClock() envOption {
+	return func(_ *console.Config, d *console.Deps) { d.Now = nil }
+}
+
+// withQueueRefresh sets how often an open queue asks for new alerts.
+func withQueueRefresh(every time.Duration) envOption {
+	return func(c *console.Config, _ *console.Deps) { c.QueueRefresh = every }
+}
+
+func newEnv(t *testing.T, opts ...envOption) *env {
 	t.Helper()
 	f := tt.NewFixture()
 	// The volume finding behind al-2 with its numbers, so its page draws
@@ -101,8 +115,12 @@ func newEnv(t *testing.T) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	con, err = console.New(console.DefaultConfig(), console.Deps{Store: st, Auth: srv, Log: log,
-		Now: func() time.Time { return consoleNow }})
+	ccfg := console.DefaultConfig()
+	cdeps := console.Deps{Store: st, Auth: srv, Log: log, Now: func() time.Time { return consoleNow }}
+	for _, o := range opts {
+		o(&ccfg, &cdeps)
+	}
+	con, err = console.New(ccfg, cdeps)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,9 +1,11 @@
 package browser_test
 
 import (
+	"context"
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/chromedp/chromedp"
 
@@ -158,5 +160,40 @@ func TestConflictShowsTheOtherPersonsChange(t *testing.T) {
 		if h.Note == myNote || h.ChangedBy == nameAnalyst {
 			t.Errorf("the refused change reached the history: %+v", h)
 		}
+	}
+}
+
+// TestNewAlertsAppearWithoutReload: an open queue learns of an alert
+// written after it was rendered (htmx polls /queue/new under the CSP) and
+// offers to reload; the reloaded queue has it.
+func TestNewAlertsAppearWithoutReload(t *testing.T) {
+	e := newEnv(t, withRealClock(), withQueueRefresh(time.Second))
+	s := e.as(tokAnalyst)
+	if got := s.open("/queue"); got != http.StatusOK {
+		t.Fatalf("GET /queue: status %d", got)
+	}
+	if got := s.count("table.queue tbody tr"); got != 4 {
+		t.Fatalf("queue shows %d rows, want 4", got)
+	}
+	if banner := run(s, "banner", chromedp.Evaluate[string](`document.querySelector('#new-alerts').innerText.trim()`)); banner != "" {
+		t.Fatalf("banner before any new alert: %q", banner)
+	}
+	// The detectors raise a new alert (written as the pipeline writes it).
+	if err := e.conn.Exec(context.Background(), `INSERT INTO alerts (alert_id, rule, detector, severity, score, facility_id,
+ user_id, patient_id, first_seen, last_seen, finding_count, finding_ids, explanation, version)
+ VALUES ('al-5', 'default', 'volume', 'high', 80, 'fac-nyc', 'u-dave', '', now64(3), now64(3), 0, [], 'alert al-5', 1)`); err != nil {
+		t.Fatal(err)
+	}
+	banner := s.waitText("#new-alerts", "new or updated since this page was loaded")
+	if !strings.Contains(banner, "1 alert ") {
+		t.Errorf("banner %q, want one new alert", banner)
+	}
+	s.checkPage("queue with the new-alerts banner")
+	if got := s.submit("reload the queue", chromedp.Click(chromedp.CSS("#new-alerts a"), chromedp.NodeVisible)); got != http.StatusOK {
+		t.Fatalf("reload: status %d", got)
+	}
+	s.waitText("table.queue tbody", "alert al-5")
+	if got := s.count("table.queue tbody tr"); got != 5 {
+		t.Errorf("reloaded queue shows %d rows, want 5", got)
 	}
 }
