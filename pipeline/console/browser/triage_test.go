@@ -15,7 +15,7 @@ import (
 // TestTriageFlow: an analyst signs in through the OpenID provider
 // (authorization code flow with PKCE) and works the queue: assigns an
 // alert to themselves from the queue, opens it, closes it with a
-// disposition and a note, and sees the history. The pages pass the
+// disposition and a note, sees the history and signs out. The pages pass the
 // accessibility and CSP checks; the stored triage state and history and the
 // api_audit rows are what the clicks should have written.
 func TestTriageFlow(t *testing.T) {
@@ -96,6 +96,16 @@ func TestTriageFlow(t *testing.T) {
 		if !e.audited(want) {
 			t.Errorf("no console audit row like %+v; have %+v", want, e.audit())
 		}
+	}
+
+	// Signing out ends the session on the server: the queue asks to sign
+	// in again.
+	if got := s.submit("sign out", chromedp.Click(chromedp.CSS("form.signout button"), chromedp.NodeVisible)); got != http.StatusOK {
+		t.Fatalf("sign out: status %d", got)
+	}
+	s.waitText("main", "signed out")
+	if got := s.open("/queue"); got != http.StatusUnauthorized && !strings.HasPrefix(strings.TrimPrefix(run(s, "location", chromedp.Location()), e.url), "/signin") {
+		t.Errorf("GET /queue after signing out: status %d", got)
 	}
 	e.assertNoPHIInLogs()
 }
