@@ -1,5 +1,6 @@
 // Package testenv is test-only support for integration tests that run against
-// real services (Kafka, ClickHouse) instead of fakes.
+// real services (Kafka, ClickHouse, Alertmanager) and real tools (a headless
+// Chromium and axe-core for the console's browser tests) instead of fakes.
 //
 // Each helper reads the service address from an environment variable, checks
 // that the service answers, and fails the test with instructions for starting

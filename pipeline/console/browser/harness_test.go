@@ -2,7 +2,6 @@ package browser_test
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -311,6 +310,3 @@ func (s *session) screenshot(name string, scrollTo ...string) {
 		s.t.Fatal(err)
 	}
 }
-
-// isTimeout reports whether err is a step that ran out of time.
-func isTimeout(err error) bool { return errors.Is(err, context.DeadlineExceeded) }
