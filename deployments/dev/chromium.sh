@@ -27,7 +27,7 @@ die() { log "error: $*"; exit 1; }
 find_browser() {
   local c
   if [[ -n "${EHRDEV_CHROMIUM:-}" ]]; then
-    [[ -x "${EHRDEV_CHROMIUM}" ]] || die "EHRDEV_CHROMIUM=${EHRDEV_CHROMIUM} is not an executable"
+    [[ -x "${EHRDEV_CHROMIUM}" ]] || return 1
     printf '%s\n' "${EHRDEV_CHROMIUM}"
     return 0
   fi
@@ -41,6 +41,10 @@ find_browser() {
 }
 
 install() {
+  if [[ -n "${EHRDEV_CHROMIUM:-}" ]]; then
+    [[ -x "${EHRDEV_CHROMIUM}" ]] || die "EHRDEV_CHROMIUM=${EHRDEV_CHROMIUM} is not an executable"
+    return 0
+  fi
   find_browser >/dev/null 2>&1 && return 0
   command -v apt-get >/dev/null 2>&1 || die "chromium not found and no apt-get: install Chromium and set EHRDEV_CHROMIUM=<path>"
   local sudo=()
