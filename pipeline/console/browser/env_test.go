@@ -82,18 +82,49 @@ func withQueueRefresh(every time.Duration) envOption {
 	return func(c *console.Config, _ *console.Deps) { c.QueueRefresh = every }
 }
 
-func newEnv(t *testing.T, opts ...envOption) *env {
-	t.Helper()
+// fixture is triagetest's small hospital, with the volume finding behind
+// al-2 given its numbers so its page draws the evidence chart (observed
+// against own baseline and peers).
+func fixture() tt.Fixture {
 	f := tt.NewFixture()
-	// The volume finding behind al-2 with its numbers, so its page draws
-	// the evidence chart (observed against own baseline and peers).
 	for i := range f.Findings {
 		if f.Findings[i].FindingID == "f-3" {
 			f.Findings[i].Evidence.Observed, f.Findings[i].Evidence.Baseline = 9, 1.5
 			f.Findings[i].Evidence.PeerValue, f.Findings[i].Evidence.Threshold = 2, 6
 		}
 	}
-	conn := tt.NewDB(t, f)
+	return f
+}
+
+func newEnv(t *testing.T, opts ...envOption) *env {
+	t.Helper()
+	conn := tt.NewDB(t, fixture())
+	st := triage.NewStore(conn, triageOptions())
+	e := serve(t, st, opts...)
+	e.conn, e.store = conn, st
+	return e
+}
+
+// facilityZones are the fixture facility's time zone.
+var facilityZones = map[string]string{"fac-nyc": "America/New_York"}
+
+// triageOptions are the store options ehrwatch derives from the API config.
+func triageOptions() triage.Options {
+	cfg := api.DefaultConfig()
+	cfg.FacilityTimeZones = facilityZones
+	return cfg.TriageOptions()
+}
+
+// store is what the API and the console read: the ClickHouse store or the
+// demo's in-memory one.
+type store interface {
+	api.Store
+	console.Store
+}
+
+// serve starts the API listener with the console mounted over st.
+func serve(t *testing.T, st store, opts ...envOption) *env {
+	t.Helper()
 	idp := oidctest.Start(t)
 	ts := httptest.NewUnstartedServer(nil)
 	base := "http://" + ts.Listener.Addr().String()
@@ -105,10 +136,9 @@ func newEnv(t *testing.T, opts ...envOption) *env {
 		{Name: nameAnalyst2, Role: api.RoleAnalyst, Hash: api.HashToken(tokAnalyst2)},
 		{Name: namePO, Role: api.RolePrivacyOfficer, Hash: api.HashToken(tokPO)},
 	}
-	cfg.FacilityTimeZones = map[string]string{"fac-nyc": "America/New_York"}
+	cfg.FacilityTimeZones = facilityZones
 	logs := &syncBuffer{}
 	log := zerolog.New(logs)
-	st := triage.NewStore(conn, cfg.TriageOptions())
 	var con *console.Console
 	srv, err := api.New(cfg, api.Deps{Store: st, Log: log,
 		UI: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { con.Handler().ServeHTTP(w, r) })})
@@ -131,7 +161,7 @@ func newEnv(t *testing.T, opts ...envOption) *env {
 	ts.Config.Handler = hs.Handler
 	ts.Start()
 	t.Cleanup(ts.Close)
-	return &env{t: t, conn: conn, store: st, url: ts.URL, logs: logs, idp: idp}
+	return &env{t: t, url: ts.URL, logs: logs, idp: idp}
 }
 
 // signIn opens a browser session and signs subject in through the
