@@ -518,22 +518,23 @@ const (
 )
 
 // careSpan lists the encounters of one patient with one key (a
-// department, a care-team member, a team member's department), sorted by
-// start, with, for every prefix, the position of the encounter that ends
-// last, so the question "does any encounter that started by t+slack end
-// after t−slack?" takes one binary search.
+// department, a care-team member, a team member's department): positions
+// [off, off+n) of patientCare.idx hold them sorted by start and the same
+// positions of patientCare.lastEnd, for every prefix, the encounter that
+// ends last, so the question "does any encounter that started by t+slack
+// end after t−slack?" takes one binary search.
 type careSpan struct {
-	key     string
-	kind    uint8
-	idx     []int32 // positions in patientCare.encs, by start
-	lastEnd []int32 // positions in patientCare.encs
+	key    string
+	kind   uint8
+	off, n int32
 }
 
 // patientCare holds a patient's encounters, sorted by start then id, and
 // the spans over them sorted by kind and key.
 type patientCare struct {
-	encs  []careEncounter
-	spans []careSpan
+	encs         []careEncounter
+	spans        []careSpan
+	idx, lastEnd []int32 // positions in encs, span by span
 }
 
 // buildCare builds a patient's care record from its encounters; an
@@ -597,24 +598,32 @@ func buildCare(list []pendingEncounter, users map[string]*schemas.User, intern f
 			}
 		}
 	}
-	pc.spans = make([]careSpan, 0, len(groups))
-	for k, idx := range groups {
-		s := careSpan{key: k.key, kind: k.kind, idx: slices.Clip(idx), lastEnd: make([]int32, len(idx))}
-		best := idx[0]
-		for j, i := range idx {
-			if pc.encs[i].end > pc.encs[best].end {
-				best = i
-			}
-			s.lastEnd[j] = best
-		}
-		pc.spans = append(pc.spans, s)
+	keys := make([]member, 0, len(groups))
+	total := 0
+	for k, g := range groups {
+		keys = append(keys, k)
+		total += len(g)
 	}
-	slices.SortFunc(pc.spans, func(a, b careSpan) int {
+	slices.SortFunc(keys, func(a, b member) int {
 		if a.kind != b.kind {
 			return int(a.kind) - int(b.kind)
 		}
 		return strings.Compare(a.key, b.key)
 	})
+	pc.spans = make([]careSpan, len(keys))
+	pc.idx, pc.lastEnd = make([]int32, 0, total), make([]int32, 0, total)
+	for n, k := range keys {
+		g := groups[k]
+		pc.spans[n] = careSpan{key: k.key, kind: k.kind, off: int32(len(pc.idx)), n: int32(len(g))}
+		best := g[0]
+		for _, i := range g {
+			if pc.encs[i].end > pc.encs[best].end {
+				best = i
+			}
+			pc.idx = append(pc.idx, i)
+			pc.lastEnd = append(pc.lastEnd, best)
+		}
+	}
 	return pc, dups
 }
 
@@ -639,14 +648,15 @@ func (pc *patientCare) span(kind uint8, key string) *careSpan {
 // explains an access at t, if any.
 func (pc *patientCare) find(kind uint8, key string, t, slackBefore, slackAfter int64) (careEncounter, bool) {
 	s := pc.span(kind, key)
-	if s == nil || len(s.idx) == 0 {
+	if s == nil || s.n == 0 {
 		return careEncounter{}, false
 	}
+	idx, lastEnd := pc.idx[s.off:s.off+s.n], pc.lastEnd[s.off:s.off+s.n]
 	// k = number of encounters with start − slackBefore ≤ t.
-	lo, hi := 0, len(s.idx)
+	lo, hi := 0, len(idx)
 	for lo < hi {
 		mid := int(uint(lo+hi) >> 1)
-		if pc.encs[s.idx[mid]].start-slackBefore <= t {
+		if pc.encs[idx[mid]].start-slackBefore <= t {
 			lo = mid + 1
 		} else {
 			hi = mid
@@ -655,7 +665,7 @@ func (pc *patientCare) find(kind uint8, key string, t, slackBefore, slackAfter i
 	if lo == 0 {
 		return careEncounter{}, false
 	}
-	e := pc.encs[s.lastEnd[lo-1]]
+	e := pc.encs[lastEnd[lo-1]]
 	if e.end == math.MaxInt64 || e.end >= t-slackAfter {
 		return e, true
 	}
