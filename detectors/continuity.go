@@ -112,7 +112,7 @@ func (x *ReferenceIndex) departmentInvolved(patientID, dept string, t time.Time,
 	if e, ok := pc.find(spanDept, k, at, x.slackB, int64(horizon)); ok {
 		return e, true
 	}
-	return pc.find(spanTeamDept, k, at, x.slackB, int64(horizon))
+	return x.findTeamDept(pc, k, at, x.slackB, int64(horizon))
 }
 
 func (x *ReferenceIndex) involvedBefore(patientID, userID, dept string, t time.Time, lookback time.Duration) (careEncounter, bool) {
@@ -131,7 +131,7 @@ func (x *ReferenceIndex) involvedBefore(patientID, userID, dept string, t time.T
 	if e, ok := pc.find(spanDept, k, at, 0, int64(lookback)); ok {
 		return e, true
 	}
-	return pc.find(spanTeamDept, k, at, 0, int64(lookback))
+	return x.findTeamDept(pc, k, at, 0, int64(lookback))
 }
 
 // ownContinuity is the user's earlier explained access to a patient.

@@ -54,7 +54,9 @@ type ReferenceIndex struct {
 	// from both sides: patients.employee_user_id and users.patient_id.
 	employeeOf map[string]string // patient id → user id
 	patientOf  map[string]string // user id → patient id
-	vocab      *Vocabulary
+	// userDept is every user's home department, folded.
+	userDept map[string]string
+	vocab    *Vocabulary
 	// refNames counts the records (users; encounters for departments)
 	// naming each role and department, by kind index; encDepts is the
 	// encounters' share of refNames[1].
@@ -317,7 +319,7 @@ func (b *ReferenceBuilder) pendingOf(e *schemas.Encounter) pendingEncounter {
 func (b *ReferenceBuilder) Build() *ReferenceIndex {
 	x := b.x
 	for pid, list := range b.pending {
-		pc, dups := buildCare(list, x.users, b.intern)
+		pc, dups := buildCare(list, b.intern)
 		b.stats.Duplicates += dups
 		x.care[pid] = pc
 		b.stats.Encounters += len(pc.encs)
@@ -346,7 +348,19 @@ func (b *ReferenceBuilder) Build() *ReferenceIndex {
 // counts and patient kinds.
 func (x *ReferenceIndex) derive() {
 	x.refNames = [2]map[string]int{{}, maps2(x.encDepts)}
-	for _, u := range x.users {
+	x.userDept = make(map[string]string, len(x.users))
+	folded := map[string]string{}
+	for id, u := range x.users {
+		if u.Department != "" {
+			d, ok := folded[u.Department]
+			if !ok {
+				d = foldKey(u.Department)
+				folded[u.Department] = d
+			}
+			if d != "" {
+				x.userDept[id] = d
+			}
+		}
 		if u.Role != "" {
 			x.refNames[0][u.Role]++
 		}
@@ -512,9 +526,8 @@ type careEncounter struct {
 
 // Kinds of care spans.
 const (
-	spanDept     uint8 = iota // the encounter's department (folded)
-	spanMember                // a care-team member's user id
-	spanTeamDept              // the home department (folded) of a care-team member
+	spanDept   uint8 = iota // the encounter's department (folded)
+	spanMember              // a care-team member's user id
 )
 
 // careSpan lists the encounters of one patient with one key (a
@@ -539,7 +552,7 @@ type patientCare struct {
 
 // buildCare builds a patient's care record from its encounters; an
 // encounter id listed twice keeps its last occurrence (counted).
-func buildCare(list []pendingEncounter, users map[string]*schemas.User, intern func(string) string) (*patientCare, int) {
+func buildCare(list []pendingEncounter, intern func(string) string) (*patientCare, int) {
 	// Last occurrence of an id wins.
 	dups := 0
 	if len(list) > 1 {
@@ -591,11 +604,6 @@ func buildCare(list []pendingEncounter, users map[string]*schemas.User, intern f
 		}
 		for _, m := range e.team {
 			add(spanMember, m, int32(i))
-			if u, ok := users[m]; ok {
-				if d := foldKey(u.Department); d != "" {
-					add(spanTeamDept, intern(d), int32(i))
-				}
-			}
 		}
 	}
 	keys := make([]member, 0, len(groups))
@@ -647,9 +655,19 @@ func (pc *patientCare) span(kind uint8, key string) *careSpan {
 // find returns the encounter of the patient's span (kind, key) that
 // explains an access at t, if any.
 func (pc *patientCare) find(kind uint8, key string, t, slackBefore, slackAfter int64) (careEncounter, bool) {
-	s := pc.span(kind, key)
-	if s == nil || s.n == 0 {
+	pos := pc.findIn(pc.span(kind, key), t, slackBefore, slackAfter)
+	if pos < 0 {
 		return careEncounter{}, false
+	}
+	return pc.encs[pos], true
+}
+
+// findIn returns the position in encs of the encounter of span s that
+// started by t+slackBefore and ends last, if it ends at or after
+// t−slackAfter (the first in start order among equals), or -1.
+func (pc *patientCare) findIn(s *careSpan, t, slackBefore, slackAfter int64) int32 {
+	if s == nil || s.n == 0 {
+		return -1
 	}
 	idx, lastEnd := pc.idx[s.off:s.off+s.n], pc.lastEnd[s.off:s.off+s.n]
 	// k = number of encounters with start − slackBefore ≤ t.
@@ -663,13 +681,39 @@ func (pc *patientCare) find(kind uint8, key string, t, slackBefore, slackAfter i
 		}
 	}
 	if lo == 0 {
+		return -1
+	}
+	pos := lastEnd[lo-1]
+	if e := &pc.encs[pos]; e.end == math.MaxInt64 || e.end >= t-slackAfter {
+		return pos
+	}
+	return -1
+}
+
+// findTeamDept is find over the encounters with a care-team member whose
+// home department (folded) is dept, read from the users at query time so
+// a user's change of department needs no rebuild of the care records. It
+// answers as one span over those encounters would: the one that ends
+// last, the first in start order among equals.
+func (x *ReferenceIndex) findTeamDept(pc *patientCare, dept string, t, slackBefore, slackAfter int64) (careEncounter, bool) {
+	best := int32(-1)
+	lo, _ := slices.BinarySearchFunc(pc.spans, spanMember, func(s careSpan, k uint8) int { return int(s.kind) - int(k) })
+	for i := lo; i < len(pc.spans) && pc.spans[i].kind == spanMember; i++ {
+		if x.userDept[pc.spans[i].key] != dept {
+			continue
+		}
+		pos := pc.findIn(&pc.spans[i], t, slackBefore, slackAfter)
+		if pos < 0 {
+			continue
+		}
+		if best < 0 || pc.encs[pos].end > pc.encs[best].end || (pc.encs[pos].end == pc.encs[best].end && pos < best) {
+			best = pos
+		}
+	}
+	if best < 0 {
 		return careEncounter{}, false
 	}
-	e := pc.encs[lastEnd[lo-1]]
-	if e.end == math.MaxInt64 || e.end >= t-slackAfter {
-		return e, true
-	}
-	return careEncounter{}, false
+	return pc.encs[best], true
 }
 
 // Care reports whether an encounter of the event's patient explains the
