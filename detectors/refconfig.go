@@ -184,17 +184,46 @@ func (c ReferenceConfig) Locations() (func(facilityID string) *time.Location, er
 
 // LoadReferenceFiles builds a ReferenceIndex from dir's users.ndjson,
 // patients.ndjson, encounters.ndjson and, when present, vocabulary.ndjson.
-// Errors name the file and line, never the data.
+// The files are streamed line by line into a ReferenceBuilder, never held
+// whole. A user, patient, or (for the same patient) encounter id seen
+// before is a duplicate_id error. Errors name the file and line, never the
+// data.
 func LoadReferenceFiles(dir string, opts ReferenceOptions) (*ReferenceIndex, error) {
-	set, err := schemas.LoadReferenceDir(dir)
-	if err != nil {
-		return nil, err
-	}
 	vocab, err := schemas.LoadVocabularyDir(dir)
 	if err != nil {
 		return nil, err
 	}
-	return NewReferenceIndexWithVocabulary(set.Users, set.Patients, set.Encounters, vocab, opts)
+	b, err := NewReferenceBuilder(vocab, opts)
+	if err != nil {
+		return nil, err
+	}
+	err = schemas.StreamReferenceDir(dir, schemas.ReferenceVisitor{
+		User: func(u *schemas.User) error {
+			if b.HasUser(u.UserID) {
+				return schemas.DuplicateIDError("user_id")
+			}
+			b.AddUser(u)
+			return nil
+		},
+		Patient: func(p *schemas.Patient) error {
+			if b.HasPatient(p.PatientID) {
+				return schemas.DuplicateIDError("patient_id")
+			}
+			b.AddPatient(p)
+			return nil
+		},
+		Encounter: func(e *schemas.Encounter) error {
+			if b.HasEncounter(e.PatientID, e.EncounterID) {
+				return schemas.DuplicateIDError("encounter_id")
+			}
+			b.AddEncounter(e)
+			return nil
+		},
+	})
+	if err != nil {
+		return nil, err
+	}
+	return b.Build(), nil
 }
 
 // flatErrors lists the leaves of an errors.Join tree.

@@ -210,6 +210,17 @@ func (b *ReferenceBuilder) HasUser(id string) bool { _, ok := b.x.users[id]; ret
 // HasPatient reports whether a patient with this id was added.
 func (b *ReferenceBuilder) HasPatient(id string) bool { _, ok := b.x.pbase.ids[id]; return ok }
 
+// HasEncounter reports whether an encounter with this id was added for
+// the patient.
+func (b *ReferenceBuilder) HasEncounter(patientID, encounterID string) bool {
+	for i := range b.pending[patientID] {
+		if b.pending[patientID][i].ce.id == encounterID {
+			return true
+		}
+	}
+	return false
+}
+
 // AddUser adds a user; a user id added before is replaced and counted as
 // a duplicate.
 func (b *ReferenceBuilder) AddUser(u *schemas.User) {

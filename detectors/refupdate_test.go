@@ -1,8 +1,12 @@
 package detectors
 
 import (
+	"encoding/json"
+	"errors"
 	"fmt"
 	"math/rand/v2"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -327,4 +331,77 @@ func TestReferenceUpdateConcurrentReaders(t *testing.T) {
 	}
 	close(stop)
 	wg.Wait()
+}
+
+// writeDir writes d as a reference directory.
+func (d refData) writeDir(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	write := func(name string, recs []any) {
+		var b strings.Builder
+		for _, r := range recs {
+			line, err := json.Marshal(r)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b.Write(line)
+			b.WriteByte('\n')
+		}
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(b.String()), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var us, ps, es []any
+	for _, id := range sortedKeys(d.users) {
+		us = append(us, d.users[id])
+	}
+	for _, id := range sortedKeys(d.patients) {
+		ps = append(ps, d.patients[id])
+	}
+	for _, id := range sortedKeys(d.encounters) {
+		for _, e := range d.encounters[id] {
+			es = append(es, e)
+		}
+	}
+	write(schemas.UsersFile, us)
+	write(schemas.PatientsFile, ps)
+	write(schemas.EncountersFile, es)
+	return dir
+}
+
+// TestLoadReferenceFilesStreams: the files streamed line by line index
+// exactly as the same records handed over whole; a repeated id is a
+// duplicate_id error naming the file and line.
+func TestLoadReferenceFilesStreams(t *testing.T) {
+	d := randomRefData(rand.New(rand.NewPCG(1, 2)))
+	dir := d.writeDir(t)
+	opts := DefaultReferenceOptions()
+	opts.HashKey = []byte("ehrwatch-test-hash-key-0123456789")
+	x, err := LoadReferenceFiles(dir, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := dump(x), dump(d.index(t)); got != want {
+		t.Error("the streamed files index differently from the same records")
+	}
+	f, err := os.OpenFile(filepath.Join(dir, schemas.EncountersFile), os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var e schemas.Encounter
+	for _, id := range sortedKeys(d.encounters) {
+		if len(d.encounters[id]) > 0 {
+			e = d.encounters[id][0]
+			break
+		}
+	}
+	line, _ := json.Marshal(e)
+	f.Write(append(line, '\n'))
+	f.Close()
+	_, err = LoadReferenceFiles(dir, opts)
+	var de *schemas.DecodeError
+	if !errors.As(err, &de) || de.Class != schemas.ClassDuplicateID || de.Field != "encounter_id" || de.Line == 0 ||
+		!strings.Contains(err.Error(), schemas.EncountersFile) {
+		t.Errorf("repeated encounter: %v, want a duplicate_id error naming the file and line", err)
+	}
 }
