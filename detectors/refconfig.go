@@ -46,6 +46,18 @@ type ReferenceConfig struct {
 	// process report not ready (/readyz 503). Until then, and afterwards
 	// too, the detectors keep using the last good data. Default 3.
 	DegradedAfter int `yaml:"degraded_after"`
+	// FullReloadEvery: with source clickhouse, a refresh reads only the
+	// rows written since the previous read (an incremental refresh,
+	// applied copy-on-write) except every FullReloadEvery-th, which reads
+	// the tables whole; 1 reads them whole every time. Files are always
+	// read whole. Default 12 (hourly at the default refresh_interval).
+	FullReloadEvery int `yaml:"full_reload_every"`
+	// ChangeMargin widens every incremental read backwards: it reads the
+	// rows written since the previous read began less this margin, so a
+	// row whose insert was in flight then is not missed. Rows written with
+	// an updated_at older than that (a loader setting its own) arrive with
+	// the next whole read. Default 1m.
+	ChangeMargin time.Duration `yaml:"change_margin"`
 	// HashKeyFile holds the secret HMAC key (at least 16 bytes; a trailing
 	// newline is ignored) for the keyed hashes of normalised last names and
 	// addresses the family detector compares. Required by `ehrwatch run`.
@@ -75,6 +87,8 @@ func DefaultReferenceConfig() ReferenceConfig {
 		Source:          ReferenceFromClickHouse,
 		RefreshInterval: 5 * time.Minute,
 		DegradedAfter:   3,
+		FullReloadEvery: 12,
+		ChangeMargin:    time.Minute,
 		CareSlackBefore: o.CareSlackBefore,
 		CareSlackAfter:  o.CareSlackAfter,
 	}
@@ -108,6 +122,12 @@ func (c ReferenceConfig) Validate() error {
 	}
 	if c.DegradedAfter < 1 {
 		bad("degraded_after", "must be >= 1 (got %d)", c.DegradedAfter)
+	}
+	if c.FullReloadEvery < 1 {
+		bad("full_reload_every", "must be >= 1 (got %d)", c.FullReloadEvery)
+	}
+	if c.ChangeMargin < 0 {
+		bad("change_margin", "must be >= 0 (got %s)", c.ChangeMargin)
 	}
 	if c.CareSlackBefore < 0 {
 		bad("care_slack_before", "must be >= 0 (got %s)", c.CareSlackBefore)
