@@ -5,7 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"os"
+	"os/signal"
 	"strconv"
+	"syscall"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2"
@@ -50,6 +53,7 @@ type referenceData struct {
 	through      time.Time
 	incremental  int
 	skippedWhole int
+	wholeNext    bool // the next reference load reads whole (SIGHUP)
 }
 
 type referenceMetrics struct {
@@ -117,8 +121,17 @@ func (r *referenceData) Load(ctx context.Context) error {
 	return errors.Join(r.refresh(ctx, srcReference), r.refresh(ctx, srcAllowlist))
 }
 
-// Run refreshes both sources every refresh_interval until ctx ends.
+// Run refreshes both sources every refresh_interval until ctx ends. A
+// SIGHUP refreshes them at once, reading the reference tables whole (after
+// a bulk load whose rows carry an old updated_at, say).
 func (r *referenceData) Run(ctx context.Context) {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	r.run(ctx, hup)
+}
+
+func (r *referenceData) run(ctx context.Context, whole <-chan os.Signal) {
 	t := time.NewTicker(r.cfg.RefreshInterval)
 	defer t.Stop()
 	for {
@@ -126,6 +139,9 @@ func (r *referenceData) Run(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		case <-whole:
+			r.wholeNext = true
+			r.log.Info().Msg("reference data: whole reload requested")
 		}
 		_ = r.refresh(ctx, srcReference)
 		_ = r.refresh(ctx, srcAllowlist)
@@ -181,7 +197,7 @@ func (r *referenceData) loadReference(ctx context.Context) error {
 		var ld *clickHouseLoad
 		var err error
 		prev := r.Reference.Index()
-		if prev != nil && !r.through.IsZero() && r.incremental+1 < r.cfg.FullReloadEvery {
+		if prev != nil && !r.through.IsZero() && r.incremental+1 < r.cfg.FullReloadEvery && !r.wholeNext {
 			kind = "changes"
 			ld, err = updateClickHouseReference(ctx, r.conn, prev, r.through.Add(-r.cfg.ChangeMargin))
 		} else {
@@ -193,7 +209,7 @@ func (r *referenceData) loadReference(ctx context.Context) error {
 		x = ld.index
 		r.through = ld.through
 		if kind == "whole" {
-			r.incremental, r.skippedWhole = 0, 0
+			r.incremental, r.skippedWhole, r.wholeNext = 0, 0, false
 		} else {
 			r.incremental++
 		}

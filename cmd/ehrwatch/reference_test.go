@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -296,6 +297,31 @@ func TestReferenceIncrementalRefresh(t *testing.T) {
 	}
 	if got, want := referenceAnswers(r.Reference.Index()), referenceAnswers(whole.index); got != want {
 		t.Errorf("whole reload differs:\n got %s\nwant %s", got, want)
+	}
+
+	// A signal (SIGHUP in Run) reads whole at once, between two
+	// incremental refreshes.
+	if err := r.refresh(ctx, srcReference); err != nil {
+		t.Fatal(err)
+	}
+	if got := counter(t, r.m.loads, "changes"); got != 3 {
+		t.Fatalf("incremental loads %v, want 3", got)
+	}
+	cfgCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	r.cfg.RefreshInterval = time.Hour
+	sig := make(chan os.Signal, 1)
+	done := make(chan struct{})
+	go func() { r.run(cfgCtx, sig); close(done) }()
+	sig <- syscall.SIGHUP
+	deadline := time.Now().Add(30 * time.Second)
+	for counter(t, r.m.loads, "whole") != 3 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	cancel()
+	<-done
+	if got := counter(t, r.m.loads, "whole"); got != 3 {
+		t.Errorf("whole loads %v after the signal, want 3", got)
 	}
 }
 
