@@ -254,6 +254,7 @@ func TestReferenceIncrementalRefresh(t *testing.T) {
 	exec(`INSERT INTO users (user_id, status, deleted) VALUES ('u1', 'active', true)`)
 	exec(`INSERT INTO patients (patient_id, vip, deleted) VALUES ('p2', false, true)`)
 	exec(`INSERT INTO patients (patient_id, last_name, vip, deceased_at, guarantor_user_id) VALUES ('p4', 'D', false, '2026-02-01 00:00:00', 'u2')`)
+	exec(`INSERT INTO patients (patient_id, last_name, vip, next_of_kin_user_ids) VALUES ('p5', 'E', false, ['u9', 'u2'])`)
 	exec(`INSERT INTO encounters (encounter_id, patient_id, department, start_time, end_time, care_team, deleted) VALUES
  ('e1', 'p1', 'icu', '2026-03-01 08:00:00', '2026-03-02 08:00:00', ['u1'], true)`)
 	exec(`INSERT INTO encounters (encounter_id, patient_id, department, start_time, end_time, care_team) VALUES
@@ -280,9 +281,26 @@ func TestReferenceIncrementalRefresh(t *testing.T) {
 		t.Errorf("incremental and whole reads differ:\n got %s\nwant %s", got, want)
 	}
 	for _, want := range []string{"user u1 false", "user u2 true supervisor icu", "patient p2 false", "patient p4 true true u2",
-		"care u2 p1 true e3", "chart u2 p3 true", "stats {Users:1 Patients:3 Encounters:2"} {
+		"care u2 p1 true e3", "chart u2 p3 true", "stats {Users:1 Patients:4 Encounters:2"} {
 		if !strings.Contains(referenceAnswers(x), want) {
 			t.Errorf("answers lack %q:\n%s", want, referenceAnswers(x))
+		}
+	}
+
+	// The family detector reads next of kin and guarantor from the
+	// tables as from patients.ndjson.
+	fam, err := detectors.NewFamily(detectors.DefaultFamilyConfig(), detectors.Env{Reference: r.Reference.Load})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for patient, rel := range map[string]string{"p4": "guarantor", "p5": "next_of_kin"} {
+		fs, err := fam.Detect(ctx, &schemas.AccessEvent{EventID: "ev-" + patient, EventTime: time.Date(2026, 3, 5, 12, 0, 0, 0, time.UTC),
+			UserID: "u2", UserRole: "supervisor", UserDepartment: "icu", PatientID: patient, Action: schemas.ActionView, Outcome: schemas.OutcomeSuccess})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(fs) != 1 || fs[0].Evidence.Facts["relationship"] != rel {
+			t.Errorf("u2 opening %s: %d findings (%v), want one with relationship %s", patient, len(fs), fs, rel)
 		}
 	}
 
