@@ -412,6 +412,17 @@ func TestReferenceLoaders(t *testing.T) {
 	if err := h.WriteReference(dir); err != nil {
 		t.Fatal(err)
 	}
+	// The synthetic hospital records no next of kin or guarantor: one
+	// patient more who has both.
+	f, err := os.OpenFile(filepath.Join(dir, "reference", "patients.ndjson"), os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteString(`{"patient_id":"MRN-KIN-1","first_name":"A","last_name":"B","address":{"line":"1 Elm St"},"vip":false,"next_of_kin_user_ids":["` +
+		h.Users[0].UserID + `","` + h.Users[1].UserID + `"],"guarantor_user_id":"` + h.Users[2].UserID + `"}` + "\n"); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
 	for _, table := range []string{"users", "patients", "encounters"} {
 		q, err := chdeploy.FileLoader(filepath.Join("clickhouse", "reference", table+".sql"), filepath.Join(dir, "reference", table+".ndjson"))
 		if err != nil {
@@ -453,7 +464,9 @@ func TestReferenceLoaders(t *testing.T) {
 		"SELECT count() FROM users FINAL":                                    len(h.Users),
 		"SELECT count() FROM users FINAL WHERE terminated_at IS NOT NULL":    term,
 		"SELECT count() FROM users FINAL WHERE address_line != ''":           countUsersWithAddress(h),
-		"SELECT count() FROM patients FINAL":                                 len(h.Patients),
+		"SELECT count() FROM patients FINAL":                                 len(h.Patients) + 1,
+		"SELECT sum(length(next_of_kin_user_ids)) FROM patients FINAL":       2,
+		"SELECT count() FROM patients FINAL WHERE guarantor_user_id != ''":   1,
 		"SELECT count() FROM patients FINAL WHERE vip":                       vip,
 		"SELECT count() FROM patients FINAL WHERE deceased_at IS NOT NULL":   deceased,
 		"SELECT count() FROM encounters FINAL":                               len(h.Encounters),

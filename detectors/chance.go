@@ -36,17 +36,25 @@ type patientKinds struct {
 	employeesByDept                     map[string]int // employees with a chart, by their department (folded)
 }
 
-func countPatientKinds(ps map[string]*schemas.Patient, users map[string]*schemas.User, employeeOf map[string]string) patientKinds {
-	k := patientKinds{patients: len(ps), employeesByDept: map[string]int{}}
-	for pid, p := range ps {
-		// Employees linked from either side (patients.employee_user_id,
-		// users.patient_id), as the coworker detector reads them.
-		if uid, ok := employeeOf[pid]; ok {
-			k.employees++
-			if u, ok := users[uid]; ok && u.Department != "" {
-				k.employeesByDept[foldKey(u.Department)]++
-			}
+// countPatientKinds counts the kinds among n patients; specials are the
+// patients with a flag or a link (the others are of no kind but may be an
+// employee's chart, linked from the user's side); exists reports whether
+// a patient is known.
+func countPatientKinds(n int, specials map[string]*schemas.Patient, users map[string]*schemas.User, employeeOf map[string]string,
+	exists func(patientID string) bool) patientKinds {
+	k := patientKinds{patients: n, employeesByDept: map[string]int{}}
+	// Employees linked from either side (patients.employee_user_id,
+	// users.patient_id), as the coworker detector reads them.
+	for pid, uid := range employeeOf {
+		if !exists(pid) {
+			continue
 		}
+		k.employees++
+		if u, ok := users[uid]; ok && u.Department != "" {
+			k.employeesByDept[foldKey(u.Department)]++
+		}
+	}
+	for _, p := range specials {
 		if p.VIP {
 			k.vips++
 		}

@@ -86,19 +86,6 @@ func (c *ExplanationConfig) Validate() error {
 	return prefixErrors("explanation", errors.Join(errs...))
 }
 
-// addTeamDept files an encounter under the home department of a care-team
-// member, so departmentInvolved can ask "was anyone of this department on
-// the patient's care team recently?".
-func (x *ReferenceIndex) addTeamDept(pc *patientCare, member string, ce careEncounter) {
-	u, ok := x.users[member]
-	if !ok {
-		return
-	}
-	if d := foldKey(u.Department); d != "" {
-		addSpan(pc.byTeamDept, d, ce)
-	}
-}
-
 // careHistory is implemented by references that can answer the
 // continuity-of-care questions (ReferenceIndex does).
 type careHistory interface {
@@ -117,34 +104,34 @@ type careHistory interface {
 var _ careHistory = (*ReferenceIndex)(nil)
 
 func (x *ReferenceIndex) departmentInvolved(patientID, dept string, t time.Time, horizon time.Duration) (careEncounter, bool) {
-	pc := x.care[patientID]
+	pc := x.careOf(patientID)
 	if pc == nil || dept == "" {
 		return careEncounter{}, false
 	}
 	k, at := foldKey(dept), t.UnixNano()
-	if e, ok := pc.byDept[k].find(at, x.slackB, int64(horizon)); ok {
+	if e, ok := pc.find(spanDept, k, at, x.slackB, int64(horizon)); ok {
 		return e, true
 	}
-	return pc.byTeamDept[k].find(at, x.slackB, int64(horizon))
+	return x.findTeamDept(pc, k, at, x.slackB, int64(horizon))
 }
 
 func (x *ReferenceIndex) involvedBefore(patientID, userID, dept string, t time.Time, lookback time.Duration) (careEncounter, bool) {
-	pc := x.care[patientID]
+	pc := x.careOf(patientID)
 	if pc == nil {
 		return careEncounter{}, false
 	}
 	at := t.UnixNano()
-	if e, ok := pc.byMember[userID].find(at, 0, int64(lookback)); ok {
+	if e, ok := pc.find(spanMember, userID, at, 0, int64(lookback)); ok {
 		return e, true
 	}
 	if dept == "" {
 		return careEncounter{}, false
 	}
 	k := foldKey(dept)
-	if e, ok := pc.byDept[k].find(at, 0, int64(lookback)); ok {
+	if e, ok := pc.find(spanDept, k, at, 0, int64(lookback)); ok {
 		return e, true
 	}
-	return pc.byTeamDept[k].find(at, 0, int64(lookback))
+	return x.findTeamDept(pc, k, at, 0, int64(lookback))
 }
 
 // ownContinuity is the user's earlier explained access to a patient.

@@ -46,6 +46,18 @@ type ReferenceConfig struct {
 	// process report not ready (/readyz 503). Until then, and afterwards
 	// too, the detectors keep using the last good data. Default 3.
 	DegradedAfter int `yaml:"degraded_after"`
+	// FullReloadEvery: with source clickhouse, a refresh reads only the
+	// rows written since the previous read (an incremental refresh,
+	// applied copy-on-write) except every FullReloadEvery-th, which reads
+	// the tables whole; 1 reads them whole every time. Files are always
+	// read whole. Default 12 (hourly at the default refresh_interval).
+	FullReloadEvery int `yaml:"full_reload_every"`
+	// ChangeMargin widens every incremental read backwards: it reads the
+	// rows written since the previous read began less this margin, so a
+	// row whose insert was in flight then is not missed. Rows written with
+	// an updated_at older than that (a loader setting its own) arrive with
+	// the next whole read. Default 1m.
+	ChangeMargin time.Duration `yaml:"change_margin"`
 	// HashKeyFile holds the secret HMAC key (at least 16 bytes; a trailing
 	// newline is ignored) for the keyed hashes of normalised last names and
 	// addresses the family detector compares. Required by `ehrwatch run`.
@@ -75,6 +87,8 @@ func DefaultReferenceConfig() ReferenceConfig {
 		Source:          ReferenceFromClickHouse,
 		RefreshInterval: 5 * time.Minute,
 		DegradedAfter:   3,
+		FullReloadEvery: 12,
+		ChangeMargin:    time.Minute,
 		CareSlackBefore: o.CareSlackBefore,
 		CareSlackAfter:  o.CareSlackAfter,
 	}
@@ -108,6 +122,12 @@ func (c ReferenceConfig) Validate() error {
 	}
 	if c.DegradedAfter < 1 {
 		bad("degraded_after", "must be >= 1 (got %d)", c.DegradedAfter)
+	}
+	if c.FullReloadEvery < 1 {
+		bad("full_reload_every", "must be >= 1 (got %d)", c.FullReloadEvery)
+	}
+	if c.ChangeMargin < 0 {
+		bad("change_margin", "must be >= 0 (got %s)", c.ChangeMargin)
 	}
 	if c.CareSlackBefore < 0 {
 		bad("care_slack_before", "must be >= 0 (got %s)", c.CareSlackBefore)
@@ -184,17 +204,46 @@ func (c ReferenceConfig) Locations() (func(facilityID string) *time.Location, er
 
 // LoadReferenceFiles builds a ReferenceIndex from dir's users.ndjson,
 // patients.ndjson, encounters.ndjson and, when present, vocabulary.ndjson.
-// Errors name the file and line, never the data.
+// The files are streamed line by line into a ReferenceBuilder, never held
+// whole. A user, patient, or (for the same patient) encounter id seen
+// before is a duplicate_id error. Errors name the file and line, never the
+// data.
 func LoadReferenceFiles(dir string, opts ReferenceOptions) (*ReferenceIndex, error) {
-	set, err := schemas.LoadReferenceDir(dir)
-	if err != nil {
-		return nil, err
-	}
 	vocab, err := schemas.LoadVocabularyDir(dir)
 	if err != nil {
 		return nil, err
 	}
-	return NewReferenceIndexWithVocabulary(set.Users, set.Patients, set.Encounters, vocab, opts)
+	b, err := NewReferenceBuilder(vocab, opts)
+	if err != nil {
+		return nil, err
+	}
+	err = schemas.StreamReferenceDir(dir, schemas.ReferenceVisitor{
+		User: func(u *schemas.User) error {
+			if b.HasUser(u.UserID) {
+				return schemas.DuplicateIDError("user_id")
+			}
+			b.AddUser(u)
+			return nil
+		},
+		Patient: func(p *schemas.Patient) error {
+			if b.HasPatient(p.PatientID) {
+				return schemas.DuplicateIDError("patient_id")
+			}
+			b.AddPatient(p)
+			return nil
+		},
+		Encounter: func(e *schemas.Encounter) error {
+			if b.HasEncounter(e.PatientID, e.EncounterID) {
+				return schemas.DuplicateIDError("encounter_id")
+			}
+			b.AddEncounter(e)
+			return nil
+		},
+	})
+	if err != nil {
+		return nil, err
+	}
+	return b.Build(), nil
 }
 
 // flatErrors lists the leaves of an errors.Join tree.

@@ -245,6 +245,58 @@ func loadFile[T any](dir, name string, load func(io.Reader) ([]T, error)) ([]T, 
 	return out, nil
 }
 
+// ReferenceVisitor receives the records of a reference directory one at
+// a time (see StreamReferenceDir). A record is only valid during the
+// call. An error returned by a callback stops the read and comes back
+// with the file and line.
+type ReferenceVisitor struct {
+	User      func(*User) error
+	Patient   func(*Patient) error
+	Encounter func(*Encounter) error
+}
+
+// DuplicateIDError is the duplicate_id error for a record whose key
+// (field, e.g. "patient_id") was seen before; a ReferenceVisitor callback
+// returns it to reject a file as LoadReferenceDir does.
+func DuplicateIDError(field string) error {
+	return newErr(field, ClassDuplicateID, rDuplicateID, -1)
+}
+
+// StreamReferenceDir reads users.ndjson, patients.ndjson and
+// encounters.ndjson from dir (all three must exist), in that order, line
+// by line, and hands every record to v, so a caller can index the data
+// without ever holding it whole. Errors are those of LoadReferenceDir,
+// except that duplicate ids are the visitor's to report
+// (DuplicateIDError): keeping every id seen would cost what streaming
+// saves.
+func StreamReferenceDir(dir string, v ReferenceVisitor) error {
+	if err := streamFile(dir, UsersFile, v.User); err != nil {
+		return err
+	}
+	if err := streamFile(dir, PatientsFile, v.Patient); err != nil {
+		return err
+	}
+	return streamFile(dir, EncountersFile, v.Encounter)
+}
+
+func streamFile[T any, PT Validator[T]](dir, name string, fn func(PT) error) error {
+	f, err := os.Open(filepath.Join(dir, name))
+	if err != nil {
+		return fmt.Errorf("schemas: reference data: %w", err)
+	}
+	defer f.Close()
+	err = ReadNDJSON[T, PT](f, func(_ int, v *T) error {
+		if fn == nil {
+			return nil
+		}
+		return fn(PT(v))
+	})
+	if err != nil {
+		return fmt.Errorf("schemas: reference data %s: %w", name, err)
+	}
+	return nil
+}
+
 // User returns the user with the given id.
 func (s *ReferenceSet) User(id string) (*User, bool) {
 	i, ok := s.users[id]

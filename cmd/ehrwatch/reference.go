@@ -5,7 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"os"
+	"os/signal"
 	"strconv"
+	"syscall"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2"
@@ -43,6 +46,14 @@ type referenceData struct {
 
 	m        referenceMetrics
 	failures map[string]int // consecutive failures by source
+
+	// through is when the last ClickHouse read began (zero before the
+	// first); incremental counts the incremental refreshes since the last
+	// whole read, and skippedWhole the rows that read left out.
+	through      time.Time
+	incremental  int
+	skippedWhole int
+	wholeNext    bool // the next reference load reads whole (SIGHUP)
 }
 
 type referenceMetrics struct {
@@ -51,6 +62,7 @@ type referenceMetrics struct {
 	failing     *prometheus.GaugeVec   // source
 	records     *prometheus.GaugeVec   // kind
 	skipped     *prometheus.GaugeVec   // source
+	loads       *prometheus.CounterVec // read: whole, changes
 }
 
 // Reference sources for metrics and readiness.
@@ -87,11 +99,16 @@ func newReferenceData(cfg detectors.ReferenceConfig, static []detectors.Allowlis
 	r.m.skipped = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "ehrwatch_reference_skipped_rows", Help: "Rows left out of the last load for failing validation, by source.",
 	}, []string{"source"})
-	for _, c := range []prometheus.Collector{r.m.refreshes, r.m.lastSuccess, r.m.failing, r.m.records, r.m.skipped} {
+	r.m.loads = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "ehrwatch_reference_loads_total", Help: "Successful loads of reference data, by read: whole (files, or the tables whole) or changes (rows written since the previous read, applied incrementally).",
+	}, []string{"read"})
+	for _, c := range []prometheus.Collector{r.m.refreshes, r.m.lastSuccess, r.m.failing, r.m.records, r.m.skipped, r.m.loads} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("reference metrics: %w", err)
 		}
 	}
+	r.m.loads.WithLabelValues("whole")
+	r.m.loads.WithLabelValues("changes")
 	for _, src := range []string{srcReference, srcAllowlist} {
 		r.m.refreshes.WithLabelValues(src, "ok")
 		r.m.refreshes.WithLabelValues(src, "error")
@@ -104,8 +121,17 @@ func (r *referenceData) Load(ctx context.Context) error {
 	return errors.Join(r.refresh(ctx, srcReference), r.refresh(ctx, srcAllowlist))
 }
 
-// Run refreshes both sources every refresh_interval until ctx ends.
+// Run refreshes both sources every refresh_interval until ctx ends. A
+// SIGHUP refreshes them at once, reading the reference tables whole (after
+// a bulk load whose rows carry an old updated_at, say).
 func (r *referenceData) Run(ctx context.Context) {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	r.run(ctx, hup)
+}
+
+func (r *referenceData) run(ctx context.Context, whole <-chan os.Signal) {
 	t := time.NewTicker(r.cfg.RefreshInterval)
 	defer t.Stop()
 	for {
@@ -113,6 +139,9 @@ func (r *referenceData) Run(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		case <-whole:
+			r.wholeNext = true
+			r.log.Info().Msg("reference data: whole reload requested")
 		}
 		_ = r.refresh(ctx, srcReference)
 		_ = r.refresh(ctx, srcAllowlist)
@@ -157,6 +186,7 @@ func (r *referenceData) refresh(ctx context.Context, src string) error {
 func (r *referenceData) loadReference(ctx context.Context) error {
 	var x *detectors.ReferenceIndex
 	skipped := 0
+	kind := "whole"
 	switch r.cfg.Source {
 	case detectors.ReferenceFromFiles:
 		var err error
@@ -164,15 +194,31 @@ func (r *referenceData) loadReference(ctx context.Context) error {
 			return err
 		}
 	default:
-		var skippedRows map[string]int
+		var ld *clickHouseLoad
 		var err error
-		if x, skippedRows, err = indexClickHouseReference(ctx, r.conn, r.opts); err != nil {
+		prev := r.Reference.Index()
+		if prev != nil && !r.through.IsZero() && r.incremental+1 < r.cfg.FullReloadEvery && !r.wholeNext {
+			kind = "changes"
+			ld, err = updateClickHouseReference(ctx, r.conn, prev, r.through.Add(-r.cfg.ChangeMargin))
+		} else {
+			ld, err = indexClickHouseReference(ctx, r.conn, r.opts)
+		}
+		if err != nil {
 			return err
 		}
-		for key, n := range skippedRows {
-			skipped += n
+		x = ld.index
+		r.through = ld.through
+		if kind == "whole" {
+			r.incremental, r.skippedWhole, r.wholeNext = 0, 0, false
+		} else {
+			r.incremental++
+		}
+		for key, n := range ld.skipped {
+			r.skippedWhole += n
 			r.log.Warn().Str("rows", key).Int("count", n).Msg("reference rows skipped: they fail validation")
 		}
+		skipped = r.skippedWhole
+		r.log.Debug().Str("read", kind).Int("changes", ld.changes).Msg("reference tables read")
 	}
 	r.Reference.Store(x)
 	st := x.Stats()
@@ -180,27 +226,88 @@ func (r *referenceData) loadReference(ctx context.Context) error {
 	r.m.records.WithLabelValues("patients").Set(float64(st.Patients))
 	r.m.records.WithLabelValues("encounters").Set(float64(st.Encounters))
 	r.m.skipped.WithLabelValues(srcReference).Set(float64(skipped + st.InvalidEncounters))
+	r.m.loads.WithLabelValues(kind).Inc()
 	return nil
 }
 
-// indexClickHouseReference reads the reference tables (store.ReadReference)
-// and indexes them. Vocabulary rows naming an unknown category are left
-// out and counted with the rows that fail validation, by "table: error
-// class: field" ("vocabulary: categories").
-func indexClickHouseReference(ctx context.Context, conn driver.Conn, opts detectors.ReferenceOptions) (*detectors.ReferenceIndex, map[string]int, error) {
-	ld, err := store.ReadReference(ctx, conn)
+// clickHouseLoad is one read of the reference tables, indexed.
+type clickHouseLoad struct {
+	index   *detectors.ReferenceIndex
+	skipped map[string]int // rows left out, by "table: error class: field"
+	through time.Time      // when the read began (store.ReferenceRead.Through)
+	changes int            // records changed (incremental reads)
+}
+
+// readVocabulary reads the vocabulary table; rows naming an unknown
+// category are left out and counted with the rows that fail validation,
+// by "table: error class: field" ("vocabulary: categories").
+func readVocabulary(ctx context.Context, conn driver.Conn) ([]schemas.VocabularyEntry, map[string]int, error) {
+	rows, skipped, err := store.ReadVocabulary(ctx, conn)
 	if err != nil {
 		return nil, nil, err
 	}
-	vocab, unknown := detectors.KnownVocabulary(ld.Vocabulary)
+	vocab, unknown := detectors.KnownVocabulary(rows)
 	if unknown > 0 {
-		ld.Skipped["vocabulary: categories"] += unknown
+		skipped["vocabulary: categories"] += unknown
 	}
-	x, err := detectors.NewReferenceIndexWithVocabulary(ld.Users, ld.Patients, ld.Encounters, vocab, opts)
+	return vocab, skipped, nil
+}
+
+// indexClickHouseReference reads the reference tables whole, streaming
+// their rows (store.StreamReference, schemas rows only) into a
+// detectors.ReferenceBuilder: the tables are never held in memory.
+func indexClickHouseReference(ctx context.Context, conn driver.Conn, opts detectors.ReferenceOptions) (*clickHouseLoad, error) {
+	vocab, skipped, err := readVocabulary(ctx, conn)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
-	return x, ld.Skipped, nil
+	b, err := detectors.NewReferenceBuilder(vocab, opts)
+	if err != nil {
+		return nil, err
+	}
+	rd, err := store.StreamReference(ctx, conn, store.ReferenceVisitor{
+		User:      func(u *schemas.User) error { b.AddUser(u); return nil },
+		Patient:   func(p *schemas.Patient) error { b.AddPatient(p); return nil },
+		Encounter: func(e *schemas.Encounter) error { b.AddEncounter(e); return nil },
+	})
+	if err != nil {
+		return nil, err
+	}
+	for k, n := range rd.Skipped {
+		skipped[k] += n
+	}
+	return &clickHouseLoad{index: b.Build(), skipped: skipped, through: rd.Through}, nil
+}
+
+// updateClickHouseReference reads the rows written since a time
+// (store.StreamReferenceChanges) and applies them to prev copy-on-write
+// (detectors.ReferenceUpdate); prev stays in use until the result is
+// swapped in.
+func updateClickHouseReference(ctx context.Context, conn driver.Conn, prev *detectors.ReferenceIndex, since time.Time) (*clickHouseLoad, error) {
+	vocab, skipped, err := readVocabulary(ctx, conn)
+	if err != nil {
+		return nil, err
+	}
+	u, err := prev.Update(vocab)
+	if err != nil {
+		return nil, err
+	}
+	rd, err := store.StreamReferenceChanges(ctx, conn, since, store.ReferenceVisitor{
+		User:              func(v *schemas.User) error { u.SetUser(v); return nil },
+		DeletedUser:       func(id string) error { u.DeleteUser(id); return nil },
+		Patient:           func(p *schemas.Patient) error { u.SetPatient(p); return nil },
+		DeletedPatient:    func(id string) error { u.DeletePatient(id); return nil },
+		EncountersChanged: func(id string) error { u.ReplaceEncounters(id); return nil },
+		Encounter:         func(e *schemas.Encounter) error { u.AddEncounter(e); return nil },
+	})
+	if err != nil {
+		return nil, err
+	}
+	for k, n := range rd.Skipped {
+		skipped[k] += n
+	}
+	changes := u.Changes()
+	return &clickHouseLoad{index: u.Apply(), skipped: skipped, through: rd.Through, changes: changes}, nil
 }
 
 // loadAllowlist merges detection.allowlist (first, so it wins ties) with

@@ -29,56 +29,149 @@ type ReferenceLoad struct {
 	Skipped map[string]int
 }
 
-// ReadReference reads the latest version of every row of the users,
-// patients and encounters tables (migration 0006) and of the vocabulary
-// table (0017; deleted rows left out) (SELECT … FINAL, so the row with the
-// highest updated_at per id wins). Rows that fail their
-// schemas Validate are skipped and counted; a failed query is an error
-// (the caller keeps its previous data). The rows are schemas types only:
-// the caller indexes them (detectors.NewReferenceIndexWithVocabulary).
+// ReadReference reads the latest version of every live row of the users,
+// patients and encounters tables (migration 0006; rows marked deleted,
+// 0082, left out) and of the vocabulary table (0017; deleted rows left
+// out) into memory (see StreamReference, which hands the rows over one at
+// a time instead). Rows that fail their schemas Validate are skipped and
+// counted; a failed query is an error (the caller keeps its previous
+// data).
 func ReadReference(ctx context.Context, conn driver.Conn) (*ReferenceLoad, error) {
-	out := &ReferenceLoad{Skipped: map[string]int{}}
+	out := &ReferenceLoad{}
+	rd, err := StreamReference(ctx, conn, ReferenceVisitor{
+		User:      func(u *schemas.User) error { out.Users = append(out.Users, *u); return nil },
+		Patient:   func(p *schemas.Patient) error { out.Patients = append(out.Patients, *p); return nil },
+		Encounter: func(e *schemas.Encounter) error { out.Encounters = append(out.Encounters, *e); return nil },
+	})
+	if err != nil {
+		return nil, err
+	}
+	vocab, skipped, err := ReadVocabulary(ctx, conn)
+	if err != nil {
+		return nil, err
+	}
+	out.Vocabulary, out.Skipped = vocab, rd.Skipped
+	for k, n := range skipped {
+		out.Skipped[k] += n
+	}
+	return out, nil
+}
+
+// ReferenceVisitor receives reference rows one at a time, as schemas
+// types only (the caller indexes them: detectors.ReferenceBuilder). A row
+// is only valid during the call; an error from a callback stops the read
+// and is returned as is.
+type ReferenceVisitor struct {
+	User      func(*schemas.User) error
+	Patient   func(*schemas.Patient) error
+	Encounter func(*schemas.Encounter) error
+	// The callbacks below are called by StreamReferenceChanges only.
+
+	// DeletedUser and DeletedPatient receive the ids of rows whose latest
+	// version is marked deleted, or fails validation (a whole read would
+	// leave it out too).
+	DeletedUser    func(userID string) error
+	DeletedPatient func(patientID string) error
+	// EncountersChanged announces a patient whose encounters changed: all
+	// of the patient's current encounters are passed to Encounter (none
+	// when all were deleted). A patient may also first appear in
+	// Encounter; it is then changed too.
+	EncountersChanged func(patientID string) error
+}
+
+// ReferenceRead is what a streamed read returns besides the rows.
+type ReferenceRead struct {
+	// Skipped counts rows that failed validation and were left out, by
+	// "table: error class: field" (never by value).
+	Skipped map[string]int
+	// Through is the server's clock when the read began: every row written
+	// before it with updated_at defaulted was read. Pass it (less a margin
+	// for inserts still in flight) as since to the next
+	// StreamReferenceChanges.
+	Through time.Time
+}
+
+// StreamReference reads the latest version of every live row of the
+// users, patients and encounters tables (SELECT … FINAL, so the row with
+// the highest updated_at per key wins; rows marked deleted left out) and
+// hands them to v one at a time, never holding the tables in memory.
+func StreamReference(ctx context.Context, conn driver.Conn, v ReferenceVisitor) (*ReferenceRead, error) {
+	return streamReference(ctx, conn, nil, v)
+}
+
+// StreamReferenceChanges reads what changed since a time: the latest
+// version of every user and patient with a row written after since
+// (updated_at > since), deleted or not, and all current encounters of
+// every patient with an encounter row written after since. It selects the
+// changed keys first (a scan of two columns that the updated_at skip index
+// of migration 0082 mostly prunes), then reads those keys FINAL, so its
+// cost follows the changes, not the tables.
+func StreamReferenceChanges(ctx context.Context, conn driver.Conn, since time.Time, v ReferenceVisitor) (*ReferenceRead, error) {
+	return streamReference(ctx, conn, &since, v)
+}
+
+const (
+	userColumns    = `user_id, first_name, last_name, role, department, address_line, city, state, postal_code, status, terminated_at, patient_id, deleted`
+	patientColumns = `patient_id, first_name, last_name, address_line, city, state, postal_code, date_of_birth, vip, deceased_at,
+ employee_user_id, next_of_kin_user_ids, guarantor_user_id, deleted`
+	encounterColumns = `encounter_id, patient_id, department, start_time, end_time, care_team`
+)
+
+func streamReference(ctx context.Context, conn driver.Conn, since *time.Time, v ReferenceVisitor) (*ReferenceRead, error) {
+	out := &ReferenceRead{Skipped: map[string]int{}}
 	skip := func(table string, err error) {
 		out.Skipped[table+": "+refErrorKey(err)]++
 	}
-
-	rows, err := conn.Query(ctx, `SELECT user_id, first_name, last_name, role, department, address_line, city, state,
- postal_code, status, terminated_at, patient_id FROM users FINAL`)
-	if err != nil {
+	if err := conn.QueryRow(ctx, `SELECT now64(3, 'UTC')`).Scan(&out.Through); err != nil {
 		return nil, refQueryError("users", err)
 	}
-	for rows.Next() {
+	out.Through = out.Through.UTC()
+	var args []any
+	where := func(key, table string) string {
+		if since == nil {
+			return ` WHERE NOT deleted`
+		}
+		return ` WHERE ` + key + ` IN (SELECT ` + key + ` FROM ` + table + ` WHERE updated_at > toDateTime64(?, 3, 'UTC'))`
+	}
+	if since != nil {
+		args = []any{since.UTC().Format("2006-01-02 15:04:05.000")}
+	}
+
+	err := scanRows(ctx, conn, "users", `SELECT `+userColumns+` FROM users FINAL`+where("user_id", "users"), args, func(rows driver.Rows) error {
 		var u schemas.User
 		var status string
+		var deleted bool
 		if err := rows.Scan(&u.UserID, &u.FirstName, &u.LastName, &u.Role, &u.Department, &u.Address.Line, &u.Address.City,
-			&u.Address.State, &u.Address.PostalCode, &status, &u.TerminatedAt, &u.PatientID); err != nil {
-			rows.Close()
-			return nil, refQueryError("users", err)
+			&u.Address.State, &u.Address.PostalCode, &status, &u.TerminatedAt, &u.PatientID, &deleted); err != nil {
+			return err
 		}
 		u.Status = schemas.UserStatus(status)
 		u.TerminatedAt = utcPtr(u.TerminatedAt)
-		if err := u.Validate(); err != nil {
-			skip("users", err)
-			continue
+		if !deleted {
+			if err := u.Validate(); err != nil {
+				skip("users", err)
+				deleted = true
+			}
 		}
-		out.Users = append(out.Users, u)
-	}
-	if err := closeRows(rows); err != nil {
-		return nil, refQueryError("users", err)
+		if deleted {
+			if u.UserID == "" {
+				return nil
+			}
+			return call(v.DeletedUser, u.UserID)
+		}
+		return call(v.User, &u)
+	})
+	if err != nil {
+		return nil, err
 	}
 
-	rows, err = conn.Query(ctx, `SELECT patient_id, first_name, last_name, address_line, city, state, postal_code,
- date_of_birth, vip, deceased_at, employee_user_id, next_of_kin_user_ids, guarantor_user_id FROM patients FINAL`)
-	if err != nil {
-		return nil, refQueryError("patients", err)
-	}
-	for rows.Next() {
+	err = scanRows(ctx, conn, "patients", `SELECT `+patientColumns+` FROM patients FINAL`+where("patient_id", "patients"), args, func(rows driver.Rows) error {
 		var p schemas.Patient
 		var dob *time.Time
+		var deleted bool
 		if err := rows.Scan(&p.PatientID, &p.FirstName, &p.LastName, &p.Address.Line, &p.Address.City, &p.Address.State,
-			&p.Address.PostalCode, &dob, &p.VIP, &p.DeceasedAt, &p.EmployeeUserID, &p.NextOfKinUserIDs, &p.GuarantorUserID); err != nil {
-			rows.Close()
-			return nil, refQueryError("patients", err)
+			&p.Address.PostalCode, &dob, &p.VIP, &p.DeceasedAt, &p.EmployeeUserID, &p.NextOfKinUserIDs, &p.GuarantorUserID, &deleted); err != nil {
+			return err
 		}
 		if dob != nil {
 			p.DateOfBirth = dob.Format(time.DateOnly)
@@ -87,26 +180,43 @@ func ReadReference(ctx context.Context, conn driver.Conn) (*ReferenceLoad, error
 		if len(p.NextOfKinUserIDs) == 0 {
 			p.NextOfKinUserIDs = nil
 		}
-		if err := p.Validate(); err != nil {
-			skip("patients", err)
-			continue
+		if !deleted {
+			if err := p.Validate(); err != nil {
+				skip("patients", err)
+				deleted = true
+			}
 		}
-		out.Patients = append(out.Patients, p)
-	}
-	if err := closeRows(rows); err != nil {
-		return nil, refQueryError("patients", err)
+		if deleted {
+			if p.PatientID == "" {
+				return nil
+			}
+			return call(v.DeletedPatient, p.PatientID)
+		}
+		return call(v.Patient, &p)
+	})
+	if err != nil {
+		return nil, err
 	}
 
-	rows, err = conn.Query(ctx, `SELECT encounter_id, patient_id, department, start_time, end_time, care_team
- FROM encounters FINAL`)
-	if err != nil {
-		return nil, refQueryError("encounters", err)
+	encWhere := ` WHERE NOT deleted`
+	if since != nil {
+		err = scanRows(ctx, conn, "encounters", `SELECT DISTINCT patient_id FROM encounters WHERE updated_at > toDateTime64(?, 3, 'UTC')`, args,
+			func(rows driver.Rows) error {
+				var pid string
+				if err := rows.Scan(&pid); err != nil {
+					return err
+				}
+				return call(v.EncountersChanged, pid)
+			})
+		if err != nil {
+			return nil, err
+		}
+		encWhere = where("patient_id", "encounters") + ` AND NOT deleted`
 	}
-	for rows.Next() {
+	err = scanRows(ctx, conn, "encounters", `SELECT `+encounterColumns+` FROM encounters FINAL`+encWhere, args, func(rows driver.Rows) error {
 		var e schemas.Encounter
 		if err := rows.Scan(&e.EncounterID, &e.PatientID, &e.Department, &e.Start, &e.End, &e.CareTeam); err != nil {
-			rows.Close()
-			return nil, refQueryError("encounters", err)
+			return err
 		}
 		e.Start = e.Start.UTC()
 		e.End = utcPtr(e.End)
@@ -115,36 +225,82 @@ func ReadReference(ctx context.Context, conn driver.Conn) (*ReferenceLoad, error
 		}
 		if err := e.Validate(); err != nil {
 			skip("encounters", err)
-			continue
+			return nil
 		}
-		out.Encounters = append(out.Encounters, e)
-	}
-	if err := closeRows(rows); err != nil {
-		return nil, refQueryError("encounters", err)
+		return call(v.Encounter, &e)
+	})
+	if err != nil {
+		return nil, err
 	}
 
-	rows, err = conn.Query(ctx, `SELECT kind, name, categories, note FROM vocabulary FINAL WHERE NOT deleted ORDER BY kind, name`)
+	return out, nil
+}
+
+// ReadVocabulary reads the hospital's vocabulary (migration 0017), the
+// latest version of every entry without deleted ones; entries that fail
+// validation are left out and counted by "vocabulary: error class: field".
+// Read it before the rows: a detectors.ReferenceBuilder needs it first.
+func ReadVocabulary(ctx context.Context, conn driver.Conn) ([]schemas.VocabularyEntry, map[string]int, error) {
+	var out []schemas.VocabularyEntry
+	skipped := map[string]int{}
+	err := scanRows(ctx, conn, "vocabulary", `SELECT kind, name, categories, note FROM vocabulary FINAL WHERE NOT deleted ORDER BY kind, name`, nil,
+		func(rows driver.Rows) error {
+			var e schemas.VocabularyEntry
+			var kind string
+			if err := rows.Scan(&kind, &e.Name, &e.Categories, &e.Note); err != nil {
+				return err
+			}
+			e.Kind = schemas.VocabularyKind(kind)
+			if err := e.Validate(); err != nil {
+				skipped["vocabulary: "+refErrorKey(err)]++
+				return nil
+			}
+			out = append(out, e)
+			return nil
+		})
 	if err != nil {
-		return nil, refQueryError("vocabulary", err)
+		return nil, nil, err
+	}
+	return out, skipped, nil
+}
+
+func call[T any](fn func(T) error, v T) error {
+	if fn == nil {
+		return nil
+	}
+	if err := fn(v); err != nil {
+		return callbackError{err}
+	}
+	return nil
+}
+
+// callbackError marks an error returned by a visitor callback, which is
+// returned as is rather than as a failed query.
+type callbackError struct{ err error }
+
+func (e callbackError) Error() string { return e.err.Error() }
+
+// scanRows runs a query and calls fn for every row. Errors of the query
+// and of Scan are a *ReferenceError naming the table.
+func scanRows(ctx context.Context, conn driver.Conn, table, query string, args []any, fn func(driver.Rows) error) error {
+	rows, err := conn.Query(ctx, query, args...)
+	if err != nil {
+		return refQueryError(table, err)
 	}
 	for rows.Next() {
-		var e schemas.VocabularyEntry
-		var kind string
-		if err := rows.Scan(&kind, &e.Name, &e.Categories, &e.Note); err != nil {
+		if err := fn(rows); err != nil {
 			rows.Close()
-			return nil, refQueryError("vocabulary", err)
+			var ce callbackError
+			if errors.As(err, &ce) {
+				return ce.err
+			}
+			return refQueryError(table, err)
 		}
-		e.Kind = schemas.VocabularyKind(kind)
-		if err := e.Validate(); err != nil {
-			skip("vocabulary", err)
-			continue
-		}
-		out.Vocabulary = append(out.Vocabulary, e)
 	}
 	if err := closeRows(rows); err != nil {
-		return nil, refQueryError("vocabulary", err)
+		return refQueryError(table, err)
 	}
-	return out, nil
+	return nil
 }
 
 // AllowlistLoad is one read of the allowlist table.

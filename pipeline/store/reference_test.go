@@ -228,3 +228,95 @@ func TestWriteReferenceRoundTrip(t *testing.T) {
 		t.Errorf("write into a dropped table: %v, want a \"write encounters: \" error without row data", err)
 	}
 }
+
+// TestStreamReferenceChanges: after a read, StreamReferenceChanges hands
+// over only what was written since: changed and deleted users and
+// patients (deleted = true, migration 0082), and every current encounter
+// of each patient with an encounter written since (deleted ones left out);
+// a whole read leaves deleted rows out.
+func TestStreamReferenceChanges(t *testing.T) {
+	conn, _ := testenv.ClickHouse(t)
+	ctx := context.Background()
+	if _, err := store.Migrate(ctx, conn, schemas.DefaultMigrationParams()); err != nil {
+		t.Fatal(err)
+	}
+	exec := func(q string) {
+		t.Helper()
+		if err := conn.Exec(ctx, q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	exec(`INSERT INTO users (user_id, role, department, status, updated_at) VALUES
+ ('u1', 'nurse', 'icu', 'active', '2026-01-01 00:00:00'), ('u2', 'clerk', 'billing', 'active', '2026-01-01 00:00:00')`)
+	exec(`INSERT INTO patients (patient_id, last_name, vip, updated_at) VALUES
+ ('p1', 'A', false, '2026-01-01 00:00:00'), ('p2', 'B', true, '2026-01-01 00:00:00'), ('p3', 'C', false, '2026-01-01 00:00:00')`)
+	exec(`INSERT INTO encounters (encounter_id, patient_id, department, start_time, care_team, updated_at) VALUES
+ ('e1', 'p1', 'icu', '2026-03-01 08:00:00', ['u1'], '2026-01-01 00:00:00'),
+ ('e2', 'p2', 'icu', '2026-03-01 08:00:00', [], '2026-01-01 00:00:00'),
+ ('e3', 'p2', 'cardiology', '2026-03-02 08:00:00', [], '2026-01-01 00:00:00')`)
+
+	type seen struct{ users, deletedUsers, patients, deletedPatients, changed, encounters []string }
+	visit := func(s *seen) store.ReferenceVisitor {
+		return store.ReferenceVisitor{
+			User:              func(u *schemas.User) error { s.users = append(s.users, u.UserID+":"+u.Role); return nil },
+			DeletedUser:       func(id string) error { s.deletedUsers = append(s.deletedUsers, id); return nil },
+			Patient:           func(p *schemas.Patient) error { s.patients = append(s.patients, p.PatientID); return nil },
+			DeletedPatient:    func(id string) error { s.deletedPatients = append(s.deletedPatients, id); return nil },
+			EncountersChanged: func(id string) error { s.changed = append(s.changed, id); return nil },
+			Encounter: func(e *schemas.Encounter) error {
+				s.encounters = append(s.encounters, e.PatientID+"/"+e.EncounterID)
+				return nil
+			},
+		}
+	}
+	sorted := func(s *seen) string {
+		out := ""
+		for _, l := range [][]string{s.users, s.deletedUsers, s.patients, s.deletedPatients, s.changed, s.encounters} {
+			slices.Sort(l)
+			out += strings.Join(l, ",") + " | "
+		}
+		return out
+	}
+	var full seen
+	rd, err := store.StreamReference(ctx, conn, visit(&full))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := sorted(&full), "u1:nurse,u2:clerk |  | p1,p2,p3 |  |  | p1/e1,p2/e2,p2/e3 | "; got != want {
+		t.Errorf("whole read:\n got %s\nwant %s", got, want)
+	}
+	var none seen
+	if _, err := store.StreamReferenceChanges(ctx, conn, rd.Through, visit(&none)); err != nil {
+		t.Fatal(err)
+	}
+	if got := sorted(&none); got != " |  |  |  |  |  | " {
+		t.Errorf("changes with nothing written: %s", got)
+	}
+
+	time.Sleep(5 * time.Millisecond) // updated_at defaults to now64(3): after Through
+	exec(`INSERT INTO users (user_id, role, department, status) VALUES ('u2', 'supervisor', 'billing', 'active')`)
+	exec(`INSERT INTO users (user_id, status, deleted) VALUES ('u1', 'active', true)`)
+	exec(`INSERT INTO patients (patient_id, vip, deleted) VALUES ('p3', false, true)`)
+	exec(`INSERT INTO patients (patient_id, last_name, vip, next_of_kin_user_ids) VALUES ('p4', 'D', false, ['u2'])`)
+	exec(`INSERT INTO encounters (encounter_id, patient_id, department, start_time, deleted) VALUES ('e3', 'p2', 'cardiology', '2026-03-02 08:00:00', true)`)
+	exec(`INSERT INTO encounters (encounter_id, patient_id, department, start_time) VALUES ('e4', 'p5', 'icu', '2026-03-03 08:00:00')`)
+
+	var ch seen
+	rd2, err := store.StreamReferenceChanges(ctx, conn, rd.Through, visit(&ch))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := sorted(&ch), "u2:supervisor | u1 | p4 | p3 | p2,p5 | p2/e2,p5/e4 | "; got != want {
+		t.Errorf("changes:\n got %s\nwant %s", got, want)
+	}
+	if !rd2.Through.After(rd.Through) {
+		t.Errorf("Through did not advance: %s then %s", rd.Through, rd2.Through)
+	}
+	var after seen
+	if _, err := store.StreamReference(ctx, conn, visit(&after)); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := sorted(&after), "u2:supervisor |  | p1,p2,p4 |  |  | p1/e1,p2/e2,p5/e4 | "; got != want {
+		t.Errorf("whole read after the changes:\n got %s\nwant %s", got, want)
+	}
+}

@@ -62,6 +62,7 @@ func (s *Store) loadCare(ctx context.Context, patients []string, minT, maxT time
 	rows, err := s.conn.Query(p.ctx(ctx), `SELECT encounter_id, patient_id, department, start_time, end_time, care_team
 FROM encounters FINAL
 WHERE has({patients:Array(String)}, patient_id)
+  AND NOT deleted
   AND start_time <= {start_by:DateTime64(3, 'UTC')}
   AND (end_time IS NULL OR end_time >= {end_from:DateTime64(3, 'UTC')})`)
 	if err != nil {

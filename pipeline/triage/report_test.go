@@ -113,6 +113,32 @@ func TestPatientAccessReport(t *testing.T) {
 		}
 	}
 
+	// Encounters removed by a deleted row (migration 0082) explain
+	// nothing, as for the detectors.
+	if err := conn.Exec(ctx, `INSERT INTO encounters (encounter_id, patient_id, department, start_time, end_time, care_team, deleted)
+ SELECT encounter_id, patient_id, department, start_time, end_time, care_team, true FROM encounters FINAL`); err != nil {
+		t.Fatal(err)
+	}
+	gone, err := s.Report(ctx, ReportQuery{Kind: PatientAccess, SubjectID: tt.PatientMain,
+		From: tt.TS("2026-03-01T00:00:00Z"), To: tt.TS("2026-04-01T00:00:00Z"), Limit: 100})
+	if err != nil {
+		t.Fatal(err)
+	}
+	explained := 0
+	for _, r := range rep.Rows {
+		if r.Care.Explained {
+			explained++
+		}
+	}
+	for _, r := range gone.Rows {
+		if r.Care.Explained {
+			t.Errorf("%s: explained by %s after every encounter was deleted", r.EventID, r.Care.EncounterID)
+		}
+	}
+	if explained == 0 || len(gone.Rows) != len(rep.Rows) {
+		t.Errorf("%d explained rows before the deletion (want some), %d rows after, %d before", explained, len(gone.Rows), len(rep.Rows))
+	}
+
 	// Errors name the field, never the value.
 	for _, q := range []ReportQuery{
 		{Kind: PatientAccess, SubjectID: "", From: tt.TS("2026-03-01T00:00:00Z"), To: tt.TS("2026-04-01T00:00:00Z"), Limit: 1},
