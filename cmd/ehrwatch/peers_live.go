@@ -287,13 +287,13 @@ type peerJudge struct {
 	metrics   *peerMetrics
 	log       zerolog.Logger
 
-	mu       sync.Mutex
-	sources  map[string]int // "topic/partition" → source index
-	names    []string
-	stage    *detectors.PeerStage
-	wms      []time.Time
-	movedAt  time.Time // when the slowest watermark last moved
-	minWM    time.Time
+	mu      sync.Mutex
+	sources map[string]int // "topic/partition" → source index
+	names   []string
+	stage   *detectors.PeerStage
+	wms     []time.Time
+	movedAt time.Time // when the slowest watermark last moved
+	minWM   time.Time
 }
 
 // sourcePartitions lists the source topics' partitions.
