@@ -96,6 +96,17 @@ func TestRunPeersGroupMatchesReplay(t *testing.T) {
 		t.Fatalf("replay wrote %d volume and %d break_glass findings: too few to compare", vol, len(want)-vol)
 	}
 
+	// Within partitions the same stream gives other findings: the test
+	// can fail.
+	outPart := filepath.Join(t.TempDir(), "findings-partition.ndjson")
+	if _, errOut, err := runReplayCmd(t, "--events", events, "--reference", filepath.Join(dir, "reference"),
+		"--facilities", filepath.Join(dir, "facilities.ndjson"), "--partitions", "4", "--peers", "partition", "--out", outPart); err != nil {
+		t.Fatalf("replay --peers partition: %v\n%s", err, errOut)
+	}
+	if slices.Equal(newestPeerFindings(t, outPart), want) {
+		t.Fatal("replay --partitions 4 --peers partition gives the findings of --peers group: the stream does not exercise the peer comparison")
+	}
+
 	// run: two instances, four partitions.
 	topic := testenv.NewTopic(t, brokers, 4)
 	dlq := testenv.NewTopic(t, brokers, 1)
@@ -117,8 +128,10 @@ func TestRunPeersGroupMatchesReplay(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	var logs [2]pipelinetest.LogBuffer
+	var ops [2]string
 	done := make(chan error, 2)
 	for i := range 2 {
+		ops[i] = freeAddr(t)
 		config := testRunConfig{
 			Brokers: brokers, Group: group, Topic: topic, DLQ: dlq,
 			ClickHouse: testenv.ClickHouseAddr(t), Database: db,
@@ -132,7 +145,7 @@ reference:
   facilities: {%s}
 http:
   listen: %q
-`, peers, filepath.Join(dir, "reference"), writeHashKey(t), zones, freeAddr(t)),
+`, peers, filepath.Join(dir, "reference"), writeHashKey(t), zones, ops[i]),
 		}.write(t)
 		go func() { done <- run(ctx, []string{"run", "--config", config}, io.Discard, &logs[i]) }()
 	}
@@ -188,6 +201,21 @@ http:
 		}
 	}
 	t.Logf("%d volume and %d break_glass findings equal", vol, len(want)-vol)
+
+	// One instance owns the stage; every instance hands over.
+	judged, produced := 0.0, 0.0
+	for _, a := range ops {
+		_, body := httpGet(t, "http://"+a+"/metrics", "")
+		if v := metricValue(body, "ehrwatch_peers_findings_total"); v > 0 {
+			judged += v
+		}
+		if v := metricValue(body, `ehrwatch_peers_records_produced_total{result="ok"}`); v > 0 {
+			produced += v
+		}
+	}
+	if judged < float64(len(want)) || produced == 0 {
+		t.Errorf("ehrwatch_peers_findings_total %v (want at least %d), records produced %v", judged, len(want), produced)
+	}
 	cancel()
 	for range 2 {
 		select {
