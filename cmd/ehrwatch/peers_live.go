@@ -42,11 +42,17 @@ type PeersConfig struct {
 	// partition's watermark has not moved for this long, /readyz names the
 	// partitions holding the judgement back (readiness is not affected).
 	StallAfter time.Duration `yaml:"stall_after"`
+	// IdleTimeout: a partition whose watermark has not moved for this long
+	// while others' did is taken as idle: the stage owner produces a marker
+	// moving it to the slowest active partition's watermark, so days are
+	// judged without it; what it hands over later for a judged day is
+	// dropped. 0: wait for every partition, however long.
+	IdleTimeout time.Duration `yaml:"idle_timeout"`
 }
 
 // DefaultPeersConfig compares within a partition.
 func DefaultPeersConfig() PeersConfig {
-	return PeersConfig{Mode: "partition", Topic: "ehrwatch-peers", StallAfter: 30 * time.Minute}
+	return PeersConfig{Mode: "partition", Topic: "ehrwatch-peers", StallAfter: 30 * time.Minute, IdleTimeout: 6 * time.Hour}
 }
 
 // Validate reports every bad key.
@@ -60,6 +66,9 @@ func (c PeersConfig) Validate() error {
 	}
 	if c.StallAfter <= 0 {
 		errs = append(errs, schemas.FieldErrorf("stall_after", "must be > 0, got %s", c.StallAfter))
+	}
+	if c.IdleTimeout < 0 {
+		errs = append(errs, schemas.FieldErrorf("idle_timeout", "must be ≥ 0 (0: never), got %s", c.IdleTimeout))
 	}
 	return errors.Join(errs...)
 }
@@ -80,6 +89,9 @@ type peerRecord struct {
 	Partition int                 `json:"partition"`
 	Watermark time.Time           `json:"watermark,omitzero"`
 	Batch     detectors.PeerBatch `json:"batch"`
+	// Idle marks a marker the stage owner produced for an idle partition
+	// (peers.idle_timeout), not the partition itself.
+	Idle bool `json:"idle,omitempty"`
 }
 
 // peerRecordDays bounds the days (and activities) per record, so a record
@@ -127,6 +139,11 @@ func (s *peerSender) Close() error { return s.w.Close() }
 // the watermark on the last one only (so the stage never judges with a
 // watermark before it holds every day the hand-over carries).
 func (s *peerSender) send(ctx context.Context, topic string, partition int, b detectors.PeerBatch, wm time.Time) error {
+	return s.sendRecord(ctx, peerRecord{Topic: topic, Partition: partition, Watermark: wm, Batch: b})
+}
+
+func (s *peerSender) sendRecord(ctx context.Context, last peerRecord) error {
+	topic, partition, b := last.Topic, last.Partition, last.Batch
 	var msgs []kafka.Message
 	add := func(r peerRecord) error {
 		v, err := json.Marshal(&r)
@@ -143,7 +160,8 @@ func (s *peerSender) send(ctx context.Context, topic string, partition int, b de
 			return err
 		}
 	}
-	if err := add(peerRecord{Topic: topic, Partition: partition, Watermark: wm, Batch: b}); err != nil {
+	last.Batch = b
+	if err := add(last); err != nil {
 		return err
 	}
 	err := s.w.WriteMessages(ctx, msgs...)
@@ -244,6 +262,7 @@ type peerMetrics struct {
 	pending   prometheus.Gauge
 	heldBack  prometheus.Gauge
 	judged    prometheus.Counter
+	idle      prometheus.Counter
 	watermark *prometheus.GaugeVec
 }
 
@@ -257,10 +276,12 @@ func newPeerMetrics(reg prometheus.Registerer) (*peerMetrics, error) {
 			Help: "How long the peer stage has had work pending while the slowest partition's watermark did not move."}),
 		judged: prometheus.NewCounter(prometheus.CounterOpts{Name: "ehrwatch_peers_findings_total",
 			Help: "Findings the peer stage judged and stored (volume, and break_glass versions with the peer comparison)."}),
+		idle: prometheus.NewCounter(prometheus.CounterOpts{Name: "ehrwatch_peers_idle_markers_total",
+			Help: "Markers the peer stage produced for partitions idle longer than peers.idle_timeout."}),
 		watermark: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "ehrwatch_peers_source_watermark_seconds",
 			Help: "Each source partition's watermark as the peer stage last received it (unix seconds of event time)."}, []string{"topic", "partition"}),
 	}
-	for _, c := range []prometheus.Collector{m.sent, m.pending, m.heldBack, m.judged, m.watermark} {
+	for _, c := range []prometheus.Collector{m.sent, m.pending, m.heldBack, m.judged, m.idle, m.watermark} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
@@ -283,6 +304,7 @@ type peerJudge struct {
 	newEngine func() (*detectors.Engine, error)
 	writer    *store.Writer
 	observe   func(context.Context, []schemas.Finding) error
+	send      *peerSender // idle markers
 	health    *pipeline.Health
 	metrics   *peerMetrics
 	log       zerolog.Logger
@@ -292,7 +314,8 @@ type peerJudge struct {
 	names   []string
 	stage   *detectors.PeerStage
 	wms     []time.Time
-	movedAt time.Time // when the slowest watermark last moved
+	wmMoved []time.Time // when each source's own watermark last moved
+	movedAt time.Time   // when the slowest watermark last moved
 	minWM   time.Time
 }
 
@@ -410,7 +433,12 @@ func (j *peerJudge) consume(ctx context.Context, gen *kafka.Generation, committe
 	defer eng.Close()
 	j.mu.Lock()
 	j.stage, j.wms, j.movedAt, j.minWM = stage, make([]time.Time, len(j.names)), time.Now(), time.Time{}
+	j.wmMoved = make([]time.Time, len(j.names))
+	for i := range j.wmMoved {
+		j.wmMoved[i] = j.movedAt
+	}
 	j.mu.Unlock()
+	lastIdleCheck := time.Now()
 	defer func() {
 		j.mu.Lock()
 		j.stage = nil
@@ -447,6 +475,10 @@ func (j *peerJudge) consume(ctx context.Context, gen *kafka.Generation, committe
 		}
 	}
 	for {
+		if j.cfg.IdleTimeout > 0 && time.Since(lastIdleCheck) >= time.Second {
+			lastIdleCheck = time.Now()
+			j.markIdle(ctx)
+		}
 		fctx, cancel := context.WithTimeout(ctx, time.Second)
 		m, err := r.FetchMessage(fctx)
 		cancel()
@@ -479,6 +511,9 @@ func (j *peerJudge) consume(ctx context.Context, gen *kafka.Generation, committe
 		stage.Add(src, rec.Batch, rec.Watermark)
 		if !rec.Watermark.IsZero() && rec.Watermark.After(j.wms[src]) {
 			j.wms[src] = rec.Watermark
+			if !rec.Idle {
+				j.wmMoved[src] = time.Now()
+			}
 			j.metrics.watermark.WithLabelValues(rec.Topic, strconv.Itoa(rec.Partition)).Set(float64(rec.Watermark.Unix()))
 			if mw := minTime(j.wms); !mw.Equal(j.minWM) {
 				j.minWM, j.movedAt = mw, time.Now()
@@ -499,6 +534,45 @@ func (j *peerJudge) consume(ctx context.Context, gen *kafka.Generation, committe
 		if len(fs) > 0 && !commit() {
 			return
 		}
+	}
+}
+
+// markIdle produces, for every partition whose watermark has not moved
+// for peers.idle_timeout while another's did, a marker moving it to the
+// slowest active partition's watermark. The marker goes through the peers
+// topic like any hand-over, so a new stage owner re-reading the topic
+// judges with it exactly as this one did.
+func (j *peerJudge) markIdle(ctx context.Context) {
+	now := time.Now()
+	j.mu.Lock()
+	var target time.Time
+	for i, w := range j.wms {
+		if now.Sub(j.wmMoved[i]) < j.cfg.IdleTimeout && !w.IsZero() && (target.IsZero() || w.Before(target)) {
+			target = w
+		}
+	}
+	var idle []int
+	if !target.IsZero() {
+		for i, w := range j.wms {
+			if now.Sub(j.wmMoved[i]) >= j.cfg.IdleTimeout && w.Before(target) {
+				idle = append(idle, i)
+			}
+		}
+	}
+	j.mu.Unlock()
+	for _, i := range idle {
+		topic, ps, _ := strings.Cut(j.names[i], "/")
+		part, _ := strconv.Atoi(ps)
+		sctx, cancel := context.WithTimeout(ctx, peerSendTimeout)
+		err := j.send.sendRecord(sctx, peerRecord{Topic: topic, Partition: part, Watermark: target, Idle: true})
+		cancel()
+		if err != nil {
+			j.log.Warn().Str("error", err.Error()).Msg("peer stage: idle marker not produced; retrying")
+			return
+		}
+		j.metrics.idle.Inc()
+		j.log.Warn().Str("topic", topic).Int("partition", part).Dur("idle", now.Sub(j.wmMoved[i]).Round(time.Second)).
+			Time("watermark", target).Msg("peer stage: partition idle; days are judged without it, and what it hands over later for them is dropped")
 	}
 }
 

@@ -214,7 +214,7 @@ func runRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 				log: log.With().Str("component", "peers").Str("topic", topic).Int("partition", partition).Logger()}, nil
 		}
 		judge = &peerJudge{cfg: cfg.Peers, kc: cfg.Kafka, ecfg: ecfg, env: detectors.Env{Location: locations},
-			newEngine: newEngine, writer: store.NewWriter(conn), observe: observe, health: health, metrics: pm,
+			newEngine: newEngine, writer: store.NewWriter(conn), observe: observe, send: sender, health: health, metrics: pm,
 			log: log.With().Str("component", "peer_stage").Logger()}
 	}
 	p, err := pipeline.New(cfg.Pipeline, cfg.Kafka, pipeline.Deps{
