@@ -37,6 +37,10 @@ type Config struct {
 	// Detection configures the detectors (detectors.EngineConfig: lateness,
 	// open findings, each detector's settings, static allowlist entries).
 	Detection DetectionConfig `yaml:"detection"`
+	// Peers says whether `ehrwatch run` compares volume and break_glass
+	// with the whole peer group (through a peers topic) or within a
+	// partition.
+	Peers PeersConfig `yaml:"peers"`
 	// Reference says where reference data comes from and how often it is
 	// refreshed (detectors.ReferenceConfig).
 	Reference detectors.ReferenceConfig `yaml:"reference"`
@@ -65,6 +69,7 @@ func DefaultConfig() Config {
 		ClickHouse: store.DefaultConfig(),
 		Pipeline:   pipeline.DefaultConfig(),
 		Detection:  DetectionConfig{detectors.DefaultEngineConfig(detectors.Registry())},
+		Peers:      DefaultPeersConfig(),
 		Reference:  detectors.DefaultReferenceConfig(),
 		Alerting:   alerting.DefaultConfig(),
 		FHIR:       schemas.DefaultFHIRConfig(),
@@ -89,6 +94,7 @@ func (c *Config) Validate() error {
 		schemas.UnderKey("pipeline", c.Pipeline.Validate()),
 		schemas.UnderKey("pipeline", c.Pipeline.ValidateWith(c.Kafka)),
 		schemas.UnderKey("detection", c.Detection.Validate(detectors.Registry())),
+		schemas.UnderKey("peers", c.Peers.Validate()),
 		schemas.UnderKey("reference", c.Reference.Validate()),
 		schemas.UnderKey("alerting", c.Alerting.Validate()),
 		schemas.UnderKey("fhir", c.FHIR.Validate()),

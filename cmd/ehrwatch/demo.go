@@ -208,7 +208,8 @@ func demo(ctx context.Context, o demoOptions, stdout, stderr io.Writer) (*demoOu
 	if err != nil {
 		return nil, err
 	}
-	newEngine, err := newEngineFactory(idx, h.TimeZones(), detectors.DefaultEngineConfig(detectors.Registry()))
+	ecfg := detectors.DefaultEngineConfig(detectors.Registry())
+	newEngine, err := newEngineFactory(idx, h.TimeZones(), ecfg)
 	if err != nil {
 		return nil, err
 	}
@@ -281,6 +282,13 @@ func demo(ctx context.Context, o demoOptions, stdout, stderr io.Writer) (*demoOu
 	pcfg.DrainTimeout = 5 * time.Second
 	pcfg.ShutdownTimeout = 15 * time.Second
 	engines := &demoEngines{}
+	// Volume and break_glass compare a user with the whole peer group:
+	// every partition's engine is in this process, so one peer stage
+	// serves them all, as in `ehrwatch replay`.
+	hub, err := newDemoPeers(ecfg, h.TimeZones(), stream.perPart)
+	if err != nil {
+		return nil, err
+	}
 	p, err := pipeline.New(pcfg, kcfg, pipeline.Deps{
 		Logger:      log,
 		Sink:        pipeSink,
@@ -291,8 +299,9 @@ func demo(ctx context.Context, o demoOptions, stdout, stderr io.Writer) (*demoOu
 			if err != nil {
 				return nil, err
 			}
+			e.DeferPeers()
 			engines.add(e)
-			return &demoProcessor{eng: e, last: stream.lastEvent[partition]}, nil
+			return &demoProcessor{eng: e, last: stream.lastEvent[partition], part: partition, peers: hub}, nil
 		},
 	})
 	if err != nil {
@@ -394,19 +403,91 @@ wait:
 
 // demoProcessor is a partition's detectors. On the partition's last event
 // it also flushes the engine, as a bounded input ends: every window still
-// open closes and its findings are stored with that event.
+// open closes and its findings are stored with that event. After every
+// event it hands the peer stage what the engine deferred and its
+// watermark, and returns, with the event's own findings, whatever the
+// stage could judge then (findings of any partition's users).
 type demoProcessor struct {
-	eng  *detectors.Engine
-	last string
+	eng   *detectors.Engine
+	last  string
+	part  int
+	peers *demoPeers
 }
 
 func (d *demoProcessor) Process(ctx context.Context, ev *schemas.AccessEvent) ([]schemas.Finding, error) {
 	fs, err := d.eng.Process(ctx, ev)
-	if ev.EventID == d.last {
+	end := ev.EventID == d.last
+	if end {
 		more, ferr := d.eng.Flush(ctx)
 		fs, err = append(fs, more...), errors.Join(err, ferr)
 	}
+	fs = append(fs, d.peers.exchange(d.part, d.eng, end)...)
 	return fs, err
+}
+
+// demoPeers is the demo's peer stage, shared by every partition's
+// processor (they run on their own goroutines). A day is judged once
+// every partition's watermark has passed it, so what is judged does not
+// depend on how the partitions' goroutines interleave; a partition with
+// no events at all counts as ended from the start.
+type demoPeers struct {
+	mu    sync.Mutex
+	stage *detectors.PeerStage
+	wm    []time.Time // last watermark handed over, by partition
+	ended []bool
+	left  int // partitions not yet at their last event
+}
+
+func newDemoPeers(ecfg detectors.EngineConfig, zones map[string]string, perPart []int) (*demoPeers, error) {
+	loc, err := detectors.FacilityLocations(zones)
+	if err != nil {
+		return nil, err
+	}
+	st, err := detectors.NewPeerStage(ecfg, detectors.Env{Location: loc}, len(perPart))
+	if err != nil {
+		return nil, err
+	}
+	d := &demoPeers{stage: st, wm: make([]time.Time, len(perPart)), ended: make([]bool, len(perPart)), left: len(perPart)}
+	for i, n := range perPart {
+		if n == 0 {
+			d.ended[i] = true
+			d.left--
+			st.Add(i, detectors.PeerBatch{}, detectors.EndOfTime)
+		}
+	}
+	return d, nil
+}
+
+// exchange hands the stage what e deferred since the last call and its
+// watermark (the end of time after its last event, once), and returns
+// what the stage judged, admitted by e.
+func (d *demoPeers) exchange(part int, e *detectors.Engine, end bool) []schemas.Finding {
+	b := e.TakePeers()
+	wm := e.Watermark()
+	if end {
+		wm = detectors.EndOfTime
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.ended[part] || (wm.Equal(d.wm[part]) && len(b.Days) == 0 && len(b.Activity) == 0 && len(b.BreakGlass) == 0) {
+		return nil
+	}
+	d.wm[part] = wm
+	d.stage.Add(part, b, wm)
+	var fs []schemas.Finding
+	if end {
+		d.ended[part] = true
+		d.left--
+	}
+	if d.left == 0 {
+		fs = d.stage.Flush()
+	} else {
+		fs = d.stage.Ready()
+	}
+	if len(fs) == 0 {
+		return nil
+	}
+	return e.AdmitPeerFindings(fs)
 }
 
 func (d *demoProcessor) Close() error { return d.eng.Close() }

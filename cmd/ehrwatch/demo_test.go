@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -502,5 +503,62 @@ func TestDemoServe(t *testing.T) {
 	}
 	if _, err := http.Get(s.URL + "/healthz"); err == nil {
 		t.Error("still serving after the demo returned")
+	}
+}
+
+// TestDemoPeersIndependentOfPartitions runs the short demo on one and on
+// three partitions: the volume and break_glass findings (every stored
+// version) must be the same, as the peer stage compares users with the
+// whole peer group whatever the partitioning. Within a partition they
+// differ (docs/detectors.md, "Results independent of partitioning").
+func TestDemoPeersIndependentOfPartitions(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs the demo twice")
+	}
+	peerFindings := func(partitions int) []string {
+		o := shortDemo()
+		o.partitions = partitions
+		o.quiet = true
+		var stdout, stderr bytes.Buffer
+		res, err := demo(context.Background(), o, &stdout, &stderr)
+		if err != nil {
+			t.Fatalf("demo on %d partitions: %v\nstderr:\n%s", partitions, err, stderr.String())
+		}
+		var out []string
+		for _, f := range res.findings {
+			if f.Detector != "volume" && f.Detector != "break_glass" {
+				continue
+			}
+			b, err := json.Marshal(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			out = append(out, string(b))
+		}
+		slices.Sort(out)
+		return out
+	}
+	one, three := peerFindings(1), peerFindings(3)
+	vol := 0
+	for _, s := range one {
+		if strings.Contains(s, `"detector":"volume"`) {
+			vol++
+		}
+	}
+	if vol == 0 {
+		t.Fatal("no volume findings on one partition: the short hospital is not what this test expects")
+	}
+	if !slices.Equal(one, three) {
+		t.Errorf("volume/break_glass findings differ: %d on one partition, %d on three", len(one), len(three))
+		for _, s := range three {
+			if !slices.Contains(one, s) {
+				t.Logf("only on three partitions: %.300s", s)
+			}
+		}
+		for _, s := range one {
+			if !slices.Contains(three, s) {
+				t.Logf("only on one partition: %.300s", s)
+			}
+		}
 	}
 }

@@ -49,7 +49,8 @@ user with peers: by default (--peers group) with the whole peer group,
 judged once every engine's watermark has passed the day, so the findings
 are the same for any --partitions; --peers partition compares with the
 users of the same engine only, which reproduces what ehrwatch run finds
-on a topic of N partitions today (docs/detectors.md). Lines that are not chart accesses (logins, searches without a
+on a topic of N partitions with its default peers.mode partition
+(docs/detectors.md). Lines that are not chart accesses (logins, searches without a
 patient) are counted by reason and skipped. Lines that cannot be decoded
 are reported by line number and error class (never their content) and
 skipped; --strict makes them an error. The summary lists the role and
@@ -118,7 +119,7 @@ func runReplay(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	fs.StringVar(&o.facilities, "facilities", "", "`FILE` of facility_id and time_zone lines (the facilities.ndjson ehrwatch gen writes); default: facilities.ndjson next to --events if present")
 	fs.Var(o.tz, "tz", "facility time zone, `FACILITY=ZONE` (repeatable; overrides --facilities and the config)")
 	fs.IntVar(&o.partitions, "partitions", 1, "spread users over this many engines, as a topic with this many partitions would")
-	fs.StringVar(&o.peers, "peers", "group", "volume peers: group (the whole peer group, whatever --partitions; docs/detectors.md) or partition (the users of the same partition only, as ehrwatch run compares them today)")
+	fs.StringVar(&o.peers, "peers", "group", "volume peers: group (the whole peer group, whatever --partitions; docs/detectors.md) or partition (the users of the same partition only, as ehrwatch run compares them with peers.mode partition)")
 	fs.StringVar(&o.partitioner, "partitioner", "fnv1a", "how user_id keys map to partitions: fnv1a (kafka-go Hash, sarama) or murmur2 (Java clients, librdkafka consistent_random)")
 	fs.StringVar(&o.csvMapping, "csv-mapping", "", "read --events as a CSV/TSV export with this mapping `FILE` (YAML; see docs/feeds.md and deployments/csv/)")
 	fs.BoolVar(&o.strict, "strict", false, "exit non-zero when any line cannot be decoded")

@@ -20,6 +20,7 @@ import (
 	"github.com/ehrwatch/ehrwatch/detectors"
 	"github.com/ehrwatch/ehrwatch/pipeline"
 	"github.com/ehrwatch/ehrwatch/pipeline/alerting"
+	"github.com/ehrwatch/ehrwatch/pipeline/store"
 	"github.com/ehrwatch/ehrwatch/pipeline/triage"
 	"github.com/ehrwatch/ehrwatch/schemas"
 )
@@ -177,17 +178,53 @@ func runRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err != nil {
 		return err
 	}
+	observe := func(ctx context.Context, findings []schemas.Finding) error {
+		_, err := mgr.Observe(ctx, findings)
+		return err
+	}
+	newProcessor := engines.NewProcessor
+	var judge *peerJudge
+	if cfg.Peers.Mode == "group" {
+		// volume and break_glass compare with the whole peer group: each
+		// partition hands its closed days over through the peers topic,
+		// and one instance's peer stage judges them (docs/detectors.md).
+		cctx, cancel := context.WithTimeout(ctx, cfg.Kafka.RequestTimeout)
+		err := checkPeersTopic(cctx, cfg.Kafka, cfg.Peers.Topic)
+		cancel()
+		if err != nil {
+			return err
+		}
+		pm, err := newPeerMetrics(reg)
+		if err != nil {
+			return err
+		}
+		sender, err := newPeerSender(cfg.Kafka, cfg.Peers.Topic, pm)
+		if err != nil {
+			return err
+		}
+		defer sender.Close()
+		newProcessor = func(topic string, partition int) (pipeline.Processor, error) {
+			p, err := engines.NewProcessor(topic, partition)
+			if err != nil {
+				return nil, err
+			}
+			pe := p.(*partitionEngine)
+			pe.DeferPeers()
+			return &peerSource{partitionEngine: pe, topic: topic, partition: partition, send: sender,
+				log: log.With().Str("component", "peers").Str("topic", topic).Int("partition", partition).Logger()}, nil
+		}
+		judge = &peerJudge{cfg: cfg.Peers, kc: cfg.Kafka, ecfg: ecfg, env: detectors.Env{Location: locations},
+			newEngine: newEngine, writer: store.NewWriter(conn), observe: observe, send: sender, health: health, metrics: pm,
+			log: log.With().Str("component", "peer_stage").Logger()}
+	}
 	p, err := pipeline.New(cfg.Pipeline, cfg.Kafka, pipeline.Deps{
 		Logger:       log,
 		ClickHouse:   conn,
 		Decode:       dec.Decode,
 		Metrics:      reg,
 		Health:       health,
-		NewProcessor: engines.NewProcessor,
-		AfterStore: func(ctx context.Context, findings []schemas.Finding) error {
-			_, err := mgr.Observe(ctx, findings)
-			return err
-		},
+		NewProcessor: newProcessor,
+		AfterStore:   observe,
 	})
 	if err != nil {
 		return err
@@ -229,6 +266,19 @@ func runRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 			}
 			return nil
 		}, func(error) { cancel() })
+	}
+	// The peer stage (peers.mode group), until the pipeline has stopped:
+	// it stores and alerts through the same connection and alerting.
+	if judge != nil {
+		jctx, cancel := context.WithCancel(context.Background())
+		g.Add(func() error {
+			return judge.run(jctx)
+		}, func(error) {
+			go func() {
+				<-pipelineDone
+				cancel()
+			}()
+		})
 	}
 	// Reference data and allowlist refresh.
 	{
