@@ -73,6 +73,7 @@ type Store struct {
 	state   map[string]triage.State
 	history map[string][]triage.State
 	audit   []triage.AuditRecord
+	inv     investigations
 }
 
 // New builds a store over d. Zero options take triage's defaults.
@@ -514,12 +515,13 @@ func (s *Store) Report(_ context.Context, q triage.ReportQuery) (triage.Report, 
 				Explanation: f.Explanation, Suppressed: f.Suppressed, EventCount: len(f.EventIDs)})
 		}
 	}
-	rep.Warnings = triage.ReferenceWarnings(triage.ReferenceCounts{Users: uint64(s.nUsers), Encounters: uint64(s.nEncounter)})
+	refs, _ := s.ReferenceCounts(context.Background())
+	rep.Warnings = triage.ReferenceWarnings(refs)
 	return rep, nil
 }
 
 // ReportAll runs q until q.Limit rows (or the end of the range) in one
 // report; NextCursor is set when rows remain.
 func (s *Store) ReportAll(ctx context.Context, q triage.ReportQuery) (triage.Report, error) {
-	return s.Report(ctx, q)
+	return triage.ReportInPasses(ctx, q, s.Report)
 }
