@@ -6,10 +6,16 @@
 // It follows the ClickHouse store's rules rather than copies of them: the
 // triage lifecycle and optimistic versions are triage.Apply's, whether a
 // care relationship explains an access is triage.CareIndex's, report rows
-// are triage.NewAccessRow's, and the errors are triage's
-// (triage.ErrNotFound, *triage.ConflictError, *triage.ValidationError,
-// triage.ErrForbidden). Nothing survives the process: it is a demo store,
-// and the console labels it so (Label).
+// are triage.NewAccessRow's, cases follow triage.NewCase, AddCaseAlerts,
+// RemoveCaseAlert, ApplyCase and NextCase, allowlist edits
+// triage.NewAllowlistItem and ChangeAllowlistItem, heat maps
+// triage.HeatmapCounter, and the errors are triage's (triage.ErrNotFound,
+// *triage.ConflictError, *triage.CaseConflictError,
+// *triage.AllowlistConflictError, *triage.ValidationError,
+// triage.ErrForbidden). So it serves every console page and API endpoint
+// (console.InvestigationStore, api.CaseStore). Allowlist edits reach no
+// detector: the demo's run is over when it serves. Nothing survives the
+// process: it is a demo store, and the console labels it so (Label).
 package memstore
 
 import (
