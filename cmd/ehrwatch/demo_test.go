@@ -339,6 +339,19 @@ func TestDemoServe(t *testing.T) {
 	if s.Store != "demo store (in memory)" || !strings.HasPrefix(s.Token, "demo-") || len(s.Token) < 40 {
 		t.Errorf("served %+v: want the in-memory store and a long random token", s)
 	}
+	do := func(req *http.Request) (int, []byte) {
+		t.Helper()
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp.StatusCode, b
+	}
 	call := func(method, path, token, body string) (int, []byte) {
 		t.Helper()
 		var rd io.Reader
@@ -355,16 +368,7 @@ func TestDemoServe(t *testing.T) {
 		if body != "" {
 			req.Header.Set("Content-Type", "application/json")
 		}
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, err := io.ReadAll(resp.Body)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return resp.StatusCode, b
+		return do(req)
 	}
 	if code, _ := call("GET", "/api/v1/alerts", "", ""); code != http.StatusUnauthorized {
 		t.Errorf("no token: %d, want 401", code)
@@ -500,16 +504,8 @@ func TestDemoServe(t *testing.T) {
 		}
 		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 		req.Header.Set("Cookie", cookie)
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, err := io.ReadAll(resp.Body)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return resp.StatusCode, string(b)
+		code, b := do(req)
+		return code, string(b)
 	}
 	if code, page := call("GET", "/cases", s.Token, ""); code != 200 || !strings.Contains(string(page), c.CaseID) || !strings.Contains(string(page), "Demo store") {
 		t.Errorf("GET /cases: %d, case %s missing\n%.1000s", code, c.CaseID, page)
