@@ -340,6 +340,19 @@ func TestDemoServe(t *testing.T) {
 	if s.Store != "demo store (in memory)" || !strings.HasPrefix(s.Token, "demo-") || len(s.Token) < 40 {
 		t.Errorf("served %+v: want the in-memory store and a long random token", s)
 	}
+	do := func(req *http.Request) (int, []byte) {
+		t.Helper()
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp.StatusCode, b
+	}
 	call := func(method, path, token, body string) (int, []byte) {
 		t.Helper()
 		var rd io.Reader
@@ -356,16 +369,7 @@ func TestDemoServe(t *testing.T) {
 		if body != "" {
 			req.Header.Set("Content-Type", "application/json")
 		}
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, err := io.ReadAll(resp.Body)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return resp.StatusCode, b
+		return do(req)
 	}
 	if code, _ := call("GET", "/api/v1/alerts", "", ""); code != http.StatusUnauthorized {
 		t.Errorf("no token: %d, want 401", code)
@@ -482,6 +486,42 @@ func TestDemoServe(t *testing.T) {
 	var rep triage.Report
 	if err := json.Unmarshal(b, &rep); code != 200 || err != nil || len(rep.Rows) == 0 || len(rep.Warnings) != 0 {
 		t.Errorf("patient report: %d %v rows %d warnings %+v", code, err, len(rep.Rows), rep.Warnings)
+	}
+
+	// The investigation pages work on the demo store too: a case opened
+	// through the API is on /cases, the patient page (a POST form, the id
+	// never in the URL) lists the patient's accesses, and /allowlist says
+	// that its edits reach no detector.
+	code, b = call("POST", "/api/v1/cases", s.Token, `{"title":"demo case","alert_ids":["`+a.AlertID+`"]}`)
+	var c triage.Case
+	if err := json.Unmarshal(b, &c); code != http.StatusCreated && code != 200 || err != nil || c.CaseID == "" {
+		t.Errorf("create case: %d %v %s", code, err, b)
+	}
+	form := func(path string, v url.Values) (int, string) {
+		t.Helper()
+		req, err := http.NewRequest("POST", s.URL+path, strings.NewReader(v.Encode()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		req.Header.Set("Cookie", cookie)
+		code, b := do(req)
+		return code, string(b)
+	}
+	if code, page := call("GET", "/cases", s.Token, ""); code != 200 || !strings.Contains(string(page), c.CaseID) || !strings.Contains(string(page), "Demo store") {
+		t.Errorf("GET /cases: %d, case %s missing\n%.1000s", code, c.CaseID, page)
+	}
+	day := d.Events[0].EventTime.UTC()
+	if code, page := form("/patients", url.Values{"patient_id": {patient}, "from": {day.AddDate(0, 0, -7).Format(time.DateOnly)},
+		"to": {day.AddDate(0, 0, 7).Format(time.DateOnly)}}); code != 200 || !strings.Contains(page, "Demo store") ||
+		!strings.Contains(page, `<span class="muted">`+d.Events[0].UserID+`</span>`) {
+		t.Errorf("POST /patients: %d\n%.1000s", code, page)
+	}
+	if code, page := call("GET", "/users/"+url.PathEscape(d.Events[0].UserID), s.Token, ""); code != 200 || !strings.Contains(string(page), "Demo store") {
+		t.Errorf("GET /users/%s: %d\n%.1000s", d.Events[0].UserID, code, page)
+	}
+	if code, page := call("GET", "/allowlist", s.Token, ""); code != 200 || !strings.Contains(string(page), "reach no detector") {
+		t.Errorf("GET /allowlist: %d\n%.1000s", code, page)
 	}
 
 	cancel()

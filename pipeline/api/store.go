@@ -26,8 +26,8 @@ type Store interface {
 var _ Store = (*triage.Store)(nil)
 
 // CaseStore is what the cases and allowlist endpoints need beyond Store.
-// *triage.Store has it; a store without it (the demo's in-memory store)
-// answers those endpoints with 501.
+// *triage.Store and the demo's in-memory store (memstore) have it; a
+// store without it answers those endpoints with 501.
 type CaseStore interface {
 	CreateCase(ctx context.Context, title string, alertIDs []string, actor triage.Actor) (triage.Case, error)
 	AddAlerts(ctx context.Context, caseID string, alertIDs []string, expectedVersion uint64, note string, actor triage.Actor) (triage.Case, error)
@@ -51,5 +51,5 @@ func (s *Server) caseStore() (CaseStore, error) {
 	if cs, ok := s.store.(CaseStore); ok {
 		return cs, nil
 	}
-	return nil, &apiError{Status: http.StatusNotImplemented, Msg: "this store keeps no cases or allowlist (the demo's in-memory store)"}
+	return nil, &apiError{Status: http.StatusNotImplemented, Msg: "this store keeps no cases or allowlist"}
 }

@@ -41,6 +41,10 @@ type allowlistRow struct {
 // default).
 const AllowlistRefreshNote = "the detectors reload the allowlist every reference.refresh_interval (5 minutes by default): a change applies to findings raised after their next reload, and never retroactively"
 
+// AllowlistDemoNote replaces AllowlistRefreshNote on the demo's in-memory
+// store: the demo's detectors have finished when the console serves.
+const AllowlistDemoNote = "never: this is the demo store, kept in memory after the demo's run ended, so entries added, expired or removed here reach no detector and change no finding"
+
 func (c *Console) handleAllowlist(w http.ResponseWriter, r *http.Request, rc *reqCtx) error {
 	v := allowlistView{WithRemoved: r.URL.Query().Get("removed") == "1"}
 	switch r.URL.Query().Get("done") {
@@ -84,6 +88,9 @@ func (c *Console) showAllowlist(w http.ResponseWriter, r *http.Request, rc *reqC
 		return err
 	}
 	v.Refresh = AllowlistRefreshNote
+	if c.deps.DemoStore {
+		v.Refresh = AllowlistDemoNote
+	}
 	c.render(w, r, rc, status, "allowlist", "Allowlist", "allowlist", v)
 	return nil
 }

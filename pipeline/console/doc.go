@@ -49,8 +49,10 @@
 //	GET  /allowlist, POST /allowlist      entries and their history; add (allowlist:write, audited)
 //	POST /allowlist/{entry_id}/expire|remove
 //
-// They read and write through InvestigationStore (*triage.Store); a store
-// without it (the demo's in-memory store) answers them with 501.
+// They read and write through InvestigationStore: *triage.Store, or the
+// demo's in-memory store (memstore), whose allowlist edits reach no
+// detector (the demo's run is over; the allowlist page says so); a store
+// without it answers them with 501.
 //
 // A version conflict is shown as the other person's change (who, what,
 // when) with the submitted form offered again, never as a bare 409.

@@ -14,9 +14,9 @@ import (
 )
 
 // InvestigationStore is what the privacy office's pages (cases, patient,
-// user, allowlist) read and write. *triage.Store implements it. It is
-// separate from Store so that a store without investigations (the demo's
-// in-memory store, so far) still serves the queue and alert pages; those
+// user, allowlist) read and write. *triage.Store and the demo's in-memory
+// store (memstore) implement it. It is separate from Store so that a store
+// without investigations still serves the queue and alert pages; those
 // pages then answer 501 and say why.
 type InvestigationStore interface {
 	CreateCase(ctx context.Context, title string, alertIDs []string, actor triage.Actor) (triage.Case, error)
@@ -76,7 +76,7 @@ func (c *Console) inv() (InvestigationStore, error) {
 		return s, nil
 	}
 	return nil, &pageError{Status: http.StatusNotImplemented, Title: "Not available here",
-		Msg: "This store keeps no cases, reports or allowlist (the demo's in-memory store); run with ClickHouse to use this page."}
+		Msg: "This store keeps no cases, reports or allowlist; run with ClickHouse to use this page."}
 }
 
 // PatientHandleTTL is how long a patient page link (/patients/h/{handle})

@@ -113,14 +113,8 @@ LIMIT {limit:UInt32}`)
 			it.ExpiresAt = exp.UTC()
 		}
 		it.UpdatedAt = it.UpdatedAt.UTC()
-		it.State = allowlistState(it, now)
-		if err := it.AllowlistEntry.Validate(); err != nil {
-			var fe *schemas.FieldError
-			it.Invalid = "invalid"
-			if errors.As(err, &fe) {
-				it.Invalid = fe.Key
-			}
-		}
+		it.State = AllowlistState(it, now)
+		it.Invalid = AllowlistInvalid(it.AllowlistEntry)
 		out = append(out, it)
 	}
 	if err := rows.Err(); err != nil {
@@ -129,7 +123,21 @@ LIMIT {limit:UInt32}`)
 	return out, nil
 }
 
-func allowlistState(it AllowlistItem, now time.Time) string {
+// AllowlistInvalid names the key that makes the detectors skip e ("" when
+// e is valid).
+func AllowlistInvalid(e schemas.AllowlistEntry) string {
+	if err := e.Validate(); err != nil {
+		var fe *schemas.FieldError
+		if errors.As(err, &fe) {
+			return fe.Key
+		}
+		return "invalid"
+	}
+	return ""
+}
+
+// AllowlistState is it's state at now: "removed", "expired" or "active".
+func AllowlistState(it AllowlistItem, now time.Time) string {
 	switch {
 	case it.Deleted:
 		return "removed"
@@ -163,7 +171,7 @@ func (s *Store) AllowlistEntry(ctx context.Context, entryID string) (AllowlistIt
 		it.ExpiresAt = exp.UTC()
 	}
 	it.UpdatedAt = it.UpdatedAt.UTC()
-	it.State = allowlistState(it, s.opts.Now())
+	it.State = AllowlistState(it, s.opts.Now())
 	return it, nil
 }
 
@@ -171,7 +179,21 @@ func (s *Store) AllowlistEntry(ctx context.Context, entryID string) (AllowlistIt
 // and an expiry in the future) and stores it as a new entry. The detectors
 // pick it up at their next reference refresh (reference.refresh_interval).
 func (s *Store) AddAllowlistEntry(ctx context.Context, e schemas.AllowlistEntry, note string, actor Actor) (AllowlistItem, error) {
-	if err := checkActor(actor); err != nil {
+	it, err := NewAllowlistItem(e, note, actor, s.opts.Detectors, s.opts.Now())
+	if err != nil {
+		return AllowlistItem{}, err
+	}
+	if err := s.writeAllowlist(ctx, it, AllowlistAdded, note, actor); err != nil {
+		return AllowlistItem{}, err
+	}
+	return it, nil
+}
+
+// NewAllowlistItem is AddAllowlistEntry's rule: it validates e (trimmed)
+// and note, with detectors the known detector names (none: any), and
+// returns the new entry, active from now.
+func NewAllowlistItem(e schemas.AllowlistEntry, note string, actor Actor, detectors []string, now time.Time) (AllowlistItem, error) {
+	if err := CheckActor(actor); err != nil {
 		return AllowlistItem{}, err
 	}
 	e.UserID, e.PatientID, e.Department = strings.TrimSpace(e.UserID), strings.TrimSpace(e.PatientID), strings.TrimSpace(e.Department)
@@ -192,10 +214,10 @@ func (s *Store) AddAllowlistEntry(ctx context.Context, e schemas.AllowlistEntry,
 			return AllowlistItem{}, err
 		}
 	}
-	if len(s.opts.Detectors) > 0 && e.Detector != "*" && !containsString(s.opts.Detectors, e.Detector) {
-		return AllowlistItem{}, invalid("detector", "unknown detector (one of %s, or * for all)", strings.Join(s.opts.Detectors, ", "))
+	if len(detectors) > 0 && e.Detector != "*" && !containsString(detectors, e.Detector) {
+		return AllowlistItem{}, invalid("detector", "unknown detector (one of %s, or * for all)", strings.Join(detectors, ", "))
 	}
-	now := s.opts.Now().UTC().Truncate(time.Millisecond)
+	now = now.UTC().Truncate(time.Millisecond)
 	if !e.ExpiresAt.After(now) {
 		return AllowlistItem{}, invalid("expires_at", "must be in the future")
 	}
@@ -204,50 +226,73 @@ func (s *Store) AddAllowlistEntry(ctx context.Context, e schemas.AllowlistEntry,
 			return AllowlistItem{}, err
 		}
 	}
-	it := AllowlistItem{EntryID: newEntryID(now), AllowlistEntry: e, UpdatedAt: now, State: "active"}
-	if err := s.writeAllowlist(ctx, it, AllowlistAdded, note, actor); err != nil {
-		return AllowlistItem{}, err
-	}
-	return it, nil
+	return AllowlistItem{EntryID: newEntryID(now), AllowlistEntry: e, UpdatedAt: now, State: "active"}, nil
 }
 
 // ExpireAllowlistEntry ends an entry now (its expires_at becomes now):
 // findings after now are no longer suppressed by it. expected is the
 // UpdatedAt the caller saw.
 func (s *Store) ExpireAllowlistEntry(ctx context.Context, entryID string, expected time.Time, note string, actor Actor) (AllowlistItem, error) {
-	return s.changeAllowlist(ctx, entryID, expected, note, actor, AllowlistExpired, func(it *AllowlistItem, now time.Time) error {
-		if it.Deleted {
-			return invalid("entry_id", "the entry was removed")
-		}
-		if !it.ExpiresAt.After(now) {
-			return invalid("expires_at", "the entry has already expired")
-		}
-		it.ExpiresAt = now
-		return nil
-	})
+	return s.changeAllowlist(ctx, entryID, expected, note, actor, AllowlistExpired)
 }
 
 // RemoveAllowlistEntry removes an entry (deleted = true): the detectors
 // drop it at their next refresh, as if it never matched from then on.
 func (s *Store) RemoveAllowlistEntry(ctx context.Context, entryID string, expected time.Time, note string, actor Actor) (AllowlistItem, error) {
-	return s.changeAllowlist(ctx, entryID, expected, note, actor, AllowlistRemoved, func(it *AllowlistItem, _ time.Time) error {
+	return s.changeAllowlist(ctx, entryID, expected, note, actor, AllowlistRemoved)
+}
+
+// CheckAllowlistChange checks what an expiry or removal checks before
+// reading the entry: the actor and the note.
+func CheckAllowlistChange(note string, actor Actor) error {
+	if err := CheckActor(actor); err != nil {
+		return err
+	}
+	if note != "" {
+		return checkNote(note)
+	}
+	return nil
+}
+
+// ChangeAllowlistItem is the rule of an expiry or removal of it: it must
+// still be at expected (else an *AllowlistConflictError with last(), the
+// entry's latest history row, if any), and the change is stamped now (or
+// just after it.UpdatedAt, so that the newest row wins).
+func ChangeAllowlistItem(it AllowlistItem, expected time.Time, change AllowlistChange, now time.Time,
+	last func() *AllowlistHistoryRow) (AllowlistItem, error) {
+	if !it.UpdatedAt.Equal(expected.UTC().Truncate(time.Millisecond)) {
+		return AllowlistItem{}, &AllowlistConflictError{Expected: expected, Current: it.UpdatedAt, Last: last()}
+	}
+	now = now.UTC().Truncate(time.Millisecond)
+	if !now.After(it.UpdatedAt) {
+		now = it.UpdatedAt.Add(time.Millisecond) // the newest updated_at must win
+	}
+	switch change {
+	case AllowlistExpired:
 		if it.Deleted {
-			return invalid("entry_id", "the entry was already removed")
+			return AllowlistItem{}, invalid("entry_id", "the entry was removed")
+		}
+		if !it.ExpiresAt.After(now) {
+			return AllowlistItem{}, invalid("expires_at", "the entry has already expired")
+		}
+		it.ExpiresAt = now
+	case AllowlistRemoved:
+		if it.Deleted {
+			return AllowlistItem{}, invalid("entry_id", "the entry was already removed")
 		}
 		it.Deleted = true
-		return nil
-	})
+	default:
+		return AllowlistItem{}, invalid("change", "unknown change %q", change)
+	}
+	it.UpdatedAt = now
+	it.State = AllowlistState(it, now.Add(time.Millisecond))
+	return it, nil
 }
 
 func (s *Store) changeAllowlist(ctx context.Context, entryID string, expected time.Time, note string, actor Actor,
-	change AllowlistChange, apply func(*AllowlistItem, time.Time) error) (AllowlistItem, error) {
-	if err := checkActor(actor); err != nil {
+	change AllowlistChange) (AllowlistItem, error) {
+	if err := CheckAllowlistChange(note, actor); err != nil {
 		return AllowlistItem{}, err
-	}
-	if note != "" {
-		if err := checkNote(note); err != nil {
-			return AllowlistItem{}, err
-		}
 	}
 	mu := &s.locks[maphash.String(s.seed, "allowlist/"+entryID)%uint64(len(s.locks))]
 	mu.Lock()
@@ -256,22 +301,15 @@ func (s *Store) changeAllowlist(ctx context.Context, entryID string, expected ti
 	if err != nil {
 		return AllowlistItem{}, err
 	}
-	if !it.UpdatedAt.Equal(expected.UTC().Truncate(time.Millisecond)) {
-		ce := &AllowlistConflictError{Expected: expected, Current: it.UpdatedAt}
+	it, err = ChangeAllowlistItem(it, expected, change, s.opts.Now(), func() *AllowlistHistoryRow {
 		if hist, err := s.AllowlistHistory(ctx, entryID, 1); err == nil && len(hist) > 0 {
-			ce.Last = &hist[0]
+			return &hist[0]
 		}
-		return AllowlistItem{}, ce
-	}
-	now := s.opts.Now().UTC().Truncate(time.Millisecond)
-	if !now.After(it.UpdatedAt) {
-		now = it.UpdatedAt.Add(time.Millisecond) // the newest updated_at must win
-	}
-	if err := apply(&it, now); err != nil {
+		return nil
+	})
+	if err != nil {
 		return AllowlistItem{}, err
 	}
-	it.UpdatedAt = now
-	it.State = allowlistState(it, now.Add(time.Millisecond))
 	if err := s.writeAllowlist(ctx, it, change, note, actor); err != nil {
 		return AllowlistItem{}, err
 	}

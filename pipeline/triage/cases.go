@@ -243,19 +243,13 @@ ORDER BY version, changed_at, change_id`)
 
 // ListCases returns one page of cases matching f, newest first.
 func (s *Store) ListCases(ctx context.Context, f CaseFilter) (CasePage, error) {
-	if f.Limit <= 0 {
-		return CasePage{}, invalid("limit", "must be > 0")
-	}
-	cur, err := decodeCursor(f.Cursor)
-	if err != nil {
+	if err := CheckCaseFilter(f); err != nil {
 		return CasePage{}, err
 	}
+	cur, _ := decodeCursor(f.Cursor)
 	p := params{}
 	where := []string{"1"}
 	if f.Status != "" {
-		if !f.Status.Valid() {
-			return CasePage{}, invalid("status", "must be one of %s", joinCaseStatuses())
-		}
 		p.str("status", string(f.Status))
 		where = append(where, "status = {status:String}")
 	}
@@ -282,16 +276,36 @@ ORDER BY created_at DESC, case_id DESC LIMIT {limit:UInt32}`)
 	if err != nil {
 		return CasePage{}, fmt.Errorf("list cases: %w", err)
 	}
+	return PageCases(cs, f.Limit), nil
+}
+
+// CheckCaseFilter validates f (limit, cursor, status) as ListCases does.
+func CheckCaseFilter(f CaseFilter) error {
+	if f.Limit <= 0 {
+		return invalid("limit", "must be > 0")
+	}
+	if _, err := decodeCursor(f.Cursor); err != nil {
+		return err
+	}
+	if f.Status != "" && !f.Status.Valid() {
+		return invalid("status", "must be one of %s", joinCaseStatuses())
+	}
+	return nil
+}
+
+// PageCases makes the page of cs (matching cases, newest first, at most
+// limit+1 of them) that ListCases returns.
+func PageCases(cs []Case, limit int) CasePage {
 	page := CasePage{Cases: cs}
-	if len(cs) > f.Limit {
-		page.Cases = cs[:f.Limit]
-		last := page.Cases[f.Limit-1]
+	if len(cs) > limit {
+		page.Cases = cs[:limit]
+		last := page.Cases[limit-1]
 		page.NextCursor = encodeCursor(last.CreatedAt, last.CaseID)
 	}
 	if page.Cases == nil {
 		page.Cases = []Case{}
 	}
-	return page, nil
+	return page
 }
 
 // CasesForAlerts returns the cases that hold any of alertIDs, newest first
@@ -322,93 +336,121 @@ ORDER BY created_at DESC, case_id DESC LIMIT {limit:UInt32}`)
 // CreateCase opens a case titled title over alertIDs (at least one, each an
 // existing alert) and returns it at version 1.
 func (s *Store) CreateCase(ctx context.Context, title string, alertIDs []string, actor Actor) (Case, error) {
-	if err := checkActor(actor); err != nil {
-		return Case{}, err
-	}
-	title = strings.TrimSpace(title)
-	if err := checkText("title", title, MaxTitleBytes, false); err != nil {
-		return Case{}, err
-	}
-	if title == "" {
-		return Case{}, invalid("title", "required")
-	}
-	ids, err := s.checkAlertIDs(ctx, "alert_ids", alertIDs)
+	ch, err := NewCase(title, alertIDs, actor, s.opts.Now(), func(ids []string) ([]string, error) {
+		return s.checkAlertIDs(ctx, "alert_ids", ids)
+	})
 	if err != nil {
 		return Case{}, err
 	}
-	if len(ids) == 0 {
-		return Case{}, invalid("alert_ids", "a case needs at least one alert")
-	}
-	now := s.opts.Now().UTC().Truncate(time.Millisecond)
-	ch := CaseChange{Case: Case{CaseID: newCaseID(now), Version: 1, Title: title, Status: CaseOpen, AlertIDs: ids,
-		CreatedBy: actor.Name, CreatedAt: now, ChangedBy: actor.Name, ChangedAt: now},
-		Action: CaseCreated, Added: ids}
 	if err := s.insertCaseChange(ctx, ch, 0); err != nil {
 		return Case{}, err
 	}
 	return ch.Case, nil
 }
 
+// NewCase validates a new case (actor, title, then the alerts, which
+// checkIDs validates, deduplicates, sorts and looks up: CheckCaseAlertIDs
+// plus the store's own lookup) and returns its first change, version 1 at
+// now.
+func NewCase(title string, alertIDs []string, actor Actor, now time.Time, checkIDs func([]string) ([]string, error)) (CaseChange, error) {
+	if err := CheckActor(actor); err != nil {
+		return CaseChange{}, err
+	}
+	title = strings.TrimSpace(title)
+	if err := checkText("title", title, MaxTitleBytes, false); err != nil {
+		return CaseChange{}, err
+	}
+	if title == "" {
+		return CaseChange{}, invalid("title", "required")
+	}
+	ids, err := checkIDs(alertIDs)
+	if err != nil {
+		return CaseChange{}, err
+	}
+	if len(ids) == 0 {
+		return CaseChange{}, invalid("alert_ids", "a case needs at least one alert")
+	}
+	now = now.UTC().Truncate(time.Millisecond)
+	return CaseChange{Case: Case{CaseID: newCaseID(now), Version: 1, Title: title, Status: CaseOpen, AlertIDs: ids,
+		CreatedBy: actor.Name, CreatedAt: now, ChangedBy: actor.Name, ChangedAt: now},
+		Action: CaseCreated, Added: ids}, nil
+}
+
 // AddAlerts adds alerts (existing, not yet members) to an open case.
 func (s *Store) AddAlerts(ctx context.Context, caseID string, alertIDs []string, expectedVersion uint64, note string, actor Actor) (Case, error) {
 	return s.changeCase(ctx, caseID, expectedVersion, actor, func(cur Case) (CaseChange, error) {
-		if cur.Status == CaseClosed {
-			return CaseChange{}, invalid("status", "a closed case takes no alerts; reopen it (status investigating) first")
-		}
-		ids, err := s.checkAlertIDs(ctx, "alert_ids", alertIDs)
-		if err != nil {
-			return CaseChange{}, err
-		}
-		var added []string
-		for _, id := range ids {
-			if !slices.Contains(cur.AlertIDs, id) {
-				added = append(added, id)
-			}
-		}
-		if len(added) == 0 {
-			return CaseChange{}, invalid("alert_ids", "every alert given is already in the case")
-		}
-		next := cur
-		next.AlertIDs = append(slices.Clone(cur.AlertIDs), added...)
-		slices.Sort(next.AlertIDs)
-		if len(next.AlertIDs) > MaxCaseAlerts {
-			return CaseChange{}, invalid("alert_ids", "a case holds at most %d alerts", MaxCaseAlerts)
-		}
-		return CaseChange{Case: next, Action: CaseAlertsAdded, Added: added, Note: note}, nil
+		return AddCaseAlerts(cur, alertIDs, note, func(ids []string) ([]string, error) {
+			return s.checkAlertIDs(ctx, "alert_ids", ids)
+		})
 	})
+}
+
+// AddCaseAlerts is AddAlerts' rule: the change adding alertIDs (checked by
+// checkIDs, as in NewCase) to the open case cur.
+func AddCaseAlerts(cur Case, alertIDs []string, note string, checkIDs func([]string) ([]string, error)) (CaseChange, error) {
+	if cur.Status == CaseClosed {
+		return CaseChange{}, invalid("status", "a closed case takes no alerts; reopen it (status investigating) first")
+	}
+	ids, err := checkIDs(alertIDs)
+	if err != nil {
+		return CaseChange{}, err
+	}
+	var added []string
+	for _, id := range ids {
+		if !slices.Contains(cur.AlertIDs, id) {
+			added = append(added, id)
+		}
+	}
+	if len(added) == 0 {
+		return CaseChange{}, invalid("alert_ids", "every alert given is already in the case")
+	}
+	next := cur
+	next.AlertIDs = append(slices.Clone(cur.AlertIDs), added...)
+	slices.Sort(next.AlertIDs)
+	if len(next.AlertIDs) > MaxCaseAlerts {
+		return CaseChange{}, invalid("alert_ids", "a case holds at most %d alerts", MaxCaseAlerts)
+	}
+	return CaseChange{Case: next, Action: CaseAlertsAdded, Added: added, Note: note}, nil
 }
 
 // RemoveAlert takes one alert out of an open case (a case keeps at least
 // one alert).
 func (s *Store) RemoveAlert(ctx context.Context, caseID, alertID string, expectedVersion uint64, note string, actor Actor) (Case, error) {
 	return s.changeCase(ctx, caseID, expectedVersion, actor, func(cur Case) (CaseChange, error) {
-		if err := CheckID("alert_id", alertID); err != nil {
-			return CaseChange{}, err
-		}
-		if cur.Status == CaseClosed {
-			return CaseChange{}, invalid("status", "a closed case keeps its alerts; reopen it (status investigating) first")
-		}
-		if !slices.Contains(cur.AlertIDs, alertID) {
-			return CaseChange{}, invalid("alert_id", "not in this case")
-		}
-		if len(cur.AlertIDs) == 1 {
-			return CaseChange{}, invalid("alert_id", "the last alert of a case cannot be removed; close the case instead")
-		}
-		next := cur
-		next.AlertIDs = slices.DeleteFunc(slices.Clone(cur.AlertIDs), func(x string) bool { return x == alertID })
-		return CaseChange{Case: next, Action: CaseAlertRemoved, Removed: []string{alertID}, Note: note}, nil
+		return RemoveCaseAlert(cur, alertID, note)
 	})
+}
+
+// RemoveCaseAlert is RemoveAlert's rule: the change taking alertID out of
+// the open case cur.
+func RemoveCaseAlert(cur Case, alertID, note string) (CaseChange, error) {
+	if err := CheckID("alert_id", alertID); err != nil {
+		return CaseChange{}, err
+	}
+	if cur.Status == CaseClosed {
+		return CaseChange{}, invalid("status", "a closed case keeps its alerts; reopen it (status investigating) first")
+	}
+	if !slices.Contains(cur.AlertIDs, alertID) {
+		return CaseChange{}, invalid("alert_id", "not in this case")
+	}
+	if len(cur.AlertIDs) == 1 {
+		return CaseChange{}, invalid("alert_id", "the last alert of a case cannot be removed; close the case instead")
+	}
+	next := cur
+	next.AlertIDs = slices.DeleteFunc(slices.Clone(cur.AlertIDs), func(x string) bool { return x == alertID })
+	return CaseChange{Case: next, Action: CaseAlertRemoved, Removed: []string{alertID}, Note: note}, nil
 }
 
 // UpdateCase changes a case's title, status, assignee, outcome or adds a
 // note, with the lifecycle in the package documentation.
 func (s *Store) UpdateCase(ctx context.Context, caseID string, u CaseUpdate, actor Actor) (Case, error) {
 	return s.changeCase(ctx, caseID, u.ExpectedVersion, actor, func(cur Case) (CaseChange, error) {
-		return applyCase(cur, u, actor)
+		return ApplyCase(cur, u, actor)
 	})
 }
 
-func checkActor(actor Actor) error {
+// CheckActor checks the recorded name of whoever makes a change.
+func CheckActor(actor Actor) error {
 	if actor.Name == "" || len(actor.Name) > MaxActorBytes {
 		return errors.New("triage: actor name required (at most 256 bytes)")
 	}
@@ -419,10 +461,7 @@ func checkActor(actor Actor) error {
 // state, and writes it as version + 1.
 func (s *Store) changeCase(ctx context.Context, caseID string, expected uint64, actor Actor,
 	build func(cur Case) (CaseChange, error)) (Case, error) {
-	if err := CheckID("case_id", caseID); err != nil {
-		return Case{}, err
-	}
-	if err := checkActor(actor); err != nil {
+	if err := CheckCaseChange(caseID, actor); err != nil {
 		return Case{}, err
 	}
 	mu := &s.locks[maphash.String(s.seed, "case/"+caseID)%uint64(len(s.locks))]
@@ -432,36 +471,68 @@ func (s *Store) changeCase(ctx context.Context, caseID string, expected uint64, 
 	if err != nil {
 		return Case{}, err
 	}
-	if cur.Version != expected {
-		return Case{}, s.caseConflict(ctx, caseID, expected, cur.Version)
-	}
-	next, err := build(cur)
+	next, err := NextCase(cur, expected, actor, s.opts.Now(), func() []CaseChange {
+		changes, _ := s.caseHistorySince(ctx, caseID, expected)
+		return changes
+	}, build)
 	if err != nil {
 		return Case{}, err
 	}
-	if next.Note != "" {
-		if err := checkNote(next.Note); err != nil {
-			return Case{}, err
-		}
-	}
-	now := s.opts.Now().UTC().Truncate(time.Millisecond)
-	next.Version = cur.Version + 1
-	next.ChangedBy, next.ChangedAt = actor.Name, now
 	if err := s.insertCaseChange(ctx, next, expected); err != nil {
 		return Case{}, err
 	}
 	return next.Case, nil
 }
 
-func (s *Store) caseConflict(ctx context.Context, caseID string, expected, current uint64) error {
-	ce := &CaseConflictError{Expected: expected, Current: current}
-	if changes, err := s.caseHistorySince(ctx, caseID, expected); err == nil {
-		if len(changes) > 5 {
-			changes = changes[len(changes)-5:]
+// CheckCaseChange checks what every change of a case checks before
+// reading it: the case id and the actor.
+func CheckCaseChange(caseID string, actor Actor) error {
+	if err := CheckID("case_id", caseID); err != nil {
+		return err
+	}
+	return CheckActor(actor)
+}
+
+// NextCase is the version rule of every case change: cur must be at
+// expected (else a *CaseConflictError listing missed(), the changes after
+// expected), build makes the change, whose note is checked, and the result
+// is version cur.Version+1 by actor at now.
+func NextCase(cur Case, expected uint64, actor Actor, now time.Time, missed func() []CaseChange,
+	build func(cur Case) (CaseChange, error)) (CaseChange, error) {
+	if cur.Version != expected {
+		return CaseChange{}, CaseConflict(expected, cur.Version, missed())
+	}
+	next, err := build(cur)
+	if err != nil {
+		return CaseChange{}, err
+	}
+	if next.Note != "" {
+		if err := checkNote(next.Note); err != nil {
+			return CaseChange{}, err
 		}
-		ce.Changes = changes
-		if n := len(changes); n > 0 && changes[n-1].Version > ce.Current {
-			ce.Current = changes[n-1].Version
+	}
+	next.Version = cur.Version + 1
+	next.ChangedBy, next.ChangedAt = actor.Name, now.UTC().Truncate(time.Millisecond)
+	return next, nil
+}
+
+func (s *Store) caseConflict(ctx context.Context, caseID string, expected, current uint64) error {
+	changes, _ := s.caseHistorySince(ctx, caseID, expected)
+	return CaseConflict(expected, current, changes)
+}
+
+// CaseConflict is the conflict error for a change expecting version
+// expected of a case at current; missed are the case's changes after
+// expected (oldest first; nil when unknown), of which it keeps the last 5.
+func CaseConflict(expected, current uint64, missed []CaseChange) *CaseConflictError {
+	ce := &CaseConflictError{Expected: expected, Current: current}
+	if missed != nil {
+		if len(missed) > 5 {
+			missed = missed[len(missed)-5:]
+		}
+		ce.Changes = missed
+		if n := len(missed); n > 0 && missed[n-1].Version > ce.Current {
+			ce.Current = missed[n-1].Version
 		}
 	}
 	return ce
@@ -516,6 +587,25 @@ WHERE case_id = {case:String} AND version = {version:UInt64} ORDER BY changed_at
 // checkAlertIDs validates, deduplicates and sorts alert ids, and checks
 // that every one names a stored alert.
 func (s *Store) checkAlertIDs(ctx context.Context, field string, ids []string) ([]string, error) {
+	out, err := CheckCaseAlertIDs(field, ids)
+	if err != nil || len(out) == 0 {
+		return out, err
+	}
+	p := params{}
+	p.strs("ids", out)
+	var n uint64
+	if err := s.conn.QueryRow(p.ctx(ctx), `SELECT uniqExact(alert_id) FROM alerts WHERE has({ids:Array(String)}, alert_id)`).Scan(&n); err != nil {
+		return nil, fmt.Errorf("look up alerts: %w", err)
+	}
+	if err := MissingAlerts(field, len(out), int(n)); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// CheckCaseAlertIDs validates, deduplicates and sorts the alert ids of a
+// case change (whether they exist is the store's lookup: MissingAlerts).
+func CheckCaseAlertIDs(field string, ids []string) ([]string, error) {
 	if len(ids) > MaxCaseAlerts {
 		return nil, invalid(field, "at most %d alerts at once", MaxCaseAlerts)
 	}
@@ -527,20 +617,16 @@ func (s *Store) checkAlertIDs(ctx context.Context, field string, ids []string) (
 		out = append(out, id)
 	}
 	slices.Sort(out)
-	out = slices.Compact(out)
-	if len(out) == 0 {
-		return out, nil
+	return slices.Compact(out), nil
+}
+
+// MissingAlerts is the error when only found of want alert ids exist (nil
+// when all do).
+func MissingAlerts(field string, want, found int) error {
+	if found != want {
+		return invalid(field, "%d of the %d alerts do not exist", want-found, want)
 	}
-	p := params{}
-	p.strs("ids", out)
-	var n uint64
-	if err := s.conn.QueryRow(p.ctx(ctx), `SELECT uniqExact(alert_id) FROM alerts WHERE has({ids:Array(String)}, alert_id)`).Scan(&n); err != nil {
-		return nil, fmt.Errorf("look up alerts: %w", err)
-	}
-	if int(n) != len(out) {
-		return nil, invalid(field, "%d of the %d alerts do not exist", len(out)-int(n), len(out))
-	}
-	return out, nil
+	return nil
 }
 
 func checkNote(note string) error {
@@ -553,8 +639,9 @@ func checkNote(note string) error {
 	return nil
 }
 
-// applyCase validates u against the current case and returns the change.
-func applyCase(cur Case, u CaseUpdate, actor Actor) (CaseChange, error) {
+// ApplyCase validates u against the current case and returns the change
+// (UpdateCase's lifecycle; NextCase sets its version).
+func ApplyCase(cur Case, u CaseUpdate, actor Actor) (CaseChange, error) {
 	if u.Title == nil && u.Status == nil && u.Assignee == nil && u.Outcome == nil && u.Note == nil {
 		return CaseChange{}, invalid("", "nothing to change: give title, status, assignee, outcome or note")
 	}

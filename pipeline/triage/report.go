@@ -394,17 +394,18 @@ const reportChunk = 10000
 // the end of the range) and returns them as one report; NextCursor is set
 // when rows remain. Its Warnings are those of the first pass.
 func (s *Store) ReportAll(ctx context.Context, q ReportQuery) (Report, error) {
-	return s.reportAll(ctx, q)
+	return ReportInPasses(ctx, q, s.Report)
 }
 
-func (s *Store) reportAll(ctx context.Context, q ReportQuery) (Report, error) {
+// ReportInPasses is ReportAll over any store's one-page report function.
+func ReportInPasses(ctx context.Context, q ReportQuery, report func(context.Context, ReportQuery) (Report, error)) (Report, error) {
 	var out Report
 	remaining := q.Limit
 	first := true
 	for {
 		cq := q
 		cq.Limit = min(remaining, reportChunk)
-		rep, err := s.Report(ctx, cq)
+		rep, err := report(ctx, cq)
 		if err != nil {
 			return Report{}, err
 		}

@@ -258,19 +258,13 @@ type Heatmap struct {
 // UserHeatmap counts userID's accesses per local hour of week in [from, to)
 // and in the baselineDays before from (default 28), from access_events.
 func (s *Store) UserHeatmap(ctx context.Context, userID string, from, to time.Time, baselineDays int) (Heatmap, error) {
-	if err := CheckID("user_id", userID); err != nil {
+	hc, err := NewHeatmapCounter(userID, from, to, baselineDays)
+	if err != nil {
 		return Heatmap{}, err
 	}
-	if err := CheckRange(from, to, 0); err != nil {
-		return Heatmap{}, err
-	}
-	if baselineDays <= 0 {
-		baselineDays = 28
-	}
-	h := Heatmap{UserID: userID, From: from.UTC(), To: to.UTC(), BaselineFrom: from.UTC().AddDate(0, 0, -baselineDays), TimeZone: "UTC"}
 	p := params{}
 	p.str("user", userID)
-	p.time("bfrom", h.BaselineFrom)
+	p.time("bfrom", hc.BaselineFrom())
 	p.time("to", to)
 	rows, err := s.conn.Query(p.ctx(ctx), `SELECT toStartOfHour(event_time) AS h, facility_id, count()
 FROM access_events FINAL
@@ -280,8 +274,6 @@ GROUP BY h, facility_id`)
 		return Heatmap{}, fmt.Errorf("read user activity: %w", err)
 	}
 	defer rows.Close()
-	zones := map[string]bool{}
-	var base [7][24]int
 	for rows.Next() {
 		var at time.Time
 		var facility string
@@ -289,38 +281,80 @@ GROUP BY h, facility_id`)
 		if err := rows.Scan(&at, &facility, &n); err != nil {
 			return Heatmap{}, fmt.Errorf("read user activity: %w", err)
 		}
-		local := at.UTC()
-		if loc := s.location(facility); loc != nil {
-			local = local.In(loc)
-			zones[loc.String()] = true
-		} else {
-			zones["UTC"] = true
-		}
-		dow := (int(local.Weekday()) + 6) % 7 // Monday = 0
-		if at.Before(from) {
-			base[dow][local.Hour()] += int(n)
-			h.BaselineTotal += int(n)
-		} else {
-			h.Period[dow][local.Hour()] += int(n)
-			h.PeriodTotal += int(n)
-		}
+		hc.Add(at, s.location(facility), int(n))
 	}
 	if err := rows.Err(); err != nil {
 		return Heatmap{}, fmt.Errorf("read user activity: %w", err)
 	}
-	weeks := float64(baselineDays) / 7
-	for d := range base {
-		for hr := range base[d] {
-			h.Baseline[d][hr] = float64(base[d][hr]) / weeks
+	return hc.Heatmap(), nil
+}
+
+// HeatmapCounter buckets a user's accesses into a Heatmap (UserHeatmap's
+// rule, for stores that count accesses themselves).
+type HeatmapCounter struct {
+	h     Heatmap
+	days  int
+	base  [7][24]int
+	zones map[string]bool
+}
+
+// NewHeatmapCounter validates the user and range of a heat map over
+// [from, to) with a baseline of baselineDays before from (<= 0: 28).
+func NewHeatmapCounter(userID string, from, to time.Time, baselineDays int) (*HeatmapCounter, error) {
+	if err := CheckID("user_id", userID); err != nil {
+		return nil, err
+	}
+	if err := CheckRange(from, to, 0); err != nil {
+		return nil, err
+	}
+	if baselineDays <= 0 {
+		baselineDays = 28
+	}
+	return &HeatmapCounter{days: baselineDays, zones: map[string]bool{},
+		h: Heatmap{UserID: userID, From: from.UTC(), To: to.UTC(), BaselineFrom: from.UTC().AddDate(0, 0, -baselineDays), TimeZone: "UTC"}}, nil
+}
+
+// BaselineFrom is where the accesses to count start (they end at To).
+func (c *HeatmapCounter) BaselineFrom() time.Time { return c.h.BaselineFrom }
+
+// Add counts n accesses in the UTC hour of at, at a facility in zone loc
+// (nil: unknown, UTC). Accesses outside [BaselineFrom, To) are the
+// caller's to leave out.
+func (c *HeatmapCounter) Add(at time.Time, loc *time.Location, n int) {
+	at = at.UTC().Truncate(time.Hour)
+	local := at
+	if loc != nil {
+		local = local.In(loc)
+		c.zones[loc.String()] = true
+	} else {
+		c.zones["UTC"] = true
+	}
+	dow := (int(local.Weekday()) + 6) % 7 // Monday = 0
+	if at.Before(c.h.From) {
+		c.base[dow][local.Hour()] += n
+		c.h.BaselineTotal += n
+	} else {
+		c.h.Period[dow][local.Hour()] += n
+		c.h.PeriodTotal += n
+	}
+}
+
+// Heatmap returns the counts, the baseline as a weekly mean.
+func (c *HeatmapCounter) Heatmap() Heatmap {
+	h := c.h
+	weeks := float64(c.days) / 7
+	for d := range c.base {
+		for hr := range c.base[d] {
+			h.Baseline[d][hr] = float64(c.base[d][hr]) / weeks
 		}
 	}
-	if len(zones) > 0 {
-		names := make([]string, 0, len(zones))
-		for z := range zones {
+	if len(c.zones) > 0 {
+		names := make([]string, 0, len(c.zones))
+		for z := range c.zones {
 			names = append(names, z)
 		}
 		slices.Sort(names)
 		h.TimeZone = strings.Join(names, ", ")
 	}
-	return h, nil
+	return h
 }

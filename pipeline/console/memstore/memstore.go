@@ -6,10 +6,16 @@
 // It follows the ClickHouse store's rules rather than copies of them: the
 // triage lifecycle and optimistic versions are triage.Apply's, whether a
 // care relationship explains an access is triage.CareIndex's, report rows
-// are triage.NewAccessRow's, and the errors are triage's
-// (triage.ErrNotFound, *triage.ConflictError, *triage.ValidationError,
-// triage.ErrForbidden). Nothing survives the process: it is a demo store,
-// and the console labels it so (Label).
+// are triage.NewAccessRow's, cases follow triage.NewCase, AddCaseAlerts,
+// RemoveCaseAlert, ApplyCase and NextCase, allowlist edits
+// triage.NewAllowlistItem and ChangeAllowlistItem, heat maps
+// triage.HeatmapCounter, and the errors are triage's (triage.ErrNotFound,
+// *triage.ConflictError, *triage.CaseConflictError,
+// *triage.AllowlistConflictError, *triage.ValidationError,
+// triage.ErrForbidden). So it serves every console page and API endpoint
+// (console.InvestigationStore, api.CaseStore). Allowlist edits reach no
+// detector: the demo's run is over when it serves. Nothing survives the
+// process: it is a demo store, and the console labels it so (Label).
 package memstore
 
 import (
@@ -73,6 +79,7 @@ type Store struct {
 	state   map[string]triage.State
 	history map[string][]triage.State
 	audit   []triage.AuditRecord
+	inv     investigations
 }
 
 // New builds a store over d. Zero options take triage's defaults.
@@ -514,12 +521,13 @@ func (s *Store) Report(_ context.Context, q triage.ReportQuery) (triage.Report, 
 				Explanation: f.Explanation, Suppressed: f.Suppressed, EventCount: len(f.EventIDs)})
 		}
 	}
-	rep.Warnings = triage.ReferenceWarnings(triage.ReferenceCounts{Users: uint64(s.nUsers), Encounters: uint64(s.nEncounter)})
+	refs, _ := s.ReferenceCounts(context.Background())
+	rep.Warnings = triage.ReferenceWarnings(refs)
 	return rep, nil
 }
 
 // ReportAll runs q until q.Limit rows (or the end of the range) in one
 // report; NextCursor is set when rows remain.
 func (s *Store) ReportAll(ctx context.Context, q triage.ReportQuery) (triage.Report, error) {
-	return s.Report(ctx, q)
+	return triage.ReportInPasses(ctx, q, s.Report)
 }

@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -232,5 +234,251 @@ func TestSameAnswersAsClickHouse(t *testing.T) {
 	}
 	if mem.Label() != "demo store (in memory)" {
 		t.Errorf("label %q", mem.Label())
+	}
+}
+
+// The in-memory store serves the investigation pages and the case and
+// allowlist endpoints too.
+var (
+	_ console.InvestigationStore = (*memstore.Store)(nil)
+	_ api.CaseStore              = (*memstore.Store)(nil)
+)
+
+// TestInvestigationsSameAsClickHouse makes the same case and allowlist
+// changes (the refused ones too) on the real ClickHouse store and on the
+// in-memory store, and asks both the same questions (cases, histories,
+// lists with filters and pages, the allowlist and its history, reference
+// counts, reports, heat maps): every answer must be equal, field for
+// field, once each store's random case and entry ids are replaced by
+// their creation order.
+func TestInvestigationsSameAsClickHouse(t *testing.T) {
+	f := tt.NewFixture()
+	conn := tt.NewDB(t, f)
+	// A clock the test moves, an hour behind the real one: ClickHouse
+	// orders expired allowlist entries by its own now64().
+	clock := time.Now().UTC().Add(-time.Hour).Truncate(time.Second)
+	nyc, err := time.LoadLocation("America/New_York")
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts := triage.Options{Now: func() time.Time { return clock }, Detectors: []string{"volume", "break_glass", "no_care_relationship"},
+		Location: func(fac string) *time.Location {
+			if fac == "fac-nyc" {
+				return nyc
+			}
+			return nil
+		}}
+	var ch, mem console.InvestigationStore = triage.NewStore(conn, opts), memstore.New(memstore.Data{Users: f.Users, Patients: f.Patients,
+		Encounters: f.Encounters, Events: f.Events, Findings: f.Findings, Alerts: fixtureAlerts()}, opts)
+	ids := map[console.InvestigationStore]*[]string{ch: {}, mem: {}}
+	id := func(s console.InvestigationStore, n int) string {
+		if l := *ids[s]; n < len(l) {
+			return l[n]
+		}
+		return "case-nope"
+	}
+	canon := func(s console.InvestigationStore, b []byte) string {
+		out := string(b)
+		for i, v := range *ids[s] {
+			out = strings.ReplaceAll(out, v, fmt.Sprintf("id#%d", i))
+		}
+		return out
+	}
+	ctx := context.Background()
+	same := func(what string, call func(s console.InvestigationStore) (any, error)) {
+		t.Helper()
+		clock = clock.Add(time.Minute)
+		want, werr := call(ch)
+		got, gerr := call(mem)
+		msg := func(err error) string {
+			if err == nil {
+				return ""
+			}
+			return fmt.Sprintf("%T %v", err, err)
+		}
+		if canon(ch, []byte(msg(werr))) != canon(mem, []byte(msg(gerr))) ||
+			errors.Is(werr, triage.ErrForbidden) != errors.Is(gerr, triage.ErrForbidden) ||
+			errors.Is(werr, triage.ErrNotFound) != errors.Is(gerr, triage.ErrNotFound) {
+			t.Errorf("%s: errors differ: clickhouse %s, memory %s", what, msg(werr), msg(gerr))
+			return
+		}
+		wj, _ := json.Marshal(want)
+		gj, _ := json.Marshal(got)
+		if canon(ch, wj) != canon(mem, gj) {
+			t.Errorf("%s differs:\nclickhouse %s\nmemory     %s", what, wj, gj)
+		}
+	}
+	created := func(s console.InvestigationStore, id string, err error) {
+		if err == nil {
+			*ids[s] = append(*ids[s], id)
+		}
+	}
+	newCase := func(title string, alerts ...string) func(s console.InvestigationStore) (any, error) {
+		return func(s console.InvestigationStore) (any, error) {
+			c, err := s.CreateCase(ctx, title, alerts, triage.Actor{Name: "po"})
+			created(s, c.CaseID, err)
+			return c, err
+		}
+	}
+	str := func(s string) *string { return &s }
+	cst := func(s triage.CaseStatus) *triage.CaseStatus { return &s }
+	out := func(o triage.CaseOutcome) *triage.CaseOutcome { return &o }
+	po, ana := triage.Actor{Name: "po", MayReopen: true}, triage.Actor{Name: "ana"}
+	update := func(n int, u triage.CaseUpdate, a triage.Actor) func(s console.InvestigationStore) (any, error) {
+		return func(s console.InvestigationStore) (any, error) { return s.UpdateCase(ctx, id(s, n), u, a) }
+	}
+
+	// Cases: creation, membership, lifecycle, conflicts, refusals.
+	same("create untitled", newCase(" ", "al-1"))
+	same("create missing alert", newCase("x", "al-1", "al-nope"))
+	same("create no alerts", newCase("x"))
+	same("create 0", newCase("  Bob and the oncology charts ", "al-3", "al-1", "al-1"))
+	same("create 1", newCase("Alice's volume", "al-2"))
+	same("add", func(s console.InvestigationStore) (any, error) {
+		return s.AddAlerts(ctx, id(s, 0), []string{"al-4", "al-1"}, 1, "same user, same week", po)
+	})
+	same("add again", func(s console.InvestigationStore) (any, error) {
+		return s.AddAlerts(ctx, id(s, 0), []string{"al-4"}, 2, "", po)
+	})
+	same("add unknown", func(s console.InvestigationStore) (any, error) {
+		return s.AddAlerts(ctx, id(s, 0), []string{"al-nope"}, 2, "", po)
+	})
+	same("remove", func(s console.InvestigationStore) (any, error) {
+		return s.RemoveAlert(ctx, id(s, 0), "al-4", 2, "", po)
+	})
+	same("remove stale", func(s console.InvestigationStore) (any, error) {
+		return s.RemoveAlert(ctx, id(s, 0), "al-1", 2, "", po)
+	})
+	same("remove last", func(s console.InvestigationStore) (any, error) {
+		return s.RemoveAlert(ctx, id(s, 1), "al-2", 1, "", po)
+	})
+	same("close without outcome", update(0, triage.CaseUpdate{ExpectedVersion: 3, Status: cst(triage.CaseClosed)}, po))
+	same("investigate", update(0, triage.CaseUpdate{ExpectedVersion: 3, Status: cst(triage.CaseInvestigating), Assignee: str("ana")}, po))
+	same("nothing", update(0, triage.CaseUpdate{ExpectedVersion: 4}, po))
+	same("close", update(0, triage.CaseUpdate{ExpectedVersion: 4, Status: cst(triage.CaseClosed), Outcome: out(triage.OutcomeUserEducated),
+		Note: str("talked to\nBob")}, ana))
+	same("add to closed", func(s console.InvestigationStore) (any, error) {
+		return s.AddAlerts(ctx, id(s, 0), []string{"al-4"}, 5, "", po)
+	})
+	same("reopen forbidden", update(0, triage.CaseUpdate{ExpectedVersion: 5, Status: cst(triage.CaseInvestigating)}, ana))
+	same("stale update", update(0, triage.CaseUpdate{ExpectedVersion: 1, Note: str("late")}, ana))
+	same("unknown case", update(7, triage.CaseUpdate{ExpectedVersion: 1, Note: str("x")}, ana))
+	same("assign 1", update(1, triage.CaseUpdate{ExpectedVersion: 1, Assignee: str("ana"), Title: str("Alice, volume")}, po))
+	for n := range 3 {
+		same(fmt.Sprintf("case %d", n), func(s console.InvestigationStore) (any, error) { return s.Case(ctx, id(s, n)) })
+		same(fmt.Sprintf("history %d", n), func(s console.InvestigationStore) (any, error) { return s.CaseHistory(ctx, id(s, n)) })
+	}
+	for name, cf := range map[string]triage.CaseFilter{
+		"all": {Limit: 10}, "pages of 1": {Limit: 1}, "closed": {Status: triage.CaseClosed, Limit: 10},
+		"assignee": {Assignee: "ana", Limit: 10}, "alert": {AlertID: "al-2", Limit: 10}, "no alert": {AlertID: "al-4", Limit: 10},
+		"bad status": {Status: "done", Limit: 1}, "bad limit": {}, "bad cursor": {Limit: 1, Cursor: "nope"},
+	} {
+		same("cases "+name, func(s console.InvestigationStore) (any, error) {
+			var pages []triage.CasePage
+			for f := cf; len(pages) < 5; { // each store pages from the start
+				p, err := s.ListCases(ctx, f)
+				if err != nil {
+					return nil, err
+				}
+				f.Cursor = p.NextCursor
+				if p.NextCursor != "" {
+					p.NextCursor = "more" // it holds a random case id
+				}
+				if pages = append(pages, p); f.Cursor == "" {
+					break
+				}
+			}
+			return pages, nil
+		})
+	}
+	for name, q := range map[string][]string{"both": {"al-2", "al-1"}, "none": {"al-4"}, "empty": nil} {
+		same("cases for "+name, func(s console.InvestigationStore) (any, error) { return s.CasesForAlerts(ctx, q, 10) })
+	}
+	same("cases for, limit 1", func(s console.InvestigationStore) (any, error) {
+		return s.CasesForAlerts(ctx, []string{"al-1", "al-2"}, 1)
+	})
+	same("alerts by id", func(s console.InvestigationStore) (any, error) {
+		return s.AlertsByID(ctx, []string{"al-2", "al-nope", "al-1"})
+	})
+
+	// Allowlist: adding (and refusing), expiring, removing, conflicts.
+	entry := func(user, dept, det string, days int) schemas.AllowlistEntry {
+		return schemas.AllowlistEntry{UserID: user, Department: dept, Detector: det, Reason: "covers the ward", Owner: "po",
+			ExpiresAt: clock.Add(time.Duration(days) * 24 * time.Hour)}
+	}
+	add := func(e schemas.AllowlistEntry, note string) func(s console.InvestigationStore) (any, error) {
+		return func(s console.InvestigationStore) (any, error) {
+			it, err := s.AddAllowlistEntry(ctx, e, note, po)
+			created(s, it.EntryID, err)
+			return it, err
+		}
+	}
+	entryAt := func(s console.InvestigationStore, n int) (string, time.Time) {
+		items, _ := s.ListAllowlist(ctx, true, 100)
+		for _, it := range items {
+			if it.EntryID == id(s, n) {
+				return it.EntryID, it.UpdatedAt
+			}
+		}
+		return "allow-nope", time.Time{}
+	}
+	change := func(n int, remove bool, stale bool) func(s console.InvestigationStore) (any, error) {
+		return func(s console.InvestigationStore) (any, error) {
+			eid, at := entryAt(s, n)
+			if stale {
+				at = at.Add(-time.Second)
+			}
+			if remove {
+				return s.RemoveAllowlistEntry(ctx, eid, at, "", po)
+			}
+			return s.ExpireAllowlistEntry(ctx, eid, at, "covered elsewhere", po)
+		}
+	}
+	same("allow past", add(entry("u-bob", "", "volume", -1), ""))
+	same("allow no one", add(entry("", "", "volume", 30), ""))
+	same("allow unknown detector", add(entry("u-bob", "", "nope", 30), ""))
+	same("allow blank note", add(entry("u-bob", "", "volume", 30), " "))
+	same("allow 3", add(entry(" u-bob ", "", "volume", 30), "float nurse"))
+	same("allow 4", add(entry("", "Cardiology", "*", 60), ""))
+	same("allow 5", add(entry("u-alice", "", "break_glass", 10), ""))
+	same("expire 3", change(3, false, false))
+	same("expire 3 again", change(3, false, false))
+	same("expire 4 stale", change(4, false, true))
+	same("remove 4", change(4, true, false))
+	same("remove 4 again", change(4, true, false))
+	same("remove unknown", change(9, true, false))
+	for _, lim := range []int{100, 1, 0} {
+		same(fmt.Sprintf("allowlist %d", lim), func(s console.InvestigationStore) (any, error) { return s.ListAllowlist(ctx, false, lim) })
+		same(fmt.Sprintf("allowlist with removed %d", lim), func(s console.InvestigationStore) (any, error) { return s.ListAllowlist(ctx, true, lim) })
+	}
+	same("allowlist history", func(s console.InvestigationStore) (any, error) { return s.AllowlistHistory(ctx, "", 100) })
+	same("allowlist history 2", func(s console.InvestigationStore) (any, error) { return s.AllowlistHistory(ctx, "", 2) })
+	same("entry history", func(s console.InvestigationStore) (any, error) { return s.AllowlistHistory(ctx, id(s, 3), 100) })
+
+	// Reference counts, whole reports, heat maps.
+	same("reference counts", func(s console.InvestigationStore) (any, error) { return s.ReferenceCounts(ctx) })
+	from, to := tt.TS("2026-03-08T00:00:00Z"), tt.TS("2026-03-11T00:00:00Z")
+	for _, q := range []triage.ReportQuery{
+		{Kind: triage.PatientAccess, SubjectID: tt.PatientMain, From: from, To: to, Limit: 2},
+		{Kind: triage.UserActivity, SubjectID: "u-bob", From: from, To: to, Limit: 100},
+	} {
+		same("report all "+q.SubjectID, func(s console.InvestigationStore) (any, error) {
+			r, err := s.ReportAll(ctx, q)
+			r.GeneratedAt = time.Time{}
+			return r, err
+		})
+	}
+	for name, h := range map[string]struct {
+		user     string
+		from, to time.Time
+		days     int
+	}{
+		"bob": {"u-bob", from, to, 0}, "alice 7": {"u-alice", tt.TS("2026-03-09T06:00:00Z"), to, 7},
+		"bob baseline": {"u-bob", tt.TS("2026-03-09T00:00:00Z"), to, 3}, "nobody": {"u-nope", from, to, 0},
+		"no user": {"", from, to, 0}, "backwards": {"u-bob", to, from, 0},
+	} {
+		same("heatmap "+name, func(s console.InvestigationStore) (any, error) {
+			return s.UserHeatmap(ctx, h.user, h.from, h.to, h.days)
+		})
 	}
 }
