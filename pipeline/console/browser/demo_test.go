@@ -16,8 +16,8 @@ import (
 // TestDemoStoreIsLabelled: the console over the demo's in-memory store
 // (`ehrwatch demo --serve` without --clickhouse) says on its pages that
 // it shows a demo store, passes the same accessibility and CSP checks,
-// triages in memory, and answers the pages that need ClickHouse with a
-// plain "not available here".
+// triages in memory, and serves the privacy office's pages from memory
+// as well.
 func TestDemoStoreIsLabelled(t *testing.T) {
 	f := fixture()
 	var alerts []triage.Alert
@@ -53,9 +53,17 @@ func TestDemoStoreIsLabelled(t *testing.T) {
 	s.waitText("ol.history", namePO)
 	s.checkPage("demo alert")
 
-	if got := s.open("/cases"); got != http.StatusNotImplemented {
-		t.Errorf("GET /cases on the demo store: status %d, want 501", got)
+	// The privacy office's pages work on the demo store too, labelled.
+	if got := s.open("/cases"); got != http.StatusOK {
+		t.Errorf("GET /cases on the demo store: status %d, want 200", got)
 	}
-	s.waitText("#main", "Not available here")
-	s.checkPage("demo: not available here")
+	s.waitText("#main", "No cases.")
+	if badge := s.text("header .demo-badge"); !strings.Contains(strings.ToLower(badge), "demo store") {
+		t.Errorf("cases page's demo badge %q", badge)
+	}
+	s.checkPage("demo cases")
+	if got := s.open("/allowlist"); got != http.StatusOK {
+		t.Errorf("GET /allowlist on the demo store: status %d, want 200", got)
+	}
+	s.checkPage("demo allowlist")
 }
