@@ -174,7 +174,7 @@ type demoOutcome struct {
 	hospital *synth.Hospital
 	stream   demoStream
 	stats    pipeline.Stats
-	score    scoreReport
+	score    synth.ScoreReport
 	alerts   int
 	findings []schemas.Finding // every stored version, sorted
 }
@@ -198,7 +198,7 @@ func demo(ctx context.Context, o demoOptions, stdout, stderr io.Writer) (*demoOu
 	if err != nil {
 		return nil, err
 	}
-	sc := newScorer(h, stream.truth)
+	sc := synth.NewScorer(h, stream.truth)
 	printDemoHeader(con, h, stream, sc, o)
 
 	// 2. Detection: one engine per partition over the hospital's reference
@@ -636,7 +636,7 @@ func demoClickHouse(ctx context.Context, o demoOptions) (clickhouse.Conn, error)
 type demoSink struct {
 	store pipeline.Sink // nil: memory only
 	mgr   *alerting.Manager
-	sc    *scorer
+	sc    *synth.Scorer
 	con   *console
 	h     *synth.Hospital
 	quiet bool
@@ -654,7 +654,7 @@ type demoSink struct {
 	nAlert   atomic.Int64
 }
 
-func newDemoSink(mgr *alerting.Manager, sc *scorer, con *console, h *synth.Hospital, quiet bool) *demoSink {
+func newDemoSink(mgr *alerting.Manager, sc *synth.Scorer, con *console, h *synth.Hospital, quiet bool) *demoSink {
 	return &demoSink{mgr: mgr, sc: sc, con: con, h: h, quiet: quiet,
 		done: map[*store.Batch]bool{}, byID: map[string]int{}, alerts: map[string]alerting.Alert{}}
 }
