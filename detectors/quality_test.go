@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/ehrwatch/ehrwatch/detectors"
+	"github.com/ehrwatch/ehrwatch/detectors/replay"
 	"github.com/ehrwatch/ehrwatch/detectors/synth"
 	"github.com/ehrwatch/ehrwatch/schemas"
 )
@@ -43,13 +44,7 @@ func qualityEngine(t testing.TB, h *synth.Hospital) func() *detectors.Engine {
 	if err != nil {
 		t.Fatal(err)
 	}
-	loc, err := detectors.FacilityLocations(h.TimeZones())
-	if err != nil {
-		t.Fatal(err)
-	}
-	holder := detectors.NewReferenceHolder(idx)
-	newEngine, err := detectors.NewEngineFactory(detectors.DefaultEngineConfig(detectors.Registry()),
-		detectors.Env{Reference: holder.Load, Location: loc})
+	newEngine, err := replay.NewEngineFactory(idx, h.TimeZones(), detectors.DefaultEngineConfig(detectors.Registry()))
 	if err != nil {
 		t.Fatal(err)
 	}
