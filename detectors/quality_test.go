@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/ehrwatch/ehrwatch/detectors"
+	"github.com/ehrwatch/ehrwatch/detectors/replay"
 	"github.com/ehrwatch/ehrwatch/detectors/synth"
 	"github.com/ehrwatch/ehrwatch/schemas"
 )
@@ -43,13 +44,7 @@ func qualityEngine(t testing.TB, h *synth.Hospital) func() *detectors.Engine {
 	if err != nil {
 		t.Fatal(err)
 	}
-	loc, err := detectors.FacilityLocations(h.TimeZones())
-	if err != nil {
-		t.Fatal(err)
-	}
-	holder := detectors.NewReferenceHolder(idx)
-	newEngine, err := detectors.NewEngineFactory(detectors.DefaultEngineConfig(detectors.Registry()),
-		detectors.Env{Reference: holder.Load, Location: loc})
+	newEngine, err := replay.NewEngineFactory(idx, h.TimeZones(), detectors.DefaultEngineConfig(detectors.Registry()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -84,32 +79,6 @@ func runEngine(t testing.TB, e *detectors.Engine, events []schemas.AccessEvent, 
 	return out
 }
 
-// windowed detectors' findings are matched to labels by user and window
-// overlap; the others by event ids.
-var windowedDetectors = map[string]bool{"volume": true, "bulk_export": true, "off_hours": true}
-
-// qualityFinding is a finding id's last version, with the event ids of all
-// its versions.
-type qualityFinding struct {
-	schemas.Finding
-	events map[string]bool
-}
-
-func (f *qualityFinding) matches(l *synth.Label) bool {
-	if f.Detector != l.Detector || f.UserID != l.UserID {
-		return false
-	}
-	if windowedDetectors[l.Detector] {
-		return !f.WindowStart.After(l.End) && !l.Start.After(f.WindowEnd)
-	}
-	for _, id := range l.EventIDs {
-		if f.events[id] {
-			return true
-		}
-	}
-	return false
-}
-
 func TestDetectorQualityGate(t *testing.T) {
 	t.Parallel()
 	h, err := qualityHospital()
@@ -121,24 +90,7 @@ func TestDetectorQualityGate(t *testing.T) {
 	emitted := runEngine(t, newEngine(), h.Events, true)
 	t.Logf("%d events, %d labels, %d findings emitted in %s", len(h.Events), len(h.Truth), len(emitted), time.Since(start))
 
-	byID := map[string]*qualityFinding{}
-	var ids []string
-	for _, f := range emitted {
-		q := byID[f.FindingID]
-		if q == nil {
-			q = &qualityFinding{events: map[string]bool{}}
-			byID[f.FindingID] = q
-			ids = append(ids, f.FindingID)
-		}
-		q.Finding = f
-		for _, id := range f.EventIDs {
-			q.events[id] = true
-		}
-	}
-	findings := make([]*qualityFinding, len(ids))
-	for i, id := range ids {
-		findings[i] = byID[id]
-	}
+	findings := synth.MergeVersions(emitted)
 
 	baseSeverity := map[string]schemas.Severity{}
 	for name, c := range detectors.DefaultEngineConfig(detectors.Registry()).Detectors {
@@ -156,7 +108,7 @@ func TestDetectorQualityGate(t *testing.T) {
 		incidents[l.Detector]++
 		hit := false
 		for _, f := range findings {
-			if f.matches(l) {
+			if synth.Matches(&f.Finding, f.Events, l) {
 				hit = true
 				explainedByIncident[f.FindingID] = true
 			}
@@ -191,9 +143,9 @@ func TestDetectorQualityGate(t *testing.T) {
 		}
 		key := l.Kind + "/" + l.Scenario
 		benign[key]++
-		var worst *qualityFinding
+		var worst *synth.MergedFinding
 		for _, f := range findings {
-			if explainedByIncident[f.FindingID] || !f.matches(l) {
+			if explainedByIncident[f.FindingID] || !synth.Matches(&f.Finding, f.Events, l) {
 				continue
 			}
 			if f.Severity.Rank() > baseSeverity[f.Detector].Rank() {

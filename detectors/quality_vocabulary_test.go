@@ -95,20 +95,7 @@ func scoreVocabulary(t *testing.T, h *synth.Hospital, entries []schemas.Vocabula
 		monitor.Observe(&h.Events[i])
 	}
 	emitted := runEngine(t, eng, h.Events, true)
-	byID := map[string]*qualityFinding{}
-	var ids []string
-	for _, f := range emitted {
-		q := byID[f.FindingID]
-		if q == nil {
-			q = &qualityFinding{events: map[string]bool{}}
-			byID[f.FindingID] = q
-			ids = append(ids, f.FindingID)
-		}
-		q.Finding = f
-		for _, id := range f.EventIDs {
-			q.events[id] = true
-		}
-	}
+	findings := synth.MergeVersions(emitted)
 	s := vocabularyScore{incidents: map[string]int{}, found: map[string]int{}, noise: map[string]int{},
 		userDays: float64(len(h.Users) * h.Config.Days), unmapped: monitor.Unmapped()}
 	incident := map[string]bool{}
@@ -119,19 +106,18 @@ func scoreVocabulary(t *testing.T, h *synth.Hospital, entries []schemas.Vocabula
 		}
 		s.incidents[l.Detector]++
 		hit := false
-		for _, id := range ids {
-			if f := byID[id]; f.matches(l) {
+		for _, f := range findings {
+			if synth.Matches(&f.Finding, f.Events, l) {
 				hit = true
-				incident[id] = true
+				incident[f.FindingID] = true
 			}
 		}
 		if hit {
 			s.found[l.Detector]++
 		}
 	}
-	for _, id := range ids {
-		f := byID[id]
-		if !incident[id] && !f.Suppressed && f.Severity.Rank() >= schemas.SeverityMedium.Rank() {
+	for _, f := range findings {
+		if !incident[f.FindingID] && !f.Suppressed && f.Severity.Rank() >= schemas.SeverityMedium.Rank() {
 			s.noise[f.Detector]++
 		}
 	}

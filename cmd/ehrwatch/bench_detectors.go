@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/ehrwatch/ehrwatch/detectors"
+	"github.com/ehrwatch/ehrwatch/detectors/replay"
 	"github.com/ehrwatch/ehrwatch/detectors/synth"
 	"github.com/ehrwatch/ehrwatch/schemas"
 )
@@ -63,7 +64,7 @@ func benchEngines(h *synth.Hospital) (func() (*detectors.Engine, error), error) 
 	if err != nil {
 		return nil, err
 	}
-	return newEngineFactory(idx, h.TimeZones(), detectors.DefaultEngineConfig(detectors.Registry()))
+	return replay.NewEngineFactory(idx, h.TimeZones(), detectors.DefaultEngineConfig(detectors.Registry()))
 }
 
 // runBenchDetectors is `ehrwatch bench detectors`.
@@ -140,7 +141,7 @@ func runBenchDetectors(ctx context.Context, args []string, stdout, stderr io.Wri
 // splitByPartition splits events into n shares by user, as a topic of n
 // partitions keyed by user_id would, keeping each share's order.
 func splitByPartition(events []*schemas.AccessEvent, n int) [][]*schemas.AccessEvent {
-	part := mustPartitioner("fnv1a", n)
+	part := replay.MustPartitioner("fnv1a", n)
 	shares := make([][]*schemas.AccessEvent, n)
 	for _, ev := range events {
 		p := part([]byte(ev.UserID))

@@ -4,13 +4,13 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"os"
 	"strings"
 
+	"github.com/ehrwatch/ehrwatch/detectors/replay"
 	"github.com/ehrwatch/ehrwatch/schemas"
 )
 
@@ -34,27 +34,13 @@ and skipped; --strict makes them an error.
 flags:
 `
 
-// eventSource yields an export's events in order. next returns io.EOF at
-// the end; a line that is not an event gives a *schemas.DecodeError or
-// *schemas.NotAccessError (see isLineError) and reading goes on; any other
-// error is an I/O error.
-type eventSource interface {
-	next() (ev *schemas.AccessEvent, line int, err error)
-}
-
-// isLineError reports whether err concerns one line only.
-func isLineError(err error) bool {
-	var de *schemas.DecodeError
-	return errors.As(err, &de) || errors.Is(err, schemas.ErrNotAccess)
-}
-
 // ndjsonSource decodes canonical or FHIR NDJSON lines.
 type ndjsonSource struct {
 	lr  *lineReader
 	dec *schemas.Decoder
 }
 
-func (s *ndjsonSource) next() (*schemas.AccessEvent, int, error) {
+func (s *ndjsonSource) Next() (*schemas.AccessEvent, int, error) {
 	for {
 		line, lineNo, tooLong, err := s.lr.next()
 		if err != nil {
@@ -74,10 +60,10 @@ func (s *ndjsonSource) next() (*schemas.AccessEvent, int, error) {
 // csvSource reads a CSV/TSV export with a mapping.
 type csvSource struct{ r *schemas.CSVReader }
 
-func (s *csvSource) next() (*schemas.AccessEvent, int, error) { return s.r.Next() }
+func (s *csvSource) Next() (*schemas.AccessEvent, int, error) { return s.r.Next() }
 
 // openSource opens in as NDJSON (mapping == "") or as a CSV/TSV export.
-func openSource(in io.Reader, mapping string, fhir schemas.FHIRConfig) (eventSource, error) {
+func openSource(in io.Reader, mapping string, fhir schemas.FHIRConfig) (replay.Source, error) {
 	if mapping == "" {
 		dec, err := schemas.NewDecoder(fhir)
 		if err != nil {
@@ -96,29 +82,9 @@ func openSource(in io.Reader, mapping string, fhir schemas.FHIRConfig) (eventSou
 	return &csvSource{r: r}, nil
 }
 
-// lineTally counts what an export held besides events.
-type lineTally struct {
-	Lines      int                          // records read (non-blank lines, CSV rows)
-	BadLines   int                          // lines that could not be decoded
-	BadClasses map[schemas.ErrorClass]int   // by error class
-	Ignored    map[schemas.IgnoreReason]int // not chart accesses, by reason
-}
-
-func newLineTally() lineTally {
-	return lineTally{BadClasses: map[schemas.ErrorClass]int{}, Ignored: map[schemas.IgnoreReason]int{}}
-}
-
-func (t lineTally) ignoredTotal() int {
-	n := 0
-	for _, c := range t.Ignored {
-		n += c
-	}
-	return n
-}
-
 // printTally writes the "not chart accesses" and "bad lines" summary lines.
-func printTally(w io.Writer, t lineTally) {
-	if n := t.ignoredTotal(); n > 0 {
+func printTally(w io.Writer, t replay.LineTally) {
+	if n := t.IgnoredTotal(); n > 0 {
 		var parts []string
 		for _, r := range sortedStrings(t.Ignored) {
 			parts = append(parts, fmt.Sprintf("%s %d", r, t.Ignored[schemas.IgnoreReason(r)]))
@@ -132,17 +98,6 @@ func printTally(w io.Writer, t lineTally) {
 		}
 		fmt.Fprintf(w, "bad lines: %d of %d skipped (%s)\n", t.BadLines, t.Lines, strings.Join(parts, ", "))
 	}
-}
-
-// count records a line error; it returns true for a bad line (to report).
-func (t *lineTally) count(err error) bool {
-	if r, ok := schemas.IgnoreReasonOf(err); ok {
-		t.Ignored[r]++
-		return false
-	}
-	t.BadLines++
-	t.BadClasses[schemas.ErrorClassOf(err)]++
-	return true
 }
 
 type convertOptions struct {
@@ -210,14 +165,14 @@ func convert(ctx context.Context, o convertOptions, stdout, stderr io.Writer) er
 		out, summary = outFile, stdout
 	}
 	bw := bufio.NewWriterSize(out, 1<<20)
-	t := newLineTally()
+	t := replay.NewLineTally()
 	events := 0
 	for {
-		ev, line, err := src.next()
+		ev, line, err := src.Next()
 		if err == io.EOF {
 			break
 		}
-		if err != nil && !isLineError(err) {
+		if err != nil && !replay.IsLineError(err) {
 			return fmt.Errorf("convert: reading %s: %w", o.in, err)
 		}
 		if line%4096 == 0 && ctx.Err() != nil {
@@ -225,7 +180,7 @@ func convert(ctx context.Context, o convertOptions, stdout, stderr io.Writer) er
 		}
 		t.Lines++
 		if err != nil {
-			if t.count(err) && t.BadLines <= o.maxErrors {
+			if t.Count(err) && t.BadLines <= o.maxErrors {
 				fmt.Fprintf(stderr, "convert: %s\n", badLineText(o.in, line, err))
 			}
 			continue

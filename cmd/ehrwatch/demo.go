@@ -22,6 +22,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 
 	"github.com/ehrwatch/ehrwatch/detectors"
+	"github.com/ehrwatch/ehrwatch/detectors/replay"
 	"github.com/ehrwatch/ehrwatch/detectors/synth"
 	"github.com/ehrwatch/ehrwatch/pipeline"
 	"github.com/ehrwatch/ehrwatch/pipeline/alerting"
@@ -173,7 +174,7 @@ type demoOutcome struct {
 	hospital *synth.Hospital
 	stream   demoStream
 	stats    pipeline.Stats
-	score    scoreReport
+	score    synth.ScoreReport
 	alerts   int
 	findings []schemas.Finding // every stored version, sorted
 }
@@ -192,12 +193,12 @@ func demo(ctx context.Context, o demoOptions, stdout, stderr io.Writer) (*demoOu
 	if err != nil {
 		return nil, err
 	}
-	part := mustPartitioner("fnv1a", o.partitions) // kafka.Hash, as the producer below
+	part := replay.MustPartitioner("fnv1a", o.partitions) // kafka.Hash, as the producer below
 	stream, err := scanStream(h, part, o.partitions)
 	if err != nil {
 		return nil, err
 	}
-	sc := newScorer(h, stream.truth)
+	sc := synth.NewScorer(h, stream.truth)
 	printDemoHeader(con, h, stream, sc, o)
 
 	// 2. Detection: one engine per partition over the hospital's reference
@@ -209,7 +210,7 @@ func demo(ctx context.Context, o demoOptions, stdout, stderr io.Writer) (*demoOu
 		return nil, err
 	}
 	ecfg := detectors.DefaultEngineConfig(detectors.Registry())
-	newEngine, err := newEngineFactory(idx, h.TimeZones(), ecfg)
+	newEngine, err := replay.NewEngineFactory(idx, h.TimeZones(), ecfg)
 	if err != nil {
 		return nil, err
 	}
@@ -439,11 +440,7 @@ type demoPeers struct {
 }
 
 func newDemoPeers(ecfg detectors.EngineConfig, zones map[string]string, perPart []int) (*demoPeers, error) {
-	loc, err := detectors.FacilityLocations(zones)
-	if err != nil {
-		return nil, err
-	}
-	st, err := detectors.NewPeerStage(ecfg, detectors.Env{Location: loc}, len(perPart))
+	st, err := replay.NewPeerStage(ecfg, zones, len(perPart))
 	if err != nil {
 		return nil, err
 	}
@@ -639,7 +636,7 @@ func demoClickHouse(ctx context.Context, o demoOptions) (clickhouse.Conn, error)
 type demoSink struct {
 	store pipeline.Sink // nil: memory only
 	mgr   *alerting.Manager
-	sc    *scorer
+	sc    *synth.Scorer
 	con   *console
 	h     *synth.Hospital
 	quiet bool
@@ -657,7 +654,7 @@ type demoSink struct {
 	nAlert   atomic.Int64
 }
 
-func newDemoSink(mgr *alerting.Manager, sc *scorer, con *console, h *synth.Hospital, quiet bool) *demoSink {
+func newDemoSink(mgr *alerting.Manager, sc *synth.Scorer, con *console, h *synth.Hospital, quiet bool) *demoSink {
 	return &demoSink{mgr: mgr, sc: sc, con: con, h: h, quiet: quiet,
 		done: map[*store.Batch]bool{}, byID: map[string]int{}, alerts: map[string]alerting.Alert{}}
 }
@@ -779,9 +776,9 @@ func (s *demoSink) writeFiles(dir string, truth []synth.Label) error {
 		return fmt.Errorf("demo: --out: %w", err)
 	}
 	var buf bytes.Buffer
-	enc := newFindingEncoder(&buf)
+	enc := replay.NewFindingEncoder(&buf)
 	for _, f := range s.allFindings() {
-		if err := enc.encode(&f); err != nil {
+		if err := enc.Encode(&f); err != nil {
 			return err
 		}
 	}

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/ehrwatch/ehrwatch/detectors"
+	"github.com/ehrwatch/ehrwatch/detectors/synth"
 	"github.com/ehrwatch/ehrwatch/pipeline"
 	"github.com/ehrwatch/ehrwatch/pipeline/store"
 	"github.com/ehrwatch/ehrwatch/pipeline/testenv"
@@ -49,13 +50,13 @@ func TestDemoEndToEnd(t *testing.T) {
 		t.Errorf("stats %+v, want every one of %d events consumed and stored", res.stats, total)
 	}
 	kinds := 0
-	for _, r := range res.score.rows {
-		if r.injected == 0 {
+	for _, r := range res.score.Rows {
+		if r.Injected == 0 {
 			continue
 		}
 		kinds++
-		if r.detected != r.injected {
-			t.Errorf("%s: detected %d of %d injected incidents (missed %v)", r.detector, r.detected, r.injected, r.missed)
+		if r.Detected != r.Injected {
+			t.Errorf("%s: detected %d of %d injected incidents (missed %v)", r.Detector, r.Detected, r.Injected, r.Missed)
 		}
 	}
 	if kinds != 10 {
@@ -246,7 +247,7 @@ func TestDemoIntoClickHouse(t *testing.T) {
 	if got := count("SELECT uniqExact(event_id) FROM access_events"); got != uint64(res.stream.events) {
 		t.Errorf("access_events holds %d events, want %d", got, res.stream.events)
 	}
-	if got, want := count("SELECT uniqExact(finding_id) FROM findings"), uint64(len(merge(res.findings))); got != want || want == 0 {
+	if got, want := count("SELECT uniqExact(finding_id) FROM findings"), uint64(len(synth.MergeVersions(res.findings))); got != want || want == 0 {
 		t.Errorf("findings holds %d findings, want %d", got, want)
 	}
 	if got := count("SELECT uniqExact(alert_id) FROM alerts"); got != uint64(res.alerts) || got == 0 {

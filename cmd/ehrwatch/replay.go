@@ -19,9 +19,8 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/segmentio/kafka-go"
-
 	"github.com/ehrwatch/ehrwatch/detectors"
+	"github.com/ehrwatch/ehrwatch/detectors/replay"
 	"github.com/ehrwatch/ehrwatch/schemas"
 )
 
@@ -141,35 +140,22 @@ func runReplay(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if o.peers != "group" && o.peers != "partition" {
 		return usageError{fmt.Sprintf("replay: --peers must be group or partition (got %q)", o.peers)}
 	}
-	if _, err := newPartitioner(o.partitioner, o.partitions); err != nil {
+	if _, err := replay.NewPartitioner(o.partitioner, o.partitions); err != nil {
 		return usageError{"replay: " + err.Error()}
 	}
-	return replay(ctx, o, stdout, stderr)
+	return replayFile(ctx, o, stdout, stderr)
 }
 
-// replayStats summarises one replay.
+// replayStats summarises one replay: what the replayer counted, and the
+// command's own timings and vocabulary report.
 type replayStats struct {
-	lineTally                          // lines read, bad lines and not chart accesses
-	Events    int                      // lines decoded and processed
-	Findings  map[string]int           // emitted findings (versions included) by detector
-	Late      uint64                   // events behind their engine's watermark
-	DetErrors int                      // detector errors
-	NoZone    []string                 // facilities seen without a configured time zone
-	Coverage  detectors.Coverage       // accesses by what explained them
-	Took      time.Duration            // reading, decoding and detecting
-	Setup     time.Duration            // loading configuration and reference data
-	Unmapped  []detectors.UnmappedName // role and department names no vocabulary category covers
+	replay.Stats
+	Took     time.Duration            // reading, decoding and detecting
+	Setup    time.Duration            // loading configuration and reference data
+	Unmapped []detectors.UnmappedName // role and department names no vocabulary category covers
 }
 
-func (s replayStats) totalFindings() int {
-	n := 0
-	for _, c := range s.Findings {
-		n += c
-	}
-	return n
-}
-
-func replay(ctx context.Context, o replayOptions, stdout, stderr io.Writer) error {
+func replayFile(ctx context.Context, o replayOptions, stdout, stderr io.Writer) error {
 	began := time.Now()
 	stderr = &lockedWriter{w: stderr} // the reader and the writer both report
 	ecfg, refCfg, fhirCfg, err := loadDetectionConfig(o.config)
@@ -205,17 +191,13 @@ func replay(ctx context.Context, o replayOptions, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
-	newEngine, err := newEngineFactory(idx, zones, ecfg)
+	newEngine, err := replay.NewEngineFactory(idx, zones, ecfg)
 	if err != nil {
 		return err
 	}
 	var peers *detectors.PeerStage
 	if o.peers == "group" {
-		loc, err := detectors.FacilityLocations(zones)
-		if err != nil {
-			return err
-		}
-		if peers, err = detectors.NewPeerStage(ecfg, detectors.Env{Location: loc}, o.partitions); err != nil {
+		if peers, err = replay.NewPeerStage(ecfg, zones, o.partitions); err != nil {
 			return err
 		}
 	}
@@ -240,24 +222,24 @@ func replay(ctx context.Context, o replayOptions, stdout, stderr io.Writer) erro
 		out, summary = outFile, stdout
 	}
 	bw := bufio.NewWriterSize(out, 1<<20)
-	enc := newFindingEncoder(bw)
+	enc := replay.NewFindingEncoder(bw)
 
 	monitor := detectors.NewVocabularyMonitor(func() detectors.Reference { return idx })
-	r := &replayer{
-		observe:   monitor.Observe,
-		newEngine: newEngine,
-		peers:     peers,
-		part:      mustPartitioner(o.partitioner, o.partitions),
-		n:         o.partitions,
-		zones:     zones,
-		emit:      enc.encode,
-		onBad: func(line int, err error) {
+	r := &replay.Replayer{
+		Observe:   monitor.Observe,
+		NewEngine: newEngine,
+		Peers:     peers,
+		Partition: replay.MustPartitioner(o.partitioner, o.partitions),
+		N:         o.partitions,
+		Zones:     zones,
+		Emit:      enc.Encode,
+		OnBad: func(line int, err error) {
 			if o.maxErrors > 0 {
 				fmt.Fprintf(stderr, "replay: %s\n", badLineText(o.events, line, err))
 			}
 		},
-		maxBad: o.maxErrors,
-		onDetectorError: func(n int, err error) {
+		MaxBad: o.maxErrors,
+		OnDetectorError: func(n int, err error) {
 			if n <= 5 {
 				// Detector errors name detectors and event ids only.
 				fmt.Fprintf(stderr, "replay: detector error: %v\n", err)
@@ -280,7 +262,8 @@ func replay(ctx context.Context, o replayOptions, stdout, stderr io.Writer) erro
 	if err != nil {
 		return fmt.Errorf("replay: %w", err)
 	}
-	st, err := r.run(ctx, src)
+	rst, err := r.Run(ctx, src)
+	st := replayStats{Stats: rst}
 	if ferr := bw.Flush(); err == nil {
 		err = ferr
 	}
@@ -343,7 +326,7 @@ func printReplaySummary(w io.Writer, st replayStats, o replayOptions) {
 		fmt.Fprintf(w, ", peak RSS %d MiB", rss>>20)
 	}
 	fmt.Fprintln(w)
-	printTally(w, st.lineTally)
+	printTally(w, st.LineTally)
 	if st.Late > 0 {
 		fmt.Fprintf(w, "late events: %d arrived behind their engine's watermark (still processed)\n", st.Late)
 	}
@@ -354,8 +337,8 @@ func printReplaySummary(w io.Writer, st replayStats, o replayOptions) {
 		fmt.Fprintf(w, "warning: facility %s has no time zone (give --facilities or --tz %s=Area/City); its local days and hours were taken as UTC\n", f, f)
 	}
 	printUnmapped(w, st.Unmapped, 10)
-	fmt.Fprintf(w, "findings: %d", st.totalFindings())
-	if n := st.totalFindings(); n > 0 {
+	fmt.Fprintf(w, "findings: %d", st.TotalFindings())
+	if n := st.TotalFindings(); n > 0 {
 		var parts []string
 		for _, d := range sortedStrings(st.Findings) {
 			parts = append(parts, fmt.Sprintf("%s %d", d, st.Findings[d]))
@@ -377,251 +360,6 @@ func peakRSS() int64 {
 		return 0
 	}
 	return ru.Maxrss << 10 // kilobytes on Linux
-}
-
-// replayer feeds decoded lines to per-partition engines in input order.
-//
-// Three stages run concurrently: this goroutine's caller reads and decodes
-// lines in chunks and hands each chunk's events to the engines by
-// partition; each engine runs on its own goroutine over its share of every
-// chunk, in order; and the writer takes the chunks in input order, waits
-// for every engine to finish each, and writes their findings merged back
-// into input order. The output is therefore exactly what one goroutine
-// feeding the engines event by event would write, whatever the number of
-// engines or CPUs.
-type replayer struct {
-	newEngine       func() (*detectors.Engine, error)
-	part            func(key []byte) int
-	n               int
-	zones           map[string]string
-	emit            func(*schemas.Finding) error
-	onBad           func(line int, err error)
-	maxBad          int
-	onDetectorError func(n int, err error)
-	// observe sees every decoded event, in input order, before the engines.
-	observe func(ev *schemas.AccessEvent)
-	// peers, when set, judges the volume detector's days against the whole
-	// peer group across the engines (--peers group); nil leaves each engine
-	// comparing a user with its own partition's users.
-	peers *detectors.PeerStage
-}
-
-// replayChunk is a run of consecutive input events on their way through
-// the engines.
-type replayChunk struct {
-	share   [][]replayItem        // by partition, in input order
-	results [][]replayFindings    // by partition, filled by its engine
-	peers   []detectors.PeerBatch // by partition: what its engine handed the peer stage
-	wm      []time.Time           // by partition: the engine's watermark after its share
-	done    sync.WaitGroup        // one per partition
-}
-
-type replayItem struct {
-	idx int // position in the chunk
-	ev  *schemas.AccessEvent
-}
-
-type replayFindings struct {
-	idx int
-	fs  []schemas.Finding
-	err error
-}
-
-const replayChunkSize = 2048
-
-func (r *replayer) run(ctx context.Context, src eventSource) (replayStats, error) {
-	st := replayStats{lineTally: newLineTally(), Findings: map[string]int{}}
-	engines := make([]*detectors.Engine, r.n)
-	for i := range engines {
-		e, err := r.newEngine()
-		if err != nil {
-			return st, err
-		}
-		defer e.Close()
-		if r.peers != nil {
-			e.DeferPeers()
-		}
-		engines[i] = e
-	}
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-
-	// Engines.
-	feeds := make([]chan *replayChunk, r.n)
-	flushed := make([]replayFindings, r.n)
-	flushedPeers := make([]detectors.PeerBatch, r.n)
-	var engWG sync.WaitGroup
-	for i, e := range engines {
-		feeds[i] = make(chan *replayChunk, 4)
-		engWG.Add(1)
-		go func() {
-			defer engWG.Done()
-			for c := range feeds[i] {
-				for _, it := range c.share[i] {
-					fs, err := e.Process(ctx, it.ev)
-					if len(fs) > 0 || err != nil {
-						c.results[i] = append(c.results[i], replayFindings{idx: it.idx, fs: fs, err: err})
-					}
-				}
-				if r.peers != nil {
-					c.peers[i], c.wm[i] = e.TakePeers(), e.Watermark()
-				}
-				c.done.Done()
-			}
-			// The end of the file closes every window, like a drained
-			// partition.
-			fs, err := e.Flush(ctx)
-			flushed[i] = replayFindings{fs: fs, err: err}
-			if r.peers != nil {
-				flushedPeers[i] = e.TakePeers()
-			}
-		}()
-	}
-
-	// Writer: chunks in input order, findings merged back into it.
-	ordered := make(chan *replayChunk, 8)
-	writeErr := make(chan error, 1)
-	go func() {
-		var err error
-		for c := range ordered {
-			c.done.Wait()
-			if err == nil {
-				err = r.writeChunk(&st, c)
-				if err == nil && r.peers != nil {
-					// The peer stage after the whole chunk, in partition
-					// order: what it judges depends on the stream only.
-					for i := range c.peers {
-						r.peers.Add(i, c.peers[i], c.wm[i])
-					}
-					err = r.emitAll(&st, engines[0].AdmitPeerFindings(r.peers.Ready()), nil)
-				}
-				if err != nil {
-					cancel()
-				}
-			}
-		}
-		writeErr <- err
-	}()
-
-	// Reader and decoder.
-	noZone := map[string]bool{}
-	readErr := func() error {
-		var c *replayChunk
-		n := 0
-		send := func() {
-			if c == nil {
-				return
-			}
-			c.done.Add(r.n)
-			ordered <- c
-			for i := range feeds {
-				feeds[i] <- c
-			}
-			c, n = nil, 0
-		}
-		for {
-			ev, lineNo, err := src.next()
-			if err == io.EOF {
-				send()
-				return nil
-			}
-			if err != nil && !isLineError(err) {
-				return fmt.Errorf("replay: reading events: %w", err)
-			}
-			if lineNo%4096 == 0 && ctx.Err() != nil {
-				return ctx.Err()
-			}
-			st.Lines++
-			if err != nil {
-				if st.count(err) && st.BadLines <= r.maxBad {
-					r.onBad(lineNo, err)
-				}
-				continue
-			}
-			st.Events++
-			if r.observe != nil {
-				r.observe(ev)
-			}
-			if _, ok := r.zones[ev.FacilityID]; !ok && !noZone[ev.FacilityID] && len(noZone) < 100 {
-				noZone[ev.FacilityID] = true
-			}
-			if c == nil {
-				c = &replayChunk{share: make([][]replayItem, r.n), results: make([][]replayFindings, r.n),
-					peers: make([]detectors.PeerBatch, r.n), wm: make([]time.Time, r.n)}
-			}
-			p := r.part([]byte(ev.UserID))
-			c.share[p] = append(c.share[p], replayItem{idx: n, ev: ev})
-			n++
-			if n == replayChunkSize {
-				send()
-			}
-		}
-	}()
-	for i := range feeds {
-		close(feeds[i])
-	}
-	engWG.Wait()
-	close(ordered)
-	werr := <-writeErr
-	switch {
-	case werr != nil:
-		return st, werr
-	case readErr != nil:
-		return st, readErr
-	}
-	for i, e := range engines {
-		if err := r.emitAll(&st, flushed[i].fs, flushed[i].err); err != nil {
-			return st, err
-		}
-		st.Late += e.LateEvents()
-		st.Coverage.Add(e.Coverage())
-	}
-	if r.peers != nil {
-		for i := range engines {
-			r.peers.Add(i, flushedPeers[i], detectors.EndOfTime)
-		}
-		if err := r.emitAll(&st, engines[0].AdmitPeerFindings(r.peers.Flush()), nil); err != nil {
-			return st, err
-		}
-	}
-	st.NoZone = sortedStrings(noZone)
-	return st, nil
-}
-
-// writeChunk writes a chunk's findings in input order: each engine's
-// results are in its share's order, so a k-way merge on the index does it.
-func (r *replayer) writeChunk(st *replayStats, c *replayChunk) error {
-	pos := make([]int, len(c.results))
-	for {
-		best := -1
-		for p, res := range c.results {
-			if pos[p] < len(res) && (best < 0 || res[pos[p]].idx < c.results[best][pos[best]].idx) {
-				best = p
-			}
-		}
-		if best < 0 {
-			return nil
-		}
-		f := c.results[best][pos[best]]
-		pos[best]++
-		if err := r.emitAll(st, f.fs, f.err); err != nil {
-			return err
-		}
-	}
-}
-
-func (r *replayer) emitAll(st *replayStats, fs []schemas.Finding, err error) error {
-	if err != nil {
-		st.DetErrors++
-		r.onDetectorError(st.DetErrors, err)
-	}
-	for i := range fs {
-		st.Findings[fs[i].Detector]++
-		if err := r.emit(&fs[i]); err != nil {
-			return fmt.Errorf("replay: writing findings: %w", err)
-		}
-	}
-	return nil
 }
 
 func isBlankLine(b []byte) bool { return len(bytes.TrimSpace(b)) == 0 }
@@ -668,61 +406,6 @@ func (l *lineReader) next() (line []byte, n int, tooLong bool, err error) {
 		l.line++
 		return bytes.TrimRight(l.buf, "\r\n"), l.line, tooLong, nil
 	}
-}
-
-// findingEncoder writes findings as NDJSON without HTML escaping.
-type findingEncoder struct{ enc *json.Encoder }
-
-func newFindingEncoder(w io.Writer) *findingEncoder {
-	enc := json.NewEncoder(w)
-	enc.SetEscapeHTML(false)
-	return &findingEncoder{enc: enc}
-}
-
-func (e *findingEncoder) encode(f *schemas.Finding) error { return e.enc.Encode(f) }
-
-// newPartitioner maps a Kafka key to one of n partitions the way the
-// named producer partitioner does.
-func newPartitioner(name string, n int) (func(key []byte) int, error) {
-	parts := make([]int, n)
-	for i := range parts {
-		parts[i] = i
-	}
-	var b kafka.Balancer
-	switch name {
-	case "fnv1a":
-		b = &kafka.Hash{}
-	case "murmur2":
-		b = kafka.Murmur2Balancer{Consistent: true}
-	default:
-		return nil, fmt.Errorf("--partitioner: want fnv1a or murmur2, got %q", name)
-	}
-	if n == 1 {
-		return func([]byte) int { return 0 }, nil
-	}
-	return func(key []byte) int { return b.Balance(kafka.Message{Key: key}, parts...) }, nil
-}
-
-func mustPartitioner(name string, n int) func([]byte) int {
-	p, err := newPartitioner(name, n)
-	if err != nil {
-		panic(err)
-	}
-	return p
-}
-
-// Detection setup shared by demo and replay.
-
-// newEngineFactory builds the engine constructor every demo partition and
-// replay engine uses: every registered detector with ecfg, over one
-// reference snapshot, with the facilities' time zones.
-func newEngineFactory(idx *detectors.ReferenceIndex, zones map[string]string, ecfg detectors.EngineConfig) (func() (*detectors.Engine, error), error) {
-	loc, err := detectors.FacilityLocations(zones)
-	if err != nil {
-		return nil, err
-	}
-	holder := detectors.NewReferenceHolder(idx)
-	return detectors.NewEngineFactory(ecfg, detectors.Env{Reference: holder.Load, Location: loc})
 }
 
 // newHashKey returns a fresh random key for the demographic tokens: they

@@ -105,7 +105,12 @@
 // [Start, End]. A finding may legitimately match an incident of another
 // kind (a bulk export is also a volume spike for that day). Detectors with
 // per-user baselines produce a few findings before they are warm; evaluate
-// precision from WarmupDays on.
+// precision from WarmupDays on. This package holds the one
+// implementation: Matches (a finding against one label), MergeVersions (a
+// finding id's versions folded into one), Scorer (the per-detector table
+// ehrwatch demo prints, and a tag per alert) and EvaluateGate (the
+// alert-level quality gate). The detectors' quality tests and the demo
+// both use them.
 //
 // # Use
 //

@@ -68,12 +68,6 @@ func (r GateResult) Pass() bool { return len(r.Failures) == 0 }
 // event ids.
 var windowedKinds = map[string]bool{KindVolume: true, KindBulkExport: true, KindOffHours: true}
 
-// gateFinding is a finding id's last version with every version's events.
-type gateFinding struct {
-	schemas.Finding
-	events map[string]bool
-}
-
 // Matches reports whether a finding matches a label.
 func Matches(f *schemas.Finding, events map[string]bool, l *Label) bool {
 	if f.Detector != l.Detector || f.UserID != l.UserID {
@@ -102,22 +96,9 @@ func (h *Hospital) WarmStart() time.Time {
 // after Generate; what EachEvent returned otherwise).
 func EvaluateGate(h *Hospital, truth []Label, findings []schemas.Finding, alerts []GateAlert) GateResult {
 	res := GateResult{Seed: h.Config.Seed, Users: len(h.Users), Days: h.Config.Days, Warmup: h.Config.WarmupDays, NoiseByRule: map[string]int{}}
-	byID := map[string]*gateFinding{}
-	var order []*gateFinding
-	for _, f := range findings {
-		g := byID[f.FindingID]
-		if g == nil {
-			g = &gateFinding{events: map[string]bool{}}
-			byID[f.FindingID] = g
-			order = append(order, g)
-		}
-		g.Finding = f
-		for _, id := range f.EventIDs {
-			g.events[id] = true
-		}
-	}
+	order := MergeVersions(findings)
 	// Findings by user, for matching.
-	byUser := map[string][]*gateFinding{}
+	byUser := map[string][]*MergedFinding{}
 	for _, g := range order {
 		byUser[g.UserID] = append(byUser[g.UserID], g)
 	}
@@ -138,7 +119,7 @@ func EvaluateGate(h *Hospital, truth []Label, findings []schemas.Finding, alerts
 		res.Incidents++
 		recalled := false
 		for _, g := range byUser[l.UserID] {
-			if !Matches(&g.Finding, g.events, l) {
+			if !Matches(&g.Finding, g.Events, l) {
 				continue
 			}
 			incidentFinding[g.FindingID] = true
