@@ -161,7 +161,9 @@ alerting:
 	}
 	rows.Close()
 	slices.Sort(got)
-	diffLines(t, "finding", want, got)
+	if diffLines(t, "finding", want, got) {
+		t.Log(`above, "the uninterrupted run" is replay --partitions 12 and "after the trouble" the three instances`)
+	}
 	t.Logf("replay --partitions %d: %d findings %v; run stored %d", partitions, len(want), dets, len(got))
 
 	// (c) Every alert notified: as the receiver sees it after deduplication
