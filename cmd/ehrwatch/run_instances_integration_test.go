@@ -137,6 +137,7 @@ alerting:
 	slices.Sort(ids)
 	if got := queryLines(t, e.conn, "SELECT event_id FROM access_events FINAL ORDER BY event_id"); !slices.Equal(got, ids) {
 		diffLines(t, "event id", ids, got)
+		t.Log(`above, "the uninterrupted run" is the events produced and "after the trouble" access_events FINAL`)
 	}
 	t.Logf("%d events: %d rows before deduplication, %d after", len(msgs), raw, stored)
 
