@@ -64,12 +64,14 @@ func chaosHospital(t *testing.T) (*synth.Hospital, []pipelinetest.Message) {
 
 // webhookReceiver counts the webhook deliveries of each environment (by
 // URL path): per alert id, the webhook ids (idempotency keys) seen and
-// how often. onPost, when set, runs before the answer.
+// how often, and each webhook id's payload type. onPost, when set, runs
+// before the answer.
 type webhookReceiver struct {
 	srv    *httptest.Server
 	secret string
 	mu     sync.Mutex
 	posts  map[string]map[string]map[string]int // path → alert id → webhook id → deliveries
+	types  map[string]string                    // path + " " + webhook id → payload type
 	onPost map[string]func()
 }
 
@@ -80,7 +82,7 @@ func newWebhookReceiver(t *testing.T) *webhookReceiver {
 		t.Fatal(err)
 	}
 	r := &webhookReceiver{secret: "whsec_" + base64.StdEncoding.EncodeToString(key),
-		posts: map[string]map[string]map[string]int{}, onPost: map[string]func(){}}
+		posts: map[string]map[string]map[string]int{}, types: map[string]string{}, onPost: map[string]func(){}}
 	r.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		body, _ := io.ReadAll(req.Body)
 		var p alerting.WebhookPayload
@@ -98,6 +100,7 @@ func newWebhookReceiver(t *testing.T) *webhookReceiver {
 			byAlert[p.Data.AlertID] = map[string]int{}
 		}
 		byAlert[p.Data.AlertID][req.Header.Get(alerting.HeaderWebhookID)]++
+		r.types[req.URL.Path+" "+req.Header.Get(alerting.HeaderWebhookID)] = p.Type
 		hook := r.onPost[req.URL.Path]
 		r.mu.Unlock()
 		if hook != nil {
@@ -127,6 +130,13 @@ func (r *webhookReceiver) deliveries(path string) map[string]map[string]int {
 		}
 	}
 	return out
+}
+
+// payloadType is the type of the payload delivered to path with webhookID.
+func (r *webhookReceiver) payloadType(path, webhookID string) string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.types[path+" "+webhookID]
 }
 
 func (r *webhookReceiver) total(path string) int {

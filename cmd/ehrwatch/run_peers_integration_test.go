@@ -18,6 +18,7 @@ import (
 	"github.com/ehrwatch/ehrwatch/detectors/synth"
 	"github.com/ehrwatch/ehrwatch/pipeline/pipelinetest"
 	"github.com/ehrwatch/ehrwatch/pipeline/testenv"
+	"github.com/ehrwatch/ehrwatch/schemas"
 )
 
 // TestRunPeersGroupMatchesReplay runs two `ehrwatch run` instances with
@@ -34,50 +35,7 @@ func TestRunPeersGroupMatchesReplay(t *testing.T) {
 	pipelinetest.Migrate(t, conn)
 	dir := genHospital(t, "canonical")
 
-	// The stream: the hospital's events, then one closing access per user.
-	raw, err := os.ReadFile(filepath.Join(dir, synth.EventsFile))
-	if err != nil {
-		t.Fatal(err)
-	}
-	lines := strings.Split(strings.TrimSpace(string(raw)), "\n")
-	var last time.Time
-	lastOf := map[string]map[string]any{}
-	var users []string
-	for _, l := range lines {
-		var ev map[string]any
-		if err := json.Unmarshal([]byte(l), &ev); err != nil {
-			t.Fatal(err)
-		}
-		et, err := time.Parse(time.RFC3339Nano, ev["event_time"].(string))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if et.After(last) {
-			last = et
-		}
-		u := ev["user_id"].(string)
-		if lastOf[u] == nil {
-			users = append(users, u)
-		}
-		lastOf[u] = ev
-	}
-	closing := last.Add(48 * time.Hour).UTC().Format(time.RFC3339Nano)
-	for i, u := range users {
-		ev := lastOf[u]
-		ev["event_id"] = fmt.Sprintf("evt-close-%04d", i)
-		ev["event_time"], ev["logged_time"] = closing, closing
-		ev["break_glass"] = false
-		delete(ev, "break_glass_reason")
-		b, err := json.Marshal(ev)
-		if err != nil {
-			t.Fatal(err)
-		}
-		lines = append(lines, string(b))
-	}
-	events := filepath.Join(t.TempDir(), "events.ndjson")
-	if err := os.WriteFile(events, []byte(strings.Join(lines, "\n")+"\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	lines, events := closedStream(t, dir)
 
 	// Replay: the reference.
 	out := filepath.Join(t.TempDir(), "findings.ndjson")
@@ -111,17 +69,7 @@ func TestRunPeersGroupMatchesReplay(t *testing.T) {
 	topic := testenv.NewTopic(t, brokers, 4)
 	dlq := testenv.NewTopic(t, brokers, 1)
 	peers := testenv.NewTopic(t, brokers, 1)
-	msgs := make([]pipelinetest.Message, len(lines))
-	for i, l := range lines {
-		var k struct {
-			UserID  string `json:"user_id"`
-			EventID string `json:"event_id"`
-		}
-		if err := json.Unmarshal([]byte(l), &k); err != nil {
-			t.Fatal(err)
-		}
-		msgs[i] = pipelinetest.Message{Message: kafka.Message{Key: []byte(k.UserID), Value: []byte(l)}, EventID: k.EventID}
-	}
+	msgs := streamMessages(t, lines)
 	pipelinetest.Produce(t, brokers, topic, msgs)
 	zones := facilityZones(t, filepath.Join(dir, "facilities.ndjson"))
 	group := topic + "-group"
@@ -229,48 +177,119 @@ http:
 	}
 }
 
+// closedStream is the hospital's events in dir, then one closing access
+// per user two days after the hospital's last event, so that every
+// partition's watermark passes every day and nothing is left to the
+// end-of-input flush that only replay has. It returns the lines and the
+// file they are written to.
+func closedStream(t *testing.T, dir string) (lines []string, path string) {
+	t.Helper()
+	raw, err := os.ReadFile(filepath.Join(dir, synth.EventsFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines = strings.Split(strings.TrimSpace(string(raw)), "\n")
+	var last time.Time
+	lastOf := map[string]map[string]any{}
+	var users []string
+	for _, l := range lines {
+		var ev map[string]any
+		if err := json.Unmarshal([]byte(l), &ev); err != nil {
+			t.Fatal(err)
+		}
+		et, err := time.Parse(time.RFC3339Nano, ev["event_time"].(string))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if et.After(last) {
+			last = et
+		}
+		u := ev["user_id"].(string)
+		if lastOf[u] == nil {
+			users = append(users, u)
+		}
+		lastOf[u] = ev
+	}
+	closing := last.Add(48 * time.Hour).UTC().Format(time.RFC3339Nano)
+	for i, u := range users {
+		ev := lastOf[u]
+		ev["event_id"] = fmt.Sprintf("evt-close-%04d", i)
+		ev["event_time"], ev["logged_time"] = closing, closing
+		ev["break_glass"] = false
+		delete(ev, "break_glass_reason")
+		b, err := json.Marshal(ev)
+		if err != nil {
+			t.Fatal(err)
+		}
+		lines = append(lines, string(b))
+	}
+	path = filepath.Join(t.TempDir(), "events.ndjson")
+	if err := os.WriteFile(path, []byte(strings.Join(lines, "\n")+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return lines, path
+}
+
+// streamMessages are the NDJSON event lines as Kafka messages keyed by
+// user id, as the producers of the access log key them.
+func streamMessages(t *testing.T, lines []string) []pipelinetest.Message {
+	t.Helper()
+	msgs := make([]pipelinetest.Message, len(lines))
+	for i, l := range lines {
+		var k struct {
+			UserID  string `json:"user_id"`
+			EventID string `json:"event_id"`
+		}
+		if err := json.Unmarshal([]byte(l), &k); err != nil {
+			t.Fatal(err)
+		}
+		msgs[i] = pipelinetest.Message{Message: kafka.Message{Key: []byte(k.UserID), Value: []byte(l)}, EventID: k.EventID}
+	}
+	return msgs
+}
+
 func peerFindingKey(detector, id, severity string, score int, explanation string, eventIDs []string) string {
 	slices.Sort(eventIDs)
 	return fmt.Sprintf("%s %s %s %d %s %v", detector, id, severity, score, explanation, eventIDs)
 }
 
 // newestPeerFindings reads replay's NDJSON and keeps the newest version
-// of each volume and break_glass finding (the last written).
+// of each volume and break_glass finding.
 func newestPeerFindings(t *testing.T, path string) []string {
+	t.Helper()
+	var out []string
+	for _, x := range newestFindings(t, path) {
+		if x.Detector == "volume" || x.Detector == "break_glass" {
+			out = append(out, peerFindingKey(x.Detector, x.FindingID, string(x.Severity), int(x.Score), x.Explanation, x.EventIDs))
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// newestFindings reads replay's NDJSON and keeps the newest version of
+// each finding (the last written), by finding id.
+func newestFindings(t *testing.T, path string) map[string]schemas.Finding {
 	t.Helper()
 	f, err := os.Open(path)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	byID := map[string]string{}
+	byID := map[string]schemas.Finding{}
 	sc := bufio.NewScanner(f)
-	sc.Buffer(nil, 1<<20)
+	sc.Buffer(nil, 1<<22)
 	for sc.Scan() {
-		var x struct {
-			Detector    string   `json:"detector"`
-			FindingID   string   `json:"finding_id"`
-			Severity    string   `json:"severity"`
-			Score       int      `json:"score"`
-			Explanation string   `json:"explanation"`
-			EventIDs    []string `json:"event_ids"`
-		}
+		var x schemas.Finding
 		if err := json.Unmarshal(sc.Bytes(), &x); err != nil {
 			t.Fatal(err)
 		}
-		if x.Detector == "volume" || x.Detector == "break_glass" {
-			byID[x.FindingID] = peerFindingKey(x.Detector, x.FindingID, x.Severity, x.Score, x.Explanation, x.EventIDs)
-		}
+		byID[x.FindingID] = x
 	}
 	if err := sc.Err(); err != nil {
 		t.Fatal(err)
 	}
-	out := make([]string, 0, len(byID))
-	for _, v := range byID {
-		out = append(out, v)
-	}
-	slices.Sort(out)
-	return out
+	return byID
 }
 
 // facilityZones renders facilities.ndjson as reference.facilities' YAML
