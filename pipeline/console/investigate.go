@@ -10,7 +10,6 @@ import (
 
 	"github.com/ehrwatch/ehrwatch/pipeline/api"
 	"github.com/ehrwatch/ehrwatch/pipeline/triage"
-	"github.com/ehrwatch/ehrwatch/schemas"
 )
 
 // InvestigationStore is what the privacy office's pages (cases, patient,
@@ -19,27 +18,15 @@ import (
 // without investigations still serves the queue and alert pages; those
 // pages then answer 501 and say why.
 type InvestigationStore interface {
-	CreateCase(ctx context.Context, title string, alertIDs []string, actor triage.Actor) (triage.Case, error)
-	AddAlerts(ctx context.Context, caseID string, alertIDs []string, expectedVersion uint64, note string, actor triage.Actor) (triage.Case, error)
-	RemoveAlert(ctx context.Context, caseID, alertID string, expectedVersion uint64, note string, actor triage.Actor) (triage.Case, error)
-	UpdateCase(ctx context.Context, caseID string, u triage.CaseUpdate, actor triage.Actor) (triage.Case, error)
-	Case(ctx context.Context, caseID string) (triage.Case, error)
-	ListCases(ctx context.Context, f triage.CaseFilter) (triage.CasePage, error)
-	CaseHistory(ctx context.Context, caseID string) ([]triage.CaseChange, error)
+	// api.CaseStore: cases and the allowlist, as the API serves them.
+	api.CaseStore
 	CasesForAlerts(ctx context.Context, alertIDs []string, limit int) ([]triage.Case, error)
-	AlertsByID(ctx context.Context, ids []string) ([]triage.Alert, error)
 
 	// ReportAll is the patient access and user activity report (the API's
 	// and `ehrwatch report`'s query).
 	ReportAll(ctx context.Context, q triage.ReportQuery) (triage.Report, error)
 	ReferenceCounts(ctx context.Context) (triage.ReferenceCounts, error)
 	UserHeatmap(ctx context.Context, userID string, from, to time.Time, baselineDays int) (triage.Heatmap, error)
-
-	ListAllowlist(ctx context.Context, withRemoved bool, limit int) ([]triage.AllowlistItem, error)
-	AddAllowlistEntry(ctx context.Context, e schemas.AllowlistEntry, note string, actor triage.Actor) (triage.AllowlistItem, error)
-	ExpireAllowlistEntry(ctx context.Context, entryID string, expected time.Time, note string, actor triage.Actor) (triage.AllowlistItem, error)
-	RemoveAllowlistEntry(ctx context.Context, entryID string, expected time.Time, note string, actor triage.Actor) (triage.AllowlistItem, error)
-	AllowlistHistory(ctx context.Context, entryID string, limit int) ([]triage.AllowlistHistoryRow, error)
 }
 
 var _ InvestigationStore = (*triage.Store)(nil)

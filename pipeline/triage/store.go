@@ -61,26 +61,32 @@ type Store struct {
 	beforeInsert func()
 }
 
+// WithDefaults returns o with its zero fields set to DefaultOptions' (the
+// ClickHouse store and the demo's in-memory store both take options so).
+func (o Options) WithDefaults() Options {
+	def := DefaultOptions()
+	if o.CareSlackBefore == 0 && o.CareSlackAfter == 0 {
+		o.CareSlackBefore, o.CareSlackAfter = def.CareSlackBefore, def.CareSlackAfter
+	}
+	if o.MaxDetailFindings <= 0 {
+		o.MaxDetailFindings = def.MaxDetailFindings
+	}
+	if o.MaxDetailEvents <= 0 {
+		o.MaxDetailEvents = def.MaxDetailEvents
+	}
+	if o.MaxReportFindings <= 0 {
+		o.MaxReportFindings = def.MaxReportFindings
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	return o
+}
+
 // NewStore returns a Store on conn, whose database holds ehrwatch's tables
 // (created by store.Migrate). Zero options take their defaults.
 func NewStore(conn driver.Conn, opts Options) *Store {
-	def := DefaultOptions()
-	if opts.CareSlackBefore == 0 && opts.CareSlackAfter == 0 {
-		opts.CareSlackBefore, opts.CareSlackAfter = def.CareSlackBefore, def.CareSlackAfter
-	}
-	if opts.MaxDetailFindings <= 0 {
-		opts.MaxDetailFindings = def.MaxDetailFindings
-	}
-	if opts.MaxDetailEvents <= 0 {
-		opts.MaxDetailEvents = def.MaxDetailEvents
-	}
-	if opts.MaxReportFindings <= 0 {
-		opts.MaxReportFindings = def.MaxReportFindings
-	}
-	if opts.Now == nil {
-		opts.Now = time.Now
-	}
-	return &Store{conn: conn, opts: opts, seed: maphash.MakeSeed()}
+	return &Store{conn: conn, opts: opts.WithDefaults(), seed: maphash.MakeSeed()}
 }
 
 // Location returns a facility's time zone (UTC when unknown).

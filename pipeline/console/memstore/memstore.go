@@ -84,22 +84,7 @@ type Store struct {
 
 // New builds a store over d. Zero options take triage's defaults.
 func New(d Data, opts triage.Options) *Store {
-	def := triage.DefaultOptions()
-	if opts.CareSlackBefore == 0 && opts.CareSlackAfter == 0 {
-		opts.CareSlackBefore, opts.CareSlackAfter = def.CareSlackBefore, def.CareSlackAfter
-	}
-	if opts.MaxDetailFindings <= 0 {
-		opts.MaxDetailFindings = def.MaxDetailFindings
-	}
-	if opts.MaxDetailEvents <= 0 {
-		opts.MaxDetailEvents = def.MaxDetailEvents
-	}
-	if opts.MaxReportFindings <= 0 {
-		opts.MaxReportFindings = def.MaxReportFindings
-	}
-	if opts.Now == nil {
-		opts.Now = time.Now
-	}
+	opts = opts.WithDefaults()
 	s := &Store{
 		opts: opts, care: triage.NewCareIndex(d.Encounters, opts), built: opts.Now().UTC(),
 		users: map[string]triage.UserRecord{}, nUsers: len(d.Users), nPatients: len(d.Patients), nEncounter: len(d.Encounters),
