@@ -179,7 +179,23 @@ do_start() {
     kill "$(cat "${PID_FILE}")" 2>/dev/null || true
     sleep 1
   fi
-  local port
+  local attempt
+  for attempt in 1 2 3; do
+    if launch; then
+      return 0
+    fi
+    if (( attempt < 3 )); then
+      log "start attempt ${attempt} failed; retrying on another port"
+    fi
+  done
+  die "Alertmanager did not start after 3 attempts (log: ${OUT_FILE})"
+}
+
+# launch: start Alertmanager once on a fresh port and wait until it is ready;
+# print its address. Returns 1 (with the log tail and exit status on stderr)
+# if it exits or is not ready in time.
+launch() {
+  local port addr launched i rc
   port="$(pick_port)"
   rm -rf "${STATE_DIR}/data"
   mkdir -p "${STATE_DIR}/data"
@@ -200,26 +216,53 @@ receivers:
         send_resolved: true
 EOF
   log "starting Alertmanager ${AM_VERSION} on 127.0.0.1:${port} (resolve_timeout ${RESOLVE_TIMEOUT})"
-  setsid "${BIN}" \
+  # setsid forks when its caller leads a process group, and then $! is a
+  # parent that exits at once. The inner bash records its own pid and execs
+  # Alertmanager: the pid file always holds the Alertmanager process,
+  # whichever way setsid started it.
+  rm -f "${PID_FILE}"
+  # shellcheck disable=SC2016 # expanded by the inner bash
+  setsid nohup bash -c 'echo $$ >"$1"; shift; exec "$@"' _ "${PID_FILE}" \
+    "${BIN}" \
     --config.file="${STATE_DIR}/alertmanager.yml" \
     --storage.path="${STATE_DIR}/data" \
     --web.listen-address="127.0.0.1:${port}" \
     --cluster.listen-address= \
-    --log.level=warn \
+    --log.level=info \
     >"${OUT_FILE}" 2>&1 </dev/null 9>&- 8>&- &
-  echo $! >"${PID_FILE}"
+  launched=$!
   echo "${port}" >"${PORT_FILE}"
-  local i
+  for i in $(seq 1 50); do
+    [[ -s "${PID_FILE}" ]] && break
+    sleep 0.1
+  done
   for i in $(seq 1 $((START_TIMEOUT * 5))); do
     if addr="$(running_addr)"; then
       printf '%s\n' "${addr}"
       return 0
     fi
-    pid_alive || { tail -n 20 "${OUT_FILE}" >&2 || true; die "Alertmanager exited at start (log: ${OUT_FILE})"; }
+    if ! pid_alive; then
+      rc=0
+      if kill -0 "${launched}" 2>/dev/null; then
+        rc="unknown; launcher pid ${launched} still running"
+      else
+        wait "${launched}" 2>/dev/null || rc=$?
+        if [[ "${rc}" =~ ^[0-9]+$ ]] && (( rc > 128 )); then
+          rc="${rc} (signal $((rc - 128)))"
+        fi
+      fi
+      tail -n 20 "${OUT_FILE}" >&2 || true
+      log "Alertmanager exited at start: exit status ${rc} (log: ${OUT_FILE})"
+      rm -f "${PID_FILE}" "${PORT_FILE}"
+      return 1
+    fi
     sleep 0.2
   done
   tail -n 20 "${OUT_FILE}" >&2 || true
-  die "Alertmanager not ready after ${START_TIMEOUT}s (log: ${OUT_FILE})"
+  log "Alertmanager not ready after ${START_TIMEOUT}s (log: ${OUT_FILE})"
+  kill -9 "$(cat "${PID_FILE}" 2>/dev/null)" 2>/dev/null || true
+  rm -f "${PID_FILE}" "${PORT_FILE}"
+  return 1
 }
 
 do_status() {
