@@ -514,7 +514,7 @@ func shutdownTimeout(t *testing.T, cfg map[string]any) time.Duration {
 	t.Helper()
 	s := str(get(cfg, "pipeline", "shutdown_timeout"))
 	if s == "" {
-		return 30 * time.Second // pipeline.DefaultConfig
+		return 30 * time.Second // ingest.DefaultConfig
 	}
 	d, err := time.ParseDuration(s)
 	if err != nil {

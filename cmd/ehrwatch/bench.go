@@ -20,7 +20,7 @@ import (
 	"github.com/segmentio/kafka-go"
 
 	"github.com/ehrwatch/ehrwatch/detectors/synth"
-	"github.com/ehrwatch/ehrwatch/pipeline"
+	"github.com/ehrwatch/ehrwatch/pipeline/ingest"
 	"github.com/ehrwatch/ehrwatch/pipeline/store"
 	"github.com/ehrwatch/ehrwatch/schemas"
 )
@@ -102,13 +102,13 @@ func runBenchPipeline(ctx context.Context, args []string, stdout, stderr io.Writ
 	if !*keep {
 		defer b.deleteTopic()
 	}
-	var detect pipeline.ProcessorFactory
+	var detect ingest.ProcessorFactory
 	if *withDetectors {
 		newEngine, err := benchEngines(h)
 		if err != nil {
 			return err
 		}
-		detect = func(string, int) (pipeline.Processor, error) { return newEngine() }
+		detect = func(string, int) (ingest.Processor, error) { return newEngine() }
 	}
 
 	raw, err := b.rawFetch(ctx)
@@ -127,19 +127,19 @@ func runBenchPipeline(ctx context.Context, args []string, stdout, stderr io.Writ
 			return err
 		}
 	}
-	noSink, err := b.pipeline(ctx, "discard", pipeline.Deps{Sink: pipeline.DiscardSink{}, DeadLetters: discardDLQ{}})
+	noSink, err := b.pipeline(ctx, "discard", ingest.Deps{Sink: ingest.DiscardSink{}, DeadLetters: discardDLQ{}})
 	if err != nil {
 		return fmt.Errorf("(b) pipeline without sink: %w", err)
 	}
 	b.report("(b) ehrwatch, no detectors, no sink", noSink, raw)
 	if detect != nil {
-		noSink, err = b.pipeline(ctx, "discard-detect", pipeline.Deps{Sink: pipeline.DiscardSink{}, DeadLetters: discardDLQ{}, NewProcessor: detect})
+		noSink, err = b.pipeline(ctx, "discard-detect", ingest.Deps{Sink: ingest.DiscardSink{}, DeadLetters: discardDLQ{}, NewProcessor: detect})
 		if err != nil {
 			return fmt.Errorf("(b) pipeline with detectors without sink: %w", err)
 		}
 		b.report("(b) ehrwatch, detectors, no sink", noSink, raw)
 		// (d): the same group again, as after a kill before any snapshot.
-		warm, err := b.warmup(ctx, "discard-detect", pipeline.Deps{Sink: pipeline.DiscardSink{}, DeadLetters: discardDLQ{},
+		warm, err := b.warmup(ctx, "discard-detect", ingest.Deps{Sink: ingest.DiscardSink{}, DeadLetters: discardDLQ{},
 			NewProcessor: detect, Snapshots: noSnapshots{}})
 		if err != nil {
 			return fmt.Errorf("(d) warm-up: %w", err)
@@ -160,7 +160,7 @@ func runBenchPipeline(ctx context.Context, args []string, stdout, stderr io.Writ
 		return fmt.Errorf("(c) clickhouse: %w", err)
 	}
 	defer conn.Close()
-	intoCH, err := b.pipeline(ctx, "clickhouse", pipeline.Deps{ClickHouse: conn, DeadLetters: discardDLQ{}, NewProcessor: detect})
+	intoCH, err := b.pipeline(ctx, "clickhouse", ingest.Deps{ClickHouse: conn, DeadLetters: discardDLQ{}, NewProcessor: detect})
 	if err != nil {
 		return fmt.Errorf("(c) pipeline into clickhouse: %w", err)
 	}
@@ -337,8 +337,8 @@ func (noSnapshots) Latest(context.Context, string, string, int32, int64) (store.
 
 // pipeline runs a pipeline in a fresh group until every event is stored
 // (or discarded), timing from the first consumed message.
-func (b *bench) pipeline(ctx context.Context, name string, deps pipeline.Deps) (measurement, error) {
-	return b.run(ctx, name, deps, func(p *pipeline.Pipeline) (int64, int64) {
+func (b *bench) pipeline(ctx context.Context, name string, deps ingest.Deps) (measurement, error) {
+	return b.run(ctx, name, deps, func(p *ingest.Pipeline) (int64, int64) {
 		st := p.Stats()
 		return st.Consumed, st.Stored
 	})
@@ -348,8 +348,8 @@ func (b *bench) pipeline(ctx context.Context, name string, deps pipeline.Deps) (
 // every event, with no detector snapshot to restore (deps.Snapshots): each
 // partition re-reads all its events into fresh detectors and stores
 // nothing. It times the re-reading from the first re-read message.
-func (b *bench) warmup(ctx context.Context, name string, deps pipeline.Deps) (measurement, error) {
-	return b.run(ctx, name, deps, func(p *pipeline.Pipeline) (int64, int64) {
+func (b *bench) warmup(ctx context.Context, name string, deps ingest.Deps) (measurement, error) {
+	return b.run(ctx, name, deps, func(p *ingest.Pipeline) (int64, int64) {
 		n := int64(promValue(p.Registry(), "ehrwatch_replayed_messages_total"))
 		return n, n
 	})
@@ -376,13 +376,13 @@ func promValue(reg *prometheus.Registry, name string) float64 {
 
 // run runs a pipeline in group b.topic-name until progress reports every
 // event done, timing from the first event it reports started.
-func (b *bench) run(ctx context.Context, name string, deps pipeline.Deps, progress func(*pipeline.Pipeline) (started, done int64)) (measurement, error) {
+func (b *bench) run(ctx context.Context, name string, deps ingest.Deps, progress func(*ingest.Pipeline) (started, done int64)) (measurement, error) {
 	k := b.cfg.Kafka
 	k.GroupID = b.topic + "-" + name
 	k.Topics = []string{b.topic}
 	k.StartOffset = "first"
 	deps.Logger = b.log
-	p, err := pipeline.New(b.cfg.Pipeline, k, deps)
+	p, err := ingest.New(b.cfg.Pipeline, k, deps)
 	if err != nil {
 		return measurement{}, err
 	}

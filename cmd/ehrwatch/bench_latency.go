@@ -25,8 +25,8 @@ import (
 	"github.com/segmentio/kafka-go"
 
 	"github.com/ehrwatch/ehrwatch/detectors/synth"
-	"github.com/ehrwatch/ehrwatch/pipeline"
 	"github.com/ehrwatch/ehrwatch/pipeline/alerting"
+	"github.com/ehrwatch/ehrwatch/pipeline/ingest"
 	"github.com/ehrwatch/ehrwatch/schemas"
 )
 
@@ -126,7 +126,7 @@ func runBenchLatency(ctx context.Context, args []string, stdout, stderr io.Write
 			log: newLogger(LogConfig{Level: "warn", Format: "console"}, stderr), hospital: h}
 		lr := &latencyRun{bench: b, id: id, rate: rate, duration: *duration, burst: burst,
 			incidentEvery: *incidentEvery, terminated: terminated, alerting: acfg, keep: *keep,
-			newProcessor: func(string, int) (pipeline.Processor, error) { return newEngine() }}
+			newProcessor: func(string, int) (ingest.Processor, error) { return newEngine() }}
 		if err := lr.run(ctx, *replication); err != nil {
 			return fmt.Errorf("rate %d/s: %w", rate, err)
 		}
@@ -257,7 +257,7 @@ type latencyRun struct {
 	terminated    []string
 	alerting      alerting.Config
 	keep          bool
-	newProcessor  pipeline.ProcessorFactory
+	newProcessor  ingest.ProcessorFactory
 }
 
 func (r *latencyRun) run(ctx context.Context, replication int) error {
@@ -281,7 +281,7 @@ func (r *latencyRun) run(ctx context.Context, replication int) error {
 	k.Topics = []string{r.topic}
 	k.StartOffset = "first"
 	var mgr *alerting.Manager
-	p, err := pipeline.New(r.cfg.Pipeline, k, pipeline.Deps{
+	p, err := ingest.New(r.cfg.Pipeline, k, ingest.Deps{
 		Logger: r.log, ClickHouse: conn, DeadLetters: discardDLQ{}, NewProcessor: r.newProcessor,
 		AfterStore: func(ctx context.Context, findings []schemas.Finding) error {
 			_, err := mgr.Observe(ctx, findings)

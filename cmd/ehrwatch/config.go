@@ -17,10 +17,10 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/ehrwatch/ehrwatch/detectors"
-	"github.com/ehrwatch/ehrwatch/pipeline"
 	"github.com/ehrwatch/ehrwatch/pipeline/alerting"
 	"github.com/ehrwatch/ehrwatch/pipeline/api"
 	webconsole "github.com/ehrwatch/ehrwatch/pipeline/console"
+	"github.com/ehrwatch/ehrwatch/pipeline/ingest"
 	"github.com/ehrwatch/ehrwatch/pipeline/store"
 	"github.com/ehrwatch/ehrwatch/schemas"
 )
@@ -31,9 +31,9 @@ import (
 // same file (and rejects unknown keys in every section); each uses the
 // sections it needs.
 type Config struct {
-	Kafka      pipeline.KafkaConfig `yaml:"kafka"`
-	ClickHouse store.Config         `yaml:"clickhouse"`
-	Pipeline   pipeline.Config      `yaml:"pipeline"`
+	Kafka      ingest.KafkaConfig `yaml:"kafka"`
+	ClickHouse store.Config       `yaml:"clickhouse"`
+	Pipeline   ingest.Config      `yaml:"pipeline"`
 	// Detection configures the detectors (detectors.EngineConfig: lateness,
 	// open findings, each detector's settings, static allowlist entries).
 	Detection DetectionConfig `yaml:"detection"`
@@ -65,9 +65,9 @@ func DefaultConfig() Config {
 	apiCfg := api.DefaultConfig()
 	apiCfg.Listen = "" // run: no API unless asked; serve: apiDefaultListen
 	return Config{
-		Kafka:      pipeline.DefaultKafkaConfig(),
+		Kafka:      ingest.DefaultKafkaConfig(),
 		ClickHouse: store.DefaultConfig(),
-		Pipeline:   pipeline.DefaultConfig(),
+		Pipeline:   ingest.DefaultConfig(),
 		Detection:  DetectionConfig{detectors.DefaultEngineConfig(detectors.Registry())},
 		Peers:      DefaultPeersConfig(),
 		Reference:  detectors.DefaultReferenceConfig(),

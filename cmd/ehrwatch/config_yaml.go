@@ -16,7 +16,7 @@ import (
 // file so that each names the key by its path ("kafka.brokerz: unknown key
 // (did you mean kafka.brokers?)", "pipeline.batch_max_wait: want a duration
 // such as 500ms or 10s, got \"soon\"") instead of Go types ("field brokerz
-// not found in type pipeline.KafkaConfig"). Each message keeps the line.
+// not found in type ingest.KafkaConfig"). Each message keeps the line.
 func keyPathErrors(file string, raw []byte, te *yaml.TypeError) error {
 	var root yaml.Node
 	paths := map[int][]string{} // line -> key paths that start on it

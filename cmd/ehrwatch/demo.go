@@ -24,8 +24,8 @@ import (
 	"github.com/ehrwatch/ehrwatch/detectors"
 	"github.com/ehrwatch/ehrwatch/detectors/replay"
 	"github.com/ehrwatch/ehrwatch/detectors/synth"
-	"github.com/ehrwatch/ehrwatch/pipeline"
 	"github.com/ehrwatch/ehrwatch/pipeline/alerting"
+	"github.com/ehrwatch/ehrwatch/pipeline/ingest"
 	"github.com/ehrwatch/ehrwatch/pipeline/store"
 	"github.com/ehrwatch/ehrwatch/schemas"
 )
@@ -68,7 +68,7 @@ type demoOptions struct {
 	// onServe, for tests, is told where --serve listens and its token.
 	onServe func(demoServed)
 	// wrapSink, for tests, wraps the sink the pipeline writes to.
-	wrapSink func(pipeline.Sink) pipeline.Sink
+	wrapSink func(ingest.Sink) ingest.Sink
 	// logs, for tests, receives the pipeline's logs (default stderr).
 	logLevel string
 }
@@ -173,7 +173,7 @@ func scanStream(h *synth.Hospital, part func([]byte) int, partitions int) (demoS
 type demoOutcome struct {
 	hospital *synth.Hospital
 	stream   demoStream
-	stats    pipeline.Stats
+	stats    ingest.Stats
 	score    synth.ScoreReport
 	alerts   int
 	findings []schemas.Finding // every stored version, sorted
@@ -256,15 +256,15 @@ func demo(ctx context.Context, o demoOptions, stdout, stderr io.Writer) (*demoOu
 	if chConn != nil {
 		sink.store = store.NewWriter(chConn)
 	}
-	var pipeSink pipeline.Sink = sink
+	var pipeSink ingest.Sink = sink
 	if o.wrapSink != nil {
 		pipeSink = o.wrapSink(pipeSink)
 	}
 
-	// 5. The pipeline: pipeline.New as in `ehrwatch run` (engines per
+	// 5. The pipeline: ingest.New as in `ehrwatch run` (engines per
 	// partition, alerting after each stored batch), with the memory sink
 	// and batch settings for a short burst instead of a steady stream.
-	kcfg := pipeline.DefaultKafkaConfig()
+	kcfg := ingest.DefaultKafkaConfig()
 	kcfg.Brokers = brokers
 	kcfg.GroupID = "ehrwatch-demo"
 	kcfg.Topics = []string{demoTopic}
@@ -274,7 +274,7 @@ func demo(ctx context.Context, o demoOptions, stdout, stderr io.Writer) (*demoOu
 	kcfg.QueueCapacity = 5000
 	kcfg.MaxBytes = 16 << 20
 	kcfg.JoinGroupBackoff = 200 * time.Millisecond
-	pcfg := pipeline.DefaultConfig()
+	pcfg := ingest.DefaultConfig()
 	pcfg.BatchMaxRows = 20000
 	pcfg.BatchMaxWait = 100 * time.Millisecond
 	pcfg.QueueSize = 20000
@@ -290,12 +290,12 @@ func demo(ctx context.Context, o demoOptions, stdout, stderr io.Writer) (*demoOu
 	if err != nil {
 		return nil, err
 	}
-	p, err := pipeline.New(pcfg, kcfg, pipeline.Deps{
+	p, err := ingest.New(pcfg, kcfg, ingest.Deps{
 		Logger:      log,
 		Sink:        pipeSink,
 		DeadLetters: &memoryDLQ{},
 		AfterStore:  sink.afterStore,
-		NewProcessor: func(_ string, partition int) (pipeline.Processor, error) {
+		NewProcessor: func(_ string, partition int) (ingest.Processor, error) {
 			e, err := newEngine()
 			if err != nil {
 				return nil, err
@@ -391,7 +391,7 @@ wait:
 	case prodErr != nil:
 		return outcome, fmt.Errorf("demo: producing to the in-process broker: %w", prodErr)
 	case runErr != nil:
-		return outcome, fmt.Errorf("demo: pipeline failed: %s", pipeline.Redact(runErr))
+		return outcome, fmt.Errorf("demo: pipeline failed: %s", ingest.Redact(runErr))
 	case interrupted:
 		return outcome, ctx.Err()
 	}
@@ -613,7 +613,7 @@ func demoClickHouse(ctx context.Context, o demoOptions) (clickhouse.Conn, error)
 		return nil, usageError{"demo: " + err.Error()}
 	}
 	if err := store.CreateDatabase(ctx, c); err != nil {
-		return nil, fmt.Errorf("demo: clickhouse: %s", pipeline.Redact(err))
+		return nil, fmt.Errorf("demo: clickhouse: %s", ingest.Redact(err))
 	}
 	opts, err := c.Options()
 	if err != nil {
@@ -625,7 +625,7 @@ func demoClickHouse(ctx context.Context, o demoOptions) (clickhouse.Conn, error)
 	}
 	if _, err := store.Migrate(ctx, conn, c.MigrationParams()); err != nil {
 		conn.Close()
-		return nil, fmt.Errorf("demo: clickhouse migrations: %s", pipeline.Redact(err))
+		return nil, fmt.Errorf("demo: clickhouse migrations: %s", ingest.Redact(err))
 	}
 	return conn, nil
 }
@@ -634,7 +634,7 @@ func demoClickHouse(ctx context.Context, o demoOptions) (clickhouse.Conn, error)
 // ClickHouse when configured and keeps the findings in memory; its
 // afterStore hands them to alerting once stored, as `ehrwatch run` does.
 type demoSink struct {
-	store pipeline.Sink // nil: memory only
+	store ingest.Sink // nil: memory only
 	mgr   *alerting.Manager
 	sc    *synth.Scorer
 	con   *console

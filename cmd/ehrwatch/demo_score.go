@@ -7,8 +7,8 @@ import (
 
 	"github.com/ehrwatch/ehrwatch/detectors"
 	"github.com/ehrwatch/ehrwatch/detectors/synth"
-	"github.com/ehrwatch/ehrwatch/pipeline"
 	"github.com/ehrwatch/ehrwatch/pipeline/alerting"
+	"github.com/ehrwatch/ehrwatch/pipeline/ingest"
 	"github.com/ehrwatch/ehrwatch/schemas"
 )
 
@@ -134,7 +134,7 @@ func (s *demoSink) alertLine(a alerting.Alert) string {
 type demoResult struct {
 	took        time.Duration
 	consumeTook time.Duration
-	stats       pipeline.Stats
+	stats       ingest.Stats
 	total       int
 	late        uint64
 	interrupted bool

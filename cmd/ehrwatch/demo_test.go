@@ -18,7 +18,7 @@ import (
 
 	"github.com/ehrwatch/ehrwatch/detectors"
 	"github.com/ehrwatch/ehrwatch/detectors/synth"
-	"github.com/ehrwatch/ehrwatch/pipeline"
+	"github.com/ehrwatch/ehrwatch/pipeline/ingest"
 	"github.com/ehrwatch/ehrwatch/pipeline/store"
 	"github.com/ehrwatch/ehrwatch/pipeline/testenv"
 	"github.com/ehrwatch/ehrwatch/pipeline/triage"
@@ -117,13 +117,13 @@ func assertNoPatientData(t *testing.T, res *demoOutcome, output string) {
 type failingSink struct{}
 
 func (failingSink) Write(context.Context, *store.Batch) error {
-	return pipeline.Permanent(errors.New("injected storage failure"))
+	return ingest.Permanent(errors.New("injected storage failure"))
 }
 
 func TestDemoFailsWhenThePipelineFails(t *testing.T) {
 	o := shortDemo()
 	o.days, o.warmup = 2, 1
-	o.wrapSink = func(pipeline.Sink) pipeline.Sink { return failingSink{} }
+	o.wrapSink = func(ingest.Sink) ingest.Sink { return failingSink{} }
 	var stdout, stderr bytes.Buffer
 	res, err := demo(context.Background(), o, &stdout, &stderr)
 	if err == nil {

@@ -7,11 +7,11 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/ehrwatch/ehrwatch/detectors"
-	"github.com/ehrwatch/ehrwatch/pipeline"
+	"github.com/ehrwatch/ehrwatch/pipeline/ingest"
 	"github.com/ehrwatch/ehrwatch/schemas"
 )
 
-// engineSet is the production pipeline.ProcessorFactory: one
+// engineSet is the production ingest.ProcessorFactory: one
 // detectors.Engine per assigned partition. It keeps the live engines so
 // their counters (Engine.Stats) can be exported, and adds the counters of
 // revoked partitions' engines to running totals, so the exported counters
@@ -35,8 +35,8 @@ func newEngineSet(newEngine func() (*detectors.Engine, error)) *engineSet {
 	}
 }
 
-// NewProcessor implements pipeline.ProcessorFactory.
-func (s *engineSet) NewProcessor(string, int) (pipeline.Processor, error) {
+// NewProcessor implements ingest.ProcessorFactory.
+func (s *engineSet) NewProcessor(string, int) (ingest.Processor, error) {
 	e, err := s.newEngine()
 	if err != nil {
 		return nil, err
@@ -48,14 +48,14 @@ func (s *engineSet) NewProcessor(string, int) (pipeline.Processor, error) {
 }
 
 // partitionEngine is one partition's Engine; Close retires its counters.
-// It is a pipeline.StatefulProcessor through the Engine's Snapshot and
+// It is a ingest.StatefulProcessor through the Engine's Snapshot and
 // Restore.
 type partitionEngine struct {
 	*detectors.Engine
 	set *engineSet
 }
 
-var _ pipeline.StatefulProcessor = (*partitionEngine)(nil)
+var _ ingest.StatefulProcessor = (*partitionEngine)(nil)
 
 // Process counts the event's role and department names, then runs the
 // detectors.

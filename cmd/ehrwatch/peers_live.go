@@ -17,7 +17,7 @@ import (
 	"github.com/segmentio/kafka-go"
 
 	"github.com/ehrwatch/ehrwatch/detectors"
-	"github.com/ehrwatch/ehrwatch/pipeline"
+	"github.com/ehrwatch/ehrwatch/pipeline/ingest"
 	"github.com/ehrwatch/ehrwatch/pipeline/store"
 	"github.com/ehrwatch/ehrwatch/schemas"
 )
@@ -113,7 +113,7 @@ type peerSender struct {
 	metrics *peerMetrics
 }
 
-func newPeerSender(kc pipeline.KafkaConfig, topic string, m *peerMetrics) (*peerSender, error) {
+func newPeerSender(kc ingest.KafkaConfig, topic string, m *peerMetrics) (*peerSender, error) {
 	tr, err := kc.Transport()
 	if err != nil {
 		return nil, err
@@ -196,7 +196,7 @@ type peerSource struct {
 	failed  bool
 }
 
-var _ pipeline.StatefulProcessor = (*peerSource)(nil)
+var _ ingest.StatefulProcessor = (*peerSource)(nil)
 
 func (p *peerSource) Process(ctx context.Context, ev *schemas.AccessEvent) ([]schemas.Finding, error) {
 	fs, err := p.partitionEngine.Process(ctx, ev)
@@ -298,14 +298,14 @@ func newPeerMetrics(reg prometheus.Registerer) (*peerMetrics, error) {
 // After each stored judgement it commits the offset after the record.
 type peerJudge struct {
 	cfg       PeersConfig
-	kc        pipeline.KafkaConfig
+	kc        ingest.KafkaConfig
 	ecfg      detectors.EngineConfig
 	env       detectors.Env
 	newEngine func() (*detectors.Engine, error)
 	writer    *store.Writer
 	observe   func(context.Context, []schemas.Finding) error
 	send      *peerSender // idle markers
-	health    *pipeline.Health
+	health    *ingest.Health
 	metrics   *peerMetrics
 	log       zerolog.Logger
 
@@ -320,7 +320,7 @@ type peerJudge struct {
 }
 
 // sourcePartitions lists the source topics' partitions.
-func sourcePartitions(ctx context.Context, kc pipeline.KafkaConfig) ([]string, error) {
+func sourcePartitions(ctx context.Context, kc ingest.KafkaConfig) ([]string, error) {
 	d, err := kc.Dialer()
 	if err != nil {
 		return nil, err
@@ -346,7 +346,7 @@ func sourcePartitions(ctx context.Context, kc pipeline.KafkaConfig) ([]string, e
 }
 
 // checkPeersTopic fails when the peers topic does not exist.
-func checkPeersTopic(ctx context.Context, kc pipeline.KafkaConfig, topic string) error {
+func checkPeersTopic(ctx context.Context, kc ingest.KafkaConfig, topic string) error {
 	d, err := kc.Dialer()
 	if err != nil {
 		return err
@@ -598,8 +598,8 @@ func (j *peerJudge) store(ctx context.Context, fs []schemas.Finding, offset int6
 			j.metrics.judged.Add(float64(len(fs)))
 			return true
 		}
-		j.health.SetCondition("peers_store", "peer stage: storing judged findings failed (retrying): "+pipeline.Redact(err))
-		j.log.Warn().Int64("offset", offset).Str("error", pipeline.Redact(err)).Msg("peer stage: storing judged findings failed; retrying")
+		j.health.SetCondition("peers_store", "peer stage: storing judged findings failed (retrying): "+ingest.Redact(err))
+		j.log.Warn().Int64("offset", offset).Str("error", ingest.Redact(err)).Msg("peer stage: storing judged findings failed; retrying")
 		if !sleepCtx(ctx, pause) {
 			return false
 		}

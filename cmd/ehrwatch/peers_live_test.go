@@ -11,7 +11,7 @@ import (
 	"github.com/segmentio/kafka-go"
 
 	"github.com/ehrwatch/ehrwatch/detectors"
-	"github.com/ehrwatch/ehrwatch/pipeline"
+	"github.com/ehrwatch/ehrwatch/pipeline/ingest"
 	"github.com/ehrwatch/ehrwatch/pipeline/testenv"
 )
 
@@ -78,7 +78,7 @@ func TestPeerJudgeMarksIdlePartitions(t *testing.T) {
 	t.Parallel()
 	brokers := testenv.Kafka(t)
 	topic := testenv.NewTopic(t, brokers, 1)
-	kc := pipeline.DefaultKafkaConfig()
+	kc := ingest.DefaultKafkaConfig()
 	kc.Brokers = strings.Split(brokers, ",")
 	m, err := newPeerMetrics(prometheus.NewRegistry())
 	if err != nil {

@@ -17,7 +17,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/ehrwatch/ehrwatch/detectors"
-	"github.com/ehrwatch/ehrwatch/pipeline"
+	"github.com/ehrwatch/ehrwatch/pipeline/ingest"
 	"github.com/ehrwatch/ehrwatch/pipeline/store"
 	"github.com/ehrwatch/ehrwatch/schemas"
 )
@@ -38,7 +38,7 @@ type referenceData struct {
 	static []detectors.AllowlistEntry // detection.allowlist
 	conn   driver.Conn
 	log    zerolog.Logger
-	// setCondition reports readiness (pipeline.SetCondition).
+	// setCondition reports readiness (ingest.SetCondition).
 	setCondition func(component, reason string)
 
 	Reference *detectors.ReferenceHolder
@@ -358,5 +358,5 @@ func referenceErrorClass(err error) (class, text string) {
 	if errors.As(err, &re) {
 		return class, re.Error()
 	}
-	return class, pipeline.Redact(err)
+	return class, ingest.Redact(err)
 }

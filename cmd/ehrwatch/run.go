@@ -18,8 +18,8 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/ehrwatch/ehrwatch/detectors"
-	"github.com/ehrwatch/ehrwatch/pipeline"
 	"github.com/ehrwatch/ehrwatch/pipeline/alerting"
+	"github.com/ehrwatch/ehrwatch/pipeline/ingest"
 	"github.com/ehrwatch/ehrwatch/pipeline/store"
 	"github.com/ehrwatch/ehrwatch/pipeline/triage"
 	"github.com/ehrwatch/ehrwatch/schemas"
@@ -95,7 +95,7 @@ func runRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	// they are built, each fully built before the next needs it.
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(buildInfoCollector())
-	health := pipeline.NewHealth(reg)
+	health := ingest.NewHealth(reg)
 	health.SetCondition("kafka", "not started")
 
 	// The operational endpoint comes up first, so /readyz can say what
@@ -104,7 +104,7 @@ func runRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err != nil {
 		return fmt.Errorf("http.listen: %w", err)
 	}
-	srv := &http.Server{Handler: pipeline.OpsHandler(health, reg), ReadHeaderTimeout: 10 * time.Second}
+	srv := &http.Server{Handler: ingest.OpsHandler(health, reg), ReadHeaderTimeout: 10 * time.Second}
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
 	serving := true
@@ -203,7 +203,7 @@ func runRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 			return err
 		}
 		defer sender.Close()
-		newProcessor = func(topic string, partition int) (pipeline.Processor, error) {
+		newProcessor = func(topic string, partition int) (ingest.Processor, error) {
 			p, err := engines.NewProcessor(topic, partition)
 			if err != nil {
 				return nil, err
@@ -217,7 +217,7 @@ func runRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 			newEngine: newEngine, writer: store.NewWriter(conn), observe: observe, send: sender, health: health, metrics: pm,
 			log: log.With().Str("component", "peer_stage").Logger()}
 	}
-	p, err := pipeline.New(cfg.Pipeline, cfg.Kafka, pipeline.Deps{
+	p, err := ingest.New(cfg.Pipeline, cfg.Kafka, ingest.Deps{
 		Logger:       log,
 		ClickHouse:   conn,
 		Decode:       dec.Decode,
@@ -262,7 +262,7 @@ func runRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		g.Add(func() error {
 			defer close(pipelineDone)
 			if err := p.Run(pctx); err != nil {
-				return fmt.Errorf("pipeline: %s", pipeline.Redact(err))
+				return fmt.Errorf("pipeline: %s", ingest.Redact(err))
 			}
 			return nil
 		}, func(error) { cancel() })
@@ -339,7 +339,7 @@ func runRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 // on /readyz (condition "clickhouse") and in the log meanwhile. An error
 // that waiting cannot cure (authentication, unknown database) is returned
 // at once, as is ctx's error when the process is signalled.
-func waitForClickHouse(ctx context.Context, conn driver.Conn, cfg Config, health *pipeline.Health, log zerolog.Logger) error {
+func waitForClickHouse(ctx context.Context, conn driver.Conn, cfg Config, health *ingest.Health, log zerolog.Logger) error {
 	r := cfg.Pipeline.Retry
 	pause := r.InitialInterval
 	start := time.Now()
@@ -357,8 +357,8 @@ func waitForClickHouse(ctx context.Context, conn driver.Conn, cfg Config, health
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		reason := pipeline.Redact(err)
-		if !pipeline.Retryable(err) {
+		reason := ingest.Redact(err)
+		if !ingest.Retryable(err) {
 			return fmt.Errorf("clickhouse: %s", reason)
 		}
 		health.SetCondition("clickhouse", "waiting for ClickHouse: "+reason)

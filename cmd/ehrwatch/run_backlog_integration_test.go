@@ -18,7 +18,7 @@ import (
 
 	"github.com/ehrwatch/ehrwatch/detectors/synth"
 	"github.com/ehrwatch/ehrwatch/pipeline/alerting"
-	"github.com/ehrwatch/ehrwatch/pipeline/pipelinetest"
+	"github.com/ehrwatch/ehrwatch/pipeline/ingest/ingesttest"
 	"github.com/ehrwatch/ehrwatch/pipeline/testenv"
 )
 
@@ -81,7 +81,7 @@ type backlogRun struct {
 	hook    *backlogWebhook
 	done    chan error
 	cancel  context.CancelFunc
-	logs    *pipelinetest.LogBuffer
+	logs    *ingesttest.LogBuffer
 	brokers string
 }
 
@@ -90,10 +90,10 @@ type backlogRun struct {
 func startBacklogRun(t *testing.T, brokers string, h *synth.Hospital, partitions int, before func(topic string)) *backlogRun {
 	t.Helper()
 	conn, db := testenv.ClickHouse(t)
-	pipelinetest.Migrate(t, conn)
+	ingesttest.Migrate(t, conn)
 	seedReference(t, conn, h)
 	r := &backlogRun{conn: conn, brokers: brokers, topic: testenv.NewTopic(t, brokers, partitions),
-		hook: &backlogWebhook{byID: map[string]int{}, created: map[string]int{}}, logs: &pipelinetest.LogBuffer{}}
+		hook: &backlogWebhook{byID: map[string]int{}, created: map[string]int{}}, logs: &ingesttest.LogBuffer{}}
 	r.group = r.topic + "-group"
 	if before != nil {
 		before(r.topic)
@@ -129,20 +129,20 @@ http:
 	go func() { r.done <- run(ctx, []string{"run", "--config", config}, io.Discard, r.logs) }()
 	t.Cleanup(func() {
 		cancel()
-		pipelinetest.AssertNoPHI(t, "ehrwatch run logs", r.logs.Bytes())
+		ingesttest.AssertNoPHI(t, "ehrwatch run logs", r.logs.Bytes())
 	})
 	return r
 }
 
 func (r *backlogRun) waitCaughtUp(t *testing.T, partitions int) {
 	t.Helper()
-	pipelinetest.WaitFor(t, 3*time.Minute, "lag 0", func() bool {
+	ingesttest.WaitFor(t, 3*time.Minute, "lag 0", func() bool {
 		select {
 		case err := <-r.done:
 			t.Fatalf("ehrwatch run returned early: %v", err)
 		default:
 		}
-		return pipelinetest.Lag(t, r.brokers, r.group, r.topic, partitions) == 0
+		return ingesttest.Lag(t, r.brokers, r.group, r.topic, partitions) == 0
 	})
 }
 
@@ -175,21 +175,21 @@ func TestRunBacklogAlertsEqualPacedRun(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	msgs := make([]pipelinetest.Message, len(h.Events))
-	days := map[string][]pipelinetest.Message{}
+	msgs := make([]ingesttest.Message, len(h.Events))
+	days := map[string][]ingesttest.Message{}
 	for i := range h.Events {
 		b, err := json.Marshal(&h.Events[i])
 		if err != nil {
 			t.Fatal(err)
 		}
-		msgs[i] = pipelinetest.Message{Message: kafka.Message{Key: []byte(h.Events[i].UserID), Value: b}, EventID: h.Events[i].EventID}
+		msgs[i] = ingesttest.Message{Message: kafka.Message{Key: []byte(h.Events[i].UserID), Value: b}, EventID: h.Events[i].EventID}
 		d := h.Events[i].EventTime.UTC().Format(time.DateOnly)
 		days[d] = append(days[d], msgs[i])
 	}
 	const partitions = 4
 
 	// Backlog: everything produced first.
-	bl := startBacklogRun(t, brokers, h, partitions, func(topic string) { pipelinetest.Produce(t, brokers, topic, msgs) })
+	bl := startBacklogRun(t, brokers, h, partitions, func(topic string) { ingesttest.Produce(t, brokers, topic, msgs) })
 	bl.waitCaughtUp(t, partitions)
 
 	// Paced: a day at a time, each consumed before the next is produced.
@@ -200,7 +200,7 @@ func TestRunBacklogAlertsEqualPacedRun(t *testing.T) {
 	}
 	sort.Strings(keys)
 	for _, d := range keys {
-		pipelinetest.Produce(t, brokers, paced.topic, days[d])
+		ingesttest.Produce(t, brokers, paced.topic, days[d])
 		paced.waitCaughtUp(t, partitions)
 	}
 
@@ -247,7 +247,7 @@ func TestRunBacklogAlertsEqualPacedRun(t *testing.T) {
 	t.Logf("%d alerts in both runs, %d differences", len(want), len(diffs))
 
 	// Each notified alert reached the webhook, as new exactly once.
-	pipelinetest.WaitFor(t, 30*time.Second, "webhook deliveries", func() bool {
+	ingesttest.WaitFor(t, 30*time.Second, "webhook deliveries", func() bool {
 		bl.hook.mu.Lock()
 		defer bl.hook.mu.Unlock()
 		for id, a := range got {

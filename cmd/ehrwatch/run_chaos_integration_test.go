@@ -27,7 +27,7 @@ import (
 
 	"github.com/ehrwatch/ehrwatch/detectors/synth"
 	"github.com/ehrwatch/ehrwatch/pipeline/alerting"
-	"github.com/ehrwatch/ehrwatch/pipeline/pipelinetest"
+	"github.com/ehrwatch/ehrwatch/pipeline/ingest/ingesttest"
 	"github.com/ehrwatch/ehrwatch/pipeline/testenv"
 )
 
@@ -41,7 +41,7 @@ import (
 // chaosHospital is 60 users at one facility over 10 days (about 17 500
 // events), with incidents after a 6-day warm-up, so the volume and
 // off-hours baselines hold state when trouble strikes.
-func chaosHospital(t *testing.T) (*synth.Hospital, []pipelinetest.Message) {
+func chaosHospital(t *testing.T) (*synth.Hospital, []ingesttest.Message) {
 	t.Helper()
 	cfg := synth.DefaultConfig()
 	cfg.Days, cfg.WarmupDays = 10, 6
@@ -51,13 +51,13 @@ func chaosHospital(t *testing.T) (*synth.Hospital, []pipelinetest.Message) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	msgs := make([]pipelinetest.Message, len(h.Events))
+	msgs := make([]ingesttest.Message, len(h.Events))
 	for i := range h.Events {
 		b, err := json.Marshal(&h.Events[i])
 		if err != nil {
 			t.Fatal(err)
 		}
-		msgs[i] = pipelinetest.Message{Message: kafka.Message{Key: []byte(h.Events[i].UserID), Value: b}, EventID: h.Events[i].EventID}
+		msgs[i] = ingesttest.Message{Message: kafka.Message{Key: []byte(h.Events[i].UserID), Value: b}, EventID: h.Events[i].EventID}
 	}
 	return h, msgs
 }
@@ -331,9 +331,9 @@ func TestRunChaosKeepsFindingsAndAlerts(t *testing.T) {
 	hook := newWebhookReceiver(t)
 
 	ref := chaosEnv(t, bin, h, hook, "/ref", runOptions{})
-	pipelinetest.Produce(t, ref.brokers, ref.topic, msgs)
+	ingesttest.Produce(t, ref.brokers, ref.topic, msgs)
 	c := ref.start()
-	pipelinetest.WaitFor(t, 2*time.Minute, "the uninterrupted run to drain", func() bool { return ref.lag() == 0 })
+	ingesttest.WaitFor(t, 2*time.Minute, "the uninterrupted run to drain", func() bool { return ref.lag() == 0 })
 	if err := c.signal(syscall.SIGTERM, 30*time.Second); err != nil {
 		t.Fatalf("uninterrupted run exited with %v", err)
 	}
@@ -353,9 +353,9 @@ func TestRunChaosKeepsFindingsAndAlerts(t *testing.T) {
 	})
 	t.Run("rebalances", func(t *testing.T) {
 		t.Parallel()
-		var proxy *pipelinetest.Proxy
+		var proxy *ingesttest.Proxy
 		e := chaosEnv(t, bin, h, hook, "/rebalance", runOptions{clickhouse: func(addr string) string {
-			proxy = pipelinetest.NewProxy(t, addr)
+			proxy = ingesttest.NewProxy(t, addr)
 			return proxy.Addr()
 		}})
 		chaosRebalances(t, e, hook, proxy, msgs)
@@ -424,16 +424,16 @@ func privateBroker(t *testing.T) (brokers string, restart func()) {
 
 // chaosBrokerRestart produces half of msgs, restarts the broker while
 // `ehrwatch run` is consuming them, produces the rest and lets it finish.
-func chaosBrokerRestart(t *testing.T, e *runEnv, hook *webhookReceiver, restart func(), msgs []pipelinetest.Message) {
+func chaosBrokerRestart(t *testing.T, e *runEnv, hook *webhookReceiver, restart func(), msgs []ingesttest.Message) {
 	half := len(msgs) / 2
-	pipelinetest.Produce(t, e.brokers, e.topic, msgs[:half])
+	ingesttest.Produce(t, e.brokers, e.topic, msgs[:half])
 	c := e.start()
 	if !c.waitUntil(60*time.Second, "a stored batch", func() bool { return c.flushed >= 1 }) {
 		t.Fatal("no stored batch within 60s")
 	}
 	restart()
-	pipelinetest.Produce(t, e.brokers, e.topic, msgs[half:])
-	pipelinetest.WaitFor(t, 3*time.Minute, "lag 0 after the broker restart", func() bool { return e.lag() == 0 })
+	ingesttest.Produce(t, e.brokers, e.topic, msgs[half:])
+	ingesttest.WaitFor(t, 3*time.Minute, "lag 0 after the broker restart", func() bool { return e.lag() == 0 })
 	settle(hook, "/broker")
 	if err := c.signal(syscall.SIGTERM, 30*time.Second); err != nil {
 		t.Errorf("ehrwatch exited with %v after SIGTERM", err)
@@ -443,14 +443,14 @@ func chaosBrokerRestart(t *testing.T, e *runEnv, hook *webhookReceiver, restart 
 
 // chaosKills produces msgs in 20 chunks and SIGKILLs `ehrwatch run` once
 // per chunk, then lets a last run finish.
-func chaosKills(t *testing.T, e *runEnv, hook *webhookReceiver, msgs []pipelinetest.Message) {
+func chaosKills(t *testing.T, e *runEnv, hook *webhookReceiver, msgs []ingesttest.Message) {
 	const kills = 20
 	seed := uint64(time.Now().UnixNano())
 	t.Logf("random seed %d", seed)
 	rng := mrand.New(mrand.NewPCG(seed, 10))
 	modes := map[string]int{}
 	for k := range kills {
-		pipelinetest.Produce(t, e.brokers, e.topic, msgs[k*len(msgs)/kills:(k+1)*len(msgs)/kills])
+		ingesttest.Produce(t, e.brokers, e.topic, msgs[k*len(msgs)/kills:(k+1)*len(msgs)/kills])
 		c := e.start()
 		if !c.waitUntil(40*time.Second, "partition assignment", func() bool { return len(c.members) > 0 }) {
 			t.Fatalf("kill %d: no partition assignment within 40s", k+1)
@@ -496,7 +496,7 @@ func chaosKills(t *testing.T, e *runEnv, hook *webhookReceiver, msgs []pipelinet
 	if !final.waitUntil(40*time.Second, "partition assignment", func() bool { return len(final.members) > 0 }) {
 		t.Fatal("final run: no partition assignment within 40s")
 	}
-	pipelinetest.WaitFor(t, 3*time.Minute, "lag 0 after the last restart", func() bool { return e.lag() == 0 })
+	ingesttest.WaitFor(t, 3*time.Minute, "lag 0 after the last restart", func() bool { return e.lag() == 0 })
 	settle(hook, "/kill")
 	if err := final.signal(syscall.SIGTERM, 30*time.Second); err != nil {
 		t.Errorf("final run exited with %v after SIGTERM", err)
@@ -507,7 +507,7 @@ func chaosKills(t *testing.T, e *runEnv, hook *webhookReceiver, msgs []pipelinet
 // chaosRebalances keeps one instance running while a second one joins and
 // leaves 15 times, producing a chunk of msgs before each join; ClickHouse
 // is cut off for 5 s around the eighth leave.
-func chaosRebalances(t *testing.T, e *runEnv, hook *webhookReceiver, proxy *pipelinetest.Proxy, msgs []pipelinetest.Message) {
+func chaosRebalances(t *testing.T, e *runEnv, hook *webhookReceiver, proxy *ingesttest.Proxy, msgs []ingesttest.Message) {
 	const cycles = 15
 	a := e.start()
 	gensOf := func(c *child) int {
@@ -519,7 +519,7 @@ func chaosRebalances(t *testing.T, e *runEnv, hook *webhookReceiver, proxy *pipe
 		t.Fatal("no partition assignment within 40s")
 	}
 	for k := range cycles {
-		pipelinetest.Produce(t, e.brokers, e.topic, msgs[k*len(msgs)/cycles:(k+1)*len(msgs)/cycles])
+		ingesttest.Produce(t, e.brokers, e.topic, msgs[k*len(msgs)/cycles:(k+1)*len(msgs)/cycles])
 		before := gensOf(a)
 		b := e.start()
 		if !b.waitUntil(60*time.Second, "the joiner's assignment", func() bool { return len(b.members) > 0 }) {
@@ -554,7 +554,7 @@ func chaosRebalances(t *testing.T, e *runEnv, hook *webhookReceiver, proxy *pipe
 		}
 	}
 	t.Logf("%d joins and leaves; the first instance went through %d generations", cycles, gensOf(a))
-	pipelinetest.WaitFor(t, 3*time.Minute, "lag 0 after the rebalances", func() bool { return e.lag() == 0 })
+	ingesttest.WaitFor(t, 3*time.Minute, "lag 0 after the rebalances", func() bool { return e.lag() == 0 })
 	settle(hook, "/rebalance")
 	if err := a.signal(syscall.SIGTERM, 30*time.Second); err != nil {
 		t.Errorf("the first instance exited with %v after SIGTERM", err)

@@ -18,7 +18,7 @@ import (
 
 	"github.com/ehrwatch/ehrwatch/detectors/synth"
 	"github.com/ehrwatch/ehrwatch/pipeline/api"
-	"github.com/ehrwatch/ehrwatch/pipeline/pipelinetest"
+	"github.com/ehrwatch/ehrwatch/pipeline/ingest/ingesttest"
 	"github.com/ehrwatch/ehrwatch/pipeline/testenv"
 )
 
@@ -139,7 +139,7 @@ func TestRunDetectsAlertsAndServesAPI(t *testing.T) {
 	t.Parallel()
 	brokers := testenv.Kafka(t)
 	conn, db := testenv.ClickHouse(t)
-	pipelinetest.Migrate(t, conn)
+	ingesttest.Migrate(t, conn)
 	cfg := synth.DefaultConfig()
 	cfg.Days, cfg.WarmupDays = 10, 6
 	cfg.Facilities = []synth.FacilityConfig{{ID: "e2e", TimeZone: "America/Chicago", Source: "epic", Users: 60, Patients: 1500}}
@@ -163,15 +163,15 @@ func TestRunDetectsAlertsAndServesAPI(t *testing.T) {
 
 	topic := testenv.NewTopic(t, brokers, 2)
 	dlq := testenv.NewTopic(t, brokers, 1)
-	msgs := make([]pipelinetest.Message, len(h.Events))
+	msgs := make([]ingesttest.Message, len(h.Events))
 	for i := range h.Events {
 		b, err := json.Marshal(&h.Events[i])
 		if err != nil {
 			t.Fatal(err)
 		}
-		msgs[i] = pipelinetest.Message{Message: kafka.Message{Key: []byte(h.Events[i].UserID), Value: b}, EventID: h.Events[i].EventID}
+		msgs[i] = ingesttest.Message{Message: kafka.Message{Key: []byte(h.Events[i].UserID), Value: b}, EventID: h.Events[i].EventID}
 	}
-	pipelinetest.Produce(t, brokers, topic, msgs)
+	ingesttest.Produce(t, brokers, topic, msgs)
 
 	opsAddr, apiAddr := freeAddr(t), freeAddr(t)
 	const token = "e2e-privacy-officer-token-0123"
@@ -198,11 +198,11 @@ http:
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	var logs pipelinetest.LogBuffer
+	var logs ingesttest.LogBuffer
 	done := make(chan error, 1)
 	go func() { done <- run(ctx, []string{"run", "--config", config}, io.Discard, &logs) }()
 	t.Cleanup(func() {
-		pipelinetest.AssertNoPHI(t, "ehrwatch run logs", logs.Bytes())
+		ingesttest.AssertNoPHI(t, "ehrwatch run logs", logs.Bytes())
 		if t.Failed() {
 			tail := logs.Bytes()
 			if len(tail) > 6000 {
@@ -211,13 +211,13 @@ http:
 			t.Logf("last logs:\n%s", tail)
 		}
 	})
-	pipelinetest.WaitFor(t, 2*time.Minute, "lag 0", func() bool {
+	ingesttest.WaitFor(t, 2*time.Minute, "lag 0", func() bool {
 		select {
 		case err := <-done:
 			t.Fatalf("ehrwatch run returned early: %v", err)
 		default:
 		}
-		return pipelinetest.Lag(t, brokers, topic+"-group", topic, 2) == 0
+		return ingesttest.Lag(t, brokers, topic+"-group", topic, 2) == 0
 	})
 
 	qctx := context.Background()
@@ -284,7 +284,7 @@ http:
 VALUES ('a1', 'usr-e2e-0001', 'vip', 'security desk', 'privacy-office', '2030-01-01 00:00:00')`); err != nil {
 		t.Fatal(err)
 	}
-	pipelinetest.WaitFor(t, 30*time.Second, "the allowlist refresh", func() bool {
+	ingesttest.WaitFor(t, 30*time.Second, "the allowlist refresh", func() bool {
 		_, body := httpGet(t, "http://"+opsAddr+"/metrics", "")
 		return metricValue(body, `ehrwatch_reference_records{kind="allowlist"}`) == 1
 	})

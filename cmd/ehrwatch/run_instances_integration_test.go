@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/ehrwatch/ehrwatch/pipeline/alerting"
-	"github.com/ehrwatch/ehrwatch/pipeline/pipelinetest"
+	"github.com/ehrwatch/ehrwatch/pipeline/ingest/ingesttest"
 	"github.com/ehrwatch/ehrwatch/pipeline/testenv"
 	"github.com/ehrwatch/ehrwatch/schemas"
 )
@@ -90,7 +90,7 @@ alerting:
 
 	// Chunk 1 with three instances; the first is SIGKILLed in a flush.
 	third := len(msgs) / 3
-	pipelinetest.Produce(t, brokers, e.topic, msgs[:third])
+	ingesttest.Produce(t, brokers, e.topic, msgs[:third])
 	killed, termed, kept := e.start(), e.start(), e.start()
 	for _, c := range []*child{killed, termed, kept} {
 		assigned(c)
@@ -104,7 +104,7 @@ alerting:
 	e.expireMember(killed.member())
 
 	// Chunk 2: the killed instance comes back; the second is scaled away.
-	pipelinetest.Produce(t, brokers, e.topic, msgs[third:2*third])
+	ingesttest.Produce(t, brokers, e.topic, msgs[third:2*third])
 	restarted := e.start()
 	assigned(restarted)
 	if err := termed.signal(syscall.SIGTERM, 30*time.Second); err != nil {
@@ -112,9 +112,9 @@ alerting:
 	}
 
 	// Chunk 3 (with the closing accesses) for the two left.
-	pipelinetest.Produce(t, brokers, e.topic, msgs[2*third:])
-	pipelinetest.WaitFor(t, 3*time.Minute, "lag 0 on the events and on the peers topic", func() bool {
-		return e.lag() == 0 && pipelinetest.Lag(t, brokers, e.group+"-peers", peers, 1) == 0
+	ingesttest.Produce(t, brokers, e.topic, msgs[2*third:])
+	ingesttest.WaitFor(t, 3*time.Minute, "lag 0 on the events and on the peers topic", func() bool {
+		return e.lag() == 0 && ingesttest.Lag(t, brokers, e.group+"-peers", peers, 1) == 0
 	})
 	settle(hook, path)
 

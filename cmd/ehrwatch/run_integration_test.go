@@ -21,7 +21,7 @@ import (
 	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/segmentio/kafka-go"
 
-	"github.com/ehrwatch/ehrwatch/pipeline/pipelinetest"
+	"github.com/ehrwatch/ehrwatch/pipeline/ingest/ingesttest"
 	"github.com/ehrwatch/ehrwatch/pipeline/testenv"
 )
 
@@ -68,7 +68,7 @@ type runEnv struct {
 	partitions int
 	conn       clickhouse.Conn
 	config     string
-	logs       *pipelinetest.LogBuffer
+	logs       *ingesttest.LogBuffer
 }
 
 func newRunEnv(t *testing.T, partitions, batchRows int) *runEnv {
@@ -95,7 +95,7 @@ func newRunEnvWith(t *testing.T, partitions, batchRows int, o runOptions) *runEn
 		brokers = testenv.Kafka(t)
 	}
 	conn, db := testenv.ClickHouse(t)
-	pipelinetest.Migrate(t, conn)
+	ingesttest.Migrate(t, conn)
 	if o.bin == "" {
 		o.bin = buildEhrwatch(t)
 	}
@@ -110,7 +110,7 @@ func newRunEnvWith(t *testing.T, partitions, batchRows int, o runOptions) *runEn
 		topic:      testenv.NewTopic(t, brokers, partitions),
 		partitions: partitions,
 		conn:       conn,
-		logs:       &pipelinetest.LogBuffer{},
+		logs:       &ingesttest.LogBuffer{},
 	}
 	e.group = e.topic + "-group"
 	dlq := testenv.NewTopic(t, brokers, 1)
@@ -127,7 +127,7 @@ func newRunEnvWith(t *testing.T, partitions, batchRows int, o runOptions) *runEn
 		Sections: sections + "http:\n  listen: 127.0.0.1:0\nlog:\n  level: debug\n",
 	}.write(t)
 	t.Cleanup(func() {
-		pipelinetest.AssertNoPHI(t, "ehrwatch run logs", e.logs.Bytes())
+		ingesttest.AssertNoPHI(t, "ehrwatch run logs", e.logs.Bytes())
 		if t.Failed() {
 			tail := e.logs.Bytes()
 			if len(tail) > 6000 {
@@ -277,12 +277,12 @@ func (e *runEnv) expireMember(member string) {
 }
 
 func (e *runEnv) committed() map[int]int64 {
-	_, c := pipelinetest.Offsets(e.t, e.brokers, e.group, e.topic, e.partitions)
+	_, c := ingesttest.Offsets(e.t, e.brokers, e.group, e.topic, e.partitions)
 	return c
 }
 
 func (e *runEnv) lag() int64 {
-	return pipelinetest.Lag(e.t, e.brokers, e.group, e.topic, e.partitions)
+	return ingesttest.Lag(e.t, e.brokers, e.group, e.topic, e.partitions)
 }
 
 // TestRunSurvivesRepeatedSIGKILL runs `ehrwatch run` over 200 000 events
@@ -295,7 +295,7 @@ func TestRunSurvivesRepeatedSIGKILL(t *testing.T) {
 	t.Parallel() // mostly waiting on a child process
 	e := newRunEnv(t, 4, 2000)
 	const n, chunks, kills = 200_000, 20, 21
-	msgs := pipelinetest.Fixture{N: n, Users: 500, Prefix: "kill"}.Messages()
+	msgs := ingesttest.Fixture{N: n, Users: 500, Prefix: "kill"}.Messages()
 
 	seed := uint64(time.Now().UnixNano())
 	t.Logf("random seed %d", seed)
@@ -305,7 +305,7 @@ func TestRunSurvivesRepeatedSIGKILL(t *testing.T) {
 	started := time.Now()
 	for k := range kills {
 		if k < chunks {
-			pipelinetest.Produce(t, e.brokers, e.topic, msgs[k*n/chunks:(k+1)*n/chunks])
+			ingesttest.Produce(t, e.brokers, e.topic, msgs[k*n/chunks:(k+1)*n/chunks])
 		}
 		c := e.start()
 		if !c.waitUntil(40*time.Second, "partition assignment", func() bool { return len(c.members) > 0 }) {
@@ -353,16 +353,16 @@ func TestRunSurvivesRepeatedSIGKILL(t *testing.T) {
 	if !final.waitUntil(40*time.Second, "partition assignment", func() bool { return len(final.members) > 0 }) {
 		t.Fatal("final run: no partition assignment within 40s")
 	}
-	pipelinetest.WaitFor(t, 3*time.Minute, "lag 0 after the last restart", func() bool { return e.lag() == 0 })
+	ingesttest.WaitFor(t, 3*time.Minute, "lag 0 after the last restart", func() bool { return e.lag() == 0 })
 	if err := final.signal(syscall.SIGTERM, 30*time.Second); err != nil {
 		t.Errorf("final ehrwatch exited with %v after SIGTERM", err)
 	}
 
-	missing, nMissing := pipelinetest.MissingEvents(t, e.conn, msgs)
+	missing, nMissing := ingesttest.MissingEvents(t, e.conn, msgs)
 	if nMissing > 0 {
 		t.Errorf("%d events missing after the kills, e.g. %v", nMissing, missing)
 	}
-	counts := pipelinetest.TableCounts(t, e.conn, "access_events")
+	counts := ingesttest.TableCounts(t, e.conn, "access_events")
 	t.Logf("access_events: %d rows, %d after FINAL, %d unique event ids", counts.Rows, counts.Final, counts.Unique)
 	if counts.Final != n || counts.Unique != n {
 		t.Errorf("access_events FINAL %d, unique %d, want %d", counts.Final, counts.Unique, n)
@@ -377,8 +377,8 @@ func TestRunSIGTERMThenRestart(t *testing.T) {
 	t.Parallel() // mostly waiting on a child process
 	e := newRunEnv(t, 4, 5000)
 	const n = 60_000
-	msgs := pipelinetest.Fixture{N: n, Users: 300, Prefix: "term"}.Messages()
-	pipelinetest.Produce(t, e.brokers, e.topic, msgs)
+	msgs := ingesttest.Fixture{N: n, Users: 300, Prefix: "term"}.Messages()
+	ingesttest.Produce(t, e.brokers, e.topic, msgs)
 
 	c := e.start()
 	if !c.waitUntil(40*time.Second, "three stored batches", func() bool { return c.flushed >= 3 }) {
@@ -393,7 +393,7 @@ func TestRunSIGTERMThenRestart(t *testing.T) {
 	if lag == 0 || lag == n {
 		t.Fatalf("lag %d after the first run; the test needs a stop mid-stream", lag)
 	}
-	stored := pipelinetest.TableCounts(t, e.conn, "access_events")
+	stored := ingesttest.TableCounts(t, e.conn, "access_events")
 	if want := uint64(n - lag); stored.Rows != want {
 		t.Errorf("after SIGTERM: %d rows stored but %d messages committed", stored.Rows, want)
 	}
@@ -404,11 +404,11 @@ func TestRunSIGTERMThenRestart(t *testing.T) {
 	}
 
 	c2 := e.start()
-	pipelinetest.WaitFor(t, 2*time.Minute, "lag 0 after the restart", func() bool { return e.lag() == 0 })
+	ingesttest.WaitFor(t, 2*time.Minute, "lag 0 after the restart", func() bool { return e.lag() == 0 })
 	if err := c2.signal(syscall.SIGTERM, 30*time.Second); err != nil {
 		t.Errorf("second run exited with %v", err)
 	}
-	counts := pipelinetest.TableCounts(t, e.conn, "access_events")
+	counts := ingesttest.TableCounts(t, e.conn, "access_events")
 	if counts.Rows != n || counts.Unique != n {
 		t.Errorf("access_events %+v, want exactly %d rows, no duplicates", counts, n)
 	}
@@ -417,7 +417,7 @@ func TestRunSIGTERMThenRestart(t *testing.T) {
 	if stored := storedByRuns(e.logs.Bytes()); stored != n {
 		t.Errorf("the two runs inserted %d events in all, want exactly %d (no event stored twice)", stored, n)
 	}
-	if missing, nMissing := pipelinetest.MissingEvents(t, e.conn, msgs); nMissing > 0 {
+	if missing, nMissing := ingesttest.MissingEvents(t, e.conn, msgs); nMissing > 0 {
 		t.Errorf("%d events missing, e.g. %v", nMissing, missing)
 	}
 }
@@ -454,7 +454,7 @@ func TestRunBadConfigsKeepDataOut(t *testing.T) {
 	topic := testenv.NewTopic(t, brokers, 1)
 	dlqTopic := testenv.NewTopic(t, brokers, 1)
 	hashKey := writeHashKey(t)
-	pipelinetest.Produce(t, brokers, topic, pipelinetest.Fixture{N: 200, Users: 3, PoisonEvery: 50, Prefix: "bad"}.Messages())
+	ingesttest.Produce(t, brokers, topic, ingesttest.Fixture{N: 200, Users: 3, PoisonEvery: 50, Prefix: "bad"}.Messages())
 
 	cases := []struct {
 		name     string
@@ -531,7 +531,7 @@ http:
 			if strings.Contains(string(out), "hunter2") {
 				t.Errorf("output carries the password:\n%s", out)
 			}
-			pipelinetest.AssertNoPHI(t, tc.name, out)
+			ingesttest.AssertNoPHI(t, tc.name, out)
 		})
 	}
 }

@@ -16,7 +16,7 @@ import (
 	"github.com/segmentio/kafka-go"
 
 	"github.com/ehrwatch/ehrwatch/detectors/synth"
-	"github.com/ehrwatch/ehrwatch/pipeline/pipelinetest"
+	"github.com/ehrwatch/ehrwatch/pipeline/ingest/ingesttest"
 	"github.com/ehrwatch/ehrwatch/pipeline/testenv"
 	"github.com/ehrwatch/ehrwatch/schemas"
 )
@@ -32,7 +32,7 @@ func TestRunPeersGroupMatchesReplay(t *testing.T) {
 	t.Parallel()
 	brokers := testenv.Kafka(t)
 	conn, db := testenv.ClickHouse(t)
-	pipelinetest.Migrate(t, conn)
+	ingesttest.Migrate(t, conn)
 	dir := genHospital(t, "canonical")
 
 	lines, events := closedStream(t, dir)
@@ -70,12 +70,12 @@ func TestRunPeersGroupMatchesReplay(t *testing.T) {
 	dlq := testenv.NewTopic(t, brokers, 1)
 	peers := testenv.NewTopic(t, brokers, 1)
 	msgs := streamMessages(t, lines)
-	pipelinetest.Produce(t, brokers, topic, msgs)
+	ingesttest.Produce(t, brokers, topic, msgs)
 	zones := facilityZones(t, filepath.Join(dir, "facilities.ndjson"))
 	group := topic + "-group"
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	var logs [2]pipelinetest.LogBuffer
+	var logs [2]ingesttest.LogBuffer
 	var ops [2]string
 	done := make(chan error, 2)
 	for i := range 2 {
@@ -99,7 +99,7 @@ http:
 	}
 	t.Cleanup(func() {
 		for i := range logs {
-			pipelinetest.AssertNoPHI(t, "ehrwatch run logs", logs[i].Bytes())
+			ingesttest.AssertNoPHI(t, "ehrwatch run logs", logs[i].Bytes())
 			if t.Failed() {
 				tail := logs[i].Bytes()
 				if len(tail) > 4000 {
@@ -109,13 +109,13 @@ http:
 			}
 		}
 	})
-	pipelinetest.WaitFor(t, 2*time.Minute, "lag 0 on the events and on the peers topic", func() bool {
+	ingesttest.WaitFor(t, 2*time.Minute, "lag 0 on the events and on the peers topic", func() bool {
 		select {
 		case err := <-done:
 			t.Fatalf("ehrwatch run returned early: %v", err)
 		default:
 		}
-		return pipelinetest.Lag(t, brokers, group, topic, 4) == 0 && pipelinetest.Lag(t, brokers, group+"-peers", peers, 1) == 0
+		return ingesttest.Lag(t, brokers, group, topic, 4) == 0 && ingesttest.Lag(t, brokers, group+"-peers", peers, 1) == 0
 	})
 
 	rows, err := conn.Query(context.Background(), `SELECT detector, finding_id, severity, score, explanation, arraySort(event_ids)
@@ -232,9 +232,9 @@ func closedStream(t *testing.T, dir string) (lines []string, path string) {
 
 // streamMessages are the NDJSON event lines as Kafka messages keyed by
 // user id, as the producers of the access log key them.
-func streamMessages(t *testing.T, lines []string) []pipelinetest.Message {
+func streamMessages(t *testing.T, lines []string) []ingesttest.Message {
 	t.Helper()
-	msgs := make([]pipelinetest.Message, len(lines))
+	msgs := make([]ingesttest.Message, len(lines))
 	for i, l := range lines {
 		var k struct {
 			UserID  string `json:"user_id"`
@@ -243,7 +243,7 @@ func streamMessages(t *testing.T, lines []string) []pipelinetest.Message {
 		if err := json.Unmarshal([]byte(l), &k); err != nil {
 			t.Fatal(err)
 		}
-		msgs[i] = pipelinetest.Message{Message: kafka.Message{Key: []byte(k.UserID), Value: []byte(l)}, EventID: k.EventID}
+		msgs[i] = ingesttest.Message{Message: kafka.Message{Key: []byte(k.UserID), Value: []byte(l)}, EventID: k.EventID}
 	}
 	return msgs
 }

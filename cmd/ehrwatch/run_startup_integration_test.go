@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ehrwatch/ehrwatch/pipeline/pipelinetest"
+	"github.com/ehrwatch/ehrwatch/pipeline/ingest/ingesttest"
 	"github.com/ehrwatch/ehrwatch/pipeline/testenv"
 )
 
@@ -22,7 +22,7 @@ var listenRe = regexp.MustCompile(`"listen":"([^"]+)"[^\n]*"message":"operationa
 // everything, and becomes ready.
 func TestRunWaitsForClickHouse(t *testing.T) {
 	e := newRunEnv(t, 1, 1000)
-	proxy := pipelinetest.NewProxy(t, testenv.ClickHouseAddr(t))
+	proxy := ingesttest.NewProxy(t, testenv.ClickHouseAddr(t))
 	proxy.Cut()
 	b, err := os.ReadFile(e.config)
 	if err != nil {
@@ -32,8 +32,8 @@ func TestRunWaitsForClickHouse(t *testing.T) {
 	if err := os.WriteFile(e.config, []byte(conf), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	msgs := pipelinetest.Fixture{N: 300, Users: 5, Prefix: "wait"}.Messages()
-	pipelinetest.Produce(t, e.brokers, e.topic, msgs)
+	msgs := ingesttest.Fixture{N: 300, Users: 5, Prefix: "wait"}.Messages()
+	ingesttest.Produce(t, e.brokers, e.topic, msgs)
 
 	c := e.start()
 	var addr string
@@ -66,7 +66,7 @@ func TestRunWaitsForClickHouse(t *testing.T) {
 
 	proxy.Restore()
 	if !c.waitUntil(time.Minute, "every event stored", func() bool {
-		return pipelinetest.TableCounts(t, e.conn, "access_events").Unique == uint64(len(msgs))
+		return ingesttest.TableCounts(t, e.conn, "access_events").Unique == uint64(len(msgs))
 	}) {
 		t.Fatalf("events not stored after ClickHouse came back")
 	}

@@ -338,15 +338,15 @@ func keys[V any](m map[string]V) []string {
 }
 
 // TestPrometheusMetricsExist: every metric a Prometheus panel queries is
-// one ehrwatch registers (pipeline/metrics.go and health.go, and the detector engines'
+// one ehrwatch registers (pipeline/ingest/metrics.go and health.go, and the detector engines'
 // collector in cmd/ehrwatch/detect.go), histograms with their
 // _bucket/_sum/_count series.
 func TestPrometheusMetricsExist(t *testing.T) {
-	src, err := os.ReadFile("../../pipeline/metrics.go")
+	src, err := os.ReadFile("../../pipeline/ingest/metrics.go")
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, f := range []string{"../../pipeline/health.go", "../../cmd/ehrwatch/detect.go"} {
+	for _, f := range []string{"../../pipeline/ingest/health.go", "../../cmd/ehrwatch/detect.go"} {
 		more, err := os.ReadFile(f)
 		if err != nil {
 			t.Fatal(err)
@@ -361,7 +361,7 @@ func TestPrometheusMetricsExist(t *testing.T) {
 		}
 	}
 	if len(known) < 10 {
-		t.Fatalf("found only %d metric names in pipeline/metrics.go", len(known))
+		t.Fatalf("found only %d metric names in pipeline/ingest/metrics.go", len(known))
 	}
 	// Alerting's metrics are named by subsystem: ehrwatch_alerting_<name>.
 	asrc, err := os.ReadFile("../../pipeline/alerting/metrics.go")
@@ -384,7 +384,7 @@ func TestPrometheusMetricsExist(t *testing.T) {
 				for _, name := range regexp.MustCompile(`\behrwatch_[a-z0-9_]+`).FindAllString(tg.Expr, -1) {
 					n++
 					if !known[name] {
-						t.Errorf("%s panel %q: metric %s is not registered in pipeline/metrics.go", d.UID, p.Title, name)
+						t.Errorf("%s panel %q: metric %s is not registered in pipeline/ingest/metrics.go", d.UID, p.Title, name)
 					}
 				}
 			}

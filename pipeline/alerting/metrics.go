@@ -70,7 +70,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 300, 1800, 3600}}, []string{"output"}),
 		eventToAlert: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "ehrwatch_event_to_alert_seconds",
 			Help: "Age of the notified event when a notification was delivered: from the Kafka timestamp of the event behind the finding that made the alert notify, to the output's successful send, by output and detector (\"multiple\" for an alert over several detectors). Same buckets as ehrwatch_event_to_stored_seconds.",
-			// 10 ms .. ~10 min, 25% steps (pipeline.LatencyBuckets).
+			// 10 ms .. ~10 min, 25% steps (ingest.LatencyBuckets).
 			Buckets: prometheus.ExponentialBuckets(0.01, 1.25, 50)}, []string{"output", "detector"}),
 		attemptErrors: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "notification_attempt_errors_total",
 			Help: "Failed delivery attempts (retried or not), by output and error class."}, []string{"output", "class"}),

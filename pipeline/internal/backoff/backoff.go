@@ -1,5 +1,5 @@
 // Package backoff is the one exponential backoff with jitter of ehrwatch:
-// the pipeline's retries (pipeline.RetryConfig) and the alert deliveries
+// the pipeline's retries (ingest.RetryConfig) and the alert deliveries
 // (alerting.DeliveryConfig) both pause with it. It imports nothing of
 // ehrwatch.
 package backoff

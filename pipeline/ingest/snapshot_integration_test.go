@@ -1,4 +1,4 @@
-package pipeline_test
+package ingest_test
 
 import (
 	"context"
@@ -15,8 +15,8 @@ import (
 
 	"github.com/ehrwatch/ehrwatch/detectors"
 	"github.com/ehrwatch/ehrwatch/detectors/synth"
-	"github.com/ehrwatch/ehrwatch/pipeline"
-	"github.com/ehrwatch/ehrwatch/pipeline/pipelinetest"
+	"github.com/ehrwatch/ehrwatch/pipeline/ingest"
+	"github.com/ehrwatch/ehrwatch/pipeline/ingest/ingesttest"
 	"github.com/ehrwatch/ehrwatch/pipeline/store"
 	"github.com/ehrwatch/ehrwatch/pipeline/testenv"
 	"github.com/ehrwatch/ehrwatch/schemas"
@@ -45,7 +45,7 @@ func smallHospital(t *testing.T, id string, days, warmupDays, patients int) *syn
 
 // engineFactory is the production processor: a detectors.Engine with every
 // detector, over the hospital's reference data.
-func engineFactory(t *testing.T, h *synth.Hospital) pipeline.ProcessorFactory {
+func engineFactory(t *testing.T, h *synth.Hospital) ingest.ProcessorFactory {
 	t.Helper()
 	opts := detectors.DefaultReferenceOptions()
 	opts.HashKey = []byte("snapshot-test-hash-key-0123456789")
@@ -63,7 +63,7 @@ func engineFactory(t *testing.T, h *synth.Hospital) pipeline.ProcessorFactory {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return func(string, int) (pipeline.Processor, error) { return newEngine() }
+	return func(string, int) (ingest.Processor, error) { return newEngine() }
 }
 
 func hospitalMessages(t *testing.T, h *synth.Hospital) []kafka.Message {
@@ -81,11 +81,11 @@ func hospitalMessages(t *testing.T, h *synth.Hospital) []kafka.Message {
 
 func produceRaw(t *testing.T, brokers, topic string, msgs []kafka.Message) {
 	t.Helper()
-	wrapped := make([]pipelinetest.Message, len(msgs))
+	wrapped := make([]ingesttest.Message, len(msgs))
 	for i, m := range msgs {
-		wrapped[i] = pipelinetest.Message{Message: m}
+		wrapped[i] = ingesttest.Message{Message: m}
 	}
-	pipelinetest.Produce(t, brokers, topic, wrapped)
+	ingesttest.Produce(t, brokers, topic, wrapped)
 }
 
 // findingRows reads every finding's latest version (FINAL), all stored
@@ -155,11 +155,11 @@ func TestDetectorStateSurvivesRestarts(t *testing.T) {
 	// same partitions and offsets), group and database.
 	refTopic := testenv.NewTopic(t, h.brokers, h.partitions)
 	refConn, _ := testenv.ClickHouse(t)
-	pipelinetest.Migrate(t, refConn)
+	ingesttest.Migrate(t, refConn)
 	produceRaw(t, h.brokers, refTopic, msgs)
 	refK := k
 	refK.Topics, refK.GroupID = []string{refTopic}, refTopic+"-group"
-	ref := h.start(cfg, refK, pipeline.Deps{ClickHouse: refConn, NewProcessor: factory})
+	ref := h.start(cfg, refK, ingest.Deps{ClickHouse: refConn, NewProcessor: factory})
 
 	// Where the interrupted run stops: after the message at each index.
 	loc := hosp.Facilities[0].Location
@@ -197,7 +197,7 @@ func TestDetectorStateSurvivesRestarts(t *testing.T) {
 			h.deleteSnapshots(t)
 			h.plantSnapshots(t, -1, "unreadable")
 		}
-		r := h.start(cfg, k, pipeline.Deps{NewProcessor: factory})
+		r := h.start(cfg, k, ingest.Deps{NewProcessor: factory})
 		h.waitDrained(2 * time.Minute)
 		r.stop()
 		r.wait(t)
@@ -229,7 +229,7 @@ func TestDetectorStateSurvivesRestarts(t *testing.T) {
 		t.Logf("stopped %s (after message %d of %d)", stop.name, stop.last, len(msgs))
 	}
 	produceRaw(t, h.brokers, h.topic, msgs[produced:])
-	final := h.start(cfg, k, pipeline.Deps{NewProcessor: factory})
+	final := h.start(cfg, k, ingest.Deps{NewProcessor: factory})
 	h.waitDrained(2 * time.Minute)
 	restored += final.metric(t, `ehrwatch_detector_restores_total{result="restored"}`)
 	replayed += final.metric(t, "ehrwatch_replayed_messages_total")
@@ -243,8 +243,8 @@ func TestDetectorStateSurvivesRestarts(t *testing.T) {
 		t.Error("no message was re-read to rebuild the detectors; the test does not exercise the warm-up")
 	}
 
-	pipelinetest.WaitFor(t, 2*time.Minute, "the uninterrupted run to drain", func() bool {
-		return pipelinetest.Lag(t, h.brokers, refK.GroupID, refTopic, h.partitions) == 0
+	ingesttest.WaitFor(t, 2*time.Minute, "the uninterrupted run to drain", func() bool {
+		return ingesttest.Lag(t, h.brokers, refK.GroupID, refTopic, h.partitions) == 0
 	})
 	ref.stop()
 	ref.wait(t)
@@ -254,7 +254,7 @@ func TestDetectorStateSurvivesRestarts(t *testing.T) {
 	if stored != int64(len(msgs)) {
 		t.Errorf("the runs stored %d events between them, want exactly %d (none twice)", stored, len(msgs))
 	}
-	if c := pipelinetest.TableCounts(t, h.conn, "access_events"); c.Unique != uint64(len(msgs)) {
+	if c := ingesttest.TableCounts(t, h.conn, "access_events"); c.Unique != uint64(len(msgs)) {
 		t.Errorf("access_events %+v after the restarts, want %d events", c, len(msgs))
 	}
 	want, got := findingRows(t, refConn), findingRows(t, h.conn)
@@ -306,7 +306,7 @@ func (h *harness) deleteSnapshots(t *testing.T) {
 // offset plus delta.
 func (h *harness) plantSnapshots(t *testing.T, delta int64, data string) {
 	t.Helper()
-	_, committed := pipelinetest.Offsets(t, h.brokers, h.group, h.topic, h.partitions)
+	_, committed := ingesttest.Offsets(t, h.brokers, h.group, h.topic, h.partitions)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	for p, c := range committed {
@@ -325,7 +325,7 @@ VALUES (?, ?, ?, ?, ?, now64(3))`, h.group, h.topic, uint32(p), uint64(c+delta),
 // not fail to restore).
 func (h *harness) plantFutureSnapshots(t *testing.T) {
 	t.Helper()
-	_, committed := pipelinetest.Offsets(t, h.brokers, h.group, h.topic, h.partitions)
+	_, committed := ingesttest.Offsets(t, h.brokers, h.group, h.topic, h.partitions)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	for p, c := range committed {
@@ -375,7 +375,7 @@ func (noSnapshots) Latest(context.Context, string, string, int32, int64) (store.
 func TestWarmupHorizon(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t, 1)
-	msgs := pipelinetest.Fixture{N: 310, Users: 3, Prefix: "warm"}.Messages()
+	msgs := ingesttest.Fixture{N: 310, Users: 3, Prefix: "warm"}.Messages()
 	now := time.Now()
 	for i := range msgs {
 		msgs[i].Time = now
@@ -384,7 +384,7 @@ func TestWarmupHorizon(t *testing.T) {
 		}
 	}
 	cfg, k := h.configs()
-	deps := pipeline.Deps{Snapshots: noSnapshots{}, NewProcessor: func(string, int) (pipeline.Processor, error) {
+	deps := ingest.Deps{Snapshots: noSnapshots{}, NewProcessor: func(string, int) (ingest.Processor, error) {
 		return &countingDetector{}, nil
 	}}
 	seenAt := func(offset int) string {
@@ -408,19 +408,19 @@ func TestWarmupHorizon(t *testing.T) {
 		return r.metric(t, "ehrwatch_replayed_messages_total")
 	}
 
-	pipelinetest.Produce(t, h.brokers, h.topic, msgs[:250])
+	ingesttest.Produce(t, h.brokers, h.topic, msgs[:250])
 	if n := runTo(0); n != 0 {
 		t.Errorf("a new group re-read %v messages", n)
 	}
 	// Committed 250; the messages at 100.. are within an hour of now.
-	pipelinetest.Produce(t, h.brokers, h.topic, msgs[250:300])
+	ingesttest.Produce(t, h.brokers, h.topic, msgs[250:300])
 	if n := runTo(time.Hour); n != 150 {
 		t.Errorf("warmup_horizon 1h re-read %v messages, want the 150 of the last hour below the committed offset", n)
 	}
 	if got := seenAt(250); got != "seen 151" {
 		t.Errorf("with warmup_horizon 1h the detector at offset 250 had %q, want seen 151", got)
 	}
-	pipelinetest.Produce(t, h.brokers, h.topic, msgs[300:])
+	ingesttest.Produce(t, h.brokers, h.topic, msgs[300:])
 	if n := runTo(0); n != 300 {
 		t.Errorf("warmup_horizon 0 re-read %v messages, want all 300 below the committed offset", n)
 	}

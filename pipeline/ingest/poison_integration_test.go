@@ -1,4 +1,4 @@
-package pipeline_test
+package ingest_test
 
 import (
 	"bytes"
@@ -15,8 +15,8 @@ import (
 	"github.com/segmentio/kafka-go"
 
 	"github.com/ehrwatch/ehrwatch/detectors/synth"
-	"github.com/ehrwatch/ehrwatch/pipeline"
-	"github.com/ehrwatch/ehrwatch/pipeline/pipelinetest"
+	"github.com/ehrwatch/ehrwatch/pipeline/ingest"
+	"github.com/ehrwatch/ehrwatch/pipeline/ingest/ingesttest"
 	"github.com/ehrwatch/ehrwatch/pipeline/store"
 	"github.com/ehrwatch/ehrwatch/pipeline/testenv"
 	"github.com/ehrwatch/ehrwatch/schemas"
@@ -47,7 +47,7 @@ func bigTopic(t *testing.T, brokers string, partitions, maxBytes int) string {
 		defer cancel()
 		_, _ = c.DeleteTopics(ctx, &kafka.DeleteTopicsRequest{Topics: []string{name}})
 	})
-	pipelinetest.WaitFor(t, 30*time.Second, "topic "+name+" has leaders", func() bool {
+	ingesttest.WaitFor(t, 30*time.Second, "topic "+name+" has leaders", func() bool {
 		md, err := c.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{name}})
 		if err != nil || len(md.Topics) != 1 || md.Topics[0].Error != nil || len(md.Topics[0].Partitions) != partitions {
 			return false
@@ -95,11 +95,11 @@ func TestPoisonSuite(t *testing.T) {
 		t.Fatal(err)
 	}
 	h := &harness{t: t, brokers: brokers, dlqTopic: testenv.NewTopic(t, brokers, 1), partitions: 2,
-		chAddr: testenv.ClickHouseAddr(t), conn: conn, db: db, logs: &pipelinetest.LogBuffer{}}
+		chAddr: testenv.ClickHouseAddr(t), conn: conn, db: db, logs: &ingesttest.LogBuffer{}}
 	h.topic = bigTopic(t, brokers, h.partitions, 64<<20)
 	h.group = h.topic + "-group"
 	t.Cleanup(func() {
-		pipelinetest.AssertNoPHI(t, t.Name()+" logs", h.logs.Bytes())
+		ingesttest.AssertNoPHI(t, t.Name()+" logs", h.logs.Bytes())
 		if t.Failed() {
 			tail := h.logs.Bytes()
 			if len(tail) > 8000 {
@@ -147,9 +147,9 @@ func TestPoisonSuite(t *testing.T) {
 		{name: "5 MB", msg: kafka.Message{Key: []byte("big-5"), Value: big(5_000_000, "big-5")}, class: "too_large"},
 		{name: "50 MB", msg: kafka.Message{Key: []byte("big-50"), Value: big(50_000_000, "big-50")}, class: "too_large"},
 		{name: "syntax", msg: kafka.Message{Key: []byte("u1"), Value: []byte(`{"event_id":"x","patient_id":"MRN-PHI-1234567`)}, class: "syntax"},
-		{name: "future", msg: event("future-1", "u2", later, &loggedRecently, "records"), class: pipeline.ClassImplausibleEventTime},
-		{name: "future, no logged_time", msg: event("future-2", "u3", now.Add(72*time.Hour), nil, "records"), class: pipeline.ClassImplausibleEventTime},
-		{name: "1950", msg: event("old-1950", "u4", time.Date(1950, 6, 1, 0, 0, 0, 0, time.UTC), nil, "records"), class: pipeline.ClassImplausibleEventTime},
+		{name: "future", msg: event("future-1", "u2", later, &loggedRecently, "records"), class: ingest.ClassImplausibleEventTime},
+		{name: "future, no logged_time", msg: event("future-2", "u3", now.Add(72*time.Hour), nil, "records"), class: ingest.ClassImplausibleEventTime},
+		{name: "1950", msg: event("old-1950", "u4", time.Date(1950, 6, 1, 0, 0, 0, 0, time.UTC), nil, "records"), class: ingest.ClassImplausibleEventTime},
 	}
 	for k := range 3 {
 		at := hosp.Events[k*50].EventTime
@@ -184,21 +184,21 @@ func TestPoisonSuite(t *testing.T) {
 	cfg, k := h.configs()
 	cfg.EventTime.MaxPast = 13 * 366 * 24 * time.Hour
 	start := time.Now()
-	r := h.start(cfg, k, pipeline.Deps{NewProcessor: engineFactory(t, hosp)})
-	pipelinetest.WaitFor(t, 3*time.Minute, "consumer lag 0", func() bool {
+	r := h.start(cfg, k, ingest.Deps{NewProcessor: engineFactory(t, hosp)})
+	ingesttest.WaitFor(t, 3*time.Minute, "consumer lag 0", func() bool {
 		select {
 		case err := <-r.done:
 			close(r.done)
 			t.Fatalf("the pipeline stopped: %v", err)
 		default:
 		}
-		return pipelinetest.Lag(t, h.brokers, h.group, h.topic, h.partitions) == 0
+		return ingesttest.Lag(t, h.brokers, h.group, h.topic, h.partitions) == 0
 	})
 	t.Logf("%d messages (%d good, %d bad, %.0f MB) consumed to lag 0 in %s", len(msgs), len(goodIDs), len(bad),
 		float64(totalBytes(msgs))/1e6, time.Since(start).Round(100*time.Millisecond))
 
 	// Every good event exactly once (no FINAL: not even a duplicate row).
-	c := pipelinetest.TableCounts(t, h.conn, "access_events")
+	c := ingesttest.TableCounts(t, h.conn, "access_events")
 	if c.Rows != uint64(len(goodIDs)) || c.Unique != uint64(len(goodIDs)) {
 		t.Errorf("access_events %+v, want %d rows, each once", c, len(goodIDs))
 	}
@@ -288,19 +288,19 @@ func TestPoisonSuite(t *testing.T) {
 		for _, x := range m.Headers {
 			hdr[x.Key] = string(x.Value)
 		}
-		classes[hdr[pipeline.HeaderErrorClass]]++
-		if hdr[pipeline.HeaderSourceTopic] != h.topic || hdr[pipeline.HeaderSourceOffset] == "" {
+		classes[hdr[ingest.HeaderErrorClass]]++
+		if hdr[ingest.HeaderSourceTopic] != h.topic || hdr[ingest.HeaderSourceOffset] == "" {
 			t.Errorf("DLQ message headers %v lack the source", hdr)
 		}
 		if len(m.Value) > 1048588 {
 			t.Errorf("DLQ message of %d bytes exceeds the topic's limit", len(m.Value))
 		}
-		b, ok := want[hdr[pipeline.HeaderPayloadSHA256]]
+		b, ok := want[hdr[ingest.HeaderPayloadSHA256]]
 		if !ok {
 			continue // a refused event: checked by class below
 		}
-		size, _ := strconv.Atoi(hdr[pipeline.HeaderPayloadSize])
-		cut := hdr[pipeline.HeaderPayloadTruncated] == "true"
+		size, _ := strconv.Atoi(hdr[ingest.HeaderPayloadSize])
+		cut := hdr[ingest.HeaderPayloadTruncated] == "true"
 		if size != b.size || cut != (len(m.Value) < b.size) || !bytes.Equal(m.Value, b.msg.Value[:len(m.Value)]) {
 			t.Errorf("%s: DLQ message of %d bytes (size header %d, truncated %v), want a prefix of the %d-byte message",
 				b.name, len(m.Value), size, cut, b.size)
@@ -346,11 +346,11 @@ func TestDLQSizedFromTopicConfig(t *testing.T) {
 	const limit = 200_000
 	h.dlqTopic = bigTopic(t, h.brokers, 1, limit)
 	value := append([]byte(`{"event_id":"big","patient_id":"MRN-PHI-0000001","x":"`), bytes.Repeat([]byte("y"), 300_000)...)
-	msgs := pipelinetest.Fixture{N: 50, Users: 2, Prefix: "sized"}.Messages()
-	msgs = append(msgs, pipelinetest.Message{Message: kafka.Message{Key: []byte("user-0000"), Value: value}})
-	pipelinetest.Produce(t, h.brokers, h.topic, msgs)
+	msgs := ingesttest.Fixture{N: 50, Users: 2, Prefix: "sized"}.Messages()
+	msgs = append(msgs, ingesttest.Message{Message: kafka.Message{Key: []byte("user-0000"), Value: value}})
+	ingesttest.Produce(t, h.brokers, h.topic, msgs)
 	cfg, k := h.configs()
-	h.start(cfg, k, pipeline.Deps{})
+	h.start(cfg, k, ingest.Deps{})
 	h.waitDrained(time.Minute)
 
 	dlq := readTopic(t, h.brokers, h.dlqTopic, 0)
@@ -362,8 +362,8 @@ func TestDLQSizedFromTopicConfig(t *testing.T) {
 	for _, x := range m.Headers {
 		hdr[x.Key] = string(x.Value)
 	}
-	if len(m.Value) >= limit || hdr[pipeline.HeaderPayloadTruncated] != "true" ||
-		hdr[pipeline.HeaderPayloadSize] != strconv.Itoa(len(value)) || !bytes.HasPrefix(value, m.Value) {
+	if len(m.Value) >= limit || hdr[ingest.HeaderPayloadTruncated] != "true" ||
+		hdr[ingest.HeaderPayloadSize] != strconv.Itoa(len(value)) || !bytes.HasPrefix(value, m.Value) {
 		t.Errorf("DLQ message of %d bytes, headers %v: want a flagged prefix under %d bytes", len(m.Value), hdr, limit)
 	}
 	if !h.logs.Contains(`"max_message_bytes":200000`) {

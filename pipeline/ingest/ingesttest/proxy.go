@@ -1,4 +1,4 @@
-package pipelinetest
+package ingesttest
 
 import (
 	"errors"
@@ -28,7 +28,7 @@ func NewProxy(t testing.TB, target string) *Proxy {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		t.Fatalf("pipelinetest: proxy listen: %v", err)
+		t.Fatalf("ingesttest: proxy listen: %v", err)
 	}
 	p := &Proxy{ln: ln, target: target, conns: map[net.Conn]struct{}{}}
 	p.wg.Add(1)

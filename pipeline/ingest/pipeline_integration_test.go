@@ -1,4 +1,4 @@
-package pipeline_test
+package ingest_test
 
 import (
 	"context"
@@ -15,8 +15,8 @@ import (
 	"github.com/rs/zerolog"
 	"github.com/segmentio/kafka-go"
 
-	"github.com/ehrwatch/ehrwatch/pipeline"
-	"github.com/ehrwatch/ehrwatch/pipeline/pipelinetest"
+	"github.com/ehrwatch/ehrwatch/pipeline/ingest"
+	"github.com/ehrwatch/ehrwatch/pipeline/ingest/ingesttest"
 	"github.com/ehrwatch/ehrwatch/pipeline/testenv"
 	"github.com/ehrwatch/ehrwatch/schemas"
 )
@@ -33,14 +33,14 @@ type harness struct {
 	chAddr     string
 	conn       clickhouse.Conn
 	db         string
-	logs       *pipelinetest.LogBuffer
+	logs       *ingesttest.LogBuffer
 }
 
 func newHarness(t *testing.T, partitions int) *harness {
 	t.Helper()
 	brokers := testenv.Kafka(t)
 	conn, db := testenv.ClickHouse(t)
-	pipelinetest.Migrate(t, conn)
+	ingesttest.Migrate(t, conn)
 	h := &harness{
 		t:          t,
 		brokers:    brokers,
@@ -50,11 +50,11 @@ func newHarness(t *testing.T, partitions int) *harness {
 		chAddr:     testenv.ClickHouseAddr(t),
 		conn:       conn,
 		db:         db,
-		logs:       &pipelinetest.LogBuffer{},
+		logs:       &ingesttest.LogBuffer{},
 	}
 	h.group = h.topic + "-group"
 	t.Cleanup(func() {
-		pipelinetest.AssertNoPHI(t, t.Name()+" logs", h.logs.Bytes())
+		ingesttest.AssertNoPHI(t, t.Name()+" logs", h.logs.Bytes())
 		if t.Failed() {
 			tail := h.logs.Bytes()
 			if len(tail) > 8000 {
@@ -68,15 +68,15 @@ func newHarness(t *testing.T, partitions int) *harness {
 
 // configs are test-speed settings: the broker's minimum session timeout,
 // short batch waits and backoffs.
-func (h *harness) configs() (pipeline.Config, pipeline.KafkaConfig) {
-	cfg := pipeline.DefaultConfig()
+func (h *harness) configs() (ingest.Config, ingest.KafkaConfig) {
+	cfg := ingest.DefaultConfig()
 	cfg.BatchMaxWait = 200 * time.Millisecond
 	cfg.CommitInterval = 200 * time.Millisecond
 	cfg.LagInterval = 500 * time.Millisecond
 	cfg.DrainTimeout = 4 * time.Second
 	cfg.ShutdownTimeout = 15 * time.Second
 	cfg.Retry.MaxInterval = time.Second
-	k := pipeline.DefaultKafkaConfig()
+	k := ingest.DefaultKafkaConfig()
 	k.Brokers = strings.Split(h.brokers, ",")
 	k.GroupID = h.group
 	k.Topics = []string{h.topic}
@@ -91,14 +91,14 @@ func (h *harness) configs() (pipeline.Config, pipeline.KafkaConfig) {
 
 // running is a pipeline under test.
 type running struct {
-	p    *pipeline.Pipeline
+	p    *ingest.Pipeline
 	http *httptest.Server
 	stop context.CancelFunc
 	done chan error
 }
 
 // start runs a pipeline until the test ends or stop is called.
-func (h *harness) start(cfg pipeline.Config, k pipeline.KafkaConfig, deps pipeline.Deps) *running {
+func (h *harness) start(cfg ingest.Config, k ingest.KafkaConfig, deps ingest.Deps) *running {
 	h.t.Helper()
 	if deps.ClickHouse == nil && deps.Sink == nil {
 		deps.ClickHouse = h.conn
@@ -107,9 +107,9 @@ func (h *harness) start(cfg pipeline.Config, k pipeline.KafkaConfig, deps pipeli
 	if deps.NewProcessor == nil {
 		deps.NewProcessor = newTestDetector
 	}
-	p, err := pipeline.New(cfg, k, deps)
+	p, err := ingest.New(cfg, k, deps)
 	if err != nil {
-		h.t.Fatalf("pipeline.New: %v", err)
+		h.t.Fatalf("ingest.New: %v", err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &running{p: p, http: httptest.NewServer(p.Handler()), stop: cancel, done: make(chan error, 1)}
@@ -178,8 +178,8 @@ func (r *running) metric(t *testing.T, name string) float64 {
 // waitDrained waits until every produced message is committed.
 func (h *harness) waitDrained(timeout time.Duration) {
 	h.t.Helper()
-	pipelinetest.WaitFor(h.t, timeout, "consumer lag 0", func() bool {
-		return pipelinetest.Lag(h.t, h.brokers, h.group, h.topic, h.partitions) == 0
+	ingesttest.WaitFor(h.t, timeout, "consumer lag 0", func() bool {
+		return ingesttest.Lag(h.t, h.brokers, h.group, h.topic, h.partitions) == 0
 	})
 }
 
@@ -188,7 +188,7 @@ func (h *harness) waitDrained(timeout time.Duration) {
 // findings table is exercised and checkable.
 type testDetector struct{ seen map[string]int }
 
-func newTestDetector(string, int) (pipeline.Processor, error) {
+func newTestDetector(string, int) (ingest.Processor, error) {
 	return &testDetector{seen: map[string]int{}}, nil
 }
 
@@ -214,7 +214,7 @@ func (d *testDetector) Process(_ context.Context, ev *schemas.AccessEvent) ([]sc
 	}}, nil
 }
 
-func expectedFindings(msgs []pipelinetest.Message) uint64 {
+func expectedFindings(msgs []ingesttest.Message) uint64 {
 	perUser := map[string]int{}
 	var n uint64
 	for _, m := range msgs {
@@ -233,29 +233,29 @@ func expectedFindings(msgs []pipelinetest.Message) uint64 {
 // access_events, every offset committed, lag 0.
 func TestPipelineStoresEveryEvent(t *testing.T) {
 	h := newHarness(t, 4)
-	msgs := pipelinetest.Fixture{N: 100_000, Users: 200}.Messages()
-	pipelinetest.Produce(t, h.brokers, h.topic, msgs)
+	msgs := ingesttest.Fixture{N: 100_000, Users: 200}.Messages()
+	ingesttest.Produce(t, h.brokers, h.topic, msgs)
 
 	cfg, k := h.configs()
 	start := time.Now()
-	r := h.start(cfg, k, pipeline.Deps{})
+	r := h.start(cfg, k, ingest.Deps{})
 	h.waitDrained(3 * time.Minute)
 	took := time.Since(start)
 	t.Logf("100000 events stored and committed in %s (%.0f events/s, including group join)", took, 100000/took.Seconds())
 
-	if c := pipelinetest.TableCounts(t, h.conn, "access_events"); c.Rows != 100_000 || c.Unique != 100_000 {
+	if c := ingesttest.TableCounts(t, h.conn, "access_events"); c.Rows != 100_000 || c.Unique != 100_000 {
 		t.Errorf("access_events: %+v, want exactly 100000 rows, 100000 unique", c)
 	}
-	if missing, n := pipelinetest.MissingEvents(t, h.conn, msgs); n > 0 {
+	if missing, n := ingesttest.MissingEvents(t, h.conn, msgs); n > 0 {
 		t.Errorf("%d events missing, e.g. %v", n, missing)
 	}
-	if c, want := pipelinetest.TableCounts(t, h.conn, "findings"), expectedFindings(msgs); c.Rows != want || c.Unique != want {
+	if c, want := ingesttest.TableCounts(t, h.conn, "findings"), expectedFindings(msgs); c.Rows != want || c.Unique != want {
 		t.Errorf("findings: %+v, want %d", c, want)
 	}
-	if c := pipelinetest.TableCounts(t, h.conn, "dlq"); c.Rows != 0 {
+	if c := ingesttest.TableCounts(t, h.conn, "dlq"); c.Rows != 0 {
 		t.Errorf("dlq: %+v, want empty", c)
 	}
-	pipelinetest.WaitFor(t, 10*time.Second, "lag metric 0", func() bool { return r.metric(t, "ehrwatch_consumer_lag") == 0 })
+	ingesttest.WaitFor(t, 10*time.Second, "lag metric 0", func() bool { return r.metric(t, "ehrwatch_consumer_lag") == 0 })
 	if code, body := r.get(t, "/readyz"); code != http.StatusOK {
 		t.Errorf("/readyz: %d %s", code, body)
 	}
@@ -273,7 +273,7 @@ func TestPipelineStoresEveryEvent(t *testing.T) {
 func TestPipelineSurvivesClickHouseOutage(t *testing.T) {
 	t.Parallel() // idle for most of the 30s outage
 	h := newHarness(t, 2)
-	proxy := pipelinetest.NewProxy(t, h.chAddr)
+	proxy := ingesttest.NewProxy(t, h.chAddr)
 	opts := testenv.ClickHouseOptions(proxy.Addr(), h.db)
 	opts.ReadTimeout = 5 * time.Second
 	conn, err := clickhouse.Open(opts)
@@ -282,20 +282,20 @@ func TestPipelineSurvivesClickHouseOutage(t *testing.T) {
 	}
 	defer conn.Close()
 
-	msgs := pipelinetest.Fixture{N: 30_000, Users: 50, Prefix: "out"}.Messages()
+	msgs := ingesttest.Fixture{N: 30_000, Users: 50, Prefix: "out"}.Messages()
 	first, rest := msgs[:5000], msgs[5000:]
-	pipelinetest.Produce(t, h.brokers, h.topic, first)
+	ingesttest.Produce(t, h.brokers, h.topic, first)
 	cfg, k := h.configs()
 	cfg.BatchMaxRows = 2000
 	cfg.QueueSize = 1000
 	k.QueueCapacity = 500
-	r := h.start(cfg, k, pipeline.Deps{ClickHouse: conn})
+	r := h.start(cfg, k, ingest.Deps{ClickHouse: conn})
 	h.waitDrained(time.Minute)
 
 	proxy.Cut()
 	outage := time.Now()
-	pipelinetest.Produce(t, h.brokers, h.topic, rest)
-	pipelinetest.WaitFor(t, 20*time.Second, "/readyz 503", func() bool {
+	ingesttest.Produce(t, h.brokers, h.topic, rest)
+	ingesttest.WaitFor(t, 20*time.Second, "/readyz 503", func() bool {
 		code, _ := r.get(t, "/readyz")
 		return code == http.StatusServiceUnavailable
 	})
@@ -326,21 +326,21 @@ func TestPipelineSurvivesClickHouseOutage(t *testing.T) {
 		t.Errorf("consumed everything (%d) during the outage: fetching did not stop", st.Consumed)
 	}
 	t.Logf("after 30s outage: consumed %d, stored %d, lag %d", st.Consumed, st.Stored,
-		pipelinetest.Lag(t, h.brokers, h.group, h.topic, h.partitions))
+		ingesttest.Lag(t, h.brokers, h.group, h.topic, h.partitions))
 
 	proxy.Restore()
 	recovered := time.Now()
 	h.waitDrained(2 * time.Minute)
 	t.Logf("lag drained %s after ClickHouse came back", time.Since(recovered))
-	pipelinetest.WaitFor(t, 10*time.Second, "/readyz 200", func() bool {
+	ingesttest.WaitFor(t, 10*time.Second, "/readyz 200", func() bool {
 		code, _ := r.get(t, "/readyz")
 		return code == http.StatusOK
 	})
-	c := pipelinetest.TableCounts(t, h.conn, "access_events")
+	c := ingesttest.TableCounts(t, h.conn, "access_events")
 	if c.Final != uint64(len(msgs)) || c.Unique != uint64(len(msgs)) {
 		t.Errorf("access_events %+v, want %d unique", c, len(msgs))
 	}
-	if missing, n := pipelinetest.MissingEvents(t, h.conn, msgs); n > 0 {
+	if missing, n := ingesttest.MissingEvents(t, h.conn, msgs); n > 0 {
 		t.Errorf("%d events missing, e.g. %v", n, missing)
 	}
 	if got := r.metric(t, "ehrwatch_retries_total{operation=\"clickhouse_insert\"}"); got < 1 {
@@ -354,8 +354,8 @@ func TestPipelineSurvivesClickHouseOutage(t *testing.T) {
 func TestPipelineDeadLettersPoison(t *testing.T) {
 	t.Parallel() // own topic, group and database
 	h := newHarness(t, 3)
-	msgs := pipelinetest.Fixture{N: 20_000, Users: 100, PoisonEvery: 1000, Prefix: "dlq"}.Messages()
-	poison := map[string]pipelinetest.Message{}
+	msgs := ingesttest.Fixture{N: 20_000, Users: 100, PoisonEvery: 1000, Prefix: "dlq"}.Messages()
+	poison := map[string]ingesttest.Message{}
 	for _, m := range msgs {
 		if m.EventID == "" {
 			poison[string(m.Value)] = m
@@ -364,15 +364,15 @@ func TestPipelineDeadLettersPoison(t *testing.T) {
 	if len(poison) != 20 {
 		t.Fatalf("fixture has %d poison messages, want 20", len(poison))
 	}
-	pipelinetest.Produce(t, h.brokers, h.topic, msgs)
+	ingesttest.Produce(t, h.brokers, h.topic, msgs)
 	cfg, k := h.configs()
-	r := h.start(cfg, k, pipeline.Deps{})
+	r := h.start(cfg, k, ingest.Deps{})
 	h.waitDrained(2 * time.Minute)
 
-	if c := pipelinetest.TableCounts(t, h.conn, "access_events"); c.Rows != 19_980 || c.Unique != 19_980 {
+	if c := ingesttest.TableCounts(t, h.conn, "access_events"); c.Rows != 19_980 || c.Unique != 19_980 {
 		t.Errorf("access_events %+v, want 19980", c)
 	}
-	if c := pipelinetest.TableCounts(t, h.conn, "dlq"); c.Rows != 20 || c.Unique != 20 {
+	if c := ingesttest.TableCounts(t, h.conn, "dlq"); c.Rows != 20 || c.Unique != 20 {
 		t.Errorf("dlq table %+v, want 20", c)
 	}
 	ctx := context.Background()
@@ -395,7 +395,7 @@ func TestPipelineDeadLettersPoison(t *testing.T) {
 		if topic != h.topic || class != m.Class || !strings.HasPrefix(text, class) {
 			t.Errorf("dlq row %s/%d/%d: topic %q class %q error %q, want %q %q", topic, part, off, topic, class, text, h.topic, m.Class)
 		}
-		for _, marker := range pipelinetest.PHIMarkers {
+		for _, marker := range ingesttest.PHIMarkers {
 			if strings.Contains(text, marker) {
 				t.Errorf("dlq error column carries patient data: %q", text)
 			}
@@ -426,8 +426,8 @@ func TestPipelineDeadLettersPoison(t *testing.T) {
 		for _, x := range m.Headers {
 			hdr[x.Key] = string(x.Value)
 		}
-		if hdr[pipeline.HeaderSourceTopic] != h.topic || hdr[pipeline.HeaderErrorClass] != want.Class ||
-			hdr[pipeline.HeaderSourcePartition] == "" || hdr[pipeline.HeaderSourceOffset] == "" || hdr[pipeline.HeaderDeadLetteredAt] == "" {
+		if hdr[ingest.HeaderSourceTopic] != h.topic || hdr[ingest.HeaderErrorClass] != want.Class ||
+			hdr[ingest.HeaderSourcePartition] == "" || hdr[ingest.HeaderSourceOffset] == "" || hdr[ingest.HeaderDeadLetteredAt] == "" {
 			t.Errorf("DLQ headers %v, want source topic %s, class %s, partition, offset, time", hdr, h.topic, want.Class)
 		}
 		if string(m.Key) != string(want.Key) {
@@ -447,7 +447,7 @@ func TestPipelineDeadLettersPoison(t *testing.T) {
 // readTopic reads every message of one partition up to its end offset.
 func readTopic(t *testing.T, brokers, topic string, partition int) []kafka.Message {
 	t.Helper()
-	end, _ := pipelinetest.Offsets(t, brokers, "unused-"+topic, topic, partition+1)
+	end, _ := ingesttest.Offsets(t, brokers, "unused-"+topic, topic, partition+1)
 	r := kafka.NewReader(kafka.ReaderConfig{Brokers: strings.Split(brokers, ","), Topic: topic, Partition: partition, MaxWait: 200 * time.Millisecond})
 	defer r.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -469,13 +469,13 @@ func readTopic(t *testing.T, brokers, topic string, partition int) []kafka.Messa
 func TestPipelineRebalance(t *testing.T) {
 	t.Parallel() // own topic, group and database
 	h := newHarness(t, 4)
-	msgs := pipelinetest.Fixture{N: 60_000, Users: 300, Prefix: "reb"}.Messages()
+	msgs := ingesttest.Fixture{N: 60_000, Users: 300, Prefix: "reb"}.Messages()
 	cfg, k := h.configs()
 	cfg.BatchMaxRows = 2000
 
-	a := h.start(cfg, k, pipeline.Deps{})
-	b := h.start(cfg, k, pipeline.Deps{})
-	pipelinetest.WaitFor(t, 30*time.Second, "both instances assigned", func() bool {
+	a := h.start(cfg, k, ingest.Deps{})
+	b := h.start(cfg, k, ingest.Deps{})
+	ingesttest.WaitFor(t, 30*time.Second, "both instances assigned", func() bool {
 		return a.metric(t, "ehrwatch_assigned_partitions") > 0 && b.metric(t, "ehrwatch_assigned_partitions") > 0
 	})
 
@@ -485,26 +485,26 @@ func TestPipelineRebalance(t *testing.T) {
 	go func() {
 		defer wg.Done()
 		for i := 0; i < len(msgs); i += 5000 {
-			pipelinetest.Produce(t, h.brokers, h.topic, msgs[i:min(i+5000, len(msgs))])
+			ingesttest.Produce(t, h.brokers, h.topic, msgs[i:min(i+5000, len(msgs))])
 			time.Sleep(100 * time.Millisecond)
 		}
 	}()
-	pipelinetest.WaitFor(t, time.Minute, "a stored some events", func() bool { return a.p.Stats().Stored > 5000 })
+	ingesttest.WaitFor(t, time.Minute, "a stored some events", func() bool { return a.p.Stats().Stored > 5000 })
 	a.stop()
 	a.wait(t)
 	stoppedAt := b.p.Stats().Stored
 	wg.Wait()
-	pipelinetest.WaitFor(t, 30*time.Second, "b owns every partition", func() bool {
+	ingesttest.WaitFor(t, 30*time.Second, "b owns every partition", func() bool {
 		return b.metric(t, "ehrwatch_assigned_partitions") == float64(h.partitions)
 	})
 	h.waitDrained(2 * time.Minute)
 	t.Logf("a stored %d, b stored %d (%d after a stopped)", a.p.Stats().Stored, b.p.Stats().Stored, b.p.Stats().Stored-stoppedAt)
 
-	c := pipelinetest.TableCounts(t, h.conn, "access_events")
+	c := ingesttest.TableCounts(t, h.conn, "access_events")
 	if c.Final != uint64(len(msgs)) || c.Unique != uint64(len(msgs)) {
 		t.Errorf("access_events %+v, want %d unique", c, len(msgs))
 	}
-	if missing, n := pipelinetest.MissingEvents(t, h.conn, msgs); n > 0 {
+	if missing, n := ingesttest.MissingEvents(t, h.conn, msgs); n > 0 {
 		t.Errorf("%d events missing, e.g. %v", n, missing)
 	}
 	// A graceful stop commits what it stored, so the takeover re-reads
@@ -529,21 +529,21 @@ func TestPipelineStopsOnPermanentError(t *testing.T) {
 	if err := h.conn.Exec(context.Background(), "DROP TABLE findings"); err != nil {
 		t.Fatal(err)
 	}
-	msgs := pipelinetest.Fixture{N: 1000, Users: 1, Prefix: "perm"}.Messages() // user-0000 gets 2 findings
-	pipelinetest.Produce(t, h.brokers, h.topic, msgs)
+	msgs := ingesttest.Fixture{N: 1000, Users: 1, Prefix: "perm"}.Messages() // user-0000 gets 2 findings
+	ingesttest.Produce(t, h.brokers, h.topic, msgs)
 	cfg, k := h.configs()
-	r := h.start(cfg, k, pipeline.Deps{})
+	r := h.start(cfg, k, ingest.Deps{})
 	select {
 	case err := <-r.done:
 		close(r.done)
-		if err == nil || pipeline.Retryable(err) {
+		if err == nil || ingest.Retryable(err) {
 			t.Fatalf("Run returned %v, want a permanent error", err)
 		}
 		t.Logf("Run returned: %v", err)
 	case <-time.After(time.Minute):
 		t.Fatal("pipeline kept running after a permanent error")
 	}
-	if lag := pipelinetest.Lag(t, h.brokers, h.group, h.topic, h.partitions); lag != 1000 {
+	if lag := ingesttest.Lag(t, h.brokers, h.group, h.topic, h.partitions); lag != 1000 {
 		t.Errorf("lag %d, want 1000 (nothing committed)", lag)
 	}
 	if !h.logs.Contains("write failed permanently") {

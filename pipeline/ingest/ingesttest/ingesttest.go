@@ -1,11 +1,11 @@
-// Package pipelinetest is test-only support for the pipeline's integration
+// Package ingesttest is test-only support for the pipeline's integration
 // tests and for the end-to-end tests of `ehrwatch run`: synthetic access
 // events whose patient data is easy to spot, a Kafka producer, offset and
 // table checks, a log capture that fails the test when patient data shows
 // up, and a TCP proxy that can cut a connection path on demand.
 //
 // Nothing in this package may be imported by non-test code.
-package pipelinetest
+package ingesttest
 
 import (
 	"bytes"
@@ -144,7 +144,7 @@ func Produce(t testing.TB, brokers, topic string, msgs []Message) {
 			batch[i] = msgs[start+i].Message
 		}
 		if err := writeRetrying(ctx, w, batch); err != nil {
-			t.Fatalf("pipelinetest: produce %d messages to %s: %v", len(batch), topic, err)
+			t.Fatalf("ingesttest: produce %d messages to %s: %v", len(batch), topic, err)
 		}
 	}
 }
@@ -182,7 +182,7 @@ func Migrate(t testing.TB, conn clickhouse.Conn) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	if _, err := store.Migrate(ctx, conn, schemas.DefaultMigrationParams()); err != nil {
-		t.Fatalf("pipelinetest: migrate: %v", err)
+		t.Fatalf("ingesttest: migrate: %v", err)
 	}
 }
 
@@ -201,18 +201,18 @@ func Offsets(t testing.TB, brokers, group, topic string, partitions int) (end, c
 	}
 	lo, err := c.ListOffsets(ctx, req)
 	if err != nil {
-		t.Fatalf("pipelinetest: list offsets: %v", err)
+		t.Fatalf("ingesttest: list offsets: %v", err)
 	}
 	end = map[int]int64{}
 	for _, po := range lo.Topics[topic] {
 		if po.Error != nil {
-			t.Fatalf("pipelinetest: list offsets of %s/%d: %v", topic, po.Partition, po.Error)
+			t.Fatalf("ingesttest: list offsets of %s/%d: %v", topic, po.Partition, po.Error)
 		}
 		end[po.Partition] = po.LastOffset
 	}
 	of, err := c.OffsetFetch(ctx, &kafka.OffsetFetchRequest{GroupID: group, Topics: map[string][]int{topic: parts}})
 	if err != nil {
-		t.Fatalf("pipelinetest: fetch committed offsets: %v", err)
+		t.Fatalf("ingesttest: fetch committed offsets: %v", err)
 	}
 	committed = map[int]int64{}
 	for _, po := range of.Topics[topic] {
@@ -267,16 +267,16 @@ func TableCounts(t testing.TB, conn clickhouse.Conn, table string) Counts {
 		"findings":      "finding_id",
 	}[table]
 	if id == "" {
-		t.Fatalf("pipelinetest: no identity for table %s", table)
+		t.Fatalf("ingesttest: no identity for table %s", table)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	var c Counts
 	if err := conn.QueryRow(ctx, "SELECT count(), uniqExact("+id+") FROM "+table).Scan(&c.Rows, &c.Unique); err != nil {
-		t.Fatalf("pipelinetest: count %s: %v", table, err)
+		t.Fatalf("ingesttest: count %s: %v", table, err)
 	}
 	if err := conn.QueryRow(ctx, "SELECT count() FROM "+table+" FINAL").Scan(&c.Final); err != nil {
-		t.Fatalf("pipelinetest: count %s FINAL: %v", table, err)
+		t.Fatalf("ingesttest: count %s FINAL: %v", table, err)
 	}
 	return c
 }
@@ -289,19 +289,19 @@ func MissingEvents(t testing.TB, conn clickhouse.Conn, msgs []Message) ([]string
 	defer cancel()
 	rows, err := conn.Query(ctx, "SELECT DISTINCT event_id FROM access_events")
 	if err != nil {
-		t.Fatalf("pipelinetest: read event ids: %v", err)
+		t.Fatalf("ingesttest: read event ids: %v", err)
 	}
 	defer rows.Close()
 	have := map[string]bool{}
 	for rows.Next() {
 		var id string
 		if err := rows.Scan(&id); err != nil {
-			t.Fatalf("pipelinetest: scan event id: %v", err)
+			t.Fatalf("ingesttest: scan event id: %v", err)
 		}
 		have[id] = true
 	}
 	if err := rows.Err(); err != nil {
-		t.Fatalf("pipelinetest: read event ids: %v", err)
+		t.Fatalf("ingesttest: read event ids: %v", err)
 	}
 	var missing []string
 	n := 0
@@ -344,13 +344,13 @@ func (b *LogBuffer) Contains(s string) bool { return bytes.Contains(b.Bytes(), [
 func AssertNoPHI(t testing.TB, what string, logs []byte) {
 	t.Helper()
 	if len(logs) == 0 {
-		t.Errorf("pipelinetest: %s: no log output captured; the PHI check would be vacuous", what)
+		t.Errorf("ingesttest: %s: no log output captured; the PHI check would be vacuous", what)
 		return
 	}
 	for _, line := range bytes.Split(logs, []byte("\n")) {
 		for _, m := range PHIMarkers {
 			if bytes.Contains(line, []byte(m)) {
-				t.Errorf("pipelinetest: %s: patient data (%q) in log line: %s", what, m, line)
+				t.Errorf("ingesttest: %s: patient data (%q) in log line: %s", what, m, line)
 			}
 		}
 	}

@@ -1,4 +1,4 @@
-package pipeline_test
+package ingest_test
 
 import (
 	"bytes"
@@ -14,8 +14,8 @@ import (
 
 	"github.com/segmentio/kafka-go"
 
-	"github.com/ehrwatch/ehrwatch/pipeline"
-	"github.com/ehrwatch/ehrwatch/pipeline/pipelinetest"
+	"github.com/ehrwatch/ehrwatch/pipeline/ingest"
+	"github.com/ehrwatch/ehrwatch/pipeline/ingest/ingesttest"
 	"github.com/ehrwatch/ehrwatch/pipeline/testenv"
 )
 
@@ -91,7 +91,7 @@ func privateTopic(t *testing.T, brokers, name string, partitions int) string {
 	if err != nil {
 		t.Fatalf("create topic %s: %v", name, err)
 	}
-	pipelinetest.WaitFor(t, 30*time.Second, "topic "+name+" has leaders", func() bool {
+	ingesttest.WaitFor(t, 30*time.Second, "topic "+name+" has leaders", func() bool {
 		md, err := c.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{name}})
 		return err == nil && len(md.Topics) == 1 && md.Topics[0].Error == nil && len(md.Topics[0].Partitions) == partitions
 	})
@@ -107,14 +107,14 @@ func TestReadinessFollowsKafka(t *testing.T) {
 	t.Parallel() // own broker, topics, group and database
 	brokers, kill := ownBroker(t)
 	conn, db := testenv.ClickHouse(t)
-	pipelinetest.Migrate(t, conn)
+	ingesttest.Migrate(t, conn)
 	h := &harness{t: t, brokers: brokers, partitions: 2, chAddr: testenv.ClickHouseAddr(t), conn: conn, db: db,
-		logs: &pipelinetest.LogBuffer{}}
+		logs: &ingesttest.LogBuffer{}}
 	// Topics on the private broker, which goes with the test: no clean-up.
 	h.topic, h.dlqTopic = privateTopic(t, brokers, "ready", 2), privateTopic(t, brokers, "ready-dlq", 1)
 	h.group = h.topic + "-group"
 	t.Cleanup(func() {
-		pipelinetest.AssertNoPHI(t, t.Name()+" logs", h.logs.Bytes())
+		ingesttest.AssertNoPHI(t, t.Name()+" logs", h.logs.Bytes())
 		if t.Failed() {
 			tail := h.logs.Bytes()
 			if len(tail) > 8000 {
@@ -126,11 +126,11 @@ func TestReadinessFollowsKafka(t *testing.T) {
 	cfg, k := h.configs()
 	cfg.CommitInterval = time.Second                                     // the default
 	cfg.DrainTimeout, cfg.ShutdownTimeout = 2*time.Second, 5*time.Second // the broker is gone when the test stops it
-	msgs := pipelinetest.Fixture{N: 200, Users: 10, Prefix: "ready"}.Messages()
-	pipelinetest.Produce(t, h.brokers, h.topic, msgs)
-	r := h.start(cfg, k, pipeline.Deps{})
+	msgs := ingesttest.Fixture{N: 200, Users: 10, Prefix: "ready"}.Messages()
+	ingesttest.Produce(t, h.brokers, h.topic, msgs)
+	r := h.start(cfg, k, ingest.Deps{})
 	h.waitDrained(time.Minute)
-	pipelinetest.WaitFor(t, 30*time.Second, "/readyz 200", func() bool {
+	ingesttest.WaitFor(t, 30*time.Second, "/readyz 200", func() bool {
 		code, _ := r.get(t, "/readyz")
 		return code == 200
 	})
@@ -138,7 +138,7 @@ func TestReadinessFollowsKafka(t *testing.T) {
 	kill()
 	lost := time.Now()
 	var body string
-	pipelinetest.WaitFor(t, time.Minute, "/readyz 503 after the broker was lost", func() bool {
+	ingesttest.WaitFor(t, time.Minute, "/readyz 503 after the broker was lost", func() bool {
 		var code int
 		code, body = r.get(t, "/readyz")
 		return code == 503

@@ -1,4 +1,4 @@
-package pipeline_test
+package ingest_test
 
 import (
 	"fmt"
@@ -7,8 +7,8 @@ import (
 
 	"github.com/segmentio/kafka-go"
 
-	"github.com/ehrwatch/ehrwatch/pipeline"
-	"github.com/ehrwatch/ehrwatch/pipeline/pipelinetest"
+	"github.com/ehrwatch/ehrwatch/pipeline/ingest"
+	"github.com/ehrwatch/ehrwatch/pipeline/ingest/ingesttest"
 )
 
 // fhirLogin is a well-formed FHIR R4 login (DICOM 110114/110122): not a
@@ -23,20 +23,20 @@ const fhirLogin = `{"resourceType":"AuditEvent","id":"login-%d","type":{"system"
 func TestPipelineIgnoresNonAccesses(t *testing.T) {
 	t.Parallel() // own topic, group and database
 	h := newHarness(t, 2)
-	msgs := pipelinetest.Fixture{N: 300, Users: 10, PoisonEvery: 150, Prefix: "ign"}.Messages()
+	msgs := ingesttest.Fixture{N: 300, Users: 10, PoisonEvery: 150, Prefix: "ign"}.Messages()
 	for i := range 30 {
 		user := fmt.Sprintf("user-%04d", i%10)
-		msgs = append(msgs, pipelinetest.Message{Message: kafka.Message{Key: []byte(user), Value: fmt.Appendf(nil, fhirLogin, i, user)}})
+		msgs = append(msgs, ingesttest.Message{Message: kafka.Message{Key: []byte(user), Value: fmt.Appendf(nil, fhirLogin, i, user)}})
 	}
-	pipelinetest.Produce(t, h.brokers, h.topic, msgs)
+	ingesttest.Produce(t, h.brokers, h.topic, msgs)
 	cfg, k := h.configs()
-	r := h.start(cfg, k, pipeline.Deps{})
+	r := h.start(cfg, k, ingest.Deps{})
 	h.waitDrained(2 * time.Minute)
 
-	if c := pipelinetest.TableCounts(t, h.conn, "access_events"); c.Rows != 298 || c.Unique != 298 {
+	if c := ingesttest.TableCounts(t, h.conn, "access_events"); c.Rows != 298 || c.Unique != 298 {
 		t.Errorf("access_events %+v, want 298", c)
 	}
-	if c := pipelinetest.TableCounts(t, h.conn, "dlq"); c.Rows != 2 {
+	if c := ingesttest.TableCounts(t, h.conn, "dlq"); c.Rows != 2 {
 		t.Errorf("dlq table %+v, want the 2 malformed messages only", c)
 	}
 	if got := r.metric(t, `ehrwatch_events_ignored_total{reason="authentication"}`); got != 30 {
