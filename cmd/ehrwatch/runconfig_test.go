@@ -29,29 +29,38 @@ kafka:
   group_id: %q
   topics: [%q]
   dlq_topic: %q
-  max_wait: 200ms
-  session_timeout: 6s
-  rebalance_timeout: 6s
-  heartbeat_interval: 1s
 `, name, c.Brokers, c.Group, c.Topic, c.DLQ)
-	for _, l := range c.Kafka {
-		fmt.Fprintf(&b, "  %s\n", l)
-	}
+	writeSection(&b, []string{"max_wait: 200ms", "session_timeout: 6s", "rebalance_timeout: 6s", "heartbeat_interval: 1s"}, c.Kafka)
 	fmt.Fprintf(&b, `clickhouse:
   addrs: [%q]
   protocol: http
   database: %q
 pipeline:
-  batch_max_wait: 200ms
-  commit_interval: 200ms
-  drain_timeout: 4s
-  shutdown_timeout: 15s
 `, c.ClickHouse, c.Database)
-	for _, l := range c.Pipeline {
-		fmt.Fprintf(&b, "  %s\n", l)
-	}
+	writeSection(&b, []string{"batch_max_wait: 200ms", "commit_interval: 200ms", "drain_timeout: 4s", "shutdown_timeout: 15s"}, c.Pipeline)
 	b.WriteString(c.Sections)
 	return b.String()
+}
+
+// writeSection writes a section's default "key: value" lines, then the
+// test's own lines; a test line whose key is one of the defaults replaces
+// it (YAML refuses a key given twice). Indented lines continue the line
+// before them.
+func writeSection(b *strings.Builder, defaults, lines []string) {
+	own := map[string]bool{}
+	for _, l := range lines {
+		if k, _, ok := strings.Cut(l, ":"); ok && !strings.HasPrefix(l, " ") {
+			own[k] = true
+		}
+	}
+	for _, l := range defaults {
+		if k, _, _ := strings.Cut(l, ":"); !own[k] {
+			fmt.Fprintf(b, "  %s\n", l)
+		}
+	}
+	for _, l := range lines {
+		fmt.Fprintf(b, "  %s\n", l)
+	}
 }
 
 // write puts the configuration in a file of t's temporary directory and
