@@ -519,7 +519,6 @@ reference:
 		// is consumed.
 		{"peers topic with two partitions", startupYAML("no_such_database_here", "peers:\n  topic: "+twoPartitions+"\n"),
 			[]string{"peers.topic", "has 2 partitions", "exactly one"}},
-
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
