@@ -656,11 +656,7 @@ func (j *peerJudge) markIdle(ctx context.Context) {
 // offset, so in ReplacingMergeTree(kafka_offset) the stage's version of a
 // break-glass finding wins over those its partition raised at the access.
 func (j *peerJudge) store(ctx context.Context, fs []schemas.Finding, offset int64) bool {
-	rows := make([]store.FindingRow, len(fs))
-	for i := range fs {
-		rows[i] = store.FindingRow{Position: store.Position{Topic: j.cfg.Topic, Partition: 0, Offset: math.MaxInt64}, Finding: &fs[i]}
-	}
-	b := &store.Batch{Findings: rows}
+	b := &store.Batch{Findings: peerStageRows(j.cfg.Topic, fs)}
 	pause := 200 * time.Millisecond
 	for {
 		err := j.writer.Write(ctx, b)
@@ -679,6 +675,25 @@ func (j *peerJudge) store(ctx context.Context, fs []schemas.Finding, offset int6
 		}
 		pause = min(2*pause, 10*time.Second)
 	}
+}
+
+// peerStageOffset is the kafka_offset of every row the peer stage
+// stores. The findings table is a ReplacingMergeTree(kafka_offset), where
+// the row with the highest offset is a finding's version, and a partition
+// stores a finding's versions at the offsets of the events that produced
+// them; the stage judges a finding (break_glass with the peer comparison,
+// volume) only once its window is closed in every partition, so its
+// version is the last and must win, whatever the offset of the event that
+// let the stage judge it (in the demo, an event of any partition).
+const peerStageOffset = math.MaxInt64
+
+// peerStageRows positions the stage's findings for storage.
+func peerStageRows(topic string, fs []schemas.Finding) []store.FindingRow {
+	rows := make([]store.FindingRow, len(fs))
+	for i := range fs {
+		rows[i] = store.FindingRow{Position: store.Position{Topic: topic, Partition: 0, Offset: peerStageOffset}, Finding: &fs[i]}
+	}
+	return rows
 }
 
 func minTime(ts []time.Time) time.Time {
