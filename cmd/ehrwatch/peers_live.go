@@ -514,6 +514,7 @@ func (j *peerJudge) consume(ctx context.Context, gen *kafka.Generation, committe
 	j.mu.Unlock()
 	lastIdleCheck := time.Now()
 	defer func() {
+		j.log.Info().Msg("peer stage released")
 		j.mu.Lock()
 		j.stage = nil
 		j.mu.Unlock()

@@ -148,6 +148,7 @@ type child struct {
 	mu       sync.Mutex
 	flushes  int // "flush started" lines seen
 	flushed  int // "flush done" lines seen
+	stages   int // > 0: this instance owns the peer stage ("peer stage assigned" less "released" lines)
 	members  []string
 	changed  chan struct{} // pinged on every line of interest
 	linesEnd chan struct{}
@@ -180,6 +181,10 @@ func (e *runEnv) start() *child {
 				c.flushes++
 			case strings.Contains(line, `"message":"flush done"`):
 				c.flushed++
+			case strings.Contains(line, `"message":"peer stage assigned; rebuilding from the peers topic"`):
+				c.stages++
+			case strings.Contains(line, `"message":"peer stage released"`):
+				c.stages--
 			case strings.Contains(line, `"message":"generation started"`):
 				if m := memberIDRe.FindStringSubmatch(line); m != nil {
 					c.members = append(c.members, m[1])
