@@ -462,6 +462,8 @@ func TestRunBadConfigsKeepDataOut(t *testing.T) {
 	ingesttest.Produce(t, brokers, topic, ingesttest.Fixture{N: 200, Users: 3, PoisonEvery: 50, Prefix: "bad"}.Messages())
 	testenv.DeleteTopicAtEnd(t, brokers, topic+"-group.peers")
 	twoPartitions := testenv.NewTopic(t, brokers, 2)
+	conn, db := testenv.ClickHouse(t)
+	ingesttest.Migrate(t, conn)
 	startupYAML := func(database, sections string) string {
 		return fmt.Sprintf(`
 kafka:
@@ -522,7 +524,7 @@ reference:
 		// The peer stage needs every hand-over in one order: a peers
 		// topic with two partitions fails the start, before anything
 		// is consumed.
-		{"peers topic with two partitions", startupYAML("no_such_database_here", "peers:\n  topic: "+twoPartitions+"\n"),
+		{"peers topic with two partitions", startupYAML(db, "peers:\n  topic: "+twoPartitions+"\n"),
 			[]string{"peers.topic", "has 2 partitions", "exactly one"}},
 	}
 	for _, tc := range cases {

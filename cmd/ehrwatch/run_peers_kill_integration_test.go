@@ -68,8 +68,15 @@ func TestRunPeersStageOwnerKilled(t *testing.T) {
 	half := len(msgs) / 2
 	ingesttest.Produce(t, brokers, e.topic, msgs[:half])
 	cs := []*child{e.start(), e.start(), e.start()}
+	for _, c := range cs {
+		if !c.waitUntil(60*time.Second, "partition assignment", func() bool { return len(c.members) > 0 }) {
+			t.Fatal("an instance got no partition assignment within 60s")
+		}
+	}
+	// The instance that owns the stage now (it may move while the
+	// instances join).
 	var owner *child
-	ingesttest.WaitFor(t, 2*time.Minute, "a peer stage owner with stored volume findings", func() bool {
+	stageOwner := func() bool {
 		owner = nil
 		for _, c := range cs {
 			c.mu.Lock()
@@ -78,18 +85,16 @@ func TestRunPeersStageOwnerKilled(t *testing.T) {
 			}
 			c.mu.Unlock()
 		}
-		return owner != nil && count("SELECT uniqExact(finding_id) FROM findings WHERE detector = 'volume'") > 0
+		return owner != nil
+	}
+	ingesttest.WaitFor(t, 2*time.Minute, "a peer stage owner with stored volume findings", func() bool {
+		return stageOwner() && count("SELECT uniqExact(finding_id) FROM findings WHERE detector = 'volume'") > 0
 	})
 	before := count("SELECT uniqExact(finding_id) FROM findings WHERE detector IN ('volume', 'break_glass') AND kafka_offset = 9223372036854775807")
 
 	// The second half, and the owner SIGKILLed while it is consumed.
 	ingesttest.Produce(t, brokers, e.topic, msgs[half:])
-	owner.mu.Lock()
-	owns := owner.stages > 0
-	owner.mu.Unlock()
-	if !owns {
-		t.Fatal("the peer stage moved before the kill")
-	}
+	ingesttest.WaitFor(t, time.Minute, "a peer stage owner", stageOwner)
 	_ = owner.signal(syscall.SIGKILL, 10*time.Second)
 	e.expireMember(owner.member())
 	var survivors []*child
