@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"path/filepath"
 	"slices"
@@ -23,8 +24,9 @@ import (
 // takes the stage over, rebuilds it from the peers topic's first offset
 // and judges from the committed offset on. After every event and every
 // hand-over is consumed, the stored findings (newest version of each id,
-// every detector, volume and break_glass included) are those `ehrwatch
-// replay --partitions 6` writes for the same stream.
+// every detector, volume and break_glass included, with their evidence:
+// peer counts, means, baselines) are those `ehrwatch replay --partitions
+// 6` writes for the same stream.
 func TestRunPeersStageOwnerKilled(t *testing.T) {
 	t.Parallel() // mostly waiting on child processes
 	const partitions = 6
@@ -41,7 +43,7 @@ func TestRunPeersStageOwnerKilled(t *testing.T) {
 	var want []string
 	dets := map[string]int{}
 	for _, f := range newestFindings(t, out) {
-		want = append(want, instancesFindingKey(f))
+		want = append(want, killFindingKey(t, f))
 		dets[f.Detector]++
 	}
 	slices.Sort(want)
@@ -121,20 +123,23 @@ func TestRunPeersStageOwnerKilled(t *testing.T) {
 		before, dets["volume"], dets["break_glass"])
 
 	rows, err := e.conn.Query(context.Background(), `SELECT finding_id, detector, severity, score, user_id, patient_id,
- window_start, window_end, suppressed, explanation, event_ids FROM findings FINAL`)
+ window_start, window_end, suppressed, explanation, event_ids, evidence FROM findings FINAL`)
 	if err != nil {
 		t.Fatal(err)
 	}
 	var got []string
 	for rows.Next() {
 		var f schemas.Finding
-		var sev string
+		var sev, evidence string
 		if err := rows.Scan(&f.FindingID, &f.Detector, &sev, &f.Score, &f.UserID, &f.PatientID,
-			&f.WindowStart, &f.WindowEnd, &f.Suppressed, &f.Explanation, &f.EventIDs); err != nil {
+			&f.WindowStart, &f.WindowEnd, &f.Suppressed, &f.Explanation, &f.EventIDs, &evidence); err != nil {
 			t.Fatal(err)
 		}
 		f.Severity = schemas.Severity(sev)
-		got = append(got, instancesFindingKey(f))
+		if err := json.Unmarshal([]byte(evidence), &f.Evidence); err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, killFindingKey(t, f))
 	}
 	if err := rows.Err(); err != nil {
 		t.Fatal(err)
@@ -150,4 +155,17 @@ func TestRunPeersStageOwnerKilled(t *testing.T) {
 			t.Errorf("ehrwatch exited with %v after SIGTERM", err)
 		}
 	}
+}
+
+// killFindingKey is instancesFindingKey and the evidence: the peer
+// figures (peers, peer_mean, the volume baseline and threshold) are what
+// a stage rebuilt without the records before the committed offset would
+// get wrong without changing severity or explanation.
+func killFindingKey(t *testing.T, f schemas.Finding) string {
+	t.Helper()
+	ev, err := json.Marshal(f.Evidence)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return instancesFindingKey(f) + "|" + string(ev)
 }
