@@ -95,6 +95,7 @@ func (c *Config) Validate() error {
 		schemas.UnderKey("pipeline", c.Pipeline.ValidateWith(c.Kafka)),
 		schemas.UnderKey("detection", c.Detection.Validate(detectors.Registry())),
 		schemas.UnderKey("peers", c.Peers.Validate()),
+		schemas.UnderKey("peers", c.Peers.ValidateWith(c.Kafka, c.Detection.EngineConfig)),
 		schemas.UnderKey("reference", c.Reference.Validate()),
 		schemas.UnderKey("alerting", c.Alerting.Validate()),
 		schemas.UnderKey("fhir", c.FHIR.Validate()),

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -290,6 +291,26 @@ func demo(ctx context.Context, o demoOptions, stdout, stderr io.Writer) (*demoOu
 	if err != nil {
 		return nil, err
 	}
+	hub.store = func(ctx context.Context, fs []schemas.Finding) error {
+		// Retried like the pipeline's own writes, for a while: a failure
+		// that lasts fails the pipeline's writes too.
+		ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
+		pause := 100 * time.Millisecond
+		for {
+			err := pipeSink.Write(ctx, &store.Batch{Findings: peerStageRows(demoTopic+".peers", fs)})
+			if err == nil {
+				err = sink.afterStore(ctx, fs)
+			}
+			if err == nil {
+				return nil
+			}
+			if !sleepCtx(ctx, pause) {
+				return fmt.Errorf("peer stage: storing %d judged findings failed: %s", len(fs), ingest.Redact(err))
+			}
+			pause = min(2*pause, 5*time.Second)
+		}
+	}
 	p, err := ingest.New(pcfg, kcfg, ingest.Deps{
 		Logger:      log,
 		Sink:        pipeSink,
@@ -422,7 +443,13 @@ func (d *demoProcessor) Process(ctx context.Context, ev *schemas.AccessEvent) ([
 		more, ferr := d.eng.Flush(ctx)
 		fs, err = append(fs, more...), errors.Join(err, ferr)
 	}
-	fs = append(fs, d.peers.exchange(d.part, d.eng, end)...)
+	if judged := d.peers.exchange(d.part, d.eng, end); len(judged) > 0 {
+		// Stored by the stage, as in `ehrwatch run`, not with this event:
+		// this event's offset says nothing about the judged finding's
+		// version (it is from any partition), and a break-glass finding's
+		// earlier versions may sit at higher offsets of their own.
+		err = errors.Join(err, d.peers.store(ctx, judged))
+	}
 	return fs, err
 }
 
@@ -432,6 +459,10 @@ func (d *demoProcessor) Process(ctx context.Context, ev *schemas.AccessEvent) ([
 // depend on how the partitions' goroutines interleave; a partition with
 // no events at all counts as ended from the start.
 type demoPeers struct {
+	// store writes what the stage judged (peerStageRows) and hands it to
+	// alerting, as peerJudge.store does.
+	store func(context.Context, []schemas.Finding) error
+
 	mu    sync.Mutex
 	stage *detectors.PeerStage
 	wm    []time.Time // last watermark handed over, by partition
@@ -648,6 +679,7 @@ type demoSink struct {
 	events   []schemas.AccessEvent
 	done     map[*store.Batch]bool
 	findings []schemas.Finding
+	offsets  []int64        // findings[i]'s kafka_offset
 	byID     map[string]int // finding id → index of its latest version
 	alerts   map[string]alerting.Alert
 	nFind    atomic.Int64
@@ -678,8 +710,16 @@ func (s *demoSink) Write(ctx context.Context, b *store.Batch) error {
 	}
 	for i := range b.Findings {
 		f := *b.Findings[i].Finding
-		s.byID[f.FindingID] = len(s.findings)
+		off := b.Findings[i].Offset
+		// As in the findings table (ReplacingMergeTree(kafka_offset)), the
+		// version at the highest offset is the finding: the peer stage's
+		// rows (peerStageOffset) may arrive before a partition's earlier
+		// version of the same break-glass finding.
+		if j, ok := s.byID[f.FindingID]; !ok || off >= s.offsets[j] {
+			s.byID[f.FindingID] = len(s.findings)
+		}
 		s.findings = append(s.findings, f)
+		s.offsets = append(s.offsets, off)
 	}
 	s.nFind.Store(int64(len(s.byID)))
 	return nil
@@ -736,7 +776,17 @@ func (s *demoSink) latestFindings() []schemas.Finding {
 // allFindings returns every emitted version, in a deterministic order.
 func (s *demoSink) allFindings() []schemas.Finding {
 	s.mu.Lock()
-	out := slices.Clone(s.findings)
+	idx := make([]int, len(s.findings))
+	for i := range idx {
+		idx[i] = i
+	}
+	// Versions of one id in version order (offset, then arrival), as the
+	// findings table orders them.
+	slices.SortStableFunc(idx, func(a, b int) int { return cmp.Compare(s.offsets[a], s.offsets[b]) })
+	out := make([]schemas.Finding, len(idx))
+	for i, j := range idx {
+		out[i] = s.findings[j]
+	}
 	s.mu.Unlock()
 	sortFindings(out)
 	return out
@@ -759,7 +809,7 @@ func (s *demoSink) allAlerts() []alerting.Alert {
 }
 
 // sortFindings orders findings by window, user, detector and id; versions
-// of one id keep their emission order (they come from one partition).
+// of one id keep their order.
 func sortFindings(fs []schemas.Finding) {
 	slices.SortStableFunc(fs, func(a, b schemas.Finding) int {
 		if c := a.WindowStart.Compare(b.WindowStart); c != 0 {

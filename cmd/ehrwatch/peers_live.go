@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -26,15 +27,30 @@ import (
 // break_glass compare a user with (docs/detectors.md, "Results independent
 // of partitioning").
 type PeersConfig struct {
-	// Mode is partition (the users of the same Kafka partition, the
-	// default) or group (the whole peer group: every partition hands its
-	// closed days and its watermark over through Topic, and one peer stage
-	// judges a day once every partition has passed it).
+	// Mode is group (the whole peer group, the default: every partition
+	// hands its closed days and its watermark over through Topic, and one
+	// peer stage judges a day once every partition has passed it, so the
+	// findings do not depend on the partition count) or partition (the
+	// users of the same Kafka partition: no peers topic, but volume and
+	// break_glass findings change with the number of partitions).
 	Mode string `yaml:"mode"`
-	// Topic is the peers topic (mode group): one partition, retention at
-	// least detection.detectors.break_glass.peer_window_days plus the
-	// longest lag, created beforehand.
+	// Topic is the peers topic (mode group); empty: kafka.group_id +
+	// ".peers", so deployments with their own consumer groups on one
+	// cluster do not share it. `ehrwatch run` creates it when missing, with
+	// one partition, Retention and ReplicationFactor, and refuses to start
+	// when it has more than one partition, a shorter retention, size-based
+	// retention or compaction.
 	Topic string `yaml:"topic"`
+	// Retention is the peers topic's retention.ms when run creates it, and
+	// the least it accepts on an existing topic: at least
+	// detection.detectors.break_glass.peer_window_days + 1 days (a new
+	// stage owner rebuilds the 30-day break-glass comparison from the
+	// topic), plus the longest the slowest partition may lag behind; the
+	// default, 40 days, allows 9 days of lag.
+	Retention time.Duration `yaml:"retention"`
+	// ReplicationFactor of the peers topic when run creates it; -1: the
+	// brokers' default.replication.factor.
+	ReplicationFactor int `yaml:"replication_factor"`
 	// GroupID is the peer stage's consumer group (mode group); empty:
 	// kafka.group_id + "-peers".
 	GroupID string `yaml:"group_id"`
@@ -50,19 +66,33 @@ type PeersConfig struct {
 	IdleTimeout time.Duration `yaml:"idle_timeout"`
 }
 
-// DefaultPeersConfig compares within a partition.
+// DefaultPeersRetention is the peers topic's default retention: the
+// 30-day break-glass peer window, the day being judged, and 9 days for
+// the slowest partition's lag.
+const DefaultPeersRetention = 40 * 24 * time.Hour
+
+// DefaultPeersConfig compares with the whole peer group.
 func DefaultPeersConfig() PeersConfig {
-	return PeersConfig{Mode: "partition", Topic: "ehrwatch-peers", StallAfter: 30 * time.Minute, IdleTimeout: 6 * time.Hour}
+	return PeersConfig{Mode: "group", Retention: DefaultPeersRetention, ReplicationFactor: -1,
+		StallAfter: 30 * time.Minute, IdleTimeout: 6 * time.Hour}
 }
 
 // Validate reports every bad key.
 func (c PeersConfig) Validate() error {
 	var errs []error
 	if c.Mode != "partition" && c.Mode != "group" {
-		errs = append(errs, schemas.FieldErrorf("mode", "want partition or group, got %q", c.Mode))
+		errs = append(errs, schemas.FieldErrorf("mode", "want group or partition, got %q", c.Mode))
 	}
-	if c.Mode == "group" && strings.TrimSpace(c.Topic) == "" {
-		errs = append(errs, schemas.FieldErrorf("topic", "required with mode group"))
+	if c.Topic != "" {
+		if err := validTopicName(c.Topic); err != nil {
+			errs = append(errs, schemas.FieldErrorf("topic", "%v", err))
+		}
+	}
+	if c.Retention <= 0 {
+		errs = append(errs, schemas.FieldErrorf("retention", "must be > 0, got %s", c.Retention))
+	}
+	if c.ReplicationFactor != -1 && (c.ReplicationFactor < 1 || c.ReplicationFactor > math.MaxInt16) {
+		errs = append(errs, schemas.FieldErrorf("replication_factor", "want -1 (the brokers' default) or 1..%d, got %d", math.MaxInt16, c.ReplicationFactor))
 	}
 	if c.StallAfter <= 0 {
 		errs = append(errs, schemas.FieldErrorf("stall_after", "must be > 0, got %s", c.StallAfter))
@@ -71,6 +101,63 @@ func (c PeersConfig) Validate() error {
 		errs = append(errs, schemas.FieldErrorf("idle_timeout", "must be ≥ 0 (0: never), got %s", c.IdleTimeout))
 	}
 	return errors.Join(errs...)
+}
+
+// ValidateWith checks the keys that depend on other sections (mode
+// group): the peers topic's name (derived from kafka.group_id when
+// empty), that it is neither a source nor the DLQ topic, and that
+// retention covers break_glass's peer window plus a day.
+func (c PeersConfig) ValidateWith(kc ingest.KafkaConfig, ecfg detectors.EngineConfig) error {
+	if c.Mode != "group" {
+		return nil
+	}
+	var errs []error
+	topic := c.topicName(kc.GroupID)
+	if c.Topic == "" {
+		if err := validTopicName(topic); err != nil {
+			errs = append(errs, schemas.FieldErrorf("topic", "derived from kafka.group_id as %q: %v; set peers.topic", topic, err))
+		}
+	}
+	if slices.Contains(kc.Topics, topic) || topic == kc.DLQTopic {
+		errs = append(errs, schemas.FieldErrorf("topic", "%q is also a source or the DLQ topic; the peers topic needs its own", topic))
+	}
+	if min := minPeersRetention(ecfg); c.Retention > 0 && c.Retention < min {
+		errs = append(errs, schemas.FieldErrorf("retention", "%s is shorter than detection.detectors.break_glass.peer_window_days plus one day (%s): a new stage owner could not rebuild the break-glass comparison", c.Retention, min))
+	}
+	return errors.Join(errs...)
+}
+
+// minPeersRetention is break_glass's peer window plus the day judged.
+func minPeersRetention(ecfg detectors.EngineConfig) time.Duration {
+	days := detectors.DefaultBreakGlassConfig().PeerWindowDays
+	if b, ok := ecfg.Detectors["break_glass"].(*detectors.BreakGlassConfig); ok {
+		days = b.PeerWindowDays
+	}
+	return time.Duration(days+1) * 24 * time.Hour
+}
+
+// topicName returns the peers topic: Topic, or kafka.group_id + ".peers".
+func (c PeersConfig) topicName(kafkaGroup string) string {
+	if c.Topic != "" {
+		return c.Topic
+	}
+	return kafkaGroup + ".peers"
+}
+
+// validTopicName applies Kafka's rules for topic names.
+func validTopicName(s string) error {
+	if s == "" || s == "." || s == ".." {
+		return fmt.Errorf("%q is not a valid Kafka topic name", s)
+	}
+	if len(s) > 249 {
+		return fmt.Errorf("a Kafka topic name has at most 249 characters, got %d", len(s))
+	}
+	for _, r := range s {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '.' || r == '_' || r == '-') {
+			return fmt.Errorf("%q is not a valid Kafka topic name (letters, digits, '.', '_' and '-' only)", s)
+		}
+	}
+	return nil
 }
 
 // group returns the peer stage's consumer group.
@@ -345,19 +432,6 @@ func sourcePartitions(ctx context.Context, kc ingest.KafkaConfig) ([]string, err
 	return out, nil
 }
 
-// checkPeersTopic fails when the peers topic does not exist.
-func checkPeersTopic(ctx context.Context, kc ingest.KafkaConfig, topic string) error {
-	d, err := kc.Dialer()
-	if err != nil {
-		return err
-	}
-	ps, err := d.LookupPartitions(ctx, "tcp", kc.Brokers[0], topic)
-	if err != nil || len(ps) == 0 {
-		return fmt.Errorf("peers.topic: topic %q not found (create it with one partition and a retention of at least peer_window_days plus the longest lag): %v", topic, err)
-	}
-	return nil
-}
-
 // run consumes the peers topic until ctx ends.
 func (j *peerJudge) run(ctx context.Context) error {
 	names, err := sourcePartitions(ctx, j.kc)
@@ -440,6 +514,7 @@ func (j *peerJudge) consume(ctx context.Context, gen *kafka.Generation, committe
 	j.mu.Unlock()
 	lastIdleCheck := time.Now()
 	defer func() {
+		j.log.Info().Msg("peer stage released")
 		j.mu.Lock()
 		j.stage = nil
 		j.mu.Unlock()
@@ -582,11 +657,7 @@ func (j *peerJudge) markIdle(ctx context.Context) {
 // offset, so in ReplacingMergeTree(kafka_offset) the stage's version of a
 // break-glass finding wins over those its partition raised at the access.
 func (j *peerJudge) store(ctx context.Context, fs []schemas.Finding, offset int64) bool {
-	rows := make([]store.FindingRow, len(fs))
-	for i := range fs {
-		rows[i] = store.FindingRow{Position: store.Position{Topic: j.cfg.Topic, Partition: 0, Offset: math.MaxInt64}, Finding: &fs[i]}
-	}
-	b := &store.Batch{Findings: rows}
+	b := &store.Batch{Findings: peerStageRows(j.cfg.Topic, fs)}
 	pause := 200 * time.Millisecond
 	for {
 		err := j.writer.Write(ctx, b)
@@ -605,6 +676,25 @@ func (j *peerJudge) store(ctx context.Context, fs []schemas.Finding, offset int6
 		}
 		pause = min(2*pause, 10*time.Second)
 	}
+}
+
+// peerStageOffset is the kafka_offset of every row the peer stage
+// stores. The findings table is a ReplacingMergeTree(kafka_offset), where
+// the row with the highest offset is a finding's version, and a partition
+// stores a finding's versions at the offsets of the events that produced
+// them; the stage judges a finding (break_glass with the peer comparison,
+// volume) only once its window is closed in every partition, so its
+// version is the last and must win, whatever the offset of the event that
+// let the stage judge it (in the demo, an event of any partition).
+const peerStageOffset = math.MaxInt64
+
+// peerStageRows positions the stage's findings for storage.
+func peerStageRows(topic string, fs []schemas.Finding) []store.FindingRow {
+	rows := make([]store.FindingRow, len(fs))
+	for i := range fs {
+		rows[i] = store.FindingRow{Position: store.Position{Topic: topic, Partition: 0, Offset: peerStageOffset}, Finding: &fs[i]}
+	}
+	return rows
 }
 
 func minTime(ts []time.Time) time.Time {

@@ -3,11 +3,13 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/rs/zerolog"
 	"github.com/segmentio/kafka-go"
 
 	"github.com/ehrwatch/ehrwatch/detectors"
@@ -19,24 +21,96 @@ func TestPeersConfigValidate(t *testing.T) {
 	if err := DefaultPeersConfig().Validate(); err != nil {
 		t.Fatalf("defaults: %v", err)
 	}
-	c := PeersConfig{Mode: "cluster", StallAfter: -time.Second}
+	if DefaultPeersConfig().Mode != "group" {
+		t.Errorf("default mode %q, want group (findings independent of the partition count)", DefaultPeersConfig().Mode)
+	}
+	c := PeersConfig{Mode: "cluster", Topic: "a/b", StallAfter: -time.Second, ReplicationFactor: 0}
 	err := c.Validate()
 	if err == nil {
 		t.Fatal("bad mode and stall_after accepted")
 	}
-	for _, want := range []string{"mode", "stall_after"} {
+	for _, want := range []string{"mode", "topic", "retention", "replication_factor", "stall_after"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error %q does not name %s", err, want)
 		}
-	}
-	c = PeersConfig{Mode: "group", StallAfter: time.Minute}
-	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "topic") {
-		t.Errorf("mode group without a topic: %v", err)
 	}
 	cfg := DefaultConfig()
 	cfg.Peers.Mode = "bogus"
 	if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), "peers.mode") {
 		t.Errorf("Config.Validate: %v, want an error naming peers.mode", err)
+	}
+	// The topic is derived from the consumer group, so two deployments
+	// (or parallel tests) on one cluster do not share it.
+	if got := DefaultPeersConfig().topicName("ward-a"); got != "ward-a.peers" {
+		t.Errorf("derived topic %q, want ward-a.peers", got)
+	}
+	cfg = DefaultConfig()
+	cfg.Kafka.GroupID = "ehr watch" // a valid group id, not a valid topic prefix
+	cfg.Peers.Retention = 20 * 24 * time.Hour
+	err = cfg.Validate()
+	for _, want := range []string{"peers.topic", "set peers.topic", "peers.retention", "peer_window_days"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("Config.Validate: %v, want it to say %s", err, want)
+		}
+	}
+	cfg = DefaultConfig()
+	cfg.Peers.Topic = cfg.Kafka.DLQTopic
+	if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), "its own") {
+		t.Errorf("peers.topic = the DLQ topic: %v", err)
+	}
+	cfg = DefaultConfig()
+	cfg.Peers.Mode, cfg.Kafka.GroupID, cfg.Peers.Retention = "partition", "ehr watch", time.Hour
+	if err := cfg.Validate(); err != nil {
+		t.Errorf("mode partition needs no peers topic: %v", err)
+	}
+}
+
+// TestEnsurePeersTopic: `ehrwatch run` creates a missing peers topic with
+// one partition and peers.retention, accepts it on the next start, and
+// refuses a topic with two partitions or a retention shorter than
+// peers.retention (the test broker's default is 24 hours).
+func TestEnsurePeersTopic(t *testing.T) {
+	if testing.Short() {
+		t.Skip("integration test: needs Kafka")
+	}
+	brokers := testenv.Kafka(t)
+	kc := ingest.DefaultKafkaConfig()
+	kc.Brokers = []string{brokers}
+	ctx := context.Background()
+	log := zerolog.Nop()
+	c := DefaultPeersConfig()
+
+	c.Topic = testenv.NewTopic(t, brokers, 1) + ".peers"
+	testenv.DeleteTopicAtEnd(t, brokers, c.Topic)
+	for i := range 2 { // created, then found as it is
+		if err := ensurePeersTopic(ctx, kc, c, log); err != nil {
+			t.Fatalf("ensure (%d): %v", i, err)
+		}
+	}
+	cl := &kafka.Client{Addr: kafka.TCP(brokers), Timeout: 10 * time.Second, Transport: &kafka.Transport{}} // not the default transport: its metadata is cached
+	md, err := cl.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{c.Topic}})
+	if err != nil || len(md.Topics) != 1 || len(md.Topics[0].Partitions) != 1 {
+		t.Fatalf("created topic: %+v, %v; want one partition", md, err)
+	}
+	res, err := cl.DescribeConfigs(ctx, &kafka.DescribeConfigsRequest{Resources: []kafka.DescribeConfigRequestResource{{
+		ResourceType: kafka.ResourceTypeTopic, ResourceName: c.Topic, ConfigNames: []string{"retention.ms"}}}})
+	if err != nil || len(res.Resources) != 1 || len(res.Resources[0].ConfigEntries) != 1 ||
+		res.Resources[0].ConfigEntries[0].ConfigValue != strconv.FormatInt(DefaultPeersRetention.Milliseconds(), 10) {
+		t.Fatalf("created topic's retention.ms: %+v, %v; want %d", res, err, DefaultPeersRetention.Milliseconds())
+	}
+
+	c.Topic = testenv.NewTopic(t, brokers, 2)
+	if err := ensurePeersTopic(ctx, kc, c, log); err == nil || !strings.Contains(err.Error(), "has 2 partitions") {
+		t.Errorf("two partitions: %v, want a refusal", err)
+	}
+	c.Topic = testenv.NewTopic(t, brokers, 1) // the broker's 24-hour retention
+	err = ensurePeersTopic(ctx, kc, c, log)
+	if err == nil || !strings.Contains(err.Error(), "retention.ms is 86400000") || !strings.Contains(err.Error(), "peers.retention") {
+		t.Errorf("24-hour retention: %v, want a refusal naming retention.ms and peers.retention", err)
+	}
+	c.Retention = 12 * time.Hour
+	if err := ensurePeersTopic(ctx, kc, c, log); err != nil {
+		t.Errorf("24-hour retention, 12 hours required: %v", err)
 	}
 }
 

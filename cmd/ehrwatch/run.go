@@ -188,8 +188,9 @@ func runRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		// volume and break_glass compare with the whole peer group: each
 		// partition hands its closed days over through the peers topic,
 		// and one instance's peer stage judges them (docs/detectors.md).
-		cctx, cancel := context.WithTimeout(ctx, cfg.Kafka.RequestTimeout)
-		err := checkPeersTopic(cctx, cfg.Kafka, cfg.Peers.Topic)
+		cfg.Peers.Topic = cfg.Peers.topicName(cfg.Kafka.GroupID)
+		cctx, cancel := context.WithTimeout(ctx, 6*cfg.Kafka.RequestTimeout)
+		err := ensurePeersTopic(cctx, cfg.Kafka, cfg.Peers, log.With().Str("component", "peers").Logger())
 		cancel()
 		if err != nil {
 			return err

@@ -136,13 +136,16 @@ http:
 
 func (r *backlogRun) waitCaughtUp(t *testing.T, partitions int) {
 	t.Helper()
-	ingesttest.WaitFor(t, 3*time.Minute, "lag 0", func() bool {
+	ingesttest.WaitFor(t, 3*time.Minute, "lag 0 on the events and on the peers topic", func() bool {
 		select {
 		case err := <-r.done:
 			t.Fatalf("ehrwatch run returned early: %v", err)
 		default:
 		}
-		return ingesttest.Lag(t, r.brokers, r.group, r.topic, partitions) == 0
+		// The peer stage (peers.mode group) stores volume and break_glass
+		// judgements after the events: caught up includes its topic.
+		return ingesttest.Lag(t, r.brokers, r.group, r.topic, partitions) == 0 &&
+			ingesttest.Lag(t, r.brokers, r.group+"-peers", r.group+".peers", 1) == 0
 	})
 }
 

@@ -60,13 +60,9 @@ func TestRunInstancesMatchReplay(t *testing.T) {
 
 	hook := newWebhookReceiver(t)
 	const path = "/instances"
-	peers := testenv.NewTopic(t, brokers, 1)
 	zones := facilityZones(t, filepath.Join(dir, "facilities.ndjson"))
 	e := newRunEnvWith(t, partitions, 500, runOptions{brokers: brokers, sections: func(hashKey string) string {
-		return fmt.Sprintf(`peers:
-  mode: group
-  topic: %q
-reference:
+		return fmt.Sprintf(`reference:
   source: files
   dir: %q
   hash_key_file: %q
@@ -79,7 +75,7 @@ alerting:
       url: %q
       secret: %q
       delivery: {initial_backoff: 100ms, max_backoff: 1s, max_attempts: 20}
-`, peers, filepath.Join(dir, "reference"), hashKey, zones, hook.srv.URL+path, hook.secret)
+`, filepath.Join(dir, "reference"), hashKey, zones, hook.srv.URL+path, hook.secret)
 	}})
 	assigned := func(c *child) {
 		t.Helper()
@@ -114,7 +110,7 @@ alerting:
 	// Chunk 3 (with the closing accesses) for the two left.
 	ingesttest.Produce(t, brokers, e.topic, msgs[2*third:])
 	ingesttest.WaitFor(t, 3*time.Minute, "lag 0 on the events and on the peers topic", func() bool {
-		return e.lag() == 0 && ingesttest.Lag(t, brokers, e.group+"-peers", peers, 1) == 0
+		return e.lag() == 0 && ingesttest.Lag(t, brokers, e.group+"-peers", e.group+".peers", 1) == 0
 	})
 	settle(hook, path)
 

@@ -151,6 +151,7 @@ type child struct {
 	mu       sync.Mutex
 	flushes  int // "flush started" lines seen
 	flushed  int // "flush done" lines seen
+	stages   int // > 0: this instance owns the peer stage ("peer stage assigned" less "released" lines)
 	members  []string
 	changed  chan struct{} // pinged on every line of interest
 	linesEnd chan struct{}
@@ -183,6 +184,10 @@ func (e *runEnv) start() *child {
 				c.flushes++
 			case strings.Contains(line, `"message":"flush done"`):
 				c.flushed++
+			case strings.Contains(line, `"message":"peer stage assigned; rebuilding from the peers topic"`):
+				c.stages++
+			case strings.Contains(line, `"message":"peer stage released"`):
+				c.stages--
 			case strings.Contains(line, `"message":"generation started"`):
 				if m := memberIDRe.FindStringSubmatch(line); m != nil {
 					c.members = append(c.members, m[1])
@@ -466,6 +471,35 @@ func TestRunBadConfigsKeepDataOut(t *testing.T) {
 	dlqTopic := testenv.NewTopic(t, brokers, 1)
 	hashKey := writeHashKey(t)
 	ingesttest.Produce(t, brokers, topic, ingesttest.Fixture{N: 200, Users: 3, PoisonEvery: 50, Prefix: "bad"}.Messages())
+	testenv.DeleteTopicAtEnd(t, brokers, topic+"-group.peers")
+	twoPartitions := testenv.NewTopic(t, brokers, 2)
+	conn, db := testenv.ClickHouse(t)
+	ingesttest.Migrate(t, conn)
+	startupYAML := func(database, sections string) string {
+		return fmt.Sprintf(`
+kafka:
+  brokers: [%q]
+  group_id: %q
+  topics: [%q]
+  dlq_topic: %q
+  session_timeout: 6s
+  rebalance_timeout: 6s
+  heartbeat_interval: 1s
+clickhouse:
+  addrs: [%q]
+  protocol: http
+  database: %s
+  password_file: %s
+pipeline:
+  batch_max_wait: 100ms
+  drain_timeout: 2s
+  shutdown_timeout: 5s
+reference:
+  hash_key_file: %s
+http:
+  listen: 127.0.0.1:0
+%s`, brokers, topic+"-group", topic, dlqTopic, chAddr, database, pwFile, hashKey, sections)
+	}
 
 	cases := []struct {
 		name     string
@@ -497,29 +531,12 @@ clickhouse:
 reference:
   hash_key_file: ` + hashKey + `
 `, []string{"clickhouse.password_file"}},
-		{"unknown database", fmt.Sprintf(`
-kafka:
-  brokers: [%q]
-  group_id: %q
-  topics: [%q]
-  dlq_topic: %q
-  session_timeout: 6s
-  rebalance_timeout: 6s
-  heartbeat_interval: 1s
-clickhouse:
-  addrs: [%q]
-  protocol: http
-  database: no_such_database_here
-  password_file: %s
-pipeline:
-  batch_max_wait: 100ms
-  drain_timeout: 2s
-  shutdown_timeout: 5s
-reference:
-  hash_key_file: %s
-http:
-  listen: 127.0.0.1:0
-`, brokers, topic+"-group", topic, dlqTopic, chAddr, pwFile, hashKey), []string{"UNKNOWN_DATABASE"}},
+		{"unknown database", startupYAML("no_such_database_here", ""), []string{"UNKNOWN_DATABASE"}},
+		// The peer stage needs every hand-over in one order: a peers
+		// topic with two partitions fails the start, before anything
+		// is consumed.
+		{"peers topic with two partitions", startupYAML(db, "peers:\n  topic: "+twoPartitions+"\n"),
+			[]string{"peers.topic", "has 2 partitions", "exactly one"}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -68,11 +68,11 @@ func TestRunPeersGroupMatchesReplay(t *testing.T) {
 	// run: two instances, four partitions.
 	topic := testenv.NewTopic(t, brokers, 4)
 	dlq := testenv.NewTopic(t, brokers, 1)
-	peers := testenv.NewTopic(t, brokers, 1)
 	msgs := streamMessages(t, lines)
 	ingesttest.Produce(t, brokers, topic, msgs)
 	zones := facilityZones(t, filepath.Join(dir, "facilities.ndjson"))
 	group := topic + "-group"
+	peers := group + ".peers" // created by ehrwatch run (peers.mode group, the default)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	var logs [2]ingesttest.LogBuffer
@@ -83,17 +83,14 @@ func TestRunPeersGroupMatchesReplay(t *testing.T) {
 		config := testRunConfig{
 			Brokers: brokers, Group: group, Topic: topic, DLQ: dlq,
 			ClickHouse: testenv.ClickHouseAddr(t), Database: db,
-			Sections: fmt.Sprintf(`peers:
-  mode: group
-  topic: %q
-reference:
+			Sections: fmt.Sprintf(`reference:
   source: files
   dir: %q
   hash_key_file: %q
   facilities: {%s}
 http:
   listen: %q
-`, peers, filepath.Join(dir, "reference"), writeHashKey(t), zones, ops[i]),
+`, filepath.Join(dir, "reference"), writeHashKey(t), zones, ops[i]),
 		}.write(t)
 		go func() { done <- run(ctx, []string{"run", "--config", config}, io.Discard, &logs[i]) }()
 	}

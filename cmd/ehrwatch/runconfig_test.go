@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/ehrwatch/ehrwatch/pipeline/testenv"
 )
 
 // testRunConfig is the configuration the `ehrwatch run` integration tests
@@ -67,6 +69,11 @@ func writeSection(b *strings.Builder, defaults, lines []string) {
 // returns its path.
 func (c testRunConfig) write(t *testing.T) string {
 	t.Helper()
+	if c.Group != "" && c.Brokers != "" {
+		// ehrwatch run creates its peers topic (peers.mode group, the
+		// default) as kafka.group_id + ".peers".
+		testenv.DeleteTopicAtEnd(t, c.Brokers, c.Group+".peers")
+	}
 	path := filepath.Join(t.TempDir(), "ehrwatch.yaml")
 	if err := os.WriteFile(path, []byte(c.YAML(t.Name())), 0o600); err != nil {
 		t.Fatal(err)

@@ -161,6 +161,14 @@ func topicReady(ctx context.Context, brokers, name string, partitions int) error
 	return errors.New("topic not in metadata")
 }
 
+// DeleteTopicAtEnd deletes a topic the code under test creates (such as
+// ehrwatch run's peers topic) when the test ends; a topic that was never
+// created is only logged.
+func DeleteTopicAtEnd(t testing.TB, brokers, name string) {
+	t.Helper()
+	t.Cleanup(func() { deleteTopic(t, brokers, name) })
+}
+
 func deleteTopic(t testing.TB, brokers, name string) {
 	c, done := kafkaClient(brokers, kafkaAdminTimeout)
 	defer done()
