@@ -59,6 +59,8 @@ type Console struct {
 	handles patientHandles
 	cfg     Config
 	deps    Deps
+	// invs is deps.Store's InvestigationStore, nil when it keeps none.
+	invs    InvestigationStore
 	now     func() time.Time
 	pages   map[string]*template.Template
 	handler http.Handler
@@ -76,6 +78,7 @@ func New(cfg Config, deps Deps) (*Console, error) {
 	if c.now == nil {
 		c.now = time.Now
 	}
+	c.invs, _ = deps.Store.(InvestigationStore)
 	if c.deps.QueryTimeout <= 0 {
 		c.deps.QueryTimeout = 60 * time.Second
 	}
@@ -252,28 +255,6 @@ func roles(p *api.Principal) string {
 	return strings.Join(s, ", ")
 }
 
-// statusWriter remembers the status for the access log.
-type statusWriter struct {
-	http.ResponseWriter
-	status int
-}
-
-func (w *statusWriter) WriteHeader(code int) {
-	if w.status == 0 {
-		w.status = code
-	}
-	w.ResponseWriter.WriteHeader(code)
-}
-
-func (w *statusWriter) Write(b []byte) (int, error) {
-	if w.status == 0 {
-		w.status = http.StatusOK
-	}
-	return w.ResponseWriter.Write(b)
-}
-
-func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
-
 // outer sets the security headers and request id on every response,
 // recovers panics and writes the access log (route pattern, never the URL).
 func (c *Console) outer(next http.Handler) http.Handler {
@@ -290,7 +271,7 @@ func (c *Console) outer(next http.Handler) http.Handler {
 		if r.TLS != nil {
 			h.Set("Strict-Transport-Security", "max-age=31536000")
 		}
-		sw := &statusWriter{ResponseWriter: w}
+		sw := api.NewStatusWriter(w)
 		defer func() {
 			if p := recover(); p != nil {
 				if p == http.ErrAbortHandler {
@@ -298,14 +279,11 @@ func (c *Console) outer(next http.Handler) http.Handler {
 				}
 				c.deps.Log.Error().Str("request_id", rc.id).Str("route", rc.route).Str("panic_type", fmt.Sprintf("%T", p)).
 					Msg("console handler panicked")
-				if sw.status == 0 {
+				if !sw.Wrote() {
 					c.fail(sw, r, rc, errors.New("panic"))
 				}
 			}
-			status := sw.status
-			if status == 0 {
-				status = http.StatusOK
-			}
+			status := sw.Status()
 			ev := c.deps.Log.Info()
 			if status >= 500 {
 				ev = c.deps.Log.Warn()
@@ -343,7 +321,7 @@ func errorFor(err error) (pe *pageError, internal bool) {
 		return &pageError{Status: http.StatusNotFound, Title: "Not found", Msg: "No alert has this id."}, false
 	case errors.Is(err, triage.ErrForbidden):
 		return &pageError{Status: http.StatusForbidden, Title: "Not allowed",
-			Msg: strings.TrimPrefix(err.Error(), triage.ErrForbidden.Error()+": ")}, false
+			Msg: triage.ForbiddenReason(err)}, false
 	case errors.Is(err, context.DeadlineExceeded):
 		return &pageError{Status: http.StatusGatewayTimeout, Title: "Too slow",
 			Msg: "The query took too long; narrow the filters."}, true

@@ -73,13 +73,10 @@ type lookupView struct {
 }
 
 func (c *Console) handlePatientLookup(w http.ResponseWriter, r *http.Request, rc *reqCtx) error {
-	inv, err := c.inv()
-	if err != nil {
-		return err
-	}
 	v := lookupView{}
 	v.Form.From, v.Form.To = c.defaultPeriod()
-	if v.Warning, err = careWarning(r, inv); err != nil {
+	var err error
+	if v.Warning, err = careWarning(r, c.invs); err != nil {
 		return err
 	}
 	c.render(w, r, rc, http.StatusOK, "patients", "Patients", "patients", v)
@@ -239,11 +236,7 @@ func (c *Console) handlePatientHandle(w http.ResponseWriter, r *http.Request, rc
 // patientReport runs the report behind the patient page, its export and
 // its print view.
 func (c *Console) patientReport(r *http.Request, patientID string, from, to time.Time) (triage.Report, error) {
-	inv, err := c.inv()
-	if err != nil {
-		return triage.Report{}, err
-	}
-	return inv.ReportAll(r.Context(), triage.ReportQuery{Kind: triage.PatientAccess, SubjectID: patientID, From: from, To: to, Limit: maxPageRows})
+	return c.invs.ReportAll(r.Context(), triage.ReportQuery{Kind: triage.PatientAccess, SubjectID: patientID, From: from, To: to, Limit: maxPageRows})
 }
 
 func (c *Console) auditReport(r *http.Request, rc *reqCtx, rep *triage.Report, view string) error {
