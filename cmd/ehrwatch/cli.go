@@ -45,6 +45,8 @@ var commands = []struct {
 	{"demo", nil},
 	{"gen", nil},
 	{"replay", nil},
+	{"vocabulary", []string{"suggest"}},
+	{"convert", nil},
 	{"migrate", nil},
 	{"check", []string{"clickhouse"}},
 	{"serve", []string{"hash-token"}},
