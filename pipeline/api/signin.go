@@ -94,18 +94,24 @@ func (s *sessionStore) create(p Principal, issuer string) string {
 	if len(s.m) >= s.max {
 		s.sweepLocked(now)
 	}
-	for len(s.m) >= s.max {
-		var oldest [32]byte
-		var at time.Time
-		for k, v := range s.m {
-			if at.IsZero() || v.created.Before(at) {
-				oldest, at = k, v.created
-			}
-		}
-		delete(s.m, oldest)
-	}
+	dropOldest(s.m, s.max, func(v *session) time.Time { return v.created })
 	s.m[idKey(id)] = &session{p: p, issuer: issuer, created: now, lastSeen: now}
 	return id
+}
+
+// dropOldest deletes the oldest entries of m (by created) until it holds
+// fewer than max.
+func dropOldest[V any](m map[[32]byte]V, max int, created func(V) time.Time) {
+	for len(m) >= max {
+		var oldest [32]byte
+		var at time.Time
+		for k, v := range m {
+			if c := created(v); at.IsZero() || c.Before(at) {
+				oldest, at = k, c
+			}
+		}
+		delete(m, oldest)
+	}
 }
 
 func (s *sessionStore) sweepLocked(now time.Time) {
@@ -171,16 +177,7 @@ func (s *sessionStore) addLogin(state string, l *pendingLogin) {
 	if len(s.logins) >= s.max {
 		s.sweepLocked(now)
 	}
-	for len(s.logins) >= s.max {
-		var oldest [32]byte
-		var at time.Time
-		for k, v := range s.logins {
-			if at.IsZero() || v.created.Before(at) {
-				oldest, at = k, v.created
-			}
-		}
-		delete(s.logins, oldest)
-	}
+	dropOldest(s.logins, s.max, func(v *pendingLogin) time.Time { return v.created })
 	l.created = now
 	s.logins[idKey(state)] = l
 }
