@@ -50,11 +50,19 @@ func TestHelpOnEveryCommand(t *testing.T) {
 	if err := run(context.Background(), []string{"run", "--no-such-flag"}, &out, &errb); exitCode(err) != 2 {
 		t.Errorf("run --no-such-flag: exit %d (%v), want 2", exitCode(err), err)
 	}
-	// A mistyped command is exit status 2 and names the closest one.
-	for typo, want := range map[string]string{"serv": "did you mean serve?", "migrat": "did you mean migrate?", "frobnicate": `unknown command "frobnicate"`} {
-		err := run(context.Background(), []string{typo}, &out, &errb)
-		if exitCode(err) != 2 || !strings.Contains(err.Error(), want) {
-			t.Errorf("%s: exit %d, err %v, want exit 2 and %q", typo, exitCode(err), err, want)
+	// A mistyped command or subcommand is exit status 2 and names the
+	// closest one.
+	for _, c := range []struct{ args, want string }{
+		{"serv", "did you mean serve?"},
+		{"migrat", "did you mean migrate?"},
+		{"frobnicate", `unknown command "frobnicate"`},
+		{"report patiant", "report: want `report patient` or `report user`; did you mean patient?"},
+		{"bench pipline", "did you mean pipeline?"},
+		{"check", "check: want `check clickhouse`"},
+	} {
+		err := run(context.Background(), strings.Fields(c.args), &out, &errb)
+		if exitCode(err) != 2 || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: exit %d, err %v, want exit 2 and %q", c.args, exitCode(err), err, c.want)
 		}
 	}
 }

@@ -132,13 +132,8 @@ flags:
 `
 
 func runVocabulary(_ context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) > 0 && isHelp(args[0]) {
-		fmt.Fprint(stdout, vocabularyUsage)
-		return flag.ErrHelp
-	}
-	if len(args) == 0 || args[0] != "suggest" {
-		fmt.Fprint(stderr, vocabularyUsage)
-		return usageError{"vocabulary: want `vocabulary suggest --events FILE --reference DIR`"}
+	if err := subcommand("vocabulary", args, vocabularyUsage, stdout, stderr, "suggest"); err != nil {
+		return err
 	}
 	var events, reference, config string
 	var all bool
