@@ -88,21 +88,22 @@ func idKey(id string) [32]byte { return sha256.Sum256([]byte(id)) }
 
 func (s *sessionStore) create(p Principal, issuer string) string {
 	id := randomID()
-	now := s.now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if len(s.m) >= s.max {
-		s.sweepLocked(now)
-	}
-	dropOldest(s.m, s.max, func(v *session) time.Time { return v.created })
+	now := makeRoomLocked(s, s.m, func(v *session) time.Time { return v.created })
 	s.m[idKey(id)] = &session{p: p, issuer: issuer, created: now, lastSeen: now}
 	return id
 }
 
-// dropOldest deletes the oldest entries of m (by created) until it holds
-// fewer than max.
-func dropOldest[V any](m map[[32]byte]V, max int, created func(V) time.Time) {
-	for len(m) >= max {
+// makeRoomLocked makes room for one more entry in m (s.m or s.logins): at
+// s.max it sweeps what has expired, then drops the oldest entries of m (by
+// created) until it holds fewer than s.max. It returns the time it used.
+func makeRoomLocked[V any](s *sessionStore, m map[[32]byte]V, created func(V) time.Time) time.Time {
+	now := s.now()
+	if len(m) >= s.max {
+		s.sweepLocked(now)
+	}
+	for len(m) >= s.max {
 		var oldest [32]byte
 		var at time.Time
 		for k, v := range m {
@@ -112,6 +113,7 @@ func dropOldest[V any](m map[[32]byte]V, max int, created func(V) time.Time) {
 		}
 		delete(m, oldest)
 	}
+	return now
 }
 
 func (s *sessionStore) sweepLocked(now time.Time) {
@@ -171,13 +173,9 @@ func (s *sessionStore) remove(id string) *Principal {
 // addLogin keeps a sign-in in progress. Beyond max the oldest is dropped
 // (a flood of unfinished sign-ins cannot lock people out for loginTTL).
 func (s *sessionStore) addLogin(state string, l *pendingLogin) {
-	now := s.now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if len(s.logins) >= s.max {
-		s.sweepLocked(now)
-	}
-	dropOldest(s.logins, s.max, func(v *pendingLogin) time.Time { return v.created })
+	now := makeRoomLocked(s, s.logins, func(v *pendingLogin) time.Time { return v.created })
 	l.created = now
 	s.logins[idKey(state)] = l
 }
