@@ -205,6 +205,24 @@ func (c *Console) conflict(r *http.Request, id string, ce *triage.ConflictError)
 	return cv
 }
 
+// optional is a form's choice as a change: nil (leave as it is) when the
+// field is empty.
+func optional[T ~string](v string) *T {
+	if v == "" {
+		return nil
+	}
+	t := T(v)
+	return &t
+}
+
+// noteChange is a form's note as a change: nil when it is blank.
+func noteChange(v string) *string {
+	if strings.TrimSpace(v) == "" {
+		return nil
+	}
+	return &v
+}
+
 // alertPost reads an alert form's POST: the alert id of the path and the
 // alert version the analyst saw, from the form field versionField(id).
 func (c *Console) alertPost(w http.ResponseWriter, r *http.Request, versionField func(id string) string) (id string, version uint64, err error) {
@@ -233,23 +251,14 @@ func (c *Console) handleAlertUpdate(w http.ResponseWriter, r *http.Request, rc *
 	pf := r.PostForm
 	form := alertForm{Status: pf.Get("status"), Assignee: pf.Get("assignee"), Disposition: pf.Get("disposition"), Note: pf.Get("note")}
 	ch := triage.Change{ExpectedVersion: ver}
-	if form.Status != "" {
-		st := triage.Status(form.Status)
-		ch.Status = &st
-	}
+	ch.Status = optional[triage.Status](form.Status)
 	form.KeepAssignee = strings.TrimSpace(form.Assignee) == strings.TrimSpace(pf.Get("assignee_was"))
 	if pf.Has("assignee") && !form.KeepAssignee {
 		a := strings.TrimSpace(form.Assignee)
 		ch.Assignee = &a
 	}
-	if form.Disposition != "" {
-		d := triage.Disposition(form.Disposition)
-		ch.Disposition = &d
-	}
-	if strings.TrimSpace(form.Note) != "" {
-		n := form.Note
-		ch.Note = &n
-	}
+	ch.Disposition = optional[triage.Disposition](form.Disposition)
+	ch.Note = noteChange(form.Note)
 	_, err = c.deps.Store.Update(r.Context(), id, ch, rc.principal.Actor())
 	var ce *triage.ConflictError
 	var ve *triage.ValidationError

@@ -250,14 +250,8 @@ func (c *Console) handleCaseUpdate(w http.ResponseWriter, r *http.Request, rc *r
 		a := form.Assignee
 		u.Assignee = &a
 	}
-	if form.Outcome != "" {
-		o := triage.CaseOutcome(form.Outcome)
-		u.Outcome = &o
-	}
-	if strings.TrimSpace(form.Note) != "" {
-		n := form.Note
-		u.Note = &n
-	}
+	u.Outcome = optional[triage.CaseOutcome](form.Outcome)
+	u.Note = noteChange(form.Note)
 	if f.Has("title") && strings.TrimSpace(form.Title) != cur.Title {
 		t := form.Title
 		u.Title = &t

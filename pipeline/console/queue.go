@@ -322,9 +322,7 @@ func (c *Console) handleBulk(w http.ResponseWriter, r *http.Request, rc *reqCtx)
 	default:
 		return &pageError{Status: http.StatusBadRequest, Title: "Bad request", Msg: "action: must be assign or close"}
 	}
-	if note := r.PostForm.Get("note"); strings.TrimSpace(note) != "" {
-		ch.Note = &note
-	}
+	ch.Note = noteChange(r.PostForm.Get("note"))
 	actor := rc.principal.Actor()
 	v := bulkView{Action: action, Return: ret}
 	for _, id := range ids {
