@@ -383,6 +383,20 @@ func (e *tokenError) descOr(def string) string {
 	return e.Desc
 }
 
+// providerConfig is p's OAuth 2.0 configuration in the sign-in client's
+// context; when p's discovery document cannot be had it logs that, answers
+// 503 and returns ok false.
+func (si *signIn) providerConfig(w http.ResponseWriter, r *http.Request, p *browserProvider) (ctx context.Context, oc *oauth2.Config, ok bool) {
+	ctx = oidc.ClientContext(r.Context(), si.client)
+	oc, err := si.oauth2Config(ctx, p)
+	if err != nil {
+		si.log.Error().Str("provider", p.name).Str("error", err.Error()).Msg("console sign-in: identity provider unavailable")
+		si.render(w, r, http.StatusServiceUnavailable, "failed")
+		return nil, nil, false
+	}
+	return ctx, oc, true
+}
+
 func (si *signIn) oauth2Config(ctx context.Context, p *browserProvider) (*oauth2.Config, error) {
 	op, _, err := p.verifier.disc.get(ctx)
 	if err != nil {
@@ -411,11 +425,8 @@ func (si *signIn) login(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	p := si.providers[i]
-	ctx := oidc.ClientContext(r.Context(), si.client)
-	oc, err := si.oauth2Config(ctx, p)
-	if err != nil {
-		si.log.Error().Str("provider", p.name).Str("error", err.Error()).Msg("console sign-in: identity provider unavailable")
-		si.render(w, r, http.StatusServiceUnavailable, "failed")
+	_, oc, ok := si.providerConfig(w, r, p)
+	if !ok {
 		return
 	}
 	state, nonce, binding := randomID(), randomID(), randomID()
@@ -456,11 +467,8 @@ func (si *signIn) callback(w http.ResponseWriter, r *http.Request) {
 		si.render(w, r, http.StatusUnauthorized, "failed")
 		return
 	}
-	ctx := oidc.ClientContext(r.Context(), si.client)
-	oc, err := si.oauth2Config(ctx, p)
-	if err != nil {
-		si.log.Error().Str("provider", p.name).Str("error", err.Error()).Msg("console sign-in: identity provider unavailable")
-		si.render(w, r, http.StatusServiceUnavailable, "failed")
+	ctx, oc, ok := si.providerConfig(w, r, p)
+	if !ok {
 		return
 	}
 	ctx, cancel := context.WithTimeout(ctx, jwksFetchTimeout)
