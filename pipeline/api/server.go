@@ -219,13 +219,7 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	if rc.clientID != "" {
 		h.Set("X-Client-Request-Id", rc.clientID)
 	}
-	h.Set("Cache-Control", "no-store")
-	h.Set("X-Content-Type-Options", "nosniff")
-	h.Set("Content-Security-Policy", "default-src 'none'; frame-ancestors 'none'")
-	h.Set("Referrer-Policy", "no-referrer")
-	if r.TLS != nil {
-		h.Set("Strict-Transport-Security", "max-age=31536000")
-	}
+	SetSecurityHeaders(w, r, "default-src 'none'; frame-ancestors 'none'")
 	sw := NewStatusWriter(w)
 	defer func() {
 		if p := recover(); p != nil {

@@ -247,15 +247,9 @@ func (si *signIn) handler() http.Handler {
 	mux.HandleFunc("GET "+CallbackPath, si.callback)
 	mux.Handle("POST "+LogoutPath, si.csrf.Handler(http.HandlerFunc(si.logout)))
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		h := w.Header()
-		h.Set("Cache-Control", "no-store")
-		h.Set("X-Content-Type-Options", "nosniff")
-		h.Set("Content-Security-Policy", "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'")
-		// The callback URL carries the code and state: never in a Referer.
-		h.Set("Referrer-Policy", "no-referrer")
-		if r.TLS != nil {
-			h.Set("Strict-Transport-Security", "max-age=31536000")
-		}
+		// The callback URL carries the code and state: never in a Referer
+		// (SetSecurityHeaders sets Referrer-Policy: no-referrer).
+		SetSecurityHeaders(w, r, PageCSP)
 		mux.ServeHTTP(w, r)
 	})
 }

@@ -30,8 +30,7 @@ var staticFS embed.FS
 
 // CSP is the Content-Security-Policy of every console response: no inline
 // script or style, nothing from other origins, no framing.
-const CSP = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; object-src 'none'; " +
-	"base-uri 'none'; frame-ancestors 'none'; form-action 'self'"
+const CSP = api.PageCSP
 
 // Auth authenticates callers and records their reads of patient-level data;
 // *api.Server implements it.
@@ -261,16 +260,10 @@ func (c *Console) outer(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		rc := &reqCtx{id: newRequestID(), route: "unmatched"}
 		start := c.now()
+		api.SetSecurityHeaders(w, r, CSP)
 		h := w.Header()
-		h.Set("Content-Security-Policy", CSP)
-		h.Set("X-Content-Type-Options", "nosniff")
 		h.Set("X-Frame-Options", "DENY")
-		h.Set("Referrer-Policy", "no-referrer")
-		h.Set("Cache-Control", "no-store")
 		h.Set("X-Request-Id", rc.id)
-		if r.TLS != nil {
-			h.Set("Strict-Transport-Security", "max-age=31536000")
-		}
 		sw := api.NewStatusWriter(w)
 		defer func() {
 			if p := recover(); p != nil {
