@@ -271,14 +271,7 @@ func (d *BulkExport) finding(u *bulkUser, ev *schemas.AccessEvent, count int) sc
 	var b strings.Builder
 	fmt.Fprintf(&b, "user %s", ev.UserID)
 	ru, _ := refOf(d.env).User(ev.UserID)
-	switch role, dept := userRole(ev, ru), userDepartment(ev, ru); {
-	case role != "" && dept != "":
-		fmt.Fprintf(&b, " (%s, %s)", role, dept)
-	case role != "":
-		fmt.Fprintf(&b, " (%s)", role)
-	case dept != "":
-		fmt.Fprintf(&b, " (%s)", dept)
-	}
+	writeRoleDept(&b, ev, ru)
 	var parts []string
 	if prints > 0 {
 		parts = append(parts, fmt.Sprintf("printed %d", prints))
@@ -291,7 +284,7 @@ func (d *BulkExport) finding(u *bulkUser, ev *schemas.AccessEvent, count int) sc
 	}
 	fmt.Fprintf(&b, " %s patient records within %s starting %s (threshold: %d within %s)",
 		strings.Join(parts, " and "), span.Round(time.Second), start.In(loc).Format("2006-01-02 15:04:05 MST"),
-		count, formatDuration(d.cfg.Window))
+		count, schemas.FormatDuration(d.cfg.Window))
 	if count != d.cfg.Count {
 		b.WriteString(", the threshold for staff whose work is disclosing records (detectors.bulk_export.disclosure_categories)")
 	}

@@ -157,7 +157,7 @@ func (d *Deceased) Detect(_ context.Context, ev *schemas.AccessEvent) ([]schemas
 	died := p.DeceasedAt.In(loc).Format("2006-01-02")
 	f.Evidence.Facts["deceased_at"] = died
 	f.Evidence.Facts["days_since_death"] = strconv.Itoa(days)
-	f.Evidence.Facts["grace_period"] = formatDuration(d.cfg.GracePeriod)
+	f.Evidence.Facts["grace_period"] = schemas.FormatDuration(d.cfg.GracePeriod)
 	f.Evidence.Facts["relationship_before_death"] = boolFact(rel != "")
 	f.Evidence.Observed = float64(days)
 	setCareFacts(&f, care)

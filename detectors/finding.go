@@ -127,19 +127,24 @@ func userDepartment(ev *schemas.AccessEvent, u *schemas.User) string {
 
 // describeAccess renders "User U1 (nurse, cardiology) viewed the record of
 // patient P1 at 2026-03-05 14:02 EST": ids, role and department only.
+// writeRoleDept writes the user's role and department, as known, in
+// parentheses after the user id: " (nurse, Cardiology)".
+func writeRoleDept(b *strings.Builder, ev *schemas.AccessEvent, u *schemas.User) {
+	switch role, dept := userRole(ev, u), userDepartment(ev, u); {
+	case role != "" && dept != "":
+		fmt.Fprintf(b, " (%s, %s)", role, dept)
+	case role != "":
+		fmt.Fprintf(b, " (%s)", role)
+	case dept != "":
+		fmt.Fprintf(b, " (%s)", dept)
+	}
+}
+
 func describeAccess(ev *schemas.AccessEvent, u *schemas.User, loc *time.Location) string {
 	var b strings.Builder
 	b.WriteString("User ")
 	b.WriteString(ev.UserID)
-	role, dept := userRole(ev, u), userDepartment(ev, u)
-	switch {
-	case role != "" && dept != "":
-		fmt.Fprintf(&b, " (%s, %s)", role, dept)
-	case role != "":
-		fmt.Fprintf(&b, " (%s)", role)
-	case dept != "":
-		fmt.Fprintf(&b, " (%s)", dept)
-	}
+	writeRoleDept(&b, ev, u)
 	b.WriteByte(' ')
 	b.WriteString(actionPhrase(ev))
 	b.WriteString(" the record of patient ")
@@ -179,18 +184,6 @@ func careSentence(c CareRelationship) string {
 	return "no care relationship explains it (would have: " + c.Reason + ")"
 }
 
-// formatDuration renders d compactly ("24h", "1h30m", "720h").
-func formatDuration(d time.Duration) string {
-	s := d.String()
-	if strings.HasSuffix(s, "m0s") {
-		s = strings.TrimSuffix(s, "0s")
-	}
-	if strings.HasSuffix(s, "h0m") {
-		s = strings.TrimSuffix(s, "0m")
-	}
-	return s
-}
-
 // humanDuration renders d for a sentence: whole days as "30 days",
 // anything else compactly ("36h", "90m").
 func humanDuration(d time.Duration) string {
@@ -201,7 +194,7 @@ func humanDuration(d time.Duration) string {
 	case d > 0 && d%day == 0:
 		return fmt.Sprintf("%d days", d/day)
 	}
-	return formatDuration(d)
+	return schemas.FormatDuration(d)
 }
 
 // foldSet is a set of strings compared case-insensitively after trimming.

@@ -156,7 +156,7 @@ func validEncounter(e *schemas.Encounter) bool {
 type ReferenceBuilder struct {
 	x       *ReferenceIndex
 	mac     hash.Hash
-	strs    map[string]string // interned short strings (departments, ids of care-team members)
+	strs    interner // interned short strings (departments, ids of care-team members)
 	pending map[string][]pendingEncounter
 	stats   ReferenceStats
 }
@@ -185,22 +185,28 @@ func NewReferenceBuilder(vocabulary []schemas.VocabularyEntry, opts ReferenceOpt
 		encDepts:  map[string]int{},
 		slackB:    int64(opts.CareSlackBefore),
 		slackA:    int64(opts.CareSlackAfter),
-		slackText: formatDuration(opts.CareSlackBefore) + " before its start to " + formatDuration(opts.CareSlackAfter) + " after its end",
+		slackText: schemas.FormatDuration(opts.CareSlackBefore) + " before its start to " + schemas.FormatDuration(opts.CareSlackAfter) + " after its end",
 		opts:      opts,
 	}
-	return &ReferenceBuilder{x: x, mac: hmac.New(sha256.New, opts.HashKey), strs: map[string]string{},
+	return &ReferenceBuilder{x: x, mac: hmac.New(sha256.New, opts.HashKey), strs: interner{},
 		pending: map[string][]pendingEncounter{}}, nil
 }
 
-func (b *ReferenceBuilder) intern(s string) string {
+func (b *ReferenceBuilder) intern(s string) string { return b.strs.intern(s) }
+
+// interner keeps one copy of each short string the index holds many times
+// (departments, ids of care-team members).
+type interner map[string]string
+
+func (in interner) intern(s string) string {
 	if s == "" {
 		return ""
 	}
-	if v, ok := b.strs[s]; ok {
+	if v, ok := in[s]; ok {
 		return v
 	}
 	s = strings.Clone(s)
-	b.strs[s] = s
+	in[s] = s
 	return s
 }
 

@@ -25,7 +25,7 @@ type ReferenceUpdate struct {
 	x        *ReferenceIndex
 	vocab    *Vocabulary
 	mac      hash.Hash
-	strs     map[string]string
+	strs     interner
 	users    map[string]*schemas.User // nil: deleted
 	userTok  map[string]DemographicTokens
 	patients map[string]*patientRec // nil: deleted
@@ -42,23 +42,13 @@ func (x *ReferenceIndex) Update(vocabulary []schemas.VocabularyEntry) (*Referenc
 		return nil, err
 	}
 	return &ReferenceUpdate{
-		x: x, vocab: vocab, mac: hmac.New(sha256.New, x.opts.HashKey), strs: map[string]string{},
+		x: x, vocab: vocab, mac: hmac.New(sha256.New, x.opts.HashKey), strs: interner{},
 		users: map[string]*schemas.User{}, userTok: map[string]DemographicTokens{},
 		patients: map[string]*patientRec{}, care: map[string][]pendingEncounter{},
 	}, nil
 }
 
-func (u *ReferenceUpdate) intern(s string) string {
-	if s == "" {
-		return ""
-	}
-	if v, ok := u.strs[s]; ok {
-		return v
-	}
-	s = strings.Clone(s)
-	u.strs[s] = s
-	return s
-}
+func (u *ReferenceUpdate) intern(s string) string { return u.strs.intern(s) }
 
 // SetUser adds or replaces a user.
 func (u *ReferenceUpdate) SetUser(v *schemas.User) {

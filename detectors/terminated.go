@@ -85,9 +85,9 @@ func (d *Terminated) Detect(_ context.Context, ev *schemas.AccessEvent) ([]schem
 			}
 			after := ev.EventTime.Sub(*u.TerminatedAt)
 			facts["terminated_at"] = u.TerminatedAt.UTC().Format(time.RFC3339)
-			facts["time_since_termination"] = formatDuration(after.Truncate(time.Minute))
+			facts["time_since_termination"] = schemas.FormatDuration(after.Truncate(time.Minute))
 			why = "the account's holder was terminated at " + u.TerminatedAt.In(loc).Format("2006-01-02 15:04 MST") +
-				", " + formatDuration(after.Truncate(time.Minute)) + " before this access"
+				", " + schemas.FormatDuration(after.Truncate(time.Minute)) + " before this access"
 		} else {
 			facts["terminated_at"] = "unknown"
 			why = "the account's holder is recorded as terminated (termination time unknown)"

@@ -148,6 +148,23 @@ func clusterStatements(m Migration, stmts []string, p MigrationParams) ([]string
 	return out, nil
 }
 
+// samePlacement returns the placement of tables a and b, or an error when
+// they differ; statement ("RENAME %s TO %s") names the two in it.
+func (r *clusterRenderer) samePlacement(a, b, statement string) (Placement, error) {
+	pa, err := r.placement(a)
+	if err != nil {
+		return Placement{}, err
+	}
+	pb, err := r.placement(b)
+	if err != nil {
+		return Placement{}, err
+	}
+	if pa != pb {
+		return Placement{}, fmt.Errorf(statement+": different placements", a, b)
+	}
+	return pa, nil
+}
+
 func (r *clusterRenderer) placement(table string) (Placement, error) {
 	p, ok := clusterPlacements[table]
 	if !ok {
@@ -176,16 +193,8 @@ func (r *clusterRenderer) statement(s string) ([]string, error) {
 		// the Distributed tables it reads every shard and writes each row
 		// to its shard again.
 		g := reInsert.FindStringSubmatch(s)
-		pa, err := r.placement(g[1])
-		if err != nil {
+		if _, err := r.samePlacement(g[1], g[2], "INSERT INTO %s SELECT FROM %s"); err != nil {
 			return nil, err
-		}
-		pb, err := r.placement(g[2])
-		if err != nil {
-			return nil, err
-		}
-		if pa != pb {
-			return nil, fmt.Errorf("INSERT INTO %s SELECT FROM %s: different placements", g[1], g[2])
 		}
 		return []string{s}, nil
 	}
@@ -375,16 +384,9 @@ func (r *clusterRenderer) rename(s string) ([]string, error) {
 		if m == nil {
 			return nil, fmt.Errorf("RENAME: cannot read %q", strings.TrimSpace(item))
 		}
-		pf, err := r.placement(m[1])
+		pf, err := r.samePlacement(m[1], m[2], "RENAME %s TO %s")
 		if err != nil {
 			return nil, err
-		}
-		pt, err := r.placement(m[2])
-		if err != nil {
-			return nil, err
-		}
-		if pf != pt {
-			return nil, fmt.Errorf("RENAME %s TO %s: different placements", m[1], m[2])
 		}
 		s := 0
 		if pf.Sharded() {
@@ -443,13 +445,7 @@ func matchParen(s string, open int) (int, error) {
 			}
 			i = j
 		case '-':
-			if i+1 < len(s) && s[i+1] == '-' {
-				if j := strings.IndexByte(s[i:], '\n'); j >= 0 {
-					i += j
-				} else {
-					i = len(s)
-				}
-			}
+			i = skipLineComment(s, i)
 		}
 	}
 	return -1, fmt.Errorf("unbalanced parentheses")
@@ -485,13 +481,7 @@ func splitTopLevel(s string) []string {
 				i = j
 			}
 		case '-':
-			if i+1 < len(s) && s[i+1] == '-' {
-				if j := strings.IndexByte(s[i:], '\n'); j >= 0 {
-					i += j
-				} else {
-					i = len(s)
-				}
-			}
+			i = skipLineComment(s, i)
 		case ',':
 			if depth == 0 {
 				out = append(out, s[start:i])
@@ -544,4 +534,16 @@ func CheckReplicaPath(path string) error {
 		return fmt.Errorf("replica_path: must not contain quotes, backslashes or newlines")
 	}
 	return nil
+}
+
+// skipLineComment returns, when a "--" comment starts at s[i], the index
+// of the newline that ends it (len(s) at the end of s), else i.
+func skipLineComment(s string, i int) int {
+	if i+1 >= len(s) || s[i+1] != '-' {
+		return i
+	}
+	if j := strings.IndexByte(s[i:], '\n'); j >= 0 {
+		return i + j
+	}
+	return len(s)
 }

@@ -101,3 +101,16 @@ func FindingID(detector string, key []string, windowStart, windowEnd time.Time) 
 	h.Write([]byte(windowEnd.UTC().Format(time.RFC3339Nano)))
 	return hex.EncodeToString(h.Sum(nil)[:16])
 }
+
+// FormatDuration renders d compactly for finding and alert explanations
+// ("24h", "1h30m", "45m", "720h").
+func FormatDuration(d time.Duration) string {
+	s := d.String()
+	if strings.HasSuffix(s, "m0s") {
+		s = strings.TrimSuffix(s, "0s")
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = strings.TrimSuffix(s, "0m")
+	}
+	return s
+}

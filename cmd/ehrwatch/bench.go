@@ -28,13 +28,8 @@ import (
 // runBench is `ehrwatch bench <what>`: pipeline (below), latency
 // (bench_latency.go), detectors and memory (bench_detectors.go).
 func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) > 0 && isHelp(args[0]) {
-		fmt.Fprint(stdout, benchUsage)
-		return flag.ErrHelp
-	}
-	if len(args) == 0 || !isBenchCommand(args[0]) {
-		fmt.Fprint(stderr, benchUsage)
-		return usageError{"bench: want `bench pipeline`, `bench latency`, `bench detectors` or `bench memory`"}
+	if err := subcommand("bench", args, benchUsage, stdout, stderr, benchCommands...); err != nil {
+		return err
 	}
 	switch args[0] {
 	case "latency":
@@ -423,11 +418,7 @@ func (b *bench) database(ctx context.Context, c store.Config, keep bool) (clickh
 	if err := store.CreateDatabase(ctx, c); err != nil {
 		return nil, err
 	}
-	opts, err := c.Options()
-	if err != nil {
-		return nil, err
-	}
-	conn, err := clickhouse.Open(opts)
+	conn, err := store.Open(c)
 	if err != nil {
 		return nil, err
 	}

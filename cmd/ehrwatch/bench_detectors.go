@@ -7,7 +7,6 @@ import (
 	"io"
 	"runtime"
 	"runtime/debug"
-	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -300,5 +299,3 @@ func runBenchMemory(ctx context.Context, args []string, stdout, stderr io.Writer
 
 // benchCommands lists the bench subcommands.
 var benchCommands = []string{"detectors", "latency", "memory", "pipeline"}
-
-func isBenchCommand(s string) bool { return slices.Contains(benchCommands, s) }

@@ -52,13 +52,8 @@ var checkMutateRetry func(*store.Batch)
 
 // runCheck is `ehrwatch check clickhouse`.
 func runCheck(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) > 0 && isHelp(args[0]) {
-		fmt.Fprint(stdout, checkUsage)
-		return flag.ErrHelp
-	}
-	if len(args) == 0 || args[0] != "clickhouse" {
-		fmt.Fprint(stderr, checkUsage)
-		return usageError{"check: want `check clickhouse`"}
+	if err := subcommand("check", args, checkUsage, stdout, stderr, "clickhouse"); err != nil {
+		return err
 	}
 	fs := flag.NewFlagSet("check clickhouse", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -201,11 +196,7 @@ func (c *checker) run(ctx context.Context, cfg store.Config, keep bool) {
 		}
 	}()
 	open := func(sc store.Config) (driver.Conn, error) {
-		opts, err := sc.Options()
-		if err != nil {
-			return nil, err
-		}
-		cn, err := clickhouse.Open(opts)
+		cn, err := store.Open(sc)
 		if err != nil {
 			return nil, err
 		}

@@ -35,6 +35,35 @@ func flagError(err error) error {
 	return usageError{err.Error()}
 }
 
+// subcommand checks that args start with one of subs. A help request
+// prints usage on stdout and returns flag.ErrHelp (exit status 0); a
+// missing or unknown subcommand prints usage on stderr and returns a usage
+// error (exit status 2) that lists subs and names the closest.
+func subcommand(cmd string, args []string, usage string, stdout, stderr io.Writer, subs ...string) error {
+	if len(args) > 0 && isHelp(args[0]) {
+		fmt.Fprint(stdout, usage)
+		return flag.ErrHelp
+	}
+	if len(args) > 0 && slices.Contains(subs, args[0]) {
+		return nil
+	}
+	fmt.Fprint(stderr, usage)
+	want := make([]string, len(subs))
+	for i, s := range subs {
+		want[i] = "`" + cmd + " " + s + "`"
+	}
+	msg := cmd + ": want " + want[0]
+	if n := len(want); n > 1 {
+		msg = cmd + ": want " + strings.Join(want[:n-1], ", ") + " or " + want[n-1]
+	}
+	if len(args) > 0 {
+		if c := closest(args[0], subs, 2); c != "" {
+			msg += fmt.Sprintf("; did you mean %s?", c)
+		}
+	}
+	return usageError{msg}
+}
+
 // commands is the command tree, for completion scripts: each command with
 // its subcommands.
 var commands = []struct {
@@ -45,6 +74,8 @@ var commands = []struct {
 	{"demo", nil},
 	{"gen", nil},
 	{"replay", nil},
+	{"vocabulary", []string{"suggest"}},
+	{"convert", nil},
 	{"migrate", nil},
 	{"check", []string{"clickhouse"}},
 	{"serve", []string{"hash-token"}},

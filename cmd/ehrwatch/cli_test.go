@@ -50,6 +50,21 @@ func TestHelpOnEveryCommand(t *testing.T) {
 	if err := run(context.Background(), []string{"run", "--no-such-flag"}, &out, &errb); exitCode(err) != 2 {
 		t.Errorf("run --no-such-flag: exit %d (%v), want 2", exitCode(err), err)
 	}
+	// A mistyped command or subcommand is exit status 2 and names the
+	// closest one.
+	for _, c := range []struct{ args, want string }{
+		{"serv", "did you mean serve?"},
+		{"migrat", "did you mean migrate?"},
+		{"frobnicate", `unknown command "frobnicate"`},
+		{"report patiant", "report: want `report patient` or `report user`; did you mean patient?"},
+		{"bench pipline", "did you mean pipeline?"},
+		{"check", "check: want `check clickhouse`"},
+	} {
+		err := run(context.Background(), strings.Fields(c.args), &out, &errb)
+		if exitCode(err) != 2 || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: exit %d, err %v, want exit 2 and %q", c.args, exitCode(err), err, c.want)
+		}
+	}
 }
 
 func TestCompletionScripts(t *testing.T) {
@@ -131,6 +146,9 @@ func TestBadConfigsNameTheKey(t *testing.T) {
 		_, err := LoadConfig(filepath.Join(dir, "nope.yaml"), nil)
 		if err == nil || !strings.Contains(err.Error(), "nope.yaml") {
 			t.Fatalf("err = %v, want it to name the file", err)
+		}
+		if !strings.Contains(err.Error(), "hint: check the path, or start from the defaults: ehrwatch config defaults >") {
+			t.Errorf("err = %v, want it to say what to do next", err)
 		}
 	})
 	t.Run("config validate via the CLI", func(t *testing.T) {

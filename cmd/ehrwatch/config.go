@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"maps"
 	"net"
 	"os"
@@ -340,6 +341,9 @@ func loadConfig(path string, environ []string) (Config, error) {
 	var typeErr error
 	if path != "" {
 		raw, err := os.ReadFile(path)
+		if errors.Is(err, fs.ErrNotExist) {
+			return cfg, fmt.Errorf("read config: %w\nhint: check the path, or start from the defaults: ehrwatch config defaults > %s", err, path)
+		}
 		if err != nil {
 			return cfg, fmt.Errorf("read config: %w", err)
 		}
@@ -404,13 +408,7 @@ func applyEnv(cfg *Config, environ []string) error {
 // closestName returns the name in known closest to name (edit distance at
 // most 3), or "".
 func closestName(name string, known map[string]bool) string {
-	best, bestD := "", 4
-	for _, k := range sortedBoolKeys(known) {
-		if d := editDistance(name, k); d < bestD {
-			best, bestD = k, d
-		}
-	}
-	return best
+	return closest(name, sortedBoolKeys(known), 3)
 }
 
 func sortedBoolKeys(m map[string]bool) []string {

@@ -7,7 +7,6 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"time"
 
 	"go.yaml.in/yaml/v3"
 )
@@ -173,19 +172,12 @@ func suggestKey(key string) string {
 			return ""
 		}
 	}
-	last, best, bestD := parts[len(parts)-1], "", 3
-	for _, name := range yamlFieldNames(t) {
-		if d := editDistance(last, name); d < bestD {
-			best, bestD = name, d
-		}
-	}
+	best := closest(parts[len(parts)-1], yamlFieldNames(t), 2)
 	if best == "" {
 		return ""
 	}
 	return strings.Join(append(parts[:len(parts)-1:len(parts)-1], best), ".")
 }
-
-var durationReflect = reflect.TypeOf(time.Duration(0))
 
 func yamlField(t reflect.Type, name string) (reflect.Type, bool) {
 	for i := 0; i < t.NumField(); i++ {
@@ -204,7 +196,7 @@ func yamlField(t reflect.Type, name string) (reflect.Type, bool) {
 }
 
 func yamlFieldNames(t reflect.Type) []string {
-	if t == durationReflect || t.Kind() != reflect.Struct {
+	if t == durationType || t.Kind() != reflect.Struct {
 		return nil
 	}
 	var out []string
@@ -219,6 +211,19 @@ func yamlFieldNames(t reflect.Type) []string {
 		}
 	}
 	return out
+}
+
+// closest returns the candidate nearest to name, at an edit distance of
+// at most maxDist (the first of equals), or "": the "did you mean" of
+// unknown keys, variables and commands.
+func closest(name string, candidates []string, maxDist int) string {
+	best, bestD := "", maxDist+1
+	for _, c := range candidates {
+		if d := editDistance(name, c); d < bestD {
+			best, bestD = c, d
+		}
+	}
+	return best
 }
 
 // editDistance is the Levenshtein distance of a and b.

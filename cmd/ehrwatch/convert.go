@@ -110,18 +110,15 @@ func runConvert(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	var o convertOptions
 	fs := flag.NewFlagSet("convert", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprint(stderr, convertUsage)
-		fs.PrintDefaults()
-	}
+	commandUsage(fs, convertUsage)
 	fs.StringVar(&o.in, "in", "", "export to convert; - for standard input")
 	fs.StringVar(&o.mapping, "mapping", "", "CSV/TSV mapping `FILE` (YAML); without it --in is NDJSON (canonical or FHIR)")
 	fs.StringVar(&o.out, "out", "", "canonical NDJSON output; default standard output")
 	fs.StringVar(&o.config, "config", "", "ehrwatch configuration file: its fhir section maps FHIR input")
 	fs.BoolVar(&o.strict, "strict", false, "exit non-zero when any line cannot be decoded")
 	fs.IntVar(&o.maxErrors, "max-errors", 20, "bad lines reported one by one before only counting")
-	if err := fs.Parse(args); err != nil {
-		return flagError(err)
+	if err := parseFlags(fs, args, stdout); err != nil {
+		return err
 	}
 	if fs.NArg() > 0 {
 		return usageError{fmt.Sprintf("convert: unexpected argument %q", fs.Arg(0))}

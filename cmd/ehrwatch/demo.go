@@ -585,17 +585,7 @@ func produceDemo(ctx context.Context, h *synth.Hospital, brokers []string, rate 
 		}
 		n := produced.Add(int64(len(msgs)))
 		msgs = msgs[:0]
-		if rate > 0 {
-			due := start.Add(time.Duration(float64(n) / rate * float64(time.Second)))
-			if wait := time.Until(due); wait > 0 {
-				select {
-				case <-ctx.Done():
-					return ctx.Err()
-				case <-time.After(wait):
-				}
-			}
-		}
-		return nil
+		return pace(ctx, start, int(n), rate)
 	}
 	size := chunk
 	if rate > 0 {
@@ -646,11 +636,7 @@ func demoClickHouse(ctx context.Context, o demoOptions) (clickhouse.Conn, error)
 	if err := store.CreateDatabase(ctx, c); err != nil {
 		return nil, fmt.Errorf("demo: clickhouse: %s", ingest.Redact(err))
 	}
-	opts, err := c.Options()
-	if err != nil {
-		return nil, err
-	}
-	conn, err := clickhouse.Open(opts)
+	conn, err := store.Open(c)
 	if err != nil {
 		return nil, fmt.Errorf("demo: clickhouse: %w", err)
 	}

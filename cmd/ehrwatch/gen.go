@@ -328,14 +328,21 @@ func (p *kafkaProducer) flush(ctx context.Context) error {
 	}
 	p.written += len(p.batch)
 	p.batch = p.batch[:0]
-	if p.rate > 0 {
-		due := p.began.Add(time.Duration(float64(p.written) / p.rate * float64(time.Second)))
-		if wait := time.Until(due); wait > 0 {
-			select {
-			case <-ctx.Done():
-				return ctx.Err()
-			case <-time.After(wait):
-			}
+	return pace(ctx, p.began, p.written, p.rate)
+}
+
+// pace waits until n messages sent since start keep to rate per second
+// (rate <= 0: no limit), or until ctx ends.
+func pace(ctx context.Context, start time.Time, n int, rate float64) error {
+	if rate <= 0 {
+		return nil
+	}
+	due := start.Add(time.Duration(float64(n) / rate * float64(time.Second)))
+	if wait := time.Until(due); wait > 0 {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(wait):
 		}
 	}
 	return nil

@@ -165,6 +165,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return nil
 	}
 	fmt.Fprint(stderr, usage)
+	var names []string
+	for _, c := range commands {
+		names = append(names, c.name)
+	}
+	if s := closest(args[0], names, 2); s != "" {
+		return usageError{fmt.Sprintf("unknown command %q; did you mean %s?", args[0], s)}
+	}
 	return usageError{fmt.Sprintf("unknown command %q", args[0])}
 }
 

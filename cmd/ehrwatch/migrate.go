@@ -49,11 +49,7 @@ func runMigrate(ctx context.Context, args []string, stdout, stderr io.Writer) er
 			return err
 		}
 	}
-	opts, err := cfg.ClickHouse.Options()
-	if err != nil {
-		return err
-	}
-	conn, err := clickhouse.Open(opts)
+	conn, err := store.Open(cfg.ClickHouse)
 	if err != nil {
 		return fmt.Errorf("connect to clickhouse: %w", err)
 	}

@@ -30,13 +30,8 @@ flags:
 `
 
 func runReport(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) > 0 && isHelp(args[0]) {
-		fmt.Fprint(stdout, reportUsage)
-		return flag.ErrHelp
-	}
-	if len(args) == 0 || (args[0] != "patient" && args[0] != "user") {
-		fmt.Fprint(stderr, reportUsage)
-		return usageError{"report: want `report patient` or `report user`"}
+	if err := subcommand("report", args, reportUsage, stdout, stderr, "patient", "user"); err != nil {
+		return err
 	}
 	kind, subjectField := triage.PatientAccess, "--id (patient)"
 	if args[0] == "user" {

@@ -12,22 +12,18 @@ import (
 	"os"
 	"strings"
 
-	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/rs/zerolog"
 
 	"github.com/ehrwatch/ehrwatch/detectors"
 	"github.com/ehrwatch/ehrwatch/pipeline/api"
 	webconsole "github.com/ehrwatch/ehrwatch/pipeline/console"
+	"github.com/ehrwatch/ehrwatch/pipeline/store"
 	"github.com/ehrwatch/ehrwatch/pipeline/triage"
 )
 
 // openTriageStore connects to ClickHouse and checks the schema.
 func openTriageStore(ctx context.Context, cfg Config) (*triage.Store, func(), error) {
-	opts, err := cfg.ClickHouse.Options()
-	if err != nil {
-		return nil, nil, err
-	}
-	conn, err := clickhouse.Open(opts)
+	conn, err := store.Open(cfg.ClickHouse)
 	if err != nil {
 		return nil, nil, fmt.Errorf("connect to clickhouse: %w", err)
 	}

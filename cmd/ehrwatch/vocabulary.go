@@ -132,24 +132,20 @@ flags:
 `
 
 func runVocabulary(_ context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) == 0 || args[0] != "suggest" {
-		fmt.Fprint(stderr, vocabularyUsage)
-		return usageError{"vocabulary: want `vocabulary suggest --events FILE --reference DIR`"}
+	if err := subcommand("vocabulary", args, vocabularyUsage, stdout, stderr, "suggest"); err != nil {
+		return err
 	}
 	var events, reference, config string
 	var all bool
 	fs := flag.NewFlagSet("vocabulary suggest", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprint(stderr, vocabularyUsage)
-		fs.PrintDefaults()
-	}
+	commandUsage(fs, vocabularyUsage)
 	fs.StringVar(&events, "events", "", "events file (NDJSON, canonical or FHIR AuditEvent); - for standard input")
 	fs.StringVar(&reference, "reference", "", "directory with users.ndjson, patients.ndjson, encounters.ndjson and optionally vocabulary.ndjson")
 	fs.StringVar(&config, "config", "", "ehrwatch configuration file (its reference.vocabulary is applied)")
 	fs.BoolVar(&all, "all", false, "propose for every name seen, mapped ones too (their current mapping in the note)")
-	if err := fs.Parse(args[1:]); err != nil {
-		return flagError(err)
+	if err := parseFlags(fs, args[1:], stdout); err != nil {
+		return err
 	}
 	if events == "" || reference == "" || fs.NArg() > 0 {
 		fs.Usage()

@@ -716,21 +716,9 @@ func riskSentence(user string, total float64, c *UserRiskConfig, at time.Time, n
 		parts[i] = p.detector + " " + strconv.FormatFloat(math.Round(p.value), 'f', 0, 64)
 	}
 	return "User " + user + "'s accumulated risk reached " + strconv.FormatFloat(math.Round(total), 'f', 0, 64) +
-		" (threshold " + strconv.FormatFloat(c.Threshold, 'f', -1, 64) + ") in the " + formatDuration(c.Window) +
+		" (threshold " + strconv.FormatFloat(c.Threshold, 'f', -1, 64) + ") in the " + schemas.FormatDuration(c.Window) +
 		" to " + at.Format("2006-01-02 15:04") + " UTC from " + plural(n, "finding") + " by " +
 		plural(len(per), "detector") + " (" + strings.Join(parts, ", ") + ")"
-}
-
-// formatDuration renders "24h", "1h30m", "45m".
-func formatDuration(d time.Duration) string {
-	s := d.String()
-	if strings.HasSuffix(s, "m0s") {
-		s = strings.TrimSuffix(s, "0s")
-	}
-	if strings.HasSuffix(s, "h0m") {
-		s = strings.TrimSuffix(s, "0m")
-	}
-	return s
 }
 
 // --- patient surge ---------------------------------------------------------
@@ -916,7 +904,7 @@ func (g *group) surgeSentence(e *engine, withPatient bool) string {
 		list += " and " + strconv.Itoa(len(users)-show) + " more"
 	}
 	return subject + " was opened by " + countPhrase(len(g.users), g.moreUsers, "unrelated user") +
-		" (" + list + ") within " + formatDuration(e.cfg.PatientSurge.Window) + " " + formatSpan(g.firstSeen, g.lastSeen) +
+		" (" + list + ") within " + schemas.FormatDuration(e.cfg.PatientSurge.Window) + " " + formatSpan(g.firstSeen, g.lastSeen) +
 		", with " + plural(int(g.count), "finding") + " from " + strings.Join(g.detectorList(), ", ") +
 		" and no care relationship explaining any of them"
 }
@@ -935,26 +923,11 @@ func (e *engine) addGroup(g *group) {
 		return
 	}
 	// Evict a tenth of the cap at once so eviction cost is amortized.
-	type cand struct {
-		ms int64
-		id string
-	}
-	cands := make([]cand, 0, len(e.groups))
-	for id, x := range e.groups {
-		if x == g {
-			continue
-		}
-		cands = append(cands, cand{x.lastSeen.UnixMilli(), id})
-	}
-	sort.Slice(cands, func(i, j int) bool {
-		if cands[i].ms != cands[j].ms {
-			return cands[i].ms < cands[j].ms
-		}
-		return cands[i].id < cands[j].id
-	})
+	ids := oldestFirst(e.groups, func(_ string, x *group) bool { return x == g },
+		func(x *group) int64 { return x.lastSeen.UnixMilli() })
 	n := len(e.groups) - e.cfg.Limits.MaxGroups + max(1, e.cfg.Limits.MaxGroups/10)
-	for _, c := range cands[:min(n, len(cands))] {
-		delete(e.groups, c.id)
+	for _, id := range ids[:min(n, len(ids))] {
+		delete(e.groups, id)
 		e.evictions["group"]++
 	}
 }
@@ -965,27 +938,15 @@ func (e *engine) evictRiskUsers() {
 	if over <= 0 {
 		return
 	}
-	type cand struct {
-		ms   int64
-		user string
-	}
-	cands := make([]cand, 0, len(e.risk))
-	for u, r := range e.risk {
-		var ms int64 = math.MaxInt64 // just created, no entries yet
-		if len(r.entries) > 0 {
-			ms = r.entries[len(r.entries)-1].ms
+	users := oldestFirst(e.risk, nil, func(r *userRisk) int64 {
+		if len(r.entries) == 0 {
+			return math.MaxInt64 // just created, no entries yet
 		}
-		cands = append(cands, cand{ms, u})
-	}
-	sort.Slice(cands, func(i, j int) bool {
-		if cands[i].ms != cands[j].ms {
-			return cands[i].ms < cands[j].ms
-		}
-		return cands[i].user < cands[j].user
+		return r.entries[len(r.entries)-1].ms
 	})
 	n := over + max(1, e.cfg.Limits.MaxRiskUsers/10)
-	for _, c := range cands[:min(n, len(cands)-1)] {
-		delete(e.risk, c.user)
+	for _, u := range users[:min(n, len(users)-1)] {
+		delete(e.risk, u)
 		e.evictions["risk_user"]++
 	}
 }
@@ -996,28 +957,41 @@ func (e *engine) evictSurgePatients(keep string) {
 	if over <= 0 {
 		return
 	}
-	type cand struct {
-		ms int64
-		p  string
+	patients := oldestFirst(e.surge, func(id string, _ *patientSurge) bool { return id == keep },
+		func(p *patientSurge) int64 { return p.latest })
+	n := over + max(1, e.cfg.Limits.MaxSurgePatients/10)
+	for _, p := range patients[:min(n, len(patients))] {
+		delete(e.surge, p)
+		e.evictions["surge_patient"]++
 	}
-	cands := make([]cand, 0, len(e.surge))
-	for id, p := range e.surge {
-		if id == keep {
+}
+
+// oldestFirst returns the keys of m, but those skip (when set) names,
+// least recently active first (by the milliseconds at returns, then by
+// key): the eviction order of the bounded state.
+func oldestFirst[V any](m map[string]V, skip func(string, V) bool, at func(V) int64) []string {
+	type cand struct {
+		ms  int64
+		key string
+	}
+	cands := make([]cand, 0, len(m))
+	for k, v := range m {
+		if skip != nil && skip(k, v) {
 			continue
 		}
-		cands = append(cands, cand{p.latest, id})
+		cands = append(cands, cand{at(v), k})
 	}
 	sort.Slice(cands, func(i, j int) bool {
 		if cands[i].ms != cands[j].ms {
 			return cands[i].ms < cands[j].ms
 		}
-		return cands[i].p < cands[j].p
+		return cands[i].key < cands[j].key
 	})
-	n := over + max(1, e.cfg.Limits.MaxSurgePatients/10)
-	for _, c := range cands[:min(n, len(cands))] {
-		delete(e.surge, c.p)
-		e.evictions["surge_patient"]++
+	keys := make([]string, len(cands))
+	for i, c := range cands {
+		keys[i] = c.key
 	}
+	return keys
 }
 
 // sweepEvery is how far the watermark must advance between sweeps.

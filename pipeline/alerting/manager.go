@@ -180,16 +180,7 @@ func (m *Manager) Observe(ctx context.Context, findings []schemas.Finding) ([]Al
 	}
 	clear(m.pending)
 	m.m.persistPend.Set(0)
-	stampEventTimes(batch, findings)
-	for _, a := range batch {
-		m.m.alerts.WithLabelValues(a.Rule, string(a.Change)).Inc()
-		if !a.Notify {
-			continue
-		}
-		for _, o := range m.outputs {
-			o.enqueue(a)
-		}
-	}
+	m.dispatch(batch, findings)
 	return batch, nil
 }
 
@@ -362,6 +353,14 @@ func (m *Manager) observePersistent(ctx context.Context, findings []schemas.Find
 	if err := m.state.WriteState(ctx, recs, batch, m.eng.members); err != nil {
 		return fail("write", err)
 	}
+	m.dispatch(batch, findings)
+	return batch, nil
+}
+
+// dispatch hands a stored batch of alerts to the outputs: it stamps the
+// alerts' event times from the findings, counts them by rule and change,
+// and enqueues those to notify on every output.
+func (m *Manager) dispatch(batch []Alert, findings []schemas.Finding) {
 	stampEventTimes(batch, findings)
 	for _, a := range batch {
 		m.m.alerts.WithLabelValues(a.Rule, string(a.Change)).Inc()
@@ -372,5 +371,4 @@ func (m *Manager) observePersistent(ctx context.Context, findings []schemas.Find
 			o.enqueue(a)
 		}
 	}
-	return batch, nil
 }

@@ -14,18 +14,24 @@ import (
 // caseRoutes are the investigation endpoints (privacy officer, admin).
 func (s *Server) caseRoutes() []route {
 	return []route{
-		{Method: "GET", Path: "/cases", Perm: PermCases, handle: s.handleListCases},
-		{Method: "POST", Path: "/cases", Perm: PermCases, handle: s.handleCreateCase},
-		{Method: "GET", Path: "/cases/{id}", Perm: PermCases, Audited: true, handle: s.handleGetCase},
-		{Method: "PATCH", Path: "/cases/{id}", Perm: PermCases, handle: s.handlePatchCase},
-		{Method: "POST", Path: "/cases/{id}/alerts", Perm: PermCases, handle: s.handleAddCaseAlerts},
-		{Method: "DELETE", Path: "/cases/{id}/alerts/{alert_id}", Perm: PermCases, handle: s.handleRemoveCaseAlert},
-		{Method: "GET", Path: "/cases/{id}/history", Perm: PermCases, handle: s.handleCaseHistory},
-		{Method: "GET", Path: "/allowlist", Perm: PermAllowlistWrite, Audited: true, handle: s.handleListAllowlist},
-		{Method: "POST", Path: "/allowlist", Perm: PermAllowlistWrite, Audited: true, handle: s.handleAddAllowlist},
-		{Method: "POST", Path: "/allowlist/{id}/expire", Perm: PermAllowlistWrite, Audited: true, handle: s.handleExpireAllowlist},
-		{Method: "POST", Path: "/allowlist/{id}/remove", Perm: PermAllowlistWrite, Audited: true, handle: s.handleRemoveAllowlist},
-		{Method: "GET", Path: "/allowlist/history", Perm: PermAllowlistWrite, Audited: true, handle: s.handleAllowlistHistory},
+		{Method: "GET", Path: "/cases", Perm: PermCases, Cases: true, handle: s.handleListCases,
+			Query: []string{"status", "assignee", "alert_id", "limit", "cursor"}},
+		{Method: "POST", Path: "/cases", Perm: PermCases, Cases: true, handle: s.handleCreateCase},
+		{Method: "GET", Path: "/cases/{id}", Perm: PermCases, Cases: true, Audited: true, AuditID: "case_id", handle: s.handleGetCase},
+		{Method: "PATCH", Path: "/cases/{id}", Perm: PermCases, Cases: true, handle: s.handlePatchCase},
+		{Method: "POST", Path: "/cases/{id}/alerts", Perm: PermCases, Cases: true, handle: s.handleAddCaseAlerts},
+		{Method: "DELETE", Path: "/cases/{id}/alerts/{alert_id}", Perm: PermCases, Cases: true, handle: s.handleRemoveCaseAlert,
+			Query: []string{"expected_version"}},
+		{Method: "GET", Path: "/cases/{id}/history", Perm: PermCases, Cases: true, handle: s.handleCaseHistory},
+		{Method: "GET", Path: "/allowlist", Perm: PermAllowlistWrite, Cases: true, Audited: true, handle: s.handleListAllowlist,
+			Query: []string{"include_removed", "limit"}},
+		{Method: "POST", Path: "/allowlist", Perm: PermAllowlistWrite, Cases: true, Audited: true, handle: s.handleAddAllowlist},
+		{Method: "POST", Path: "/allowlist/{id}/expire", Perm: PermAllowlistWrite, Cases: true, Audited: true, AuditID: "entry_id",
+			handle: s.handleExpireAllowlist},
+		{Method: "POST", Path: "/allowlist/{id}/remove", Perm: PermAllowlistWrite, Cases: true, Audited: true, AuditID: "entry_id",
+			handle: s.handleRemoveAllowlist},
+		{Method: "GET", Path: "/allowlist/history", Perm: PermAllowlistWrite, Cases: true, Audited: true, handle: s.handleAllowlistHistory,
+			Query: []string{"entry_id", "limit"}},
 	}
 }
 
@@ -36,14 +42,8 @@ func (p *Principal) Actor() triage.Actor {
 }
 
 func (s *Server) handleListCases(w http.ResponseWriter, r *http.Request, rc *reqCtx) error {
-	cs, err := s.caseStore()
-	if err != nil {
-		return err
-	}
-	q, err := parseQuery(r, rc, "status", "assignee", "alert_id", "limit", "cursor")
-	if err != nil {
-		return err
-	}
+	q := rc.query
+	var err error
 	f := triage.CaseFilter{Status: triage.CaseStatus(q["status"]), Assignee: q["assignee"], AlertID: q["alert_id"], Cursor: q["cursor"]}
 	if f.Status != "" && !f.Status.Valid() {
 		return badRequest("status", "must be one of open, investigating, closed")
@@ -56,7 +56,7 @@ func (s *Server) handleListCases(w http.ResponseWriter, r *http.Request, rc *req
 	if f.Limit, err = parseLimit(q["limit"], s.cfg.PageSize, s.cfg.MaxPageSize); err != nil {
 		return err
 	}
-	page, err := cs.ListCases(r.Context(), f)
+	page, err := s.cases.ListCases(r.Context(), f)
 	if err != nil {
 		return err
 	}
@@ -70,19 +70,12 @@ type createCaseBody struct {
 }
 
 func (s *Server) handleCreateCase(w http.ResponseWriter, r *http.Request, rc *reqCtx) error {
-	cs, err := s.caseStore()
-	if err != nil {
-		return err
-	}
-	if _, err := parseQuery(r, rc); err != nil {
-		return err
-	}
 	var body createCaseBody
 	if err := s.decodeJSON(w, r, &body); err != nil {
 		return err
 	}
 	rc.sensitive = append(rc.sensitive, body.Title)
-	c, err := cs.CreateCase(r.Context(), body.Title, body.AlertIDs, rc.principal.Actor())
+	c, err := s.cases.CreateCase(r.Context(), body.Title, body.AlertIDs, rc.principal.Actor())
 	if err != nil {
 		return err
 	}
@@ -98,31 +91,16 @@ type CaseDetail struct {
 }
 
 func (s *Server) handleGetCase(w http.ResponseWriter, r *http.Request, rc *reqCtx) error {
-	cs, err := s.caseStore()
-	if err != nil {
-		return err
-	}
 	id := r.PathValue("id")
-	rc.audit.Params["case_id"] = id
-	if _, err := parseQuery(r, rc); err != nil {
-		return err
-	}
-	c, err := cs.Case(r.Context(), id)
+	c, err := s.cases.Case(r.Context(), id)
 	if err != nil {
 		return err
 	}
-	alerts, err := cs.AlertsByID(r.Context(), c.AlertIDs)
+	alerts, err := s.cases.AlertsByID(r.Context(), c.AlertIDs)
 	if err != nil {
 		return err
 	}
-	var patients []string
-	for _, a := range alerts {
-		if a.PatientID != "" {
-			patients = append(patients, a.PatientID)
-		}
-	}
-	slices.Sort(patients)
-	if err := s.audit(r.Context(), rc, len(alerts), slices.Compact(patients)); err != nil {
+	if err := s.audit(r.Context(), rc, len(alerts), alertPatients(alerts)); err != nil {
 		return err
 	}
 	writeJSON(w, http.StatusOK, CaseDetail{Case: c, Alerts: alerts})
@@ -139,14 +117,7 @@ type patchCaseBody struct {
 }
 
 func (s *Server) handlePatchCase(w http.ResponseWriter, r *http.Request, rc *reqCtx) error {
-	cs, err := s.caseStore()
-	if err != nil {
-		return err
-	}
 	id := r.PathValue("id")
-	if _, err := parseQuery(r, rc); err != nil {
-		return err
-	}
 	var body patchCaseBody
 	if err := s.decodeJSON(w, r, &body); err != nil {
 		return err
@@ -159,7 +130,7 @@ func (s *Server) handlePatchCase(w http.ResponseWriter, r *http.Request, rc *req
 	if body.ExpectedVersion == nil {
 		return badRequest("expected_version", "required: the case version you last saw")
 	}
-	c, err := cs.UpdateCase(r.Context(), id, triage.CaseUpdate{ExpectedVersion: *body.ExpectedVersion, Title: body.Title,
+	c, err := s.cases.UpdateCase(r.Context(), id, triage.CaseUpdate{ExpectedVersion: *body.ExpectedVersion, Title: body.Title,
 		Status: body.Status, Assignee: body.Assignee, Outcome: body.Outcome, Note: body.Note}, rc.principal.Actor())
 	if err != nil {
 		return err
@@ -175,14 +146,7 @@ type addCaseAlertsBody struct {
 }
 
 func (s *Server) handleAddCaseAlerts(w http.ResponseWriter, r *http.Request, rc *reqCtx) error {
-	cs, err := s.caseStore()
-	if err != nil {
-		return err
-	}
 	id := r.PathValue("id")
-	if _, err := parseQuery(r, rc); err != nil {
-		return err
-	}
 	var body addCaseAlertsBody
 	if err := s.decodeJSON(w, r, &body); err != nil {
 		return err
@@ -191,7 +155,7 @@ func (s *Server) handleAddCaseAlerts(w http.ResponseWriter, r *http.Request, rc 
 	if body.ExpectedVersion == nil {
 		return badRequest("expected_version", "required: the case version you last saw")
 	}
-	c, err := cs.AddAlerts(r.Context(), id, body.AlertIDs, *body.ExpectedVersion, body.Note, rc.principal.Actor())
+	c, err := s.cases.AddAlerts(r.Context(), id, body.AlertIDs, *body.ExpectedVersion, body.Note, rc.principal.Actor())
 	if err != nil {
 		return err
 	}
@@ -200,20 +164,12 @@ func (s *Server) handleAddCaseAlerts(w http.ResponseWriter, r *http.Request, rc 
 }
 
 func (s *Server) handleRemoveCaseAlert(w http.ResponseWriter, r *http.Request, rc *reqCtx) error {
-	cs, err := s.caseStore()
-	if err != nil {
-		return err
-	}
 	id, alertID := r.PathValue("id"), r.PathValue("alert_id")
-	q, err := parseQuery(r, rc, "expected_version")
-	if err != nil {
-		return err
-	}
-	v, err := strconv.ParseUint(q["expected_version"], 10, 64)
+	v, err := strconv.ParseUint(rc.query["expected_version"], 10, 64)
 	if err != nil {
 		return badRequest("expected_version", "required: the case version you last saw (a query parameter)")
 	}
-	c, err := cs.RemoveAlert(r.Context(), id, alertID, v, "", rc.principal.Actor())
+	c, err := s.cases.RemoveAlert(r.Context(), id, alertID, v, "", rc.principal.Actor())
 	if err != nil {
 		return err
 	}
@@ -222,18 +178,11 @@ func (s *Server) handleRemoveCaseAlert(w http.ResponseWriter, r *http.Request, r
 }
 
 func (s *Server) handleCaseHistory(w http.ResponseWriter, r *http.Request, rc *reqCtx) error {
-	cs, err := s.caseStore()
-	if err != nil {
-		return err
-	}
 	id := r.PathValue("id")
-	if _, err := parseQuery(r, rc); err != nil {
+	if _, err := s.cases.Case(r.Context(), id); err != nil {
 		return err
 	}
-	if _, err := cs.Case(r.Context(), id); err != nil {
-		return err
-	}
-	hist, err := cs.CaseHistory(r.Context(), id)
+	hist, err := s.cases.CaseHistory(r.Context(), id)
 	if err != nil {
 		return err
 	}
@@ -242,17 +191,7 @@ func (s *Server) handleCaseHistory(w http.ResponseWriter, r *http.Request, rc *r
 }
 
 func (s *Server) handleListAllowlist(w http.ResponseWriter, r *http.Request, rc *reqCtx) error {
-	cs, err := s.caseStore()
-	if err != nil {
-		return err
-	}
-	q, err := parseQuery(r, rc, "include_removed", "limit")
-	if err != nil {
-		return err
-	}
-	for k, v := range q {
-		s.noteParam(rc, k, v)
-	}
+	q := rc.query
 	withRemoved := false
 	switch q["include_removed"] {
 	case "", "false":
@@ -265,7 +204,7 @@ func (s *Server) handleListAllowlist(w http.ResponseWriter, r *http.Request, rc 
 	if err != nil {
 		return err
 	}
-	items, err := cs.ListAllowlist(r.Context(), withRemoved, limit)
+	items, err := s.cases.ListAllowlist(r.Context(), withRemoved, limit)
 	if err != nil {
 		return err
 	}
@@ -288,13 +227,6 @@ type addAllowlistBody struct {
 }
 
 func (s *Server) handleAddAllowlist(w http.ResponseWriter, r *http.Request, rc *reqCtx) error {
-	cs, err := s.caseStore()
-	if err != nil {
-		return err
-	}
-	if _, err := parseQuery(r, rc); err != nil {
-		return err
-	}
 	var body addAllowlistBody
 	if err := s.decodeJSON(w, r, &body); err != nil {
 		return err
@@ -305,7 +237,7 @@ func (s *Server) handleAddAllowlist(w http.ResponseWriter, r *http.Request, rc *
 	if err != nil {
 		return err
 	}
-	it, err := cs.AddAllowlistEntry(r.Context(), schemas.AllowlistEntry{UserID: body.UserID, PatientID: body.PatientID,
+	it, err := s.cases.AddAllowlistEntry(r.Context(), schemas.AllowlistEntry{UserID: body.UserID, PatientID: body.PatientID,
 		Department: body.Department, Detector: body.Detector, Reason: body.Reason, Owner: body.Owner, ExpiresAt: exp},
 		body.Note, rc.principal.Actor())
 	if err != nil {
@@ -325,28 +257,16 @@ type changeAllowlistBody struct {
 }
 
 func (s *Server) handleExpireAllowlist(w http.ResponseWriter, r *http.Request, rc *reqCtx) error {
-	cs, err := s.caseStore()
-	if err != nil {
-		return err
-	}
-	return s.changeAllowlist(w, r, rc, cs.ExpireAllowlistEntry)
+	return s.changeAllowlist(w, r, rc, s.cases.ExpireAllowlistEntry)
 }
 
 func (s *Server) handleRemoveAllowlist(w http.ResponseWriter, r *http.Request, rc *reqCtx) error {
-	cs, err := s.caseStore()
-	if err != nil {
-		return err
-	}
-	return s.changeAllowlist(w, r, rc, cs.RemoveAllowlistEntry)
+	return s.changeAllowlist(w, r, rc, s.cases.RemoveAllowlistEntry)
 }
 
 func (s *Server) changeAllowlist(w http.ResponseWriter, r *http.Request, rc *reqCtx,
 	change func(ctx context.Context, id string, expected time.Time, note string, actor triage.Actor) (triage.AllowlistItem, error)) error {
 	id := r.PathValue("id")
-	rc.audit.Params["entry_id"] = id
-	if _, err := parseQuery(r, rc); err != nil {
-		return err
-	}
 	var body changeAllowlistBody
 	if err := s.decodeJSON(w, r, &body); err != nil {
 		return err
@@ -372,17 +292,7 @@ func (s *Server) changeAllowlist(w http.ResponseWriter, r *http.Request, rc *req
 }
 
 func (s *Server) handleAllowlistHistory(w http.ResponseWriter, r *http.Request, rc *reqCtx) error {
-	cs, err := s.caseStore()
-	if err != nil {
-		return err
-	}
-	q, err := parseQuery(r, rc, "entry_id", "limit")
-	if err != nil {
-		return err
-	}
-	for k, v := range q {
-		s.noteParam(rc, k, v)
-	}
+	q := rc.query
 	if err := checkOptionalID("entry_id", q["entry_id"]); err != nil {
 		return err
 	}
@@ -390,7 +300,7 @@ func (s *Server) handleAllowlistHistory(w http.ResponseWriter, r *http.Request, 
 	if err != nil {
 		return err
 	}
-	hist, err := cs.AllowlistHistory(r.Context(), q["entry_id"], limit)
+	hist, err := s.cases.AllowlistHistory(r.Context(), q["entry_id"], limit)
 	if err != nil {
 		return err
 	}

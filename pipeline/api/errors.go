@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"strings"
 
 	"github.com/ehrwatch/ehrwatch/pipeline/triage"
 )
@@ -67,7 +66,7 @@ func classify(err error) (ae *apiError, internal bool) {
 	case errors.Is(err, triage.ErrNotFound):
 		return &apiError{Status: http.StatusNotFound, Msg: "alert not found"}, false
 	case errors.Is(err, triage.ErrForbidden):
-		return &apiError{Status: http.StatusForbidden, Msg: strings.TrimPrefix(err.Error(), triage.ErrForbidden.Error()+": ")}, false
+		return &apiError{Status: http.StatusForbidden, Msg: triage.ForbiddenReason(err)}, false
 	case errors.As(err, &mbe):
 		return &apiError{Status: http.StatusRequestEntityTooLarge, Msg: fmt.Sprintf("request body too large (at most %d bytes)", mbe.Limit)}, false
 	case errors.Is(err, context.DeadlineExceeded):

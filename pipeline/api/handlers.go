@@ -122,9 +122,6 @@ func checkOptionalID(field, v string) error {
 }
 
 func (s *Server) handleOpenAPI(w http.ResponseWriter, r *http.Request, rc *reqCtx) error {
-	if _, err := parseQuery(r, rc); err != nil {
-		return err
-	}
 	w.Header().Set("Content-Type", "application/yaml; charset=utf-8")
 	w.Header().Set("Cache-Control", "public, max-age=300")
 	_, err := w.Write(openapiYAML)
@@ -135,9 +132,6 @@ func (s *Server) handleOpenAPI(w http.ResponseWriter, r *http.Request, rc *reqCt
 }
 
 func (s *Server) handleMe(w http.ResponseWriter, r *http.Request, rc *reqCtx) error {
-	if _, err := parseQuery(r, rc); err != nil {
-		return err
-	}
 	p := rc.principal
 	roles := p.Roles
 	if roles == nil {
@@ -152,13 +146,8 @@ func (s *Server) handleMe(w http.ResponseWriter, r *http.Request, rc *reqCtx) er
 }
 
 func (s *Server) handleListAlerts(w http.ResponseWriter, r *http.Request, rc *reqCtx) error {
-	q, err := parseQuery(r, rc, "status", "severity", "detector", "user_id", "patient_id", "assignee", "from", "to", "limit", "cursor")
-	if err != nil {
-		return err
-	}
-	for k, v := range q {
-		s.noteParam(rc, k, v)
-	}
+	q := rc.query
+	var err error
 	f := triage.AlertFilter{
 		Status: triage.Status(q["status"]), MinSeverity: schemas.Severity(q["severity"]), Detector: q["detector"],
 		UserID: q["user_id"], PatientID: q["patient_id"], Assignee: q["assignee"], Cursor: q["cursor"],
@@ -190,26 +179,27 @@ func (s *Server) handleListAlerts(w http.ResponseWriter, r *http.Request, rc *re
 	if err != nil {
 		return err
 	}
-	var patients []string
-	for _, a := range page.Alerts {
-		if a.PatientID != "" {
-			patients = append(patients, a.PatientID)
-		}
-	}
-	slices.Sort(patients)
-	if err := s.audit(r.Context(), rc, len(page.Alerts), slices.Compact(patients)); err != nil {
+	if err := s.audit(r.Context(), rc, len(page.Alerts), alertPatients(page.Alerts)); err != nil {
 		return err
 	}
 	writeJSON(w, http.StatusOK, page)
 	return nil
 }
 
+// alertPatients are the alerts' patients, sorted, each once.
+func alertPatients(alerts []triage.Alert) []string {
+	var patients []string
+	for _, a := range alerts {
+		if a.PatientID != "" {
+			patients = append(patients, a.PatientID)
+		}
+	}
+	slices.Sort(patients)
+	return slices.Compact(patients)
+}
+
 func (s *Server) handleGetAlert(w http.ResponseWriter, r *http.Request, rc *reqCtx) error {
 	id := r.PathValue("id")
-	rc.audit.AlertID = id
-	if _, err := parseQuery(r, rc); err != nil {
-		return err
-	}
 	if err := triage.CheckID("id", id); err != nil {
 		return err
 	}
@@ -237,9 +227,6 @@ type patchBody struct {
 
 func (s *Server) handlePatchAlert(w http.ResponseWriter, r *http.Request, rc *reqCtx) error {
 	id := r.PathValue("id")
-	if _, err := parseQuery(r, rc); err != nil {
-		return err
-	}
 	if err := triage.CheckID("id", id); err != nil {
 		return err
 	}
@@ -253,11 +240,10 @@ func (s *Server) handlePatchAlert(w http.ResponseWriter, r *http.Request, rc *re
 	if body.ExpectedVersion == nil {
 		return badRequest("expected_version", "required: the triage.version you last saw (0 for a new alert)")
 	}
-	p := rc.principal
 	st, err := s.store.Update(r.Context(), id, triage.Change{
 		ExpectedVersion: *body.ExpectedVersion, Status: body.Status, Assignee: body.Assignee,
 		Disposition: body.Disposition, Note: body.Note,
-	}, triage.Actor{Name: p.Name, MayReopen: p.Can(PermAlertsReopen)})
+	}, rc.principal.Actor())
 	if err != nil {
 		return err
 	}
@@ -308,9 +294,6 @@ func (s *Server) decodeJSON(w http.ResponseWriter, r *http.Request, v any) error
 
 func (s *Server) handleHistory(w http.ResponseWriter, r *http.Request, rc *reqCtx) error {
 	id := r.PathValue("id")
-	if _, err := parseQuery(r, rc); err != nil {
-		return err
-	}
 	if err := triage.CheckID("id", id); err != nil {
 		return err
 	}
@@ -340,14 +323,13 @@ func (s *Server) handleUserActivity(w http.ResponseWriter, r *http.Request, rc *
 	return s.report(w, r, rc, triage.UserActivity, "user_id")
 }
 
+// reportQuery are the query parameters of a report about subjectKey.
+func reportQuery(subjectKey string) []string {
+	return []string{subjectKey, "from", "to", "format", "limit", "cursor"}
+}
+
 func (s *Server) report(w http.ResponseWriter, r *http.Request, rc *reqCtx, kind triage.ReportKind, subjectKey string) error {
-	q, err := parseQuery(r, rc, subjectKey, "from", "to", "format", "limit", "cursor")
-	if err != nil {
-		return err
-	}
-	for k, v := range q {
-		s.noteParam(rc, k, v)
-	}
+	q := rc.query
 	subject := q[subjectKey]
 	if err := triage.CheckID(subjectKey, subject); err != nil {
 		return err

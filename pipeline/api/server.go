@@ -71,6 +71,7 @@ type Deps struct {
 type Server struct {
 	cfg      Config
 	store    Store
+	cases    CaseStore // nil when the store keeps no cases
 	log      zerolog.Logger
 	auth     *authenticator
 	sessions *sessionStore
@@ -91,9 +92,20 @@ type route struct {
 	// authenticated caller).
 	Public bool
 	Perm   Permission
-	// Audited routes return patient-level data and write api_audit.
+	// Audited routes return patient-level data and write api_audit; the
+	// query parameters they accept go into the audit row.
 	Audited bool
-	handle  func(http.ResponseWriter, *http.Request, *reqCtx) error
+	// Query lists the query parameters the route accepts; the wrapper
+	// refuses any other (and repeated or overlong ones) before the handler
+	// runs, which reads them from reqCtx.query.
+	Query []string
+	// AuditID, on an audited route, is the audit field the path's {id}
+	// goes to ("alert_id", or a key of the audit params such as
+	// "case_id"), recorded before anything can fail.
+	AuditID string
+	// Cases routes need the store's CaseStore (501 without it).
+	Cases  bool
+	handle func(http.ResponseWriter, *http.Request, *reqCtx) error
 }
 
 // New builds the API server. The config must be valid (Validate) and
@@ -109,6 +121,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	if s.now == nil {
 		s.now = time.Now
 	}
+	s.cases, _ = deps.Store.(CaseStore)
 	client := deps.HTTPClient
 	if client == nil {
 		client = &http.Client{Timeout: jwksFetchTimeout}
@@ -125,12 +138,15 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	s.routes = []route{
 		{Method: "GET", Path: "/openapi.yaml", Public: true, handle: s.handleOpenAPI},
 		{Method: "GET", Path: "/me", handle: s.handleMe},
-		{Method: "GET", Path: "/alerts", Perm: PermAlertsRead, Audited: true, handle: s.handleListAlerts},
-		{Method: "GET", Path: "/alerts/{id}", Perm: PermAlertsRead, Audited: true, handle: s.handleGetAlert},
+		{Method: "GET", Path: "/alerts", Perm: PermAlertsRead, Audited: true, handle: s.handleListAlerts,
+			Query: []string{"status", "severity", "detector", "user_id", "patient_id", "assignee", "from", "to", "limit", "cursor"}},
+		{Method: "GET", Path: "/alerts/{id}", Perm: PermAlertsRead, Audited: true, AuditID: "alert_id", handle: s.handleGetAlert},
 		{Method: "PATCH", Path: "/alerts/{id}", Perm: PermAlertsTriage, handle: s.handlePatchAlert},
 		{Method: "GET", Path: "/alerts/{id}/history", Perm: PermAlertsRead, handle: s.handleHistory},
-		{Method: "GET", Path: "/reports/patient-access", Perm: PermReports, Audited: true, handle: s.handlePatientAccess},
-		{Method: "GET", Path: "/reports/user-activity", Perm: PermReports, Audited: true, handle: s.handleUserActivity},
+		{Method: "GET", Path: "/reports/patient-access", Perm: PermReports, Audited: true, handle: s.handlePatientAccess,
+			Query: reportQuery("patient_id")},
+		{Method: "GET", Path: "/reports/user-activity", Perm: PermReports, Audited: true, handle: s.handleUserActivity,
+			Query: reportQuery("user_id")},
 	}
 	s.routes = append(s.routes, s.caseRoutes()...)
 	s.routeMux, s.mux = http.NewServeMux(), http.NewServeMux()
@@ -169,9 +185,11 @@ type reqCtx struct {
 	start     time.Time
 	route     string
 	principal *Principal
-	audit     *triage.AuditRecord
-	audited   bool
-	rows      int
+	// query holds the route's query parameters (the non-empty ones).
+	query   map[string]string
+	audit   *triage.AuditRecord
+	audited bool
+	rows    int
 	// sensitive are request values to redact from logged errors.
 	sensitive []string
 }
@@ -191,31 +209,6 @@ func newRequestID() string {
 	return hex.EncodeToString(b[:])
 }
 
-// statusWriter remembers the status for the access log.
-type statusWriter struct {
-	http.ResponseWriter
-	status int
-	bytes  int64
-}
-
-func (w *statusWriter) WriteHeader(code int) {
-	if w.status == 0 {
-		w.status = code
-	}
-	w.ResponseWriter.WriteHeader(code)
-}
-
-func (w *statusWriter) Write(b []byte) (int, error) {
-	if w.status == 0 {
-		w.status = http.StatusOK
-	}
-	n, err := w.ResponseWriter.Write(b)
-	w.bytes += int64(n)
-	return n, err
-}
-
-func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
-
 func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	rc := &reqCtx{start: s.now(), route: "unmatched", id: newRequestID()}
 	if id := r.Header.Get("X-Request-Id"); requestIDPattern.MatchString(id) {
@@ -226,14 +219,8 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	if rc.clientID != "" {
 		h.Set("X-Client-Request-Id", rc.clientID)
 	}
-	h.Set("Cache-Control", "no-store")
-	h.Set("X-Content-Type-Options", "nosniff")
-	h.Set("Content-Security-Policy", "default-src 'none'; frame-ancestors 'none'")
-	h.Set("Referrer-Policy", "no-referrer")
-	if r.TLS != nil {
-		h.Set("Strict-Transport-Security", "max-age=31536000")
-	}
-	sw := &statusWriter{ResponseWriter: w}
+	SetSecurityHeaders(w, r, "default-src 'none'; frame-ancestors 'none'")
+	sw := NewStatusWriter(w)
 	defer func() {
 		if p := recover(); p != nil {
 			if p == http.ErrAbortHandler {
@@ -241,7 +228,7 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 			}
 			s.log.Error().Str("request_id", rc.id).Str("route", rc.route).Str("panic_type", fmt.Sprintf("%T", p)).
 				Msg("api handler panicked")
-			if sw.status == 0 {
+			if !sw.Wrote() {
 				writeError(sw, &apiError{Status: http.StatusInternalServerError, Msg: "internal error"}, rc.id)
 			}
 		}
@@ -250,17 +237,14 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	s.mux.ServeHTTP(sw, r.WithContext(context.WithValue(r.Context(), ctxKey{}, rc)))
 }
 
-func (s *Server) accessLog(r *http.Request, rc *reqCtx, sw *statusWriter) {
-	status := sw.status
-	if status == 0 {
-		status = http.StatusOK
-	}
+func (s *Server) accessLog(r *http.Request, rc *reqCtx, sw *StatusWriter) {
+	status := sw.Status()
 	ev := s.log.Info()
 	if status >= 500 {
 		ev = s.log.Warn()
 	}
 	ev = ev.Str("request_id", rc.id).Str("method", r.Method).Str("route", rc.route).Int("status", status).
-		Dur("duration", s.now().Sub(rc.start)).Int64("bytes", sw.bytes).Str("remote_addr", r.RemoteAddr)
+		Dur("duration", s.now().Sub(rc.start)).Int64("bytes", sw.Bytes()).Str("remote_addr", r.RemoteAddr)
 	if rc.principal != nil {
 		ev = ev.Str("principal", rc.principal.Name).Str("auth", rc.principal.Method).Str("role", rc.principal.roleString())
 	}
@@ -317,10 +301,46 @@ func (s *Server) wrap(rt route) http.HandlerFunc {
 		}
 		ctx, cancel := context.WithTimeout(r.Context(), s.cfg.QueryTimeout)
 		defer cancel()
+		if err := s.prepare(r, rc, rt); err != nil {
+			s.fail(w, r, rc, err)
+			return
+		}
 		if err := rt.handle(w, r.WithContext(ctx), rc); err != nil {
 			s.fail(w, r, rc, err)
 		}
 	}
+}
+
+// errNoCases answers the cases and allowlist routes of a store without
+// them.
+var errNoCases = &apiError{Status: http.StatusNotImplemented, Msg: "this store keeps no cases or allowlist"}
+
+// prepare does what every handler needs before its own work: the case
+// store's presence, the path id in the audit row, and the query, checked
+// against the route's parameters and, on audited routes, recorded in the
+// audit row.
+func (s *Server) prepare(r *http.Request, rc *reqCtx, rt route) error {
+	if rt.Cases && s.cases == nil {
+		return errNoCases
+	}
+	if rt.AuditID != "" && rc.audit != nil {
+		if id := r.PathValue("id"); rt.AuditID == "alert_id" {
+			rc.audit.AlertID = id
+		} else {
+			rc.audit.Params[rt.AuditID] = id
+		}
+	}
+	q, err := parseQuery(r, rc, rt.Query...)
+	if err != nil {
+		return err
+	}
+	if rt.Audited {
+		for k, v := range q {
+			s.noteParam(rc, k, v)
+		}
+	}
+	rc.query = q
+	return nil
 }
 
 // fail answers with an error. On an audited route the failed call is

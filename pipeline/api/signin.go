@@ -88,24 +88,32 @@ func idKey(id string) [32]byte { return sha256.Sum256([]byte(id)) }
 
 func (s *sessionStore) create(p Principal, issuer string) string {
 	id := randomID()
-	now := s.now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if len(s.m) >= s.max {
-		s.sweepLocked(now)
-	}
-	for len(s.m) >= s.max {
-		var oldest [32]byte
-		var at time.Time
-		for k, v := range s.m {
-			if at.IsZero() || v.created.Before(at) {
-				oldest, at = k, v.created
-			}
-		}
-		delete(s.m, oldest)
-	}
+	now := makeRoomLocked(s, s.m, func(v *session) time.Time { return v.created })
 	s.m[idKey(id)] = &session{p: p, issuer: issuer, created: now, lastSeen: now}
 	return id
+}
+
+// makeRoomLocked makes room for one more entry in m (s.m or s.logins): at
+// s.max it sweeps what has expired, then drops the oldest entries of m (by
+// created) until it holds fewer than s.max. It returns the time it used.
+func makeRoomLocked[V any](s *sessionStore, m map[[32]byte]V, created func(V) time.Time) time.Time {
+	now := s.now()
+	if len(m) >= s.max {
+		s.sweepLocked(now)
+	}
+	for len(m) >= s.max {
+		var oldest [32]byte
+		var at time.Time
+		for k, v := range m {
+			if c := created(v); at.IsZero() || c.Before(at) {
+				oldest, at = k, c
+			}
+		}
+		delete(m, oldest)
+	}
+	return now
 }
 
 func (s *sessionStore) sweepLocked(now time.Time) {
@@ -165,22 +173,9 @@ func (s *sessionStore) remove(id string) *Principal {
 // addLogin keeps a sign-in in progress. Beyond max the oldest is dropped
 // (a flood of unfinished sign-ins cannot lock people out for loginTTL).
 func (s *sessionStore) addLogin(state string, l *pendingLogin) {
-	now := s.now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if len(s.logins) >= s.max {
-		s.sweepLocked(now)
-	}
-	for len(s.logins) >= s.max {
-		var oldest [32]byte
-		var at time.Time
-		for k, v := range s.logins {
-			if at.IsZero() || v.created.Before(at) {
-				oldest, at = k, v.created
-			}
-		}
-		delete(s.logins, oldest)
-	}
+	now := makeRoomLocked(s, s.logins, func(v *pendingLogin) time.Time { return v.created })
 	l.created = now
 	s.logins[idKey(state)] = l
 }
@@ -252,15 +247,9 @@ func (si *signIn) handler() http.Handler {
 	mux.HandleFunc("GET "+CallbackPath, si.callback)
 	mux.Handle("POST "+LogoutPath, si.csrf.Handler(http.HandlerFunc(si.logout)))
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		h := w.Header()
-		h.Set("Cache-Control", "no-store")
-		h.Set("X-Content-Type-Options", "nosniff")
-		h.Set("Content-Security-Policy", "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'")
-		// The callback URL carries the code and state: never in a Referer.
-		h.Set("Referrer-Policy", "no-referrer")
-		if r.TLS != nil {
-			h.Set("Strict-Transport-Security", "max-age=31536000")
-		}
+		// The callback URL carries the code and state: never in a Referer
+		// (SetSecurityHeaders sets Referrer-Policy: no-referrer).
+		SetSecurityHeaders(w, r, PageCSP)
 		mux.ServeHTTP(w, r)
 	})
 }
@@ -388,6 +377,20 @@ func (e *tokenError) descOr(def string) string {
 	return e.Desc
 }
 
+// providerConfig is p's OAuth 2.0 configuration in the sign-in client's
+// context; when p's discovery document cannot be had it logs that, answers
+// 503 and returns ok false.
+func (si *signIn) providerConfig(w http.ResponseWriter, r *http.Request, p *browserProvider) (ctx context.Context, oc *oauth2.Config, ok bool) {
+	ctx = oidc.ClientContext(r.Context(), si.client)
+	oc, err := si.oauth2Config(ctx, p)
+	if err != nil {
+		si.log.Error().Str("provider", p.name).Str("error", err.Error()).Msg("console sign-in: identity provider unavailable")
+		si.render(w, r, http.StatusServiceUnavailable, "failed")
+		return nil, nil, false
+	}
+	return ctx, oc, true
+}
+
 func (si *signIn) oauth2Config(ctx context.Context, p *browserProvider) (*oauth2.Config, error) {
 	op, _, err := p.verifier.disc.get(ctx)
 	if err != nil {
@@ -416,11 +419,8 @@ func (si *signIn) login(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	p := si.providers[i]
-	ctx := oidc.ClientContext(r.Context(), si.client)
-	oc, err := si.oauth2Config(ctx, p)
-	if err != nil {
-		si.log.Error().Str("provider", p.name).Str("error", err.Error()).Msg("console sign-in: identity provider unavailable")
-		si.render(w, r, http.StatusServiceUnavailable, "failed")
+	_, oc, ok := si.providerConfig(w, r, p)
+	if !ok {
 		return
 	}
 	state, nonce, binding := randomID(), randomID(), randomID()
@@ -461,11 +461,8 @@ func (si *signIn) callback(w http.ResponseWriter, r *http.Request) {
 		si.render(w, r, http.StatusUnauthorized, "failed")
 		return
 	}
-	ctx := oidc.ClientContext(r.Context(), si.client)
-	oc, err := si.oauth2Config(ctx, p)
-	if err != nil {
-		si.log.Error().Str("provider", p.name).Str("error", err.Error()).Msg("console sign-in: identity provider unavailable")
-		si.render(w, r, http.StatusServiceUnavailable, "failed")
+	ctx, oc, ok := si.providerConfig(w, r, p)
+	if !ok {
 		return
 	}
 	ctx, cancel := context.WithTimeout(ctx, jwksFetchTimeout)

@@ -3,7 +3,6 @@ package api
 import (
 	"context"
 	"github.com/ehrwatch/ehrwatch/schemas"
-	"net/http"
 	"time"
 
 	"github.com/ehrwatch/ehrwatch/pipeline/triage"
@@ -45,11 +44,3 @@ type CaseStore interface {
 }
 
 var _ CaseStore = (*triage.Store)(nil)
-
-// caseStore returns the store's CaseStore, or a 501 error.
-func (s *Server) caseStore() (CaseStore, error) {
-	if cs, ok := s.store.(CaseStore); ok {
-		return cs, nil
-	}
-	return nil, &apiError{Status: http.StatusNotImplemented, Msg: "this store keeps no cases or allowlist"}
-}

@@ -205,42 +205,61 @@ func (c *Console) conflict(r *http.Request, id string, ce *triage.ConflictError)
 	return cv
 }
 
+// optional is a form's choice as a change: nil (leave as it is) when the
+// field is empty.
+func optional[T ~string](v string) *T {
+	if v == "" {
+		return nil
+	}
+	t := T(v)
+	return &t
+}
+
+// noteChange is a form's note as a change: nil when it is blank.
+func noteChange(v string) *string {
+	if strings.TrimSpace(v) == "" {
+		return nil
+	}
+	return &v
+}
+
+// alertPost reads an alert form's POST: the alert id of the path and the
+// alert version the analyst saw, from the form field versionField(id).
+func (c *Console) alertPost(w http.ResponseWriter, r *http.Request, versionField func(id string) string) (id string, version uint64, err error) {
+	id = r.PathValue("alert_id")
+	if err := triage.CheckID("alert_id", id); err != nil {
+		return "", 0, err
+	}
+	if err := c.parseForm(w, r); err != nil {
+		return "", 0, err
+	}
+	v, err := strconv.ParseUint(r.PostForm.Get(versionField(id)), 10, 64)
+	if err != nil {
+		return "", 0, &pageError{Status: http.StatusBadRequest, Title: "Bad request", Msg: "version: the alert version you saw is required"}
+	}
+	return id, v, nil
+}
+
 // handleAlertUpdate applies the alert page's form: status, assignee,
 // disposition and note, at the version the analyst saw. A conflict or a
 // refused change re-renders the page with the form as submitted.
 func (c *Console) handleAlertUpdate(w http.ResponseWriter, r *http.Request, rc *reqCtx) error {
-	id := r.PathValue("alert_id")
-	if err := triage.CheckID("alert_id", id); err != nil {
-		return err
-	}
-	if err := c.parseForm(w, r); err != nil {
+	id, ver, err := c.alertPost(w, r, func(string) string { return "version" })
+	if err != nil {
 		return err
 	}
 	pf := r.PostForm
 	form := alertForm{Status: pf.Get("status"), Assignee: pf.Get("assignee"), Disposition: pf.Get("disposition"), Note: pf.Get("note")}
-	ver, err := strconv.ParseUint(pf.Get("version"), 10, 64)
-	if err != nil {
-		return &pageError{Status: http.StatusBadRequest, Title: "Bad request", Msg: "version: the alert version you saw is required"}
-	}
 	ch := triage.Change{ExpectedVersion: ver}
-	if form.Status != "" {
-		st := triage.Status(form.Status)
-		ch.Status = &st
-	}
+	ch.Status = optional[triage.Status](form.Status)
 	form.KeepAssignee = strings.TrimSpace(form.Assignee) == strings.TrimSpace(pf.Get("assignee_was"))
 	if pf.Has("assignee") && !form.KeepAssignee {
 		a := strings.TrimSpace(form.Assignee)
 		ch.Assignee = &a
 	}
-	if form.Disposition != "" {
-		d := triage.Disposition(form.Disposition)
-		ch.Disposition = &d
-	}
-	if strings.TrimSpace(form.Note) != "" {
-		n := form.Note
-		ch.Note = &n
-	}
-	_, err = c.deps.Store.Update(r.Context(), id, ch, triage.Actor{Name: rc.principal.Name, MayReopen: rc.principal.Can(api.PermAlertsReopen)})
+	ch.Disposition = optional[triage.Disposition](form.Disposition)
+	ch.Note = noteChange(form.Note)
+	_, err = c.deps.Store.Update(r.Context(), id, ch, rc.principal.Actor())
 	var ce *triage.ConflictError
 	var ve *triage.ValidationError
 	switch {
@@ -254,7 +273,7 @@ func (c *Console) handleAlertUpdate(w http.ResponseWriter, r *http.Request, rc *
 		form.Error = ve.Error()
 		return c.showAlert(w, r, rc, id, http.StatusUnprocessableEntity, &form)
 	case errors.Is(err, triage.ErrForbidden):
-		form.Error = "Not allowed: " + strings.TrimPrefix(err.Error(), triage.ErrForbidden.Error()+": ")
+		form.Error = "Not allowed: " + triage.ForbiddenReason(err)
 		return c.showAlert(w, r, rc, id, http.StatusForbidden, &form)
 	}
 	return err

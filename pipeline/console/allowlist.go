@@ -62,19 +62,15 @@ func (c *Console) handleAllowlist(w http.ResponseWriter, r *http.Request, rc *re
 // showAllowlist renders the editor and audits it: entries may name
 // patients.
 func (c *Console) showAllowlist(w http.ResponseWriter, r *http.Request, rc *reqCtx, status int, v allowlistView) error {
-	inv, err := c.inv()
-	if err != nil {
-		return err
-	}
 	ctx := r.Context()
-	items, err := inv.ListAllowlist(ctx, v.WithRemoved, 1000)
+	items, err := c.invs.ListAllowlist(ctx, v.WithRemoved, 1000)
 	if err != nil {
 		return err
 	}
 	for _, it := range items {
 		v.Items = append(v.Items, allowlistRow{AllowlistItem: it, Version: it.UpdatedAt.UTC().Format(time.RFC3339Nano)})
 	}
-	if v.History, err = inv.AllowlistHistory(ctx, "", 200); err != nil {
+	if v.History, err = c.invs.AllowlistHistory(ctx, "", 200); err != nil {
 		return err
 	}
 	patients := triage.AllowlistPatients(items)
@@ -96,10 +92,6 @@ func (c *Console) showAllowlist(w http.ResponseWriter, r *http.Request, rc *reqC
 }
 
 func (c *Console) handleAllowlistAdd(w http.ResponseWriter, r *http.Request, rc *reqCtx) error {
-	inv, err := c.inv()
-	if err != nil {
-		return err
-	}
 	if err := c.parseForm(w, r); err != nil {
 		return err
 	}
@@ -109,7 +101,7 @@ func (c *Console) handleAllowlistAdd(w http.ResponseWriter, r *http.Request, rc 
 	exp, err := triage.ParseTime("expires_at", form.ExpiresAt)
 	var it triage.AllowlistItem
 	if err == nil {
-		it, err = inv.AddAllowlistEntry(r.Context(), schemas.AllowlistEntry{UserID: form.UserID, PatientID: form.PatientID,
+		it, err = c.invs.AddAllowlistEntry(r.Context(), schemas.AllowlistEntry{UserID: form.UserID, PatientID: form.PatientID,
 			Department: form.Department, Detector: form.Detector, Reason: form.Reason, Owner: form.Owner, ExpiresAt: exp},
 			form.Note, rc.principal.Actor())
 	}
@@ -148,10 +140,6 @@ func (c *Console) handleAllowlistRemove(w http.ResponseWriter, r *http.Request, 
 }
 
 func (c *Console) changeAllowlist(w http.ResponseWriter, r *http.Request, rc *reqCtx, change, done string) error {
-	inv, err := c.inv()
-	if err != nil {
-		return err
-	}
 	if err := c.parseForm(w, r); err != nil {
 		return err
 	}
@@ -163,9 +151,9 @@ func (c *Console) changeAllowlist(w http.ResponseWriter, r *http.Request, rc *re
 	note := r.PostForm.Get("note")
 	var it triage.AllowlistItem
 	if change == "expire" {
-		it, err = inv.ExpireAllowlistEntry(r.Context(), id, expected, note, rc.principal.Actor())
+		it, err = c.invs.ExpireAllowlistEntry(r.Context(), id, expected, note, rc.principal.Actor())
 	} else {
-		it, err = inv.RemoveAllowlistEntry(r.Context(), id, expected, note, rc.principal.Actor())
+		it, err = c.invs.RemoveAllowlistEntry(r.Context(), id, expected, note, rc.principal.Actor())
 	}
 	var ce *triage.AllowlistConflictError
 	var ve *triage.ValidationError

@@ -22,16 +22,12 @@ type casesView struct {
 }
 
 func (c *Console) handleCases(w http.ResponseWriter, r *http.Request, rc *reqCtx) error {
-	inv, err := c.inv()
-	if err != nil {
-		return err
-	}
 	status := r.URL.Query().Get("status")
 	if status != "" && !triage.CaseStatus(status).Valid() {
 		return &pageError{Status: http.StatusBadRequest, Title: "Bad request", Msg: "status must be open, investigating or closed."}
 	}
 	v := casesView{Status: status, Statuses: triage.CaseStatuses, AlertIDs: r.URL.Query().Get("alert_ids")}
-	page, err := inv.ListCases(r.Context(), triage.CaseFilter{Status: triage.CaseStatus(status), Limit: 500})
+	page, err := c.invs.ListCases(r.Context(), triage.CaseFilter{Status: triage.CaseStatus(status), Limit: 500})
 	if err != nil {
 		return err
 	}
@@ -53,19 +49,15 @@ func splitIDs(vals []string) []string {
 }
 
 func (c *Console) handleCreateCase(w http.ResponseWriter, r *http.Request, rc *reqCtx) error {
-	inv, err := c.inv()
-	if err != nil {
-		return err
-	}
 	if err := c.parseForm(w, r); err != nil {
 		return err
 	}
 	title := r.PostForm.Get("title")
 	ids := splitIDs(r.PostForm["alert_id"])
-	cs, err := inv.CreateCase(r.Context(), title, ids, rc.principal.Actor())
+	cs, err := c.invs.CreateCase(r.Context(), title, ids, rc.principal.Actor())
 	var ve *triage.ValidationError
 	if errors.As(err, &ve) {
-		page, lerr := inv.ListCases(r.Context(), triage.CaseFilter{Limit: 500})
+		page, lerr := c.invs.ListCases(r.Context(), triage.CaseFilter{Limit: 500})
 		if lerr != nil {
 			return lerr
 		}
@@ -140,26 +132,22 @@ func (c *Console) handleCase(w http.ResponseWriter, r *http.Request, rc *reqCtx)
 // showCase renders the case page (with the form re-offered) and audits
 // it: the case's alerts name patients.
 func (c *Console) showCase(w http.ResponseWriter, r *http.Request, rc *reqCtx, id string, status int, form *caseForm) error {
-	inv, err := c.inv()
-	if err != nil {
-		return err
-	}
 	if err := triage.CheckID("case_id", id); err != nil {
 		return err
 	}
 	ctx := r.Context()
-	cs, err := inv.Case(ctx, id)
+	cs, err := c.invs.Case(ctx, id)
 	if errors.Is(err, triage.ErrNotFound) {
 		return &pageError{Status: http.StatusNotFound, Title: "Not found", Msg: "No case has this id."}
 	}
 	if err != nil {
 		return err
 	}
-	alerts, err := inv.AlertsByID(ctx, cs.AlertIDs)
+	alerts, err := c.invs.AlertsByID(ctx, cs.AlertIDs)
 	if err != nil {
 		return err
 	}
-	hist, err := inv.CaseHistory(ctx, id)
+	hist, err := c.invs.CaseHistory(ctx, id)
 	if err != nil {
 		return err
 	}
@@ -207,12 +195,18 @@ func caseTransitionAllowed(from, to triage.CaseStatus) bool {
 }
 
 // caseVersion reads the version the form was rendered at.
-func caseVersion(r *http.Request) (uint64, error) {
+// casePost reads a case form's POST: the case id of the path and the case
+// version the form was made from.
+func (c *Console) casePost(w http.ResponseWriter, r *http.Request) (id string, version uint64, err error) {
+	id = r.PathValue("case_id")
+	if err := c.parseForm(w, r); err != nil {
+		return "", 0, err
+	}
 	v, err := strconv.ParseUint(r.PostForm.Get("version"), 10, 64)
 	if err != nil {
-		return 0, &pageError{Status: http.StatusBadRequest, Title: "Bad request", Msg: "The form lacks the case version it was made from; reload the case."}
+		return "", 0, &pageError{Status: http.StatusBadRequest, Title: "Bad request", Msg: "The form lacks the case version it was made from; reload the case."}
 	}
-	return v, nil
+	return id, v, nil
 }
 
 // caseResult turns the outcome of a change into a redirect, or re-offers
@@ -237,22 +231,14 @@ func (c *Console) caseResult(w http.ResponseWriter, r *http.Request, rc *reqCtx,
 }
 
 func (c *Console) handleCaseUpdate(w http.ResponseWriter, r *http.Request, rc *reqCtx) error {
-	inv, err := c.inv()
-	if err != nil {
-		return err
-	}
-	id := r.PathValue("case_id")
-	if err := c.parseForm(w, r); err != nil {
-		return err
-	}
-	ver, err := caseVersion(r)
+	id, ver, err := c.casePost(w, r)
 	if err != nil {
 		return err
 	}
 	f := r.PostForm
 	form := caseForm{Status: f.Get("status"), Assignee: f.Get("assignee"), Outcome: f.Get("outcome"), Note: f.Get("note"), Title: f.Get("title")}
 	u := triage.CaseUpdate{ExpectedVersion: ver}
-	cur, err := inv.Case(r.Context(), id)
+	cur, err := c.invs.Case(r.Context(), id)
 	if err != nil {
 		return c.caseResult(w, r, rc, id, form, err)
 	}
@@ -264,55 +250,33 @@ func (c *Console) handleCaseUpdate(w http.ResponseWriter, r *http.Request, rc *r
 		a := form.Assignee
 		u.Assignee = &a
 	}
-	if form.Outcome != "" {
-		o := triage.CaseOutcome(form.Outcome)
-		u.Outcome = &o
-	}
-	if strings.TrimSpace(form.Note) != "" {
-		n := form.Note
-		u.Note = &n
-	}
+	u.Outcome = optional[triage.CaseOutcome](form.Outcome)
+	u.Note = noteChange(form.Note)
 	if f.Has("title") && strings.TrimSpace(form.Title) != cur.Title {
 		t := form.Title
 		u.Title = &t
 	}
-	_, err = inv.UpdateCase(r.Context(), id, u, rc.principal.Actor())
+	_, err = c.invs.UpdateCase(r.Context(), id, u, rc.principal.Actor())
 	return c.caseResult(w, r, rc, id, form, err)
 }
 
 func (c *Console) handleCaseAddAlerts(w http.ResponseWriter, r *http.Request, rc *reqCtx) error {
-	inv, err := c.inv()
-	if err != nil {
-		return err
-	}
-	id := r.PathValue("case_id")
-	if err := c.parseForm(w, r); err != nil {
-		return err
-	}
-	ver, err := caseVersion(r)
+	id, ver, err := c.casePost(w, r)
 	if err != nil {
 		return err
 	}
 	ids := splitIDs(r.PostForm["alert_id"])
 	form := caseForm{AddAlerts: strings.Join(ids, ", "), Note: r.PostForm.Get("note")}
-	_, err = inv.AddAlerts(r.Context(), id, ids, ver, strings.TrimSpace(form.Note), rc.principal.Actor())
+	_, err = c.invs.AddAlerts(r.Context(), id, ids, ver, strings.TrimSpace(form.Note), rc.principal.Actor())
 	return c.caseResult(w, r, rc, id, form, err)
 }
 
 func (c *Console) handleCaseRemoveAlert(w http.ResponseWriter, r *http.Request, rc *reqCtx) error {
-	inv, err := c.inv()
+	id, ver, err := c.casePost(w, r)
 	if err != nil {
 		return err
 	}
-	id := r.PathValue("case_id")
-	if err := c.parseForm(w, r); err != nil {
-		return err
-	}
-	ver, err := caseVersion(r)
-	if err != nil {
-		return err
-	}
-	_, err = inv.RemoveAlert(r.Context(), id, r.PostForm.Get("alert_id"), ver, "", rc.principal.Actor())
+	_, err = c.invs.RemoveAlert(r.Context(), id, r.PostForm.Get("alert_id"), ver, "", rc.principal.Actor())
 	return c.caseResult(w, r, rc, id, caseForm{}, err)
 }
 

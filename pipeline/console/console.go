@@ -30,8 +30,7 @@ var staticFS embed.FS
 
 // CSP is the Content-Security-Policy of every console response: no inline
 // script or style, nothing from other origins, no framing.
-const CSP = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; object-src 'none'; " +
-	"base-uri 'none'; frame-ancestors 'none'; form-action 'self'"
+const CSP = api.PageCSP
 
 // Auth authenticates callers and records their reads of patient-level data;
 // *api.Server implements it.
@@ -59,6 +58,8 @@ type Console struct {
 	handles patientHandles
 	cfg     Config
 	deps    Deps
+	// invs is deps.Store's InvestigationStore, nil when it keeps none.
+	invs    InvestigationStore
 	now     func() time.Time
 	pages   map[string]*template.Template
 	handler http.Handler
@@ -76,6 +77,7 @@ func New(cfg Config, deps Deps) (*Console, error) {
 	if c.now == nil {
 		c.now = time.Now
 	}
+	c.invs, _ = deps.Store.(InvestigationStore)
 	if c.deps.QueryTimeout <= 0 {
 		c.deps.QueryTimeout = 60 * time.Second
 	}
@@ -252,45 +254,17 @@ func roles(p *api.Principal) string {
 	return strings.Join(s, ", ")
 }
 
-// statusWriter remembers the status for the access log.
-type statusWriter struct {
-	http.ResponseWriter
-	status int
-}
-
-func (w *statusWriter) WriteHeader(code int) {
-	if w.status == 0 {
-		w.status = code
-	}
-	w.ResponseWriter.WriteHeader(code)
-}
-
-func (w *statusWriter) Write(b []byte) (int, error) {
-	if w.status == 0 {
-		w.status = http.StatusOK
-	}
-	return w.ResponseWriter.Write(b)
-}
-
-func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
-
 // outer sets the security headers and request id on every response,
 // recovers panics and writes the access log (route pattern, never the URL).
 func (c *Console) outer(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		rc := &reqCtx{id: newRequestID(), route: "unmatched"}
 		start := c.now()
+		api.SetSecurityHeaders(w, r, CSP)
 		h := w.Header()
-		h.Set("Content-Security-Policy", CSP)
-		h.Set("X-Content-Type-Options", "nosniff")
 		h.Set("X-Frame-Options", "DENY")
-		h.Set("Referrer-Policy", "no-referrer")
-		h.Set("Cache-Control", "no-store")
 		h.Set("X-Request-Id", rc.id)
-		if r.TLS != nil {
-			h.Set("Strict-Transport-Security", "max-age=31536000")
-		}
-		sw := &statusWriter{ResponseWriter: w}
+		sw := api.NewStatusWriter(w)
 		defer func() {
 			if p := recover(); p != nil {
 				if p == http.ErrAbortHandler {
@@ -298,14 +272,11 @@ func (c *Console) outer(next http.Handler) http.Handler {
 				}
 				c.deps.Log.Error().Str("request_id", rc.id).Str("route", rc.route).Str("panic_type", fmt.Sprintf("%T", p)).
 					Msg("console handler panicked")
-				if sw.status == 0 {
+				if !sw.Wrote() {
 					c.fail(sw, r, rc, errors.New("panic"))
 				}
 			}
-			status := sw.status
-			if status == 0 {
-				status = http.StatusOK
-			}
+			status := sw.Status()
 			ev := c.deps.Log.Info()
 			if status >= 500 {
 				ev = c.deps.Log.Warn()
@@ -343,7 +314,7 @@ func errorFor(err error) (pe *pageError, internal bool) {
 		return &pageError{Status: http.StatusNotFound, Title: "Not found", Msg: "No alert has this id."}, false
 	case errors.Is(err, triage.ErrForbidden):
 		return &pageError{Status: http.StatusForbidden, Title: "Not allowed",
-			Msg: strings.TrimPrefix(err.Error(), triage.ErrForbidden.Error()+": ")}, false
+			Msg: triage.ForbiddenReason(err)}, false
 	case errors.Is(err, context.DeadlineExceeded):
 		return &pageError{Status: http.StatusGatewayTimeout, Title: "Too slow",
 			Msg: "The query took too long; narrow the filters."}, true

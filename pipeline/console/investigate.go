@@ -33,37 +33,44 @@ var _ InvestigationStore = (*triage.Store)(nil)
 
 // investigationRoutes registers the privacy office's pages.
 func (c *Console) investigationRoutes(mux *http.ServeMux) {
-	c.page(mux, "GET /cases", api.PermCases, c.handleCases)
-	c.page(mux, "POST /cases", api.PermCases, c.handleCreateCase)
-	c.page(mux, "POST /cases/from-selection", api.PermCases, c.handleCaseFromSelection)
-	c.page(mux, "GET /cases/{case_id}", api.PermCases, c.handleCase)
-	c.page(mux, "POST /cases/{case_id}", api.PermCases, c.handleCaseUpdate)
-	c.page(mux, "POST /cases/{case_id}/alerts", api.PermCases, c.handleCaseAddAlerts)
-	c.page(mux, "POST /cases/{case_id}/alerts/remove", api.PermCases, c.handleCaseRemoveAlert)
+	c.investigation(mux, "GET /cases", api.PermCases, c.handleCases)
+	c.investigation(mux, "POST /cases", api.PermCases, c.handleCreateCase)
+	c.investigation(mux, "POST /cases/from-selection", api.PermCases, c.handleCaseFromSelection)
+	c.investigation(mux, "GET /cases/{case_id}", api.PermCases, c.handleCase)
+	c.investigation(mux, "POST /cases/{case_id}", api.PermCases, c.handleCaseUpdate)
+	c.investigation(mux, "POST /cases/{case_id}/alerts", api.PermCases, c.handleCaseAddAlerts)
+	c.investigation(mux, "POST /cases/{case_id}/alerts/remove", api.PermCases, c.handleCaseRemoveAlert)
 
-	c.page(mux, "GET /patients", api.PermReports, c.handlePatientLookup)
-	c.page(mux, "POST /patients", api.PermReports, c.handlePatient)
-	c.page(mux, "GET /patients/h/{handle}", api.PermReports, c.handlePatientHandle)
-	c.page(mux, "POST /patients/export.csv", api.PermReports, c.handlePatientCSV)
-	c.page(mux, "POST /patients/print", api.PermReports, c.handlePatientPrint)
+	c.investigation(mux, "GET /patients", api.PermReports, c.handlePatientLookup)
+	c.investigation(mux, "POST /patients", api.PermReports, c.handlePatient)
+	c.investigation(mux, "GET /patients/h/{handle}", api.PermReports, c.handlePatientHandle)
+	c.investigation(mux, "POST /patients/export.csv", api.PermReports, c.handlePatientCSV)
+	c.investigation(mux, "POST /patients/print", api.PermReports, c.handlePatientPrint)
 
-	c.page(mux, "GET /users", api.PermReports, c.handleUserLookup)
-	c.page(mux, "GET /users/{user_id}", api.PermReports, c.handleUser)
+	c.investigation(mux, "GET /users", api.PermReports, c.handleUserLookup)
+	c.investigation(mux, "GET /users/{user_id}", api.PermReports, c.handleUser)
 
-	c.page(mux, "GET /allowlist", api.PermAllowlistWrite, c.handleAllowlist)
-	c.page(mux, "POST /allowlist", api.PermAllowlistWrite, c.handleAllowlistAdd)
-	c.page(mux, "POST /allowlist/{entry_id}/expire", api.PermAllowlistWrite, c.handleAllowlistExpire)
-	c.page(mux, "POST /allowlist/{entry_id}/remove", api.PermAllowlistWrite, c.handleAllowlistRemove)
+	c.investigation(mux, "GET /allowlist", api.PermAllowlistWrite, c.handleAllowlist)
+	c.investigation(mux, "POST /allowlist", api.PermAllowlistWrite, c.handleAllowlistAdd)
+	c.investigation(mux, "POST /allowlist/{entry_id}/expire", api.PermAllowlistWrite, c.handleAllowlistExpire)
+	c.investigation(mux, "POST /allowlist/{entry_id}/remove", api.PermAllowlistWrite, c.handleAllowlistRemove)
 }
 
-// inv returns the investigation store, or the page saying this store has
-// none.
-func (c *Console) inv() (InvestigationStore, error) {
-	if s, ok := c.deps.Store.(InvestigationStore); ok {
-		return s, nil
-	}
-	return nil, &pageError{Status: http.StatusNotImplemented, Title: "Not available here",
-		Msg: "This store keeps no cases, reports or allowlist; run with ClickHouse to use this page."}
+// errNoInvestigations is every privacy office page of a store without
+// investigations.
+var errNoInvestigations = &pageError{Status: http.StatusNotImplemented, Title: "Not available here",
+	Msg: "This store keeps no cases, reports or allowlist; run with ClickHouse to use this page."}
+
+// investigation registers a privacy office page (c.page): with a store
+// that keeps no investigations (c.invs nil) it answers 501 and says why,
+// after authentication and the permission check.
+func (c *Console) investigation(mux *http.ServeMux, pattern string, perm api.Permission, h handlerFunc) {
+	c.page(mux, pattern, perm, func(w http.ResponseWriter, r *http.Request, rc *reqCtx) error {
+		if c.invs == nil {
+			return errNoInvestigations
+		}
+		return h(w, r, rc)
+	})
 }
 
 // PatientHandleTTL is how long a patient page link (/patients/h/{handle})

@@ -73,13 +73,10 @@ type lookupView struct {
 }
 
 func (c *Console) handlePatientLookup(w http.ResponseWriter, r *http.Request, rc *reqCtx) error {
-	inv, err := c.inv()
-	if err != nil {
-		return err
-	}
 	v := lookupView{}
 	v.Form.From, v.Form.To = c.defaultPeriod()
-	if v.Warning, err = careWarning(r, inv); err != nil {
+	var err error
+	if v.Warning, err = careWarning(r, c.invs); err != nil {
 		return err
 	}
 	c.render(w, r, rc, http.StatusOK, "patients", "Patients", "patients", v)
@@ -237,13 +234,17 @@ func (c *Console) handlePatientHandle(w http.ResponseWriter, r *http.Request, rc
 }
 
 // patientReport runs the report behind the patient page, its export and
-// its print view.
-func (c *Console) patientReport(r *http.Request, patientID string, from, to time.Time) (triage.Report, error) {
-	inv, err := c.inv()
+// its print view, and audits it as view ("page", "csv", "print"): no
+// report is returned unaudited.
+func (c *Console) patientReport(r *http.Request, rc *reqCtx, patientID string, from, to time.Time, view string) (triage.Report, error) {
+	rep, err := c.invs.ReportAll(r.Context(), triage.ReportQuery{Kind: triage.PatientAccess, SubjectID: patientID, From: from, To: to, Limit: maxPageRows})
 	if err != nil {
 		return triage.Report{}, err
 	}
-	return inv.ReportAll(r.Context(), triage.ReportQuery{Kind: triage.PatientAccess, SubjectID: patientID, From: from, To: to, Limit: maxPageRows})
+	if err := c.auditReport(r, rc, &rep, view); err != nil {
+		return triage.Report{}, err
+	}
+	return rep, nil
 }
 
 func (c *Console) auditReport(r *http.Request, rc *reqCtx, rep *triage.Report, view string) error {
@@ -261,11 +262,8 @@ func (c *Console) auditReport(r *http.Request, rc *reqCtx, rep *triage.Report, v
 }
 
 func (c *Console) showPatient(w http.ResponseWriter, r *http.Request, rc *reqCtx, f periodForm, from, to time.Time) error {
-	rep, err := c.patientReport(r, f.PatientID, from, to)
+	rep, err := c.patientReport(r, rc, f.PatientID, from, to, "page")
 	if err != nil {
-		return err
-	}
-	if err := c.auditReport(r, rc, &rep, "page"); err != nil {
 		return err
 	}
 	v := patientView{Form: f, Summary: rep.Summarize(), Truncated: rep.NextCursor != ""}
@@ -332,11 +330,8 @@ func (c *Console) handlePatientCSV(w http.ResponseWriter, r *http.Request, rc *r
 	if err != nil || !ok {
 		return err
 	}
-	rep, err := c.patientReport(r, f.PatientID, from, to)
+	rep, err := c.patientReport(r, rc, f.PatientID, from, to, "csv")
 	if err != nil {
-		return err
-	}
-	if err := c.auditReport(r, rc, &rep, "csv"); err != nil {
 		return err
 	}
 	var buf bytes.Buffer
@@ -371,11 +366,8 @@ func (c *Console) handlePatientPrint(w http.ResponseWriter, r *http.Request, rc 
 	if err != nil || !ok {
 		return err
 	}
-	rep, err := c.patientReport(r, f.PatientID, from, to)
+	rep, err := c.patientReport(r, rc, f.PatientID, from, to, "print")
 	if err != nil {
-		return err
-	}
-	if err := c.auditReport(r, rc, &rep, "print"); err != nil {
 		return err
 	}
 	v := disclosuresView{Form: f, GeneratedAt: rep.GeneratedAt, GeneratedBy: rc.principal.Name, Truncated: rep.NextCursor != ""}

@@ -322,10 +322,8 @@ func (c *Console) handleBulk(w http.ResponseWriter, r *http.Request, rc *reqCtx)
 	default:
 		return &pageError{Status: http.StatusBadRequest, Title: "Bad request", Msg: "action: must be assign or close"}
 	}
-	if note := r.PostForm.Get("note"); strings.TrimSpace(note) != "" {
-		ch.Note = &note
-	}
-	actor := triage.Actor{Name: rc.principal.Name, MayReopen: rc.principal.Can(api.PermAlertsReopen)}
+	ch.Note = noteChange(r.PostForm.Get("note"))
+	actor := rc.principal.Actor()
 	v := bulkView{Action: action, Return: ret}
 	for _, id := range ids {
 		res := bulkResult{AlertID: id}
@@ -358,7 +356,7 @@ func (c *Console) handleBulk(w http.ResponseWriter, r *http.Request, rc *reqCtx)
 		case errors.Is(err, triage.ErrNotFound):
 			res.Outcome = "no such alert"
 		case errors.Is(err, triage.ErrForbidden):
-			res.Outcome = "not allowed: " + strings.TrimPrefix(err.Error(), triage.ErrForbidden.Error()+": ")
+			res.Outcome = "not allowed: " + triage.ForbiddenReason(err)
 		default:
 			return err
 		}
@@ -371,16 +369,9 @@ func (c *Console) handleBulk(w http.ResponseWriter, r *http.Request, rc *reqCtx)
 // handleAssignToMe assigns an alert to the caller (and marks a new alert
 // triaged: someone picked it up), then goes back where the form came from.
 func (c *Console) handleAssignToMe(w http.ResponseWriter, r *http.Request, rc *reqCtx) error {
-	id := r.PathValue("alert_id")
-	if err := triage.CheckID("alert_id", id); err != nil {
-		return err
-	}
-	if err := c.parseForm(w, r); err != nil {
-		return err
-	}
-	ver, err := strconv.ParseUint(r.PostForm.Get("version."+id), 10, 64)
+	id, ver, err := c.alertPost(w, r, func(id string) string { return "version." + id })
 	if err != nil {
-		return &pageError{Status: http.StatusBadRequest, Title: "Bad request", Msg: "version: the alert version you saw is required"}
+		return err
 	}
 	cur, err := c.currentStatus(r, id, ver)
 	if err != nil {
@@ -392,7 +383,7 @@ func (c *Console) handleAssignToMe(w http.ResponseWriter, r *http.Request, rc *r
 		st := triage.StatusTriaged
 		ch.Status = &st
 	}
-	_, err = c.deps.Store.Update(r.Context(), id, ch, triage.Actor{Name: me, MayReopen: rc.principal.Can(api.PermAlertsReopen)})
+	_, err = c.deps.Store.Update(r.Context(), id, ch, rc.principal.Actor())
 	var ce *triage.ConflictError
 	if errors.As(err, &ce) {
 		return c.showAlert(w, r, rc, id, http.StatusConflict, &alertForm{Conflict: c.conflict(r, id, ce)})

@@ -77,10 +77,6 @@ type userView struct {
 var weekdays = []string{"Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"}
 
 func (c *Console) handleUser(w http.ResponseWriter, r *http.Request, rc *reqCtx) error {
-	inv, err := c.inv()
-	if err != nil {
-		return err
-	}
 	id := r.PathValue("user_id")
 	if err := triage.CheckID("user_id", id); err != nil {
 		return err
@@ -94,11 +90,11 @@ func (c *Console) handleUser(w http.ResponseWriter, r *http.Request, rc *reqCtx)
 		return err
 	}
 	ctx := r.Context()
-	rep, err := inv.ReportAll(ctx, triage.ReportQuery{Kind: triage.UserActivity, SubjectID: id, From: from, To: to, Limit: maxPageRows})
+	rep, err := c.invs.ReportAll(ctx, triage.ReportQuery{Kind: triage.UserActivity, SubjectID: id, From: from, To: to, Limit: maxPageRows})
 	if err != nil {
 		return err
 	}
-	hm, err := inv.UserHeatmap(ctx, id, from, to, heatmapBaselineDays)
+	hm, err := c.invs.UserHeatmap(ctx, id, from, to, heatmapBaselineDays)
 	if err != nil {
 		return err
 	}
@@ -110,7 +106,7 @@ func (c *Console) handleUser(w http.ResponseWriter, r *http.Request, rc *reqCtx)
 	for i, a := range alerts.Alerts {
 		ids[i] = a.AlertID
 	}
-	cases, err := inv.CasesForAlerts(ctx, ids, 100)
+	cases, err := c.invs.CasesForAlerts(ctx, ids, 100)
 	if err != nil {
 		return err
 	}

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2"
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
 	"github.com/ehrwatch/ehrwatch/pipeline/internal/credentials"
 	"github.com/ehrwatch/ehrwatch/schemas"
@@ -179,16 +180,22 @@ func (c Config) MigrationParams() schemas.MigrationParams {
 	}
 }
 
+// Open opens a connection pool to c with c.Options (clickhouse-go dials
+// lazily: Ping or the first query connects).
+func Open(c Config) (driver.Conn, error) {
+	opts, err := c.Options()
+	if err != nil {
+		return nil, err
+	}
+	return clickhouse.Open(opts)
+}
+
 // CreateDatabase runs CREATE DATABASE IF NOT EXISTS for c.Database (ON
 // CLUSTER in cluster mode), connecting to the server's default database to do it.
 func CreateDatabase(ctx context.Context, c Config) error {
 	admin := c
 	admin.Database = "default"
-	opts, err := admin.Options()
-	if err != nil {
-		return err
-	}
-	conn, err := clickhouse.Open(opts)
+	conn, err := Open(admin)
 	if err != nil {
 		return fmt.Errorf("connect to clickhouse: %w", err)
 	}

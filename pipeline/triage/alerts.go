@@ -389,15 +389,8 @@ func (s *Store) AlertDetail(ctx context.Context, alertID string) (AlertDetail, e
 			return AlertDetail{}, err
 		}
 	}
-	var eids []string
-	for _, f := range d.Findings {
-		eids = append(eids, f.EventIDs...)
-	}
-	slices.Sort(eids)
-	eids = slices.Compact(eids)
-	if len(eids) > s.opts.MaxDetailEvents {
-		eids, d.Truncated = eids[:s.opts.MaxDetailEvents], true
-	}
+	eids, truncated := DetailEventIDs(d.Findings, s.opts.MaxDetailEvents)
+	d.Truncated = d.Truncated || truncated
 	if len(eids) == 0 {
 		return d, nil
 	}
@@ -589,4 +582,19 @@ FROM users FINAL WHERE has({ids:Array(String)}, user_id)`)
 		return nil, fmt.Errorf("read users: %w", err)
 	}
 	return out, nil
+}
+
+// DetailEventIDs are the ids of the events behind an alert's findings,
+// sorted, each once, at most max of them (truncated says some were left
+// out): the events an alert's detail shows.
+func DetailEventIDs(findings []schemas.Finding, max int) (ids []string, truncated bool) {
+	for _, f := range findings {
+		ids = append(ids, f.EventIDs...)
+	}
+	slices.Sort(ids)
+	ids = slices.Compact(ids)
+	if len(ids) > max {
+		return ids[:max], true
+	}
+	return ids, false
 }

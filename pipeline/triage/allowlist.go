@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"hash/maphash"
 	"strings"
 	"time"
 
@@ -294,9 +293,7 @@ func (s *Store) changeAllowlist(ctx context.Context, entryID string, expected ti
 	if err := CheckAllowlistChange(note, actor); err != nil {
 		return AllowlistItem{}, err
 	}
-	mu := &s.locks[maphash.String(s.seed, "allowlist/"+entryID)%uint64(len(s.locks))]
-	mu.Lock()
-	defer mu.Unlock()
+	defer s.lock("allowlist/" + entryID)()
 	it, err := s.AllowlistEntry(ctx, entryID)
 	if err != nil {
 		return AllowlistItem{}, err

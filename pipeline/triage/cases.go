@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"hash/maphash"
 	"slices"
 	"strconv"
 	"strings"
@@ -464,9 +463,7 @@ func (s *Store) changeCase(ctx context.Context, caseID string, expected uint64, 
 	if err := CheckCaseChange(caseID, actor); err != nil {
 		return Case{}, err
 	}
-	mu := &s.locks[maphash.String(s.seed, "case/"+caseID)%uint64(len(s.locks))]
-	mu.Lock()
-	defer mu.Unlock()
+	defer s.lock("case/" + caseID)()
 	cur, err := s.Case(ctx, caseID)
 	if err != nil {
 		return Case{}, err

@@ -141,6 +141,12 @@ var ErrNotFound = errors.New("not found")
 // ErrForbidden is returned when the actor may not make the change (reopen).
 var ErrForbidden = errors.New("forbidden")
 
+// ForbiddenReason is the reason of an ErrForbidden error without the
+// "forbidden: " prefix, as the API and the console show it.
+func ForbiddenReason(err error) string {
+	return strings.TrimPrefix(err.Error(), ErrForbidden.Error()+": ")
+}
+
 // apply validates ch against the current state and returns the next state
 // (without version, actor and time).
 func apply(cur State, ch Change, actor Actor) (State, error) {

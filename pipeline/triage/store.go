@@ -89,6 +89,15 @@ func NewStore(conn driver.Conn, opts Options) *Store {
 	return &Store{conn: conn, opts: opts.WithDefaults(), seed: maphash.MakeSeed()}
 }
 
+// lock serialises the writers of one record (an alert id, "case/<id>",
+// "allowlist/<id>") inside this process and returns the unlock; the
+// deduplication tokens and versions handle writers in other processes.
+func (s *Store) lock(key string) (unlock func()) {
+	mu := &s.locks[maphash.String(s.seed, key)%uint64(len(s.locks))]
+	mu.Lock()
+	return mu.Unlock
+}
+
 // Location returns a facility's time zone (UTC when unknown).
 func (s *Store) Location(facility string) *time.Location {
 	if loc := s.location(facility); loc != nil {
@@ -190,9 +199,7 @@ func (s *Store) Update(ctx context.Context, alertID string, ch Change, actor Act
 	}
 	// Serialise writers of one alert inside this process; the
 	// deduplication token handles writers in other processes.
-	mu := &s.locks[maphash.String(s.seed, alertID)%uint64(len(s.locks))]
-	mu.Lock()
-	defer mu.Unlock()
+	defer s.lock(alertID)()
 
 	ok, err := s.AlertExists(ctx, alertID)
 	if err != nil {

@@ -412,15 +412,8 @@ func (s *Store) AlertDetail(_ context.Context, alertID string) (triage.AlertDeta
 	slices.SortFunc(d.Findings, func(a, b schemas.Finding) int {
 		return cmp.Or(a.WindowStart.Compare(b.WindowStart), cmp.Compare(a.FindingID, b.FindingID))
 	})
-	var eids []string
-	for _, f := range d.Findings {
-		eids = append(eids, f.EventIDs...)
-	}
-	slices.Sort(eids)
-	eids = slices.Compact(eids)
-	if len(eids) > s.opts.MaxDetailEvents {
-		eids, d.Truncated = eids[:s.opts.MaxDetailEvents], true
-	}
+	eids, truncated := triage.DetailEventIDs(d.Findings, s.opts.MaxDetailEvents)
+	d.Truncated = d.Truncated || truncated
 	var idx []int
 	for _, id := range eids {
 		if j, ok := s.byID[id]; ok {
