@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"encoding/json"
 	"os"
+	"syscall"
 	"testing"
+	"time"
 )
 
 func benchInput(b *testing.B, path string) []byte {
@@ -16,6 +18,26 @@ func benchInput(b *testing.B, path string) []byte {
 	return data
 }
 
+// cpuTime is the CPU time this process has used (user and system, every
+// thread, GC included).
+func cpuTime(b *testing.B) time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		b.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// reportCPU adds the metric cpu-ns/op: the process's CPU time per
+// operation. On a shared machine wall-clock ns/op measures the load as
+// much as the code; CPU time much less so (docs/benchmarks.md §2).
+func reportCPU(b *testing.B) func() {
+	start := cpuTime(b)
+	return func() {
+		b.ReportMetric(float64(cpuTime(b)-start)/float64(b.N), "cpu-ns/op")
+	}
+}
+
 // BenchmarkDecodeCanonical decodes a typical 463-byte canonical event with
 // every field set into a reused AccessEvent.
 func BenchmarkDecodeCanonical(b *testing.B) {
@@ -23,8 +45,25 @@ func BenchmarkDecodeCanonical(b *testing.B) {
 	b.ReportAllocs()
 	b.SetBytes(int64(len(data)))
 	var ev AccessEvent
+	defer reportCPU(b)()
 	for b.Loop() {
 		if err := DecodeCanonical(data, &ev); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkDecodeCanonicalOracle is BenchmarkDecodeCanonical with the
+// decoder before the throughput work (decode_oracle_test.go): before and
+// after side by side in one run.
+func BenchmarkDecodeCanonicalOracle(b *testing.B) {
+	data := benchInput(b, "testdata/canonical/view.json")
+	b.ReportAllocs()
+	b.SetBytes(int64(len(data)))
+	var ev AccessEvent
+	defer reportCPU(b)()
+	for b.Loop() {
+		if err := decodeCanonicalStrictOracle(data, &ev); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -36,8 +75,26 @@ func BenchmarkDecodeEvent(b *testing.B) {
 	data := benchInput(b, "testdata/canonical/view.json")
 	b.ReportAllocs()
 	b.SetBytes(int64(len(data)))
+	defer reportCPU(b)()
 	for b.Loop() {
 		if _, err := DecodeEvent(data); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkDecodeEventOracle is BenchmarkDecodeEvent with the oracle.
+func BenchmarkDecodeEventOracle(b *testing.B) {
+	data := benchInput(b, "testdata/canonical/view.json")
+	b.ReportAllocs()
+	b.SetBytes(int64(len(data)))
+	defer reportCPU(b)()
+	for b.Loop() {
+		h := new(struct {
+			ev AccessEvent
+			lt time.Time
+		})
+		if _, err := decodeEventOracle(data, &h.ev, &h.lt, defaultFHIROpts); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -1,0 +1,342 @@
+package schemas
+
+import (
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// The differential tests: the decoder (decode.go, timeparse.go,
+// jsonlex.go) against the decoder before the throughput work
+// (decode_oracle_test.go). For every input both must agree exactly: the
+// same AccessEvent (times compared with ==, so the same instant, offset
+// and *time.Location), or the same error: the same type, class, field,
+// detail and offset, hence the same dead-letter class and field.
+
+// DecodeDisagreement decodes data with the decoder and with the oracle,
+// through DecodeEvent's path (with a logged-time slot), DecodeEventInto's
+// and DecodeCanonical's, and describes the first difference, or returns
+// "" when they agree. Exported for the synthetic hospital's test in
+// package schemas_test.
+func DecodeDisagreement(data []byte) string {
+	for _, withLT := range []bool{false, true} {
+		var got, want AccessEvent
+		var gotLT, wantLT *time.Time
+		if withLT {
+			gotLT, wantLT = new(time.Time), new(time.Time)
+		}
+		gf, gerr := decodeEvent(data, &got, gotLT, defaultFHIROpts)
+		wf, werr := decodeEventOracle(data, &want, wantLT, defaultFHIROpts)
+		if gf != wf {
+			return fmt.Sprintf("format %v, oracle %v", gf, wf)
+		}
+		if d := errorDifference(gerr, werr); d != "" {
+			return "decodeEvent: " + d
+		}
+		if d := eventDifference(&got, &want); d != "" {
+			return "decodeEvent: " + d
+		}
+	}
+	var got, want AccessEvent
+	gerr := DecodeCanonical(data, &got)
+	werr := decodeCanonicalStrictOracle(data, &want)
+	if d := errorDifference(gerr, werr); d != "" {
+		return "DecodeCanonical: " + d
+	}
+	return eventDifference(&got, &want)
+}
+
+// decodeCanonicalStrictOracle is DecodeCanonical over the oracle.
+func decodeCanonicalStrictOracle(data []byte, ev *AccessEvent) error {
+	if len(data) > MaxCanonicalMessageSize {
+		*ev = AccessEvent{}
+		return newErr("", ClassTooLarge, rMessageTooLarge, -1)
+	}
+	if _, de := decodeCanonicalOracle(data, ev, nil, false); de != nil {
+		*ev = AccessEvent{}
+		return de
+	}
+	return nil
+}
+
+func errorDifference(got, want error) string {
+	if (got == nil) != (want == nil) {
+		return fmt.Sprintf("error %v, oracle %v", got, want)
+	}
+	if got == nil {
+		return ""
+	}
+	var gde, wde *DecodeError
+	var gna, wna *NotAccessError
+	switch {
+	case errors.As(want, &wde):
+		if !errors.As(got, &gde) || *gde != *wde {
+			return fmt.Sprintf("error %#v, oracle %#v", got, want)
+		}
+	case errors.As(want, &wna):
+		if !errors.As(got, &gna) || *gna != *wna {
+			return fmt.Sprintf("error %#v, oracle %#v", got, want)
+		}
+	default:
+		return fmt.Sprintf("oracle error of unexpected type %T", want)
+	}
+	return ""
+}
+
+func eventDifference(got, want *AccessEvent) string {
+	g, w := *got, *want
+	if (g.LoggedTime == nil) != (w.LoggedTime == nil) {
+		return fmt.Sprintf("logged_time %v, oracle %v", g.LoggedTime, w.LoggedTime)
+	}
+	if g.LoggedTime != nil {
+		if *g.LoggedTime != *w.LoggedTime {
+			return fmt.Sprintf("logged_time %v, oracle %v", *g.LoggedTime, *w.LoggedTime)
+		}
+		g.LoggedTime, w.LoggedTime = nil, nil
+	}
+	if g != w {
+		return fmt.Sprintf("event\n%+v\noracle\n%+v", g, w)
+	}
+	return ""
+}
+
+// mutations returns variants of b (memberVariants has the structured
+// ones): every prefix, and at every position
+// the byte deleted, doubled, or replaced by one of a few bytes that matter
+// to the grammar.
+func mutations(b []byte) [][]byte {
+	var out [][]byte
+	for i := range len(b) {
+		out = append(out, b[:i])
+		out = append(out, append(append([]byte{}, b[:i]...), b[i+1:]...))
+		out = append(out, append(append([]byte{}, b[:i+1]...), b[i:]...))
+		for _, c := range []byte{'"', '\\', ' ', ':', ',', '}', '0', 'x', 0x00, 0x7f, 0xff} {
+			m := append([]byte{}, b...)
+			m[i] = c
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// memberValues are values memberVariants puts into every member: the
+// empty, null and wrongly typed cases, escapes, control characters, limits
+// and boundary times, IPs and enumerations.
+var memberValues = []string{
+	`""`, `null`, `1`, `-0.5e3`, `true`, `false`, `{}`, `[]`, `" "`, `"\u0000"`, `"\u007f"`,
+	`"a\u0041\n"`, `"\ud83d\ude00"`, `"é"`, `"` + strings.Repeat("x", 300) + `"`,
+	`"` + strings.Repeat("y", 2000) + `"`, `"0001-01-01T00:00:00Z"`, `"1899-12-31T23:59:59.999999999Z"`,
+	`"1900-01-01T00:00:00Z"`, `"1900-01-01T00:59:59+01:00"`, `"2299-12-31T23:59:59.999999999Z"`,
+	`"2300-01-01T00:00:00Z"`, `"2299-12-31T20:00:00-04:00"`, `"2026-02-29T10:00:00Z"`,
+	`"2024-02-29T10:00:00.5-00:00"`, `"2026-03-01t08:15:00Z"`, `"2026-03-01T08:15:00"`,
+	`"::1"`, `"fe80::1%eth0"`, `"10.0.0.256"`, `"view"`, `"VIEW"`, `"failure"`, `"export"`,
+}
+
+// memberVariants returns b with each canonical member's value replaced by
+// each of memberValues, and with each member removed. b must be a sample
+// whose values hold no '"' or ',' (the testdata samples).
+func memberVariants(b []byte) [][]byte {
+	var out [][]byte
+	for _, spec := range eventFields {
+		key := `"` + spec.name + `":`
+		i := strings.Index(string(b), key)
+		if i < 0 {
+			continue
+		}
+		v := i + len(key)
+		end := v + strings.IndexAny(string(b[v:]), ",}")
+		if b[v] == '"' {
+			end = v + 1 + strings.IndexByte(string(b[v+1:]), '"') + 1
+		}
+		for _, val := range memberValues {
+			out = append(out, []byte(string(b[:v])+val+string(b[end:])))
+		}
+		if b[end] == ',' {
+			out = append(out, []byte(string(b[:i])+string(b[end+1:])))
+		}
+	}
+	return out
+}
+
+// fuzzCorpus reads the committed FuzzDecodeEvent corpus.
+func fuzzCorpus(t *testing.T) [][]byte {
+	files, err := filepath.Glob("testdata/fuzz/FuzzDecodeEvent/*")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out [][]byte
+	for _, f := range files {
+		raw, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		lines := strings.Split(strings.TrimSpace(string(raw)), "\n")
+		if len(lines) != 2 || !strings.HasPrefix(lines[1], "[]byte(") {
+			t.Fatalf("%s: not a one-[]byte fuzz corpus file", f)
+		}
+		s, err := strconv.Unquote(strings.TrimSuffix(strings.TrimPrefix(lines[1], "[]byte("), ")"))
+		if err != nil {
+			t.Fatalf("%s: %v", f, err)
+		}
+		out = append(out, []byte(s))
+	}
+	if len(out) == 0 {
+		t.Fatal("empty fuzz corpus")
+	}
+	return out
+}
+
+func TestDecodeMatchesOracleOnCorpora(t *testing.T) {
+	inputs := append(seedInputs(t), fuzzCorpus(t)...)
+	ok, failed := 0, 0
+	for _, in := range inputs {
+		if d := DecodeDisagreement(in); d != "" {
+			t.Errorf("%.80q: %s", in, d)
+		}
+		if _, err := DecodeEvent(in); err == nil {
+			ok++
+		} else {
+			failed++
+		}
+	}
+	// The corpora hold both kinds; a comparison of errors only (or of
+	// successes only) would prove little.
+	if ok < 10 || failed < 10 {
+		t.Fatalf("corpora decode %d ok and %d failed; want both", ok, failed)
+	}
+}
+
+func TestDecodeMatchesOracleOnMutations(t *testing.T) {
+	bases := [][]byte{[]byte(minimalEvent)}
+	files, err := filepath.Glob("testdata/canonical/*.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		bases = append(bases, b)
+	}
+	if testing.Short() {
+		bases = bases[:2]
+	}
+	classes := map[ErrorClass]int{}
+	n := 0
+	for _, b := range bases {
+		for _, m := range append(mutations(b), memberVariants(b)...) {
+			n++
+			if d := DecodeDisagreement(m); d != "" {
+				t.Fatalf("%q: %s", m, d)
+			}
+			_, err := DecodeEvent(m)
+			classes[ErrorClassOf(err)]++
+		}
+	}
+	t.Logf("%d mutations, by class: %v", n, classes)
+	for _, c := range []ErrorClass{"", ClassSyntax, ClassInvalidUTF8, ClassUnknownField, ClassInvalidTime,
+		ClassInvalidValue, ClassMissingField, ClassWrongType, ClassTooLarge, ClassDuplicateField} {
+		if classes[c] == 0 {
+			t.Errorf("no mutation gave class %q: the mutations do not exercise it", c)
+		}
+	}
+}
+
+// TestParseTimeMatchesOracle compares parseTime with the oracle's (which
+// calls time.Date) over every month boundary of the years that matter
+// (0000–0003, 1899–1901, 1969–1971, 1999–2001, 2099–2101, 2299–2301,
+// 9997–9999), random instants, and offsets.
+func TestParseTimeMatchesOracle(t *testing.T) {
+	offsets := []string{"Z", "+00:00", "-00:00", "+01:00", "-05:30", "+14:00", "-23:59", "+23:59", "+24:00", "+01:60"}
+	check := func(s string) {
+		t.Helper()
+		gt, gr := parseTime([]byte(s))
+		wt, wr := parseTimeOracle([]byte(s))
+		if gt != wt || gr != wr {
+			t.Fatalf("%s: %v %v, oracle %v %v", s, gt, gr, wt, wr)
+		}
+	}
+	for _, y0 := range []int{0, 1899, 1969, 1999, 2099, 2299, 9997} {
+		for y := y0; y < y0+3; y++ {
+			for m := 1; m <= 12; m++ {
+				for _, d := range []int{0, 1, 28, 29, 30, 31, 32} {
+					for _, off := range offsets {
+						check(fmt.Sprintf("%04d-%02d-%02dT00:00:00%s", y, m, d, off))
+						check(fmt.Sprintf("%04d-%02d-%02dT23:59:59.999999999%s", y, m, d, off))
+					}
+				}
+			}
+		}
+	}
+	r := rand.New(rand.NewPCG(1, 2))
+	for range 20000 {
+		s := fmt.Sprintf("%04d-%02d-%02dT%02d:%02d:%02d", r.IntN(10000), 1+r.IntN(12), 1+r.IntN(31), r.IntN(24), r.IntN(60), r.IntN(60))
+		if r.IntN(2) == 0 {
+			s += "." + fmt.Sprintf("%09d", r.IntN(1e9))[:1+r.IntN(9)]
+		}
+		check(s + offsets[r.IntN(len(offsets))])
+	}
+}
+
+func TestPlainEndMatchesOracle(t *testing.T) {
+	for _, in := range seedInputs(t) {
+		for i := 0; i <= len(in); i = nextProbe(i) {
+			if g, w := plainEnd(in, i), plainEndOracle(in, i); g != w {
+				t.Fatalf("%.40q at %d: %d, oracle %d", in, i, g, w)
+			}
+		}
+	}
+	// Every byte value at every position of an 8-byte word.
+	for c := range 256 {
+		for pos := range 9 {
+			b := []byte("abcdefghijklmnop")
+			if pos < 8 {
+				b[pos] = byte(c)
+			}
+			if g, w := plainEnd(b, 0), plainEndOracle(b, 0); g != w {
+				t.Fatalf("byte %#x at %d: %d, oracle %d", c, pos, g, w)
+			}
+		}
+	}
+}
+
+// nextProbe steps through the positions plainEnd is compared at: every
+// one of the first 1 024 bytes, then every 61st, so that long plain runs
+// (the 70 000-byte seed) do not make the comparison quadratic.
+func nextProbe(i int) int {
+	if i < 1024 {
+		return i + 1
+	}
+	return i + 61
+}
+
+// FuzzDecodeDifferential: the decoder and the oracle agree on any input
+// (the seed corpus runs in every `go test`; `go test -fuzz
+// FuzzDecodeDifferential ./schemas` explores further).
+func FuzzDecodeDifferential(f *testing.F) {
+	addSeeds(f)
+	f.Fuzz(func(t *testing.T, data []byte) {
+		if d := DecodeDisagreement(data); d != "" {
+			t.Fatal(d)
+		}
+		for i := 0; i <= len(data); i = nextProbe(i) {
+			if g, w := plainEnd(data, i), plainEndOracle(data, i); g != w {
+				t.Fatalf("plainEnd at %d: %d, oracle %d", i, g, w)
+			}
+		}
+		if len(data) <= maxTimeLen {
+			gt, gr := parseTime(data)
+			wt, wr := parseTimeOracle(data)
+			if gt != wt || gr != wr {
+				t.Fatalf("parseTime: %v %v, oracle %v %v", gt, gr, wt, wr)
+			}
+		}
+	})
+}
