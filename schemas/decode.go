@@ -285,7 +285,10 @@ func decodeCanonical(data []byte, ev *AccessEvent, lt *time.Time, detectFHIR boo
 		}
 	}
 
-	var out AccessEvent
+	// Built in place (every field is assigned): on an error below, the
+	// callers zero *ev.
+	out := ev
+	out.LoggedTime = nil
 	out.BreakGlass = breakGlass
 
 	// Enumerations map to constants: no allocation.
@@ -354,7 +357,6 @@ func decodeCanonical(data []byte, ev *AccessEvent, lt *time.Time, detectFHIR boo
 	if de := out.checkDecoded(); de != nil {
 		return false, de
 	}
-	*ev = out
 	return false, nil
 }
 

@@ -43,13 +43,26 @@ func DecodeDisagreement(data []byte) string {
 			return "decodeEvent: " + d
 		}
 	}
-	var got, want AccessEvent
+	// Into an event that holds an earlier one (every field set), as a
+	// caller that reuses its AccessEvent does.
+	got, want := reusedEvent(), AccessEvent{}
 	gerr := DecodeCanonical(data, &got)
 	werr := decodeCanonicalStrictOracle(data, &want)
 	if d := errorDifference(gerr, werr); d != "" {
 		return "DecodeCanonical: " + d
 	}
 	return eventDifference(&got, &want)
+}
+
+// reusedEvent is an event with every field set.
+func reusedEvent() AccessEvent {
+	lt := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	return AccessEvent{
+		EventID: "old", EventTime: lt, LoggedTime: &lt, Source: "old", FacilityID: "old",
+		UserID: "old", UserRole: "old", UserDepartment: "old", WorkstationID: "old",
+		ClientIP: "10.0.0.1", PatientID: "old", EncounterID: "old", Action: ActionExport,
+		Resource: "old", BreakGlass: true, BreakGlassReason: "old", Outcome: OutcomeFailure,
+	}
 }
 
 // decodeCanonicalStrictOracle is DecodeCanonical over the oracle.
