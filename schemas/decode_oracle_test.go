@@ -74,7 +74,7 @@ func decodeCanonicalOracle(data []byte, ev *AccessEvent, lt *time.Time, detectFH
 			// Inline fast path for the usual plain key; str does the rest.
 			var ks span
 			var de *DecodeError
-			if i := plainEndOracle(data, l.pos+1); i < len(data) && data[i] == '"' {
+			if i := plainEnd(data, l.pos+1); i < len(data) && data[i] == '"' {
 				ks = span{start: l.pos + 1, end: i, dlen: i - l.pos - 1}
 				l.pos = i + 1
 			} else if ks, de = l.str(); de != nil {
@@ -136,7 +136,7 @@ func decodeCanonicalOracle(data []byte, ev *AccessEvent, lt *time.Time, detectFH
 				present |= bit
 			case f != fBreakGlass && c == '"':
 				var sp span
-				if i := plainEndOracle(data, l.pos+1); i < len(data) && data[i] == '"' {
+				if i := plainEnd(data, l.pos+1); i < len(data) && data[i] == '"' {
 					sp = span{start: l.pos + 1, end: i, dlen: i - l.pos - 1}
 					l.pos = i + 1
 				} else {
@@ -205,11 +205,11 @@ func decodeCanonicalOracle(data []byte, ev *AccessEvent, lt *time.Time, detectFH
 	}
 
 	var r reason
-	if out.EventTime, r = spanTimeOracle(data, vals[fEventTime]); r != rNone {
+	if out.EventTime, r = spanTime(data, vals[fEventTime]); r != rNone {
 		return false, newErr("event_time", ClassInvalidTime, r, vals[fEventTime].start)
 	}
 	if present&(1<<fLoggedTime) != 0 {
-		t, r := spanTimeOracle(data, vals[fLoggedTime])
+		t, r := spanTime(data, vals[fLoggedTime])
 		if r != rNone {
 			return false, newErr("logged_time", ClassInvalidTime, r, vals[fLoggedTime].start)
 		}
@@ -264,91 +264,6 @@ func decodeCanonicalOracle(data []byte, ev *AccessEvent, lt *time.Time, detectFH
 	}
 	*ev = out
 	return false, nil
-}
-
-func spanTimeOracle(data []byte, sp span) (time.Time, reason) {
-	if sp.dlen > maxTimeLen {
-		return time.Time{}, rTimeFormat
-	}
-	b := data[sp.start:sp.end]
-	var buf [maxTimeLen]byte
-	if sp.esc {
-		b = appendUnescaped(buf[:0], b)
-	}
-	return parseTimeOracle(b)
-}
-
-func parseTimeOracle(b []byte) (time.Time, reason) {
-	// YYYY-MM-DDThh:mm:ss is 19 bytes; the shortest valid form adds "Z".
-	if len(b) < 19 || b[4] != '-' || b[7] != '-' || b[10] != 'T' || b[13] != ':' || b[16] != ':' {
-		return time.Time{}, rTimeFormat
-	}
-	year, ok1 := digits(b[0:4])
-	month, ok2 := digits(b[5:7])
-	day, ok3 := digits(b[8:10])
-	hour, ok4 := digits(b[11:13])
-	minute, ok5 := digits(b[14:16])
-	sec, ok6 := digits(b[17:19])
-	if !(ok1 && ok2 && ok3 && ok4 && ok5 && ok6) ||
-		month < 1 || month > 12 || day < 1 || day > daysIn(month, year) ||
-		hour > 23 || minute > 59 || sec > 59 {
-		return time.Time{}, rTimeFormat
-	}
-	i := 19
-	nsec := 0
-	if i < len(b) && b[i] == '.' {
-		i++
-		n := 0
-		for i < len(b) && b[i] >= '0' && b[i] <= '9' {
-			if n == 9 {
-				return time.Time{}, rTimeFormat
-			}
-			nsec = nsec*10 + int(b[i]-'0')
-			n++
-			i++
-		}
-		if n == 0 {
-			return time.Time{}, rTimeFormat
-		}
-		for k := n; k < 9; k++ {
-			nsec *= 10
-		}
-	}
-	if i == len(b) {
-		return time.Time{}, rTimeNoOffset
-	}
-	var loc *time.Location
-	switch b[i] {
-	case 'Z':
-		if i+1 != len(b) {
-			return time.Time{}, rTimeFormat
-		}
-		loc = time.UTC
-	case '+', '-':
-		if len(b)-i != 6 || b[i+3] != ':' {
-			return time.Time{}, rTimeFormat
-		}
-		oh, okh := digits(b[i+1 : i+3])
-		om, okm := digits(b[i+4 : i+6])
-		if !okh || !okm || oh > 23 || om > 59 {
-			return time.Time{}, rTimeFormat
-		}
-		off := oh*60 + om
-		if b[i] == '-' {
-			off = -off
-		}
-		loc = fixedZone(off)
-	default:
-		return time.Time{}, rTimeFormat
-	}
-	return time.Date(year, time.Month(month), day, hour, minute, sec, nsec, loc), rNone
-}
-
-func plainEndOracle(data []byte, i int) int {
-	for i < len(data) && strPlain[data[i]] {
-		i++
-	}
-	return i
 }
 
 // writeUnescaped (the old decoder's) writes the decoded form of raw, a validated string of at

@@ -3,7 +3,6 @@ package schemas
 import (
 	"bytes"
 	"encoding/binary"
-	"math/bits"
 	"unicode/utf16"
 	"unicode/utf8"
 )
@@ -30,18 +29,13 @@ const (
 )
 
 // plain8 reports whether all eight bytes of x are strPlain.
-func plain8(x uint64) bool { return notPlain8(x) == 0 }
-
-// notPlain8 has the high bit set in (at least) the lowest byte of x that
-// is not strPlain, and is 0 when all eight are; bits above the lowest
-// flagged byte may be spurious (borrows), so only the lowest one counts.
-func notPlain8(x uint64) uint64 {
+func plain8(x uint64) bool {
 	ctl := (x - 0x20*ones) &^ x // some byte < 0x20 (or ≥ 0x80, caught below)
 	q := x ^ '"'*ones           // zero byte where '"'
 	bs := x ^ '\\'*ones         // zero byte where '\\'
 	del := x ^ 0x7f*ones        // zero byte where DEL
 	m := ctl | (q-ones)&^q | (bs-ones)&^bs | (del-ones)&^del | x
-	return m & highs
+	return m&highs == 0
 }
 
 // span locates a string's contents (without quotes) in the input.
@@ -70,17 +64,8 @@ func (l *lexer) ws() {
 }
 
 // plainEnd returns the index of the first byte at or after i that is not
-// strPlain; callers use it as a fast path before str. It tests eight bytes
-// at a time and takes the position of the first other byte from the
-// mask (notPlain8), so a short string costs a few word operations instead
-// of a table lookup per byte (docs/benchmarks.md §2).
+// strPlain; callers use it as an inlined fast path before str.
 func plainEnd(data []byte, i int) int {
-	for i+8 <= len(data) {
-		if m := notPlain8(binary.LittleEndian.Uint64(data[i:])); m != 0 {
-			return i + bits.TrailingZeros64(m)>>3
-		}
-		i += 8
-	}
 	for i < len(data) && strPlain[data[i]] {
 		i++
 	}

@@ -108,48 +108,7 @@ func parseTime(b []byte) (time.Time, reason) {
 	default:
 		return time.Time{}, rTimeFormat
 	}
-	// The fields are validated, so the instant follows directly: the value
-	// time.Date would return (loc included; the differential tests compare
-	// them with ==), without its normalisation and zone lookups.
-	unix := daysFromCivil(year, month, day)*secondsPerDay +
-		int64(hour*3600+minute*60+sec) - int64(utcOffset(b[i:]))
-	return time.Unix(unix, int64(nsec)).In(loc), rNone
-}
-
-const secondsPerDay = 24 * 60 * 60
-
-// utcOffset is the offset in seconds of a validated "Z" or "±hh:mm".
-func utcOffset(z []byte) int {
-	if z[0] == 'Z' {
-		return 0
-	}
-	off := (int(z[1]-'0')*10+int(z[2]-'0'))*3600 + (int(z[4]-'0')*10+int(z[5]-'0'))*60
-	if z[0] == '-' {
-		return -off
-	}
-	return off
-}
-
-// daysFromCivil is the number of days from 1970-01-01 to the proleptic
-// Gregorian date y-m-d (valid, year 0..9999), after H. Hinnant's
-// days_from_civil.
-func daysFromCivil(y, m, d int) int64 {
-	if m <= 2 {
-		y--
-	}
-	era := y
-	if era < 0 {
-		era -= 399
-	}
-	era /= 400
-	yoe := y - era*400
-	mp := m + 9
-	if m > 2 {
-		mp = m - 3
-	}
-	doy := (153*mp+2)/5 + d - 1
-	doe := yoe*365 + yoe/4 - yoe/100 + doy
-	return int64(era)*146097 + int64(doe) - 719468
+	return time.Date(year, time.Month(month), day, hour, minute, sec, nsec, loc), rNone
 }
 
 // digits parses a short run of ASCII digits.
