@@ -1,8 +1,8 @@
 package schemas
 
 import (
+	"strings"
 	"time"
-	"unsafe"
 )
 
 // Format is the wire format a message was decoded from.
@@ -203,19 +203,15 @@ func decodeCanonical(data []byte, ev *AccessEvent, lt *time.Time, detectFHIR boo
 				return false, newErr(spec.name, ClassDuplicateField, rDuplicateField, keyPos)
 			}
 			seen |= bit
-			if l.pos+1 < len(data) && data[l.pos] == ':' && data[l.pos+1] > ' ' {
-				l.pos++ // the usual `":v`, without whitespace
-			} else {
-				l.ws()
-				if l.pos >= len(data) {
-					return false, newErr(spec.name, ClassSyntax, rUnexpectedEOF, l.pos)
-				}
-				if data[l.pos] != ':' {
-					return false, newErr(spec.name, ClassSyntax, rUnexpectedChar, l.pos)
-				}
-				l.pos++
-				l.ws()
+			l.ws()
+			if l.pos >= len(data) {
+				return false, newErr(spec.name, ClassSyntax, rUnexpectedEOF, l.pos)
 			}
+			if data[l.pos] != ':' {
+				return false, newErr(spec.name, ClassSyntax, rUnexpectedChar, l.pos)
+			}
+			l.pos++
+			l.ws()
 			if l.pos >= len(data) {
 				return false, newErr(spec.name, ClassSyntax, rUnexpectedEOF, l.pos)
 			}
@@ -319,82 +315,56 @@ func decodeCanonical(data []byte, ev *AccessEvent, lt *time.Time, detectFHIR boo
 		out.LoggedTime = lt
 	}
 
-	// Every other string goes into one allocation: the values are copied
-	// (unescaped where needed) into one byte slice, which becomes one
-	// string that the fields slice.
-	total := 0
-	for _, f := range stringFields {
-		total += vals[f].dlen
+	// Every other string goes into one allocation.
+	strFields := [...]struct {
+		f   eventField
+		dst *string
+	}{
+		{fEventID, &out.EventID},
+		{fSource, &out.Source},
+		{fFacilityID, &out.FacilityID},
+		{fUserID, &out.UserID},
+		{fUserRole, &out.UserRole},
+		{fUserDepartment, &out.UserDepartment},
+		{fWorkstationID, &out.WorkstationID},
+		{fClientIP, &out.ClientIP},
+		{fPatientID, &out.PatientID},
+		{fEncounterID, &out.EncounterID},
+		{fResource, &out.Resource},
+		{fBreakGlassReason, &out.BreakGlassReason},
 	}
-	buf := make([]byte, 0, total)
-	for _, f := range stringFields {
-		if sp := vals[f]; sp.esc {
-			buf = appendUnescaped(buf, data[sp.start:sp.end])
+	total := 0
+	for _, sf := range strFields {
+		total += vals[sf.f].dlen
+	}
+	var b strings.Builder
+	b.Grow(total)
+	var offs [len(strFields)]int
+	for i, sf := range strFields {
+		offs[i] = b.Len()
+		sp := vals[sf.f]
+		if sp.esc {
+			writeUnescaped(&b, data[sp.start:sp.end])
 		} else {
-			buf = append(buf, data[sp.start:sp.end]...)
+			b.Write(data[sp.start:sp.end])
 		}
 	}
-	all := unsafe.String(unsafe.SliceData(buf), len(buf))
-	off := 0
-	next := func(f eventField) string {
-		s := all[off : off+vals[f].dlen]
-		off += vals[f].dlen
-		return s
+	all := b.String()
+	for i, sf := range strFields {
+		*sf.dst = all[offs[i] : offs[i]+vals[sf.f].dlen]
 	}
-	out.EventID = next(fEventID)
-	out.Source = next(fSource)
-	out.FacilityID = next(fFacilityID)
-	out.UserID = next(fUserID)
-	out.UserRole = next(fUserRole)
-	out.UserDepartment = next(fUserDepartment)
-	out.WorkstationID = next(fWorkstationID)
-	out.ClientIP = next(fClientIP)
-	out.PatientID = next(fPatientID)
-	out.EncounterID = next(fEncounterID)
-	out.Resource = next(fResource)
-	out.BreakGlassReason = next(fBreakGlassReason)
 
-	if de := out.checkDecoded(); de != nil {
+	if de := out.validate(0); de != nil {
 		return false, de
 	}
 	return false, nil
 }
 
-// stringFields are the canonical fields decoded as plain strings, in the
-// order decodeCanonical lays them out in their shared allocation (and
-// assigns them, in that order, to the AccessEvent).
-var stringFields = [...]eventField{
-	fEventID, fSource, fFacilityID, fUserID, fUserRole, fUserDepartment,
-	fWorkstationID, fClientIP, fPatientID, fEncounterID, fResource, fBreakGlassReason,
-}
-
-// checkDecoded is validate(0) for an event decodeCanonical has built, in
-// the same order, without the checks that cannot fail there: the lengths,
-// UTF-8 and control characters were checked while scanning, and action
-// and outcome are constants. It reports what validate(0) would.
-func (e *AccessEvent) checkDecoded() *DecodeError {
-	switch {
-	case e.EventID == "":
-		return newErr("event_id", ClassMissingField, rEmpty, -1)
-	case e.FacilityID == "":
-		return newErr("facility_id", ClassMissingField, rEmpty, -1)
-	case e.UserID == "":
-		return newErr("user_id", ClassMissingField, rEmpty, -1)
-	case e.PatientID == "":
-		return newErr("patient_id", ClassMissingField, rEmpty, -1)
-	case e.EventTime.IsZero():
-		return newErr("event_time", ClassMissingField, rEmpty, -1)
-	case !InTimeRange(e.EventTime):
-		return newErr("event_time", ClassInvalidTime, rTimeRange, -1)
-	case e.LoggedTime != nil && !InTimeRange(*e.LoggedTime):
-		return newErr("logged_time", ClassInvalidTime, rTimeRange, -1)
-	}
-	if e.ClientIP != "" {
-		if r := checkIP(e.ClientIP); r != rNone {
-			return newErr("client_ip", ClassInvalidValue, r, -1)
-		}
-	}
-	return nil
+// writeUnescaped writes the decoded form of raw, a validated string of at
+// most MaxReasonLen decoded bytes, to b without allocating.
+func writeUnescaped(b *strings.Builder, raw []byte) {
+	var tmp [MaxReasonLen]byte
+	b.Write(appendUnescaped(tmp[:0], raw))
 }
 
 // spanTime parses the date-time string at sp.

@@ -265,10 +265,3 @@ func decodeCanonicalOracle(data []byte, ev *AccessEvent, lt *time.Time, detectFH
 	*ev = out
 	return false, nil
 }
-
-// writeUnescaped (the old decoder's) writes the decoded form of raw, a validated string of at
-// most MaxReasonLen decoded bytes, to b without allocating.
-func writeUnescaped(b *strings.Builder, raw []byte) {
-	var tmp [MaxReasonLen]byte
-	b.Write(appendUnescaped(tmp[:0], raw))
-}
