@@ -11,8 +11,8 @@ import (
 	"time"
 )
 
-// The differential tests: the canonical decoder (decode.go) against the decoder before the throughput work
-// (decode_oracle_test.go). For every input both must agree exactly: the
+// The differential tests: the canonical decoder (decode.go) against the
+// decoder before the throughput work (decode_oracle_test.go). For every input both must agree exactly: the
 // same AccessEvent (times compared with ==, so the same instant, offset
 // and *time.Location), or the same error: the same type, class, field,
 // detail and offset, hence the same dead-letter class and field.
