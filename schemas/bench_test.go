@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"os"
 	"testing"
+	"time"
 )
 
 func benchInput(b *testing.B, path string) []byte {
@@ -16,6 +17,18 @@ func benchInput(b *testing.B, path string) []byte {
 	return data
 }
 
+// reportCPU adds the metric cpu-ns/op: the process's CPU time per
+// operation. On a shared machine wall-clock ns/op measures the load as
+// much as the code; CPU time much less so (docs/benchmarks.md §2).
+func reportCPU(b *testing.B) func() {
+	start := cpuTime(b)
+	return func() {
+		if start > 0 {
+			b.ReportMetric(float64(cpuTime(b)-start)/float64(b.N), "cpu-ns/op")
+		}
+	}
+}
+
 // BenchmarkDecodeCanonical decodes a typical 463-byte canonical event with
 // every field set into a reused AccessEvent.
 func BenchmarkDecodeCanonical(b *testing.B) {
@@ -23,8 +36,25 @@ func BenchmarkDecodeCanonical(b *testing.B) {
 	b.ReportAllocs()
 	b.SetBytes(int64(len(data)))
 	var ev AccessEvent
+	defer reportCPU(b)()
 	for b.Loop() {
 		if err := DecodeCanonical(data, &ev); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkDecodeCanonicalOracle is BenchmarkDecodeCanonical with the
+// decoder before the throughput work (decode_oracle_test.go): before and
+// after side by side in one run.
+func BenchmarkDecodeCanonicalOracle(b *testing.B) {
+	data := benchInput(b, "testdata/canonical/view.json")
+	b.ReportAllocs()
+	b.SetBytes(int64(len(data)))
+	var ev AccessEvent
+	defer reportCPU(b)()
+	for b.Loop() {
+		if err := decodeCanonicalStrictOracle(data, &ev); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -36,8 +66,26 @@ func BenchmarkDecodeEvent(b *testing.B) {
 	data := benchInput(b, "testdata/canonical/view.json")
 	b.ReportAllocs()
 	b.SetBytes(int64(len(data)))
+	defer reportCPU(b)()
 	for b.Loop() {
 		if _, err := DecodeEvent(data); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkDecodeEventOracle is BenchmarkDecodeEvent with the oracle.
+func BenchmarkDecodeEventOracle(b *testing.B) {
+	data := benchInput(b, "testdata/canonical/view.json")
+	b.ReportAllocs()
+	b.SetBytes(int64(len(data)))
+	defer reportCPU(b)()
+	for b.Loop() {
+		h := new(struct {
+			ev AccessEvent
+			lt time.Time
+		})
+		if _, err := decodeEventOracle(data, &h.ev, &h.lt, defaultFHIROpts); err != nil {
 			b.Fatal(err)
 		}
 	}

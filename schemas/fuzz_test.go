@@ -139,20 +139,31 @@ func errorLeak(data []byte, err error) string {
 }
 
 func addSeeds(f *testing.F) {
+	for _, s := range seedInputs(f) {
+		f.Add(s)
+	}
+}
+
+// seedInputs are the decoder fuzz targets' seeds: the canonical and FHIR
+// samples (whole, truncated, with trailing garbage) and hand-picked cases.
+func seedInputs(tb testing.TB) [][]byte {
+	var out [][]byte
 	for _, dir := range []string{"testdata/canonical", "testdata/fhir"} {
 		files, err := filepath.Glob(filepath.Join(dir, "*.json"))
 		if err != nil {
-			f.Fatal(err)
+			tb.Fatal(err)
 		}
 		for _, file := range files {
 			b, err := os.ReadFile(file)
 			if err != nil {
-				f.Fatal(err)
+				tb.Fatal(err)
 			}
-			f.Add(b)
-			f.Add(b[:len(b)/2])   // truncated
-			f.Add(b[:len(b)-2])   // truncated near the end
-			f.Add(append(b, 'x')) // trailing garbage
+			out = append(out,
+				b,
+				b[:len(b)/2],                // truncated
+				b[:len(b)-2],                // truncated near the end
+				append(slices.Clip(b), 'x'), // trailing garbage
+			)
 		}
 	}
 	seeds := []string{
@@ -169,11 +180,12 @@ func addSeeds(f *testing.F) {
 		`{"resourceType":"AuditEvent","id":"a","type":{},"action":"R","recorded":"2026-03-01T10:00:00Z","agent":[{"who":{"reference":"Practitioner/1"},"requestor":true}],"source":{"site":"s"},"entity":[{"what":{"reference":"Patient/p"}}]}`,
 		fhirBase,
 		withMember(`"client_ip":"::ffff:10.0.0.1"`),
-		replaceMember(f, "event_time", `"event_time":"2026-01-15T12:00:00.123456789-23:59"`),
+		replaceMember(tb, "event_time", `"event_time":"2026-01-15T12:00:00.123456789-23:59"`),
 	}
 	for _, s := range seeds {
-		f.Add([]byte(s))
+		out = append(out, []byte(s))
 	}
+	return out
 }
 
 // FuzzDecodeEvent: no input panics; every error is a safe *DecodeError;

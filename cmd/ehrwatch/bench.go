@@ -182,14 +182,31 @@ type bench struct {
 type measurement struct {
 	events int
 	took   time.Duration
+	cpu    time.Duration // this process's CPU time over took (every goroutine, GC included)
 }
 
 func (m measurement) rate() float64 { return float64(m.events) / m.took.Seconds() }
 
+// cpuPerEvent is the process's CPU time per event, in µs.
+func (m measurement) cpuPerEvent() float64 {
+	return float64(m.cpu.Nanoseconds()) / 1e3 / float64(m.events)
+}
+
+// report prints m's rate and, beside it, the process's CPU per event: on
+// a shared machine the rates (and their ratio to (a)) move with the load,
+// while the CPU each event costs moves much less, so the "CPU ratio",
+// (a)'s CPU per event over m's, says what the ratio of rates would be if
+// both were bound by this process's CPU alone (docs/benchmarks.md §2).
 func (b *bench) report(name string, m measurement, base measurement) {
 	fmt.Fprintf(b.out, "%-32s %9d events in %8s = %9.0f events/s", name, m.events, m.took.Round(time.Millisecond), m.rate())
 	if base.events > 0 {
 		fmt.Fprintf(b.out, "   (%.2f of (a))", m.rate()/base.rate())
+	}
+	if m.cpu > 0 {
+		fmt.Fprintf(b.out, "   cpu %.2f µs/event", m.cpuPerEvent())
+		if base.cpu > 0 {
+			fmt.Fprintf(b.out, " (cpu ratio %.2f)", base.cpuPerEvent()/m.cpuPerEvent())
+		}
 	}
 	fmt.Fprintln(b.out)
 }
@@ -294,7 +311,7 @@ func (b *bench) rawFetch(ctx context.Context) (measurement, error) {
 	if err != nil {
 		return measurement{}, err
 	}
-	start := time.Now()
+	start, cpu0 := time.Now(), processCPU()
 	var wg sync.WaitGroup
 	errs := make([]error, b.partitions)
 	for _, po := range lo.Topics[b.topic] {
@@ -320,7 +337,7 @@ func (b *bench) rawFetch(ctx context.Context) (measurement, error) {
 		}()
 	}
 	wg.Wait()
-	return measurement{events: b.events, took: time.Since(start)}, errors.Join(errs...)
+	return measurement{events: b.events, took: time.Since(start), cpu: processCPU() - cpu0}, errors.Join(errs...)
 }
 
 // noSnapshots is a snapshot store without snapshots.
@@ -389,6 +406,7 @@ func (b *bench) run(ctx context.Context, name string, deps ingest.Deps, progress
 		<-done
 	}()
 	var start time.Time
+	var cpu0 time.Duration
 	tick := time.NewTicker(5 * time.Millisecond)
 	defer tick.Stop()
 	for {
@@ -405,10 +423,10 @@ func (b *bench) run(ctx context.Context, name string, deps ingest.Deps, progress
 		}
 		started, finished := progress(p)
 		if start.IsZero() && started > 0 {
-			start = time.Now()
+			start, cpu0 = time.Now(), processCPU()
 		}
 		if finished >= int64(b.events) {
-			return measurement{events: b.events, took: time.Since(start)}, nil
+			return measurement{events: b.events, took: time.Since(start), cpu: processCPU() - cpu0}, nil
 		}
 	}
 }
