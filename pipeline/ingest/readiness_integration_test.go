@@ -26,7 +26,7 @@ import (
 func ownBroker(t *testing.T) (string, func()) {
 	t.Helper()
 	shared := testenv.Kafka(t) // the shared broker's jars are installed: fail with instructions if not
-	script, err := filepath.Abs("../deployments/dev/kafka.sh")
+	script, err := filepath.Abs("../../deployments/dev/kafka.sh")
 	if err != nil {
 		t.Fatal(err)
 	}
