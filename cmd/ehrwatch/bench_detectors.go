@@ -7,8 +7,10 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"os"
 	"runtime"
 	"runtime/debug"
+	"runtime/pprof"
 	"slices"
 	"sort"
 	"strings"
@@ -111,6 +113,7 @@ func runBenchDetectors(ctx context.Context, args []string, stdout, stderr io.Wri
 	seed := fs.Uint64("seed", synth.DefaultConfig().Seed, "generator seed")
 	runs := fs.Int("runs", 3, "runs of each configuration (the best and the median are reported)")
 	engines := fs.String("engines", "1,2", "comma-separated engine counts: N engines on N goroutines with GOMAXPROCS=N, users split by partition hash")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the detector runs (generation excluded) to this file")
 	procs := fs.Int("gomaxprocs", 0, "GOMAXPROCS for every engine count (0: as many as engines); e.g. --engines 1,2,4,8,16,32 --gomaxprocs 2 varies the partitions on fixed cores")
 	if err := parseFlags(fs, args, stdout); err != nil {
 		return err
@@ -149,11 +152,22 @@ func runBenchDetectors(ctx context.Context, args []string, stdout, stderr io.Wri
 	fmt.Fprintf(stdout, "hospital: %d users, %d patients, %d encounters, %d days, %d events, generated and decoded in memory in %s\n",
 		len(h.Users), len(h.Patients), len(h.Encounters), *days, len(events), time.Since(began).Round(time.Millisecond))
 	fmt.Fprintf(stdout, "machine: %s/%s, %d CPUs, %s; load average %s\n", runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), runtime.Version(), loadAverage())
+	if *cpuProfile != "" {
+		pf, err := os.Create(*cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer pf.Close()
+		if err := pprof.StartCPUProfile(pf); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+	}
 	prev := runtime.GOMAXPROCS(0)
 	defer runtime.GOMAXPROCS(prev)
 	for _, n := range counts {
 		shares := splitByPartition(events, n)
-		var rates []float64
+		var rates, cpuRates []float64
 		var last detectorRun
 		p := n
 		if *procs > 0 {
@@ -170,11 +184,19 @@ func runBenchDetectors(ctx context.Context, args []string, stdout, stderr io.Wri
 				return err
 			}
 			rates = append(rates, float64(len(events))/r.took.Seconds())
+			if r.cpu > 0 {
+				cpuRates = append(cpuRates, float64(len(events))/r.cpu.Seconds())
+			}
 			last = r
 		}
 		sort.Float64s(rates)
-		fmt.Fprintf(stdout, "%d engine(s), GOMAXPROCS=%d: best %9.0f events/s, median %9.0f events/s; %.2f allocs/event, %.0f B/event; %d findings; load average %s\n",
-			n, p, rates[len(rates)-1], rates[len(rates)/2], float64(last.mallocs)/float64(len(events)),
+		sort.Float64s(cpuRates)
+		cpuRate := 0.0
+		if len(cpuRates) > 0 {
+			cpuRate = cpuRates[len(cpuRates)/2]
+		}
+		fmt.Fprintf(stdout, "%d engine(s), GOMAXPROCS=%d: best %9.0f events/s, median %9.0f events/s, median %9.0f events per CPU-second; %.2f allocs/event, %.0f B/event; %d findings; load average %s\n",
+			n, p, rates[len(rates)-1], rates[len(rates)/2], cpuRate, float64(last.mallocs)/float64(len(events)),
 			float64(last.bytes)/float64(len(events)), last.findings, loadAverage())
 	}
 	if rss := peakRSS(); rss > 0 {
@@ -197,6 +219,7 @@ func splitByPartition(events []*schemas.AccessEvent, n int) [][]*schemas.AccessE
 
 type detectorRun struct {
 	took     time.Duration
+	cpu      time.Duration // user + system CPU of the process during the run (GC included)
 	mallocs  uint64
 	bytes    uint64
 	findings int
@@ -216,6 +239,7 @@ func runDetectorShares(ctx context.Context, newEngine func() (*detectors.Engine,
 	runtime.GC()
 	var before, after runtime.MemStats
 	runtime.ReadMemStats(&before)
+	cpuBefore := processCPU()
 	start := time.Now()
 	var wg sync.WaitGroup
 	found := make([]int, len(shares))
@@ -234,8 +258,9 @@ func runDetectorShares(ctx context.Context, newEngine func() (*detectors.Engine,
 	}
 	wg.Wait()
 	took := time.Since(start)
+	cpu := processCPU() - cpuBefore
 	runtime.ReadMemStats(&after)
-	r := detectorRun{took: took, mallocs: after.Mallocs - before.Mallocs, bytes: after.TotalAlloc - before.TotalAlloc}
+	r := detectorRun{took: took, cpu: cpu, mallocs: after.Mallocs - before.Mallocs, bytes: after.TotalAlloc - before.TotalAlloc}
 	for _, n := range found {
 		r.findings += n
 	}
