@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime"
 	"runtime/pprof"
 	"sync"
 	"time"
@@ -180,9 +181,11 @@ type bench struct {
 }
 
 type measurement struct {
-	events int
-	took   time.Duration
-	cpu    time.Duration // this process's CPU time over took (every goroutine, GC included)
+	events  int
+	took    time.Duration
+	cpu     time.Duration // this process's CPU time over took (every goroutine, GC included)
+	mallocs uint64        // heap objects allocated by the whole process during the run (0: not measured)
+	bytes   uint64        // heap bytes allocated
 }
 
 func (m measurement) rate() float64 { return float64(m.events) / m.took.Seconds() }
@@ -208,7 +211,10 @@ func (b *bench) report(name string, m measurement, base measurement) {
 			fmt.Fprintf(b.out, " (cpu ratio %.2f)", base.cpuPerEvent()/m.cpuPerEvent())
 		}
 	}
-	fmt.Fprintln(b.out)
+	if m.mallocs > 0 && m.events > 0 {
+		fmt.Fprintf(b.out, "; %.2f allocs/event, %.0f B/event", float64(m.mallocs)/float64(m.events), float64(m.bytes)/float64(m.events))
+	}
+	fmt.Fprintf(b.out, "; load average %s\n", loadAverage())
 }
 
 type discardDLQ struct{}
@@ -311,6 +317,8 @@ func (b *bench) rawFetch(ctx context.Context) (measurement, error) {
 	if err != nil {
 		return measurement{}, err
 	}
+	var msBefore, msAfter runtime.MemStats
+	runtime.ReadMemStats(&msBefore)
 	start, cpu0 := time.Now(), processCPU()
 	var wg sync.WaitGroup
 	errs := make([]error, b.partitions)
@@ -337,7 +345,10 @@ func (b *bench) rawFetch(ctx context.Context) (measurement, error) {
 		}()
 	}
 	wg.Wait()
-	return measurement{events: b.events, took: time.Since(start), cpu: processCPU() - cpu0}, errors.Join(errs...)
+	took, cpu := time.Since(start), processCPU()-cpu0
+	runtime.ReadMemStats(&msAfter)
+	return measurement{events: b.events, took: took, cpu: cpu, mallocs: msAfter.Mallocs - msBefore.Mallocs,
+		bytes: msAfter.TotalAlloc - msBefore.TotalAlloc}, errors.Join(errs...)
 }
 
 // noSnapshots is a snapshot store without snapshots.
@@ -398,6 +409,10 @@ func (b *bench) run(ctx context.Context, name string, deps ingest.Deps, progress
 	if err != nil {
 		return measurement{}, err
 	}
+	// Allocations are counted from here, the group join and the whole
+	// process included (nothing else runs in it meanwhile).
+	var msBefore, msAfter runtime.MemStats
+	runtime.ReadMemStats(&msBefore)
 	rctx, cancel := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() { done <- p.Run(rctx) }()
@@ -426,7 +441,10 @@ func (b *bench) run(ctx context.Context, name string, deps ingest.Deps, progress
 			start, cpu0 = time.Now(), processCPU()
 		}
 		if finished >= int64(b.events) {
-			return measurement{events: b.events, took: time.Since(start), cpu: processCPU() - cpu0}, nil
+			took, cpu := time.Since(start), processCPU()-cpu0
+			runtime.ReadMemStats(&msAfter)
+			return measurement{events: b.events, took: took, cpu: cpu, mallocs: msAfter.Mallocs - msBefore.Mallocs,
+				bytes: msAfter.TotalAlloc - msBefore.TotalAlloc}, nil
 		}
 	}
 }

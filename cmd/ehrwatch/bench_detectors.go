@@ -2,11 +2,16 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"math"
+	"os"
 	"runtime"
 	"runtime/debug"
+	"runtime/pprof"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -31,8 +36,10 @@ const benchUsage = `usage: ehrwatch bench <what> [flags]
 Run ` + "`ehrwatch bench <what> -h`" + ` for each one's flags. docs/benchmarks.md has the figures.
 `
 
-// benchHospital builds the generator configuration of a benchmark.
-func benchHospital(users, days int, seed uint64) (synth.Config, error) {
+// benchHospital builds the generator configuration of a benchmark:
+// patients > 0 sets the patients of the whole hospital (withPatients), 0
+// keeps the default patients per user.
+func benchHospital(users, patients, days int, seed uint64) (synth.Config, error) {
 	cfg := synth.DefaultConfig()
 	cfg.Seed, cfg.Days = seed, days
 	cfg.WarmupDays = min(cfg.WarmupDays, days-1)
@@ -42,13 +49,42 @@ func benchHospital(users, days int, seed uint64) (synth.Config, error) {
 	if users != 500 {
 		cfg = cfg.WithUsers(users)
 	}
+	if patients < 0 {
+		return cfg, errors.New("--patients must be ≥ 0")
+	}
+	if patients > 0 {
+		cfg = withPatients(cfg, patients)
+	}
 	return cfg, cfg.Validate()
+}
+
+// withPatients returns a copy of c whose facilities together have n
+// patients, spread in proportion to their users (the last facility takes
+// the rounding remainder). Each facility needs at least 5 patients per
+// user (synth.Config.Validate).
+func withPatients(c synth.Config, n int) synth.Config {
+	total := 0
+	for _, f := range c.Facilities {
+		total += f.Users
+	}
+	out := c
+	out.Facilities = slices.Clone(c.Facilities)
+	left := n
+	for i := range out.Facilities {
+		share := left
+		if i < len(out.Facilities)-1 && total > 0 {
+			share = int(math.Round(float64(n) * float64(out.Facilities[i].Users) / float64(total)))
+		}
+		out.Facilities[i].Patients = share
+		left -= share
+	}
+	return out
 }
 
 // newBenchHospital generates the default-seed hospital of `bench pipeline`
 // and `bench latency`; a bad size is a usage error.
 func newBenchHospital(users, days int) (*synth.Hospital, error) {
-	hcfg, err := benchHospital(users, days, synth.DefaultConfig().Seed)
+	hcfg, err := benchHospital(users, 0, days, synth.DefaultConfig().Seed)
 	if err != nil {
 		return nil, usageError{"bench: " + err.Error()}
 	}
@@ -72,10 +108,13 @@ func runBenchDetectors(ctx context.Context, args []string, stdout, stderr io.Wri
 	fs.SetOutput(stderr)
 	commandUsage(fs, "usage: ehrwatch bench detectors [flags]\n\nThe detectors alone over a pre-decoded synthetic stream in memory: events/s on\none core and on several (one engine per user-partitioned share), allocations.\n")
 	users := fs.Int("users", 500, "users of the synthetic hospital")
+	patients := fs.Int("patients", 0, "patients of the synthetic hospital, spread over its facilities by users (≥ 5 per user; 0: 24 per user)")
 	days := fs.Int("days", 14, "days simulated")
 	seed := fs.Uint64("seed", synth.DefaultConfig().Seed, "generator seed")
 	runs := fs.Int("runs", 3, "runs of each configuration (the best and the median are reported)")
 	engines := fs.String("engines", "1,2", "comma-separated engine counts: N engines on N goroutines with GOMAXPROCS=N, users split by partition hash")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the detector runs (generation excluded) to this file")
+	procs := fs.Int("gomaxprocs", 0, "GOMAXPROCS for every engine count (0: as many as engines); e.g. --engines 1,2,4,8,16,32 --gomaxprocs 2 varies the partitions on fixed cores")
 	if err := parseFlags(fs, args, stdout); err != nil {
 		return err
 	}
@@ -90,7 +129,10 @@ func runBenchDetectors(ctx context.Context, args []string, stdout, stderr io.Wri
 	if *runs < 1 {
 		return usageError{"bench detectors: --runs must be ≥ 1"}
 	}
-	cfg, err := benchHospital(*users, *days, *seed)
+	if *procs < 0 || *procs > 256 {
+		return usageError{"bench detectors: --gomaxprocs must be 0–256"}
+	}
+	cfg, err := benchHospital(*users, *patients, *days, *seed)
 	if err != nil {
 		return usageError{"bench detectors: " + err.Error()}
 	}
@@ -107,32 +149,58 @@ func runBenchDetectors(ctx context.Context, args []string, stdout, stderr io.Wri
 	for i := range h.Events {
 		events[i] = &h.Events[i]
 	}
-	fmt.Fprintf(stdout, "hospital: %d users, %d days, %d events, generated and decoded in memory in %s\n",
-		len(h.Users), *days, len(events), time.Since(began).Round(time.Millisecond))
-	fmt.Fprintf(stdout, "machine: %s/%s, %d CPUs, %s\n", runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), runtime.Version())
+	fmt.Fprintf(stdout, "hospital: %d users, %d patients, %d encounters, %d days, %d events, generated and decoded in memory in %s\n",
+		len(h.Users), len(h.Patients), len(h.Encounters), *days, len(events), time.Since(began).Round(time.Millisecond))
+	fmt.Fprintf(stdout, "machine: %s/%s, %d CPUs, %s; load average %s\n", runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), runtime.Version(), loadAverage())
+	if *cpuProfile != "" {
+		pf, err := os.Create(*cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer pf.Close()
+		if err := pprof.StartCPUProfile(pf); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+	}
 	prev := runtime.GOMAXPROCS(0)
 	defer runtime.GOMAXPROCS(prev)
 	for _, n := range counts {
 		shares := splitByPartition(events, n)
-		var rates []float64
+		var rates, cpuRates []float64
 		var last detectorRun
+		p := n
+		if *procs > 0 {
+			p = *procs
+		}
 		for range *runs {
 			if err := ctx.Err(); err != nil {
 				return err
 			}
-			runtime.GOMAXPROCS(n)
+			runtime.GOMAXPROCS(p)
 			r, err := runDetectorShares(ctx, newEngine, shares)
 			runtime.GOMAXPROCS(prev)
 			if err != nil {
 				return err
 			}
 			rates = append(rates, float64(len(events))/r.took.Seconds())
+			if r.cpu > 0 {
+				cpuRates = append(cpuRates, float64(len(events))/r.cpu.Seconds())
+			}
 			last = r
 		}
 		sort.Float64s(rates)
-		fmt.Fprintf(stdout, "%d engine(s), GOMAXPROCS=%d: best %9.0f events/s, median %9.0f events/s; %.1f allocs/event, %.0f B/event; %d findings\n",
-			n, n, rates[len(rates)-1], rates[len(rates)/2], float64(last.mallocs)/float64(len(events)),
-			float64(last.bytes)/float64(len(events)), last.findings)
+		sort.Float64s(cpuRates)
+		cpuRate := 0.0
+		if len(cpuRates) > 0 {
+			cpuRate = cpuRates[len(cpuRates)/2]
+		}
+		fmt.Fprintf(stdout, "%d engine(s), GOMAXPROCS=%d: best %9.0f events/s, median %9.0f events/s, median %9.0f events per CPU-second; %.2f allocs/event, %.0f B/event; %d findings; load average %s\n",
+			n, p, rates[len(rates)-1], rates[len(rates)/2], cpuRate, float64(last.mallocs)/float64(len(events)),
+			float64(last.bytes)/float64(len(events)), last.findings, loadAverage())
+	}
+	if rss := peakRSS(); rss > 0 {
+		fmt.Fprintf(stdout, "peak RSS %.0f MiB (the hospital, its events in memory, the reference index and the engines)\n", float64(rss)/(1<<20))
 	}
 	return nil
 }
@@ -151,6 +219,7 @@ func splitByPartition(events []*schemas.AccessEvent, n int) [][]*schemas.AccessE
 
 type detectorRun struct {
 	took     time.Duration
+	cpu      time.Duration // user + system CPU of the process during the run (GC included)
 	mallocs  uint64
 	bytes    uint64
 	findings int
@@ -170,6 +239,7 @@ func runDetectorShares(ctx context.Context, newEngine func() (*detectors.Engine,
 	runtime.GC()
 	var before, after runtime.MemStats
 	runtime.ReadMemStats(&before)
+	cpuBefore := processCPU()
 	start := time.Now()
 	var wg sync.WaitGroup
 	found := make([]int, len(shares))
@@ -188,8 +258,9 @@ func runDetectorShares(ctx context.Context, newEngine func() (*detectors.Engine,
 	}
 	wg.Wait()
 	took := time.Since(start)
+	cpu := processCPU() - cpuBefore
 	runtime.ReadMemStats(&after)
-	r := detectorRun{took: took, mallocs: after.Mallocs - before.Mallocs, bytes: after.TotalAlloc - before.TotalAlloc}
+	r := detectorRun{took: took, cpu: cpu, mallocs: after.Mallocs - before.Mallocs, bytes: after.TotalAlloc - before.TotalAlloc}
 	for _, n := range found {
 		r.findings += n
 	}
@@ -205,13 +276,14 @@ func runBenchMemory(ctx context.Context, args []string, stdout, stderr io.Writer
 	fs.SetOutput(stderr)
 	commandUsage(fs, "usage: ehrwatch bench memory [flags]\n\nDetector state per active user after a synthetic stream (runtime.MemStats after GC).\n")
 	users := fs.Int("users", 100_000, "users of the synthetic hospital")
+	patients := fs.Int("patients", 0, "patients of the synthetic hospital, spread over its facilities by users (≥ 5 per user; 0: 24 per user)")
 	days := fs.Int("days", 1, "days simulated")
 	seed := fs.Uint64("seed", synth.DefaultConfig().Seed, "generator seed")
 	perDetector := fs.Bool("per-detector", false, "also measure each detector alone (one more pass over the stream per detector)")
 	if err := parseFlags(fs, args, stdout); err != nil {
 		return err
 	}
-	cfg, err := benchHospital(*users, *days, *seed)
+	cfg, err := benchHospital(*users, *patients, *days, *seed)
 	if err != nil {
 		return usageError{"bench memory: " + err.Error()}
 	}

@@ -86,7 +86,7 @@ func BenchmarkDetectors(b *testing.B) {
 //
 //	go test ./cmd/ehrwatch -run '^$' -bench EngineSnapshot -benchtime 5x
 func BenchmarkEngineSnapshot(b *testing.B) {
-	cfg, err := benchHospital(2000, 14, synth.DefaultConfig().Seed)
+	cfg, err := benchHospital(2000, 0, 14, synth.DefaultConfig().Seed)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -145,4 +145,68 @@ func BenchmarkEngineSnapshot(b *testing.B) {
 		}
 	})
 	b.Logf("%d events, %d users, snapshot %d bytes gzip", len(h.Events), len(users), len(data))
+}
+
+// TestWithPatients checks the growth flags' patient count: the whole
+// hospital gets exactly n patients, spread by users, and fewer than five
+// per user is refused.
+func TestWithPatients(t *testing.T) {
+	base := synth.DefaultConfig().WithUsers(2000)
+	before := base.Facilities[0].Patients
+	for _, n := range []int{10_000, 100_000, 10_000_000} {
+		c := withPatients(base, n)
+		total := 0
+		for i, f := range c.Facilities {
+			total += f.Patients
+			if f.Users != base.Facilities[i].Users {
+				t.Errorf("%d patients: facility %s users %d, want %d", n, f.ID, f.Users, base.Facilities[i].Users)
+			}
+		}
+		if total != n {
+			t.Errorf("withPatients(%d): %d patients", n, total)
+		}
+		if err := c.Validate(); err != nil {
+			t.Errorf("withPatients(%d): %v", n, err)
+		}
+		// Spread by users: nyc has 76 % of the users.
+		if got := float64(c.Facilities[0].Patients) / float64(n); got < 0.75 || got > 0.77 {
+			t.Errorf("withPatients(%d): first facility has %.3f of the patients", n, got)
+		}
+	}
+	if base.Facilities[0].Patients != before {
+		t.Error("withPatients changed its argument")
+	}
+	if c := withPatients(base, 9_000); c.Validate() == nil {
+		t.Error("9 000 patients for 2 000 users validated; want fewer than 5 per user refused")
+	}
+}
+
+func TestBenchGrowthFlags(t *testing.T) {
+	var out, errOut bytes.Buffer
+	args := []string{"bench", "detectors", "--users", "120", "--patients", "3000", "--days", "2", "--runs", "1", "--engines", "1,4", "--gomaxprocs", "1"}
+	if err := run(context.Background(), args, &out, &errOut); err != nil {
+		t.Fatalf("%v: %v\n%s", args, err, errOut.String())
+	}
+	for _, want := range []string{" 3000 patients,", "1 engine(s), GOMAXPROCS=1:", "4 engine(s), GOMAXPROCS=1:", "allocs/event", "load average", "peak RSS"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("output lacks %q:\n%s", want, out.String())
+		}
+	}
+	out.Reset()
+	if err := run(context.Background(), []string{"bench", "memory", "--users", "120", "--patients", "4000", "--days", "1"}, &out, &errOut); err != nil {
+		t.Fatalf("bench memory --patients: %v\n%s", err, errOut.String())
+	}
+	if !strings.Contains(out.String(), " 4000 patients,") {
+		t.Errorf("bench memory --patients 4000:\n%s", out.String())
+	}
+	for _, bad := range [][]string{
+		{"bench", "detectors", "--users", "120", "--patients", "100"}, // fewer than 5 per user
+		{"bench", "detectors", "--patients", "-1"},
+		{"bench", "detectors", "--gomaxprocs", "-1"},
+		{"bench", "memory", "--users", "120", "--patients", "100"},
+	} {
+		if err := run(context.Background(), bad, &out, &errOut); exitCode(err) != 2 {
+			t.Errorf("%v: %v, want a usage error", bad, err)
+		}
+	}
 }

@@ -55,6 +55,7 @@ func runGen(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	warmup := fs.Int("warmup-days", -1, "days before baseline-dependent incidents (default: 8, or days/2 when --days < 10)")
 	seed := fs.Uint64("seed", def.Seed, "random seed; equal flags give byte-identical output")
 	users := fs.Int("users", 0, "total users, spread over the facilities in proportion (default 500)")
+	patients := fs.Int("patients", 0, "total patients, spread over the facilities by users (≥ 5 per user; default 24 per user)")
 	start := fs.String("start", def.Start.Format(time.DateOnly), "first day (YYYY-MM-DD); the default span includes the 2026-11-01 DST change")
 	incidents := fs.Float64("incident-rate", def.IncidentRate, "incidents of each kind per 1000 user-days (0: none)")
 	benign := fs.Float64("benign-rate", def.BenignRate, "scripted benign confounders of each kind per 1000 user-days")
@@ -104,6 +105,12 @@ func runGen(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 	if *users > 0 {
 		cfg = cfg.WithUsers(*users)
+	}
+	if *patients < 0 {
+		return usageError{"gen: --patients must be ≥ 0"}
+	}
+	if *patients > 0 {
+		cfg = withPatients(cfg, *patients)
 	}
 	st, err := time.Parse(time.DateOnly, *start)
 	if err != nil {

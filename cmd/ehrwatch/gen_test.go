@@ -117,6 +117,21 @@ func readFileT(t *testing.T, path string) []byte {
 	return b
 }
 
+func TestGenPatients(t *testing.T) {
+	dir := t.TempDir()
+	runGenCmd(t, "--out", dir, "--patients", "2500")
+	if n := len(readLines(t, filepath.Join(dir, synth.PatientsFile))); n != 2500 {
+		t.Errorf("--patients 2500 wrote %d patients", n)
+	}
+	var out, errOut bytes.Buffer
+	for _, p := range []string{"100", "-1"} { // 150 users need at least 5 patients each
+		err := run(context.Background(), append(append([]string{}, genSmall...), "--out", t.TempDir(), "--patients", p), &out, &errOut)
+		if err == nil {
+			t.Errorf("--patients %s: no error", p)
+		}
+	}
+}
+
 func TestGenUsage(t *testing.T) {
 	for _, args := range [][]string{
 		{"gen"},

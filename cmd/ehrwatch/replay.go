@@ -12,6 +12,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"runtime"
 	"runtime/pprof"
 	"slices"
 	"strings"
@@ -152,6 +153,8 @@ type replayStats struct {
 	replay.Stats
 	Took     time.Duration            // reading, decoding and detecting
 	Setup    time.Duration            // loading configuration and reference data
+	Mallocs  uint64                   // heap objects allocated while replaying (runtime.MemStats)
+	Bytes    uint64                   // heap bytes allocated while replaying
 	Unmapped []detectors.UnmappedName // role and department names no vocabulary category covers
 }
 
@@ -262,8 +265,11 @@ func replayFile(ctx context.Context, o replayOptions, stdout, stderr io.Writer) 
 	if err != nil {
 		return fmt.Errorf("replay: %w", err)
 	}
+	var msBefore, msAfter runtime.MemStats
+	runtime.ReadMemStats(&msBefore)
 	rst, err := r.Run(ctx, src)
-	st := replayStats{Stats: rst}
+	runtime.ReadMemStats(&msAfter)
+	st := replayStats{Stats: rst, Mallocs: msAfter.Mallocs - msBefore.Mallocs, Bytes: msAfter.TotalAlloc - msBefore.TotalAlloc}
 	if ferr := bw.Flush(); err == nil {
 		err = ferr
 	}
@@ -324,6 +330,9 @@ func printReplaySummary(w io.Writer, st replayStats, o replayOptions) {
 		st.Events, st.Took.Round(time.Millisecond), rate, o.partitions, st.Setup.Round(time.Millisecond))
 	if rss := peakRSS(); rss > 0 {
 		fmt.Fprintf(w, ", peak RSS %d MiB", rss>>20)
+	}
+	if st.Events > 0 && st.Mallocs > 0 {
+		fmt.Fprintf(w, "; %.2f allocs/event, %.0f B/event", float64(st.Mallocs)/float64(st.Events), float64(st.Bytes)/float64(st.Events))
 	}
 	fmt.Fprintln(w)
 	printTally(w, st.LineTally)

@@ -46,7 +46,8 @@ func TestReplayCanonicalAndFHIRGiveIdenticalFindings(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%s: %v\n%s", format, err, stderr)
 		}
-		if !strings.Contains(summary, "replayed ") || strings.Contains(summary, "bad lines") || strings.Contains(summary, "warning") {
+		if !strings.Contains(summary, "replayed ") || !strings.Contains(summary, "allocs/event") ||
+			strings.Contains(summary, "bad lines") || strings.Contains(summary, "warning") {
 			t.Errorf("%s summary:\n%s", format, summary)
 		}
 		raw, err := os.ReadFile(out)
