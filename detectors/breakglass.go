@@ -203,7 +203,7 @@ func (d *BreakGlass) Detect(_ context.Context, ev *schemas.AccessEvent) ([]schem
 	ref := refOf(d.env)
 	var u *schemas.User
 	if ev.BreakGlass || ev.UserRole == "" {
-		u, _ = ref.User(ev.UserID)
+		u, _ = eventUser(d.env, ref, ev)
 	}
 	st := d.track(ev.UserID, userRole(ev, u), day)
 	if d.deferred {

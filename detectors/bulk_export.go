@@ -210,7 +210,7 @@ func (d *BulkExport) countFor(ev *schemas.AccessEvent) int {
 	ref := refOf(d.env)
 	var u *schemas.User
 	if ev.UserRole == "" || ev.UserDepartment == "" {
-		u, _ = ref.User(ev.UserID)
+		u, _ = eventUser(d.env, ref, ev)
 	}
 	if vocabOf(ref).UserCategories(ev, u).Intersects(d.disclose) {
 		return d.cfg.DisclosureCount

@@ -69,12 +69,12 @@ func NewCoworker(cfg *CoworkerConfig, env Env) (*Coworker, error) {
 // Detect returns a finding when the patient is another employee.
 func (d *Coworker) Detect(_ context.Context, ev *schemas.AccessEvent) ([]schemas.Finding, error) {
 	ref := refOf(d.env)
-	p, _ := ref.Patient(ev.PatientID)
+	p, _ := eventPatient(d.env, ref, ev)
 	employee := employeeOf(ref, ev.PatientID, p)
 	if employee == "" || employee == ev.UserID {
 		return nil, nil
 	}
-	u, _ := ref.User(ev.UserID)
+	u, _ := eventUser(d.env, ref, ev)
 	if selfLink(ref, ev, u, p) != "" {
 		return nil, nil
 	}

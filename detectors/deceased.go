@@ -121,11 +121,11 @@ func (d *Deceased) relationshipBefore(ref Reference, ev *schemas.AccessEvent, de
 // after the death.
 func (d *Deceased) Detect(_ context.Context, ev *schemas.AccessEvent) ([]schemas.Finding, error) {
 	ref := refOf(d.env)
-	p, ok := ref.Patient(ev.PatientID)
+	p, ok := eventPatient(d.env, ref, ev)
 	if !ok || p.DeceasedAt == nil || !ev.EventTime.After(*p.DeceasedAt) {
 		return nil, nil
 	}
-	u, _ := ref.User(ev.UserID)
+	u, _ := eventUser(d.env, ref, ev)
 	role, dept := userRole(ev, u), userDepartment(ev, u)
 	if vocabOf(ref).UserCategories(ev, u).Intersects(d.legitimate) {
 		return nil, nil

@@ -30,6 +30,13 @@ type explainer struct {
 	care   CareRelationship
 	reason bool // care.Reason is filled in
 	ref    Reference
+	// The reference's user and patient of cur, looked up once per event
+	// for every detector (eventUser, eventPatient); the patient on first
+	// use.
+	evUser             *schemas.User
+	userOK             bool
+	patient            *schemas.Patient
+	patientOK, patDone bool
 
 	mu     sync.Mutex
 	byIdx  [numExplainedBy]uint64
@@ -119,6 +126,8 @@ func (x *explainer) begin(ev *schemas.AccessEvent, ref Reference) {
 		care = ref.Care(ev)
 	}
 	x.reason = !quick
+	x.evUser, x.userOK = ref.User(ev.UserID)
+	x.patient, x.patientOK, x.patDone = nil, false, false
 	if care.Explained && care.By == "" {
 		care.By = ExplainedByCareTeam
 	}
@@ -136,8 +145,7 @@ func (x *explainer) begin(ev *schemas.AccessEvent, ref Reference) {
 	}
 	if !care.Explained && x.cfg.DepartmentHorizon > 0 {
 		if quick {
-			u, _ := ref.User(ev.UserID)
-			if dept := userDepartment(ev, u); dept != "" {
+			if dept := userDepartment(ev, x.evUser); dept != "" {
 				if e, ok := h.departmentInvolved(ev.PatientID, dept, ev.EventTime, x.cfg.DepartmentHorizon); ok {
 					care = CareRelationship{Explained: true, EncounterID: e.id, By: ExplainedByDepartmentInvolvement,
 						Reason: "encounter " + e.id + " (" + e.dept + "), in or with a member of " + dept + " on its care team, within " +
@@ -152,13 +160,12 @@ func (x *explainer) begin(ev *schemas.AccessEvent, ref Reference) {
 
 // end records what begin found.
 func (x *explainer) end(ev *schemas.AccessEvent, ref Reference) {
-	care := x.care
-	x.cur = nil
+	care, u := x.care, x.evUser
+	x.cur, x.evUser, x.patient = nil, nil, nil
 	by := care.By
 	if !care.Explained {
 		by = Unexplained
 	}
-	u, _ := ref.User(ev.UserID)
 	x.count(by, userDepartment(ev, u), userRole(ev, u))
 
 	us := x.user(ev.UserID)
@@ -282,6 +289,28 @@ func careOf(env Env, ref Reference, ev *schemas.AccessEvent) CareRelationship {
 		return x.care
 	}
 	return ref.Care(ev)
+}
+
+// eventUser returns ref.User(ev.UserID): the Engine's lookup when the
+// detector runs in one, made once per event for all detectors.
+func eventUser(env Env, ref Reference, ev *schemas.AccessEvent) (*schemas.User, bool) {
+	if x := env.explain; x != nil && x.cur == ev {
+		return x.evUser, x.userOK
+	}
+	return ref.User(ev.UserID)
+}
+
+// eventPatient returns ref.Patient(ev.PatientID), looked up once per event
+// in an Engine.
+func eventPatient(env Env, ref Reference, ev *schemas.AccessEvent) (*schemas.Patient, bool) {
+	if x := env.explain; x != nil && x.cur == ev {
+		if !x.patDone {
+			x.patient, x.patientOK = ref.Patient(ev.PatientID)
+			x.patDone = true
+		}
+		return x.patient, x.patientOK
+	}
+	return ref.Patient(ev.PatientID)
 }
 
 // repeatDays records an unexplained access to a related patient and

@@ -96,12 +96,12 @@ var familyPhrases = map[string]string{
 // relative.
 func (d *Family) Detect(_ context.Context, ev *schemas.AccessEvent) ([]schemas.Finding, error) {
 	ref := refOf(d.env)
-	p, _ := ref.Patient(ev.PatientID)
+	p, _ := eventPatient(d.env, ref, ev)
 	rel := familyRelationship(ref, ev, p)
 	if rel == "" {
 		return nil, nil
 	}
-	u, _ := ref.User(ev.UserID)
+	u, _ := eventUser(d.env, ref, ev)
 	if selfLink(ref, ev, u, p) != "" {
 		return nil, nil // self_access reports it
 	}

@@ -402,7 +402,7 @@ func (d *OffHours) calendarFor(ev *schemas.AccessEvent) *calendar {
 	role := ev.UserRole
 	if role == "" {
 		if ref := d.env.Reference(); ref != nil {
-			if u, ok := ref.User(ev.UserID); ok {
+			if u, ok := eventUser(d.env, ref, ev); ok {
 				role = u.Role
 			}
 		}

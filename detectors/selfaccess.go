@@ -53,8 +53,8 @@ func isSelf(ev *schemas.AccessEvent, u *schemas.User, p *schemas.Patient) string
 // Detect returns a finding when the user opens their own record.
 func (d *SelfAccess) Detect(_ context.Context, ev *schemas.AccessEvent) ([]schemas.Finding, error) {
 	ref := refOf(d.env)
-	u, _ := ref.User(ev.UserID)
-	p, _ := ref.Patient(ev.PatientID)
+	u, _ := eventUser(d.env, ref, ev)
+	p, _ := eventPatient(d.env, ref, ev)
 	link := selfLink(ref, ev, u, p)
 	if link == "" {
 		return nil, nil

@@ -68,7 +68,7 @@ func NewTerminated(cfg *TerminatedConfig, env Env) (*Terminated, error) {
 // Detect returns a finding when the account should no longer be in use.
 func (d *Terminated) Detect(_ context.Context, ev *schemas.AccessEvent) ([]schemas.Finding, error) {
 	ref := refOf(d.env)
-	u, ok := ref.User(ev.UserID)
+	u, ok := eventUser(d.env, ref, ev)
 	if !ok {
 		return nil, nil
 	}

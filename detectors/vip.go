@@ -49,11 +49,11 @@ func NewVIP(cfg *VIPConfig, env Env) (*VIP, error) {
 // Detect returns a finding when the patient is flagged VIP.
 func (d *VIP) Detect(_ context.Context, ev *schemas.AccessEvent) ([]schemas.Finding, error) {
 	ref := refOf(d.env)
-	p, ok := ref.Patient(ev.PatientID)
+	p, ok := eventPatient(d.env, ref, ev)
 	if !ok || !p.VIP {
 		return nil, nil
 	}
-	u, _ := ref.User(ev.UserID)
+	u, _ := eventUser(d.env, ref, ev)
 	if isSelf(ev, u, p) != "" {
 		return nil, nil
 	}

@@ -357,7 +357,7 @@ func (v *Volume) groupOf(ev *schemas.AccessEvent) *volGroup {
 	g := volGroup{ev.UserRole, ev.UserDepartment}
 	if (g.role == "" || g.department == "") && v.env.Reference != nil {
 		if ref := v.env.Reference(); ref != nil {
-			if u, ok := ref.User(ev.UserID); ok {
+			if u, ok := eventUser(v.env, ref, ev); ok {
 				if g.role == "" {
 					g.role = u.Role
 				}
