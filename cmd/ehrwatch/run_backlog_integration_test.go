@@ -53,23 +53,34 @@ type backlogAlert struct {
 	Notified bool
 }
 
-func backlogAlerts(t *testing.T, conn clickhouse.Conn) map[string]backlogAlert {
+// backlogAlerts reads the alerts, and for the diff output each alert's
+// rule and the detectors of the findings it counts.
+func backlogAlerts(t *testing.T, conn clickhouse.Conn) (map[string]backlogAlert, map[string]string) {
 	t.Helper()
-	rows, err := conn.Query(context.Background(), "SELECT alert_id, severity, finding_count, notified_version > 0 FROM alerts FINAL")
+	rows, err := conn.Query(context.Background(), `SELECT a.alert_id, a.severity, a.finding_count, a.notified_version > 0, a.rule,
+ arrayStringConcat(arraySort(arrayDistinct(arrayConcat([a.detector], d.dets))), ',')
+ FROM (SELECT * FROM alerts FINAL) AS a
+ LEFT JOIN (SELECT af.alert_id, groupUniqArray(f.detector) AS dets FROM alert_findings AS af
+  INNER JOIN (SELECT finding_id, detector FROM findings FINAL) AS f ON f.finding_id = af.finding_id GROUP BY af.alert_id) AS d
+ ON d.alert_id = a.alert_id`)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer rows.Close()
-	out := map[string]backlogAlert{}
+	out, desc := map[string]backlogAlert{}, map[string]string{}
 	for rows.Next() {
-		var id string
+		var id, rule, dets string
 		var a backlogAlert
-		if err := rows.Scan(&id, &a.Severity, &a.Count, &a.Notified); err != nil {
+		if err := rows.Scan(&id, &a.Severity, &a.Count, &a.Notified, &rule, &dets); err != nil {
 			t.Fatal(err)
 		}
 		out[id] = a
+		desc[id] = "rule " + rule + ", detector " + strings.Trim(dets, ",")
 	}
-	return out
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return out, desc
 }
 
 // backlogRun is one `ehrwatch run` on its own topic and database.
@@ -226,21 +237,22 @@ func TestRunBacklogAlertsEqualPacedRun(t *testing.T) {
 		}
 	}
 
-	want, got := backlogAlerts(t, paced.conn), backlogAlerts(t, bl.conn)
+	want, wantDesc := backlogAlerts(t, paced.conn)
+	got, gotDesc := backlogAlerts(t, bl.conn)
 	if len(want) < 10 {
 		t.Fatalf("the paced run raised only %d alerts; the hospital is too small to compare", len(want))
 	}
 	var diffs []string
 	for id, w := range want {
 		if g, ok := got[id]; !ok {
-			diffs = append(diffs, fmt.Sprintf("%s %+v missing in the backlog run", id, w))
+			diffs = append(diffs, fmt.Sprintf("%s (%s) %+v missing in the backlog run", id, wantDesc[id], w))
 		} else if g != w {
-			diffs = append(diffs, fmt.Sprintf("%s backlog %+v, paced %+v", id, g, w))
+			diffs = append(diffs, fmt.Sprintf("%s (%s) backlog %+v, paced %+v", id, wantDesc[id], g, w))
 		}
 	}
 	for id, g := range got {
 		if _, ok := want[id]; !ok {
-			diffs = append(diffs, fmt.Sprintf("%s %+v only in the backlog run", id, g))
+			diffs = append(diffs, fmt.Sprintf("%s (%s) %+v only in the backlog run", id, gotDesc[id], g))
 		}
 	}
 	sort.Strings(diffs)

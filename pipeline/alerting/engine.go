@@ -234,7 +234,7 @@ func (e *engine) observe(findings []schemas.Finding) observeResult {
 			}
 		}
 		if e.cfg.UserRisk.Enabled {
-			if g := e.applyRisk(o); g != nil {
+			for _, g := range e.applyRisk(o) {
 				touch(g)
 			}
 		}
@@ -579,7 +579,19 @@ type userRisk struct {
 	entries []riskEntry // sorted by ms
 }
 
-func (e *engine) applyRisk(o observation) *group {
+// applyRisk adds o to its user's risk entries and evaluates the risk at
+// the time of every entry whose window (Window up to and including it)
+// holds o: the sum at an entry's time counts the entries up to it only.
+// So the risk alerts are a function of the set of findings, not of the
+// order in which they reach alerting (the peer stage's volume and
+// break_glass findings arrive after later findings of the same user,
+// by however much the slowest partition lags): a late finding is
+// evaluated with the entries before it, and the entries after it are
+// evaluated again with it. Entries are kept Window plus Limits.Lateness
+// behind the user's newest without a StateStore (as the groups are), and
+// up to Limits.MaxRiskEntriesPerUser with one, so no late finding is
+// evaluated short.
+func (e *engine) applyRisk(o observation) []*group {
 	c := &e.cfg.UserRisk
 	f := o.f
 	if f.UserID == "" || f.Severity.Rank() < c.MinFindingSeverity.Rank() {
@@ -603,22 +615,43 @@ func (e *engine) applyRisk(o observation) *group {
 		return nil
 	}
 	e.dirtyRisk[f.UserID] = true
-	latest := u.entries[len(u.entries)-1].ms
-	u.prune(latest - c.Window.Milliseconds())
-	total, perDet, contributing := u.total(latest, c)
+	if !e.persistent {
+		u.prune(u.entries[len(u.entries)-1].ms - (c.Window + e.cfg.Limits.Lateness).Milliseconds())
+	}
+	var changed []*group
+	win := c.Window.Milliseconds()
+	for j := sort.Search(len(u.entries), func(i int) bool { return u.entries[i].ms >= o.ms }); j < len(u.entries) && u.entries[j].ms < o.ms+win; j++ {
+		at := u.entries[j].ms
+		if j+1 < len(u.entries) && u.entries[j+1].ms == at {
+			continue // evaluated once, with every entry of that time
+		}
+		if g := e.evaluateRisk(f.UserID, u, at); g != nil && !slices.Contains(changed, g) {
+			changed = append(changed, g)
+		}
+	}
+	return changed
+}
+
+// evaluateRisk applies the user's risk at time at (ms, an entry's time):
+// the decayed, capped sum of the entries in (at-Window, at]. Over the
+// threshold it raises or updates the risk alert of at's alert window with
+// those entries; it returns the group when it changed.
+func (e *engine) evaluateRisk(user string, u *userRisk, at int64) *group {
+	c := &e.cfg.UserRisk
+	total, perDet, contributing := u.total(at, c)
 	if total < c.Threshold {
 		return nil
 	}
-	tEval := time.UnixMilli(latest).UTC()
+	tEval := time.UnixMilli(at).UTC()
 	start := windowStart(tEval, c.AlertWindow)
-	id := AlertID(RuleUserRisk, []string{"user=" + f.UserID}, start)
-	g := e.openGroup(id, RuleUserRisk, kindRisk, start, c.AlertWindow, c.RepeatInterval, func(g *group) { g.userID = f.UserID })
+	id := AlertID(RuleUserRisk, []string{"user=" + user}, start)
+	g := e.openGroup(id, RuleUserRisk, kindRisk, start, c.AlertWindow, c.RepeatInterval, func(g *group) { g.userID = user })
 	if g == nil {
 		return nil
 	}
 	changed := false
 	for _, en := range contributing {
-		fo := schemas.Finding{FindingID: en.id, Detector: en.detector, Severity: c.Severity, UserID: f.UserID, FacilityID: en.facility}
+		fo := schemas.Finding{FindingID: en.id, Detector: en.detector, Severity: c.Severity, UserID: user, FacilityID: en.facility}
 		if e.addFinding(g, observation{f: &fo, t: time.UnixMilli(en.ms).UTC(), ms: en.ms}) {
 			changed = true
 		}
@@ -634,11 +667,11 @@ func (e *engine) applyRisk(o observation) *group {
 	if total > g.riskPeak {
 		g.riskPeak = total
 		g.score = riskScore(total, c, g.severity)
-		g.riskSentence = riskSentence(f.UserID, total, c, tEval, len(contributing), perDet)
+		g.riskSentence = riskSentence(user, total, c, tEval, len(contributing), perDet)
 		changed = true
 	}
 	if g.riskSentence == "" {
-		g.riskSentence = riskSentence(f.UserID, total, c, tEval, len(contributing), perDet)
+		g.riskSentence = riskSentence(user, total, c, tEval, len(contributing), perDet)
 	}
 	g.raised = true
 	if !changed {
@@ -647,19 +680,19 @@ func (e *engine) applyRisk(o observation) *group {
 	return g
 }
 
-// add inserts en; it reports whether anything changed (a re-observed
-// finding only counts if its score rose).
+// add inserts en, keeping entries sorted by time and id; it reports
+// whether anything changed (a re-observed finding only counts if its
+// score rose).
 func (u *userRisk) add(en riskEntry, max int) bool {
-	// A re-observed finding has the same time: look among equal times only.
-	i := sort.Search(len(u.entries), func(i int) bool { return u.entries[i].ms >= en.ms })
-	for ; i < len(u.entries) && u.entries[i].ms == en.ms; i++ {
-		if u.entries[i].id == en.id {
-			if en.score > u.entries[i].score {
-				u.entries[i].score = en.score
-				return true
-			}
-			return false
+	i := sort.Search(len(u.entries), func(i int) bool {
+		return u.entries[i].ms > en.ms || (u.entries[i].ms == en.ms && u.entries[i].id >= en.id)
+	})
+	if i < len(u.entries) && u.entries[i].ms == en.ms && u.entries[i].id == en.id {
+		if en.score > u.entries[i].score {
+			u.entries[i].score = en.score
+			return true
 		}
+		return false
 	}
 	u.entries = slices.Insert(u.entries, i, en)
 	if len(u.entries) > max {
@@ -681,10 +714,14 @@ type detContribution struct {
 	value    float64
 }
 
-// total sums the decayed, capped contributions at time at (ms).
+// total sums the decayed, capped contributions at time at (ms) of the
+// entries in (at-Window, at], which it also returns.
 func (u *userRisk) total(at int64, c *UserRiskConfig) (float64, []detContribution, []riskEntry) {
+	lo := sort.Search(len(u.entries), func(i int) bool { return u.entries[i].ms > at-c.Window.Milliseconds() })
+	hi := sort.Search(len(u.entries), func(i int) bool { return u.entries[i].ms > at })
+	in := u.entries[lo:hi]
 	per := map[string]float64{}
-	for _, en := range u.entries {
+	for _, en := range in {
 		v := en.score
 		if c.HalfLife > 0 {
 			age := float64(at-en.ms) / float64(c.HalfLife.Milliseconds())
@@ -692,13 +729,11 @@ func (u *userRisk) total(at int64, c *UserRiskConfig) (float64, []detContributio
 		}
 		per[en.detector] += v
 	}
-	var total float64
 	out := make([]detContribution, 0, len(per))
 	for d, v := range per {
 		if c.PerDetectorCap > 0 && v > c.PerDetectorCap {
 			v = c.PerDetectorCap
 		}
-		total += v
 		out = append(out, detContribution{d, v})
 	}
 	sort.Slice(out, func(i, j int) bool {
@@ -707,7 +742,11 @@ func (u *userRisk) total(at int64, c *UserRiskConfig) (float64, []detContributio
 		}
 		return out[i].detector < out[j].detector
 	})
-	return total, out, u.entries
+	var total float64 // summed in a fixed order, so equal sets give equal sums
+	for _, p := range out {
+		total += p.value
+	}
+	return total, out, in
 }
 
 func riskSentence(user string, total float64, c *UserRiskConfig, at time.Time, n int, per []detContribution) string {

@@ -2,7 +2,9 @@ package alerting_test
 
 import (
 	"context"
+	"maps"
 	"math/rand/v2"
+	"slices"
 	"sort"
 	"strconv"
 	"testing"
@@ -228,4 +230,68 @@ func BenchmarkObserveClickHouse(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(b.Elapsed().Milliseconds())/float64(b.N), "ms/batch")
+}
+
+// TestUserRiskIndependentOfArrivalOrder: the peer stage's findings
+// (volume, break_glass) reach alerting after later findings of the same
+// user, by however far the slowest partition lags. The user_risk alerts
+// must not depend on that: the same findings, in time order and with a
+// next-day finding first, in batches or one at a time, with and without a
+// StateStore, give the same risk alerts. (Before, the risk was evaluated
+// only at the user's newest finding and entries a window behind it were
+// dropped, so the next-day finding first lost the day's alert:
+// TestRunBacklogAlertsEqualPacedRun's difference.)
+func TestUserRiskIndependentOfArrivalOrder(t *testing.T) {
+	ctx := context.Background()
+	day := []schemas.Finding{
+		finding("coworker", "high", "U1", 1, at("09:00")),
+		finding("deceased", "high", "U1", 2, at("10:00")),
+		finding("vip", "medium", "U1", 3, at("11:00")),
+	}
+	late := finding("volume", "high", "U1", 0, at("36:00")) // the next day, judged by the stage
+	orders := map[string][][]schemas.Finding{
+		"in time order, one at a time":  {day[:1], day[1:2], day[2:], {late}},
+		"in time order, one batch":      {append(slices.Clone(day), late)},
+		"next day first, one at a time": {{late}, day[2:], day[1:2], day[:1]},
+		"next day first, then a batch":  {{late}, day},
+	}
+	risk := func(m map[string]alertKey, st *alerting.MemoryStateStore) map[string]alertKey {
+		out := map[string]alertKey{}
+		for id, a := range st.Alerts {
+			if a.Rule == alerting.RuleUserRisk {
+				out[id] = m[id]
+			}
+		}
+		return out
+	}
+	var want map[string]alertKey
+	for _, name := range slices.Sorted(maps.Keys(orders)) {
+		st := alerting.NewMemoryStateStore()
+		mgr := newStateManager(t, st)
+		mem := newEnv(t, riskOnly())
+		var memAlerts []alerting.Alert
+		for _, b := range orders[name] {
+			if _, err := mgr.Observe(ctx, b); err != nil {
+				t.Fatal(err)
+			}
+			memAlerts = append(memAlerts, mem.observe(t, b...)...)
+		}
+		got := risk(finalAlerts(st), st)
+		if want == nil {
+			want = got
+			if len(want) != 1 {
+				t.Fatalf("%s: %d risk alerts, want 1 (75+75+50 within three hours)", name, len(want))
+			}
+		}
+		if !maps.Equal(got, want) {
+			t.Errorf("%s: risk alerts %v, want %v", name, got, want)
+		}
+		memGot := map[string]alertKey{}
+		for id, a := range finalState(memAlerts) {
+			memGot[id] = alertKey{a.Severity, a.FindingCount}
+		}
+		if !maps.Equal(memGot, want) {
+			t.Errorf("%s, without a StateStore: risk alerts %v, want %v", name, memGot, want)
+		}
+	}
 }

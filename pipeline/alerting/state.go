@@ -325,8 +325,10 @@ func (e *engine) neededKeys(findings []schemas.Finding) StateKeys {
 	return StateKeys{Groups: sortedKeys(groups), Users: sortedKeys(users), Patients: sortedKeys(patients)}
 }
 
-// riskGroupKeys names the risk groups a user's loaded entries can move the
-// evaluation time into (the newest entry may be later than the finding).
+// riskGroupKeys names the risk groups a finding can change besides its
+// own window's: those of the alert windows of the user's loaded entries
+// at or after it and within Window of it, where the risk is evaluated
+// again with it (applyRisk).
 func (e *engine) riskGroupKeys(findings []schemas.Finding) []string {
 	c := &e.cfg.UserRisk
 	if !c.Enabled {
@@ -339,13 +341,15 @@ func (e *engine) riskGroupKeys(findings []schemas.Finding) []string {
 			continue
 		}
 		u := e.risk[f.UserID]
-		if u == nil || len(u.entries) == 0 {
+		if u == nil {
 			continue
 		}
-		latest := time.UnixMilli(max(u.entries[len(u.entries)-1].ms, findingTime(f).UnixMilli())).UTC()
-		id := AlertID(RuleUserRisk, []string{"user=" + f.UserID}, windowStart(latest, c.AlertWindow))
-		if e.groups[id] == nil {
-			ids[id] = true
+		ms := findingTime(f).UnixMilli()
+		for j := sort.Search(len(u.entries), func(i int) bool { return u.entries[i].ms >= ms }); j < len(u.entries) && u.entries[j].ms < ms+c.Window.Milliseconds(); j++ {
+			id := AlertID(RuleUserRisk, []string{"user=" + f.UserID}, windowStart(time.UnixMilli(u.entries[j].ms).UTC(), c.AlertWindow))
+			if e.groups[id] == nil {
+				ids[id] = true
+			}
 		}
 	}
 	return sortedKeys(ids)
