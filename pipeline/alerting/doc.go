@@ -28,7 +28,12 @@
 //   - user_risk: each user's finding scores over a rolling window, decayed
 //     by a half-life and capped per finding and per detector, are summed;
 //     over the threshold the user gets a user_risk alert (critical over
-//     critical_threshold).
+//     critical_threshold). The sum is taken at the time of each of the
+//     user's findings, over the findings up to it, and a finding that
+//     arrives after later ones re-evaluates those within the window
+//     after it, so the alerts depend on the set of findings, not on the
+//     order they arrive in (the peer stage's volume and break_glass
+//     findings arrive after the user's later findings).
 //   - patient_surge ("dynamic VIP"): min_users distinct users with
 //     findings on one patient within the window raise an alert on the
 //     patient. A finding whose evidence says a care relationship explains
