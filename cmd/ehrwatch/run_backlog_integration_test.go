@@ -275,7 +275,7 @@ func TestRunBacklogAlertsEqualPacedRun(t *testing.T) {
 	bl.hook.mu.Lock()
 	for id, n := range bl.hook.created {
 		if n != 1 {
-			t.Errorf("alert %s: alert.created delivered %d times", id, n)
+			t.Errorf("alert %s (%s): alert.created delivered %d times", id, gotDesc[id], n)
 		}
 	}
 	bl.hook.mu.Unlock()

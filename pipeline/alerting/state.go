@@ -1,10 +1,13 @@
 package alerting
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -248,6 +251,10 @@ func unmarshalRisk(data []byte) (*userRisk, error) {
 	for i, s := range in {
 		u.entries[i] = riskEntry{s.Ms, s.ID, s.Detector, s.Score, s.Facility}
 	}
+	// Rows written before entries were ordered by id within a time.
+	slices.SortStableFunc(u.entries, func(a, b riskEntry) int {
+		return cmp.Or(cmp.Compare(a.ms, b.ms), strings.Compare(a.id, b.id))
+	})
 	return u, nil
 }
 
