@@ -17,7 +17,6 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/ehrwatch/ehrwatch/detectors"
@@ -359,16 +358,6 @@ func printReplaySummary(w io.Writer, st replayStats, o replayOptions) {
 	if o.out != "" {
 		fmt.Fprintf(w, "wrote %s\n", o.out)
 	}
-}
-
-// peakRSS is the process's peak resident set size in bytes (0 when
-// unknown).
-func peakRSS() int64 {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return ru.Maxrss << 10 // kilobytes on Linux
 }
 
 func isBlankLine(b []byte) bool { return len(bytes.TrimSpace(b)) == 0 }
