@@ -532,22 +532,29 @@ func (j *peerJudge) consume(ctx context.Context, gen *kafka.Generation, committe
 	j.log.Info().Int("sources", len(j.names)).Int64("committed", committed).Msg("peer stage assigned; rebuilding from the peers topic")
 	next := committed // the offset to commit: every record below it judged and stored
 	done := committed
-	commit := func() bool {
+	// commit commits next. A failed commit is not the end of the stage:
+	// returning would leave this generation's only consumer of the peers
+	// topic stopped while the generation itself lives on (a broker
+	// restart need not end it), so nothing would be judged until the
+	// next rebalance. It is retried with the next commit instead; should
+	// this owner go first, the next one judges from the last commit again.
+	commitFailed := false
+	commit := func() {
 		if next <= done {
-			return true
+			return
 		}
-		for attempt := 0; ; attempt++ {
-			err := gen.CommitOffsets(map[string]map[int]int64{j.cfg.Topic: {0: next}})
-			if err == nil {
-				done = next
-				return true
+		err := gen.CommitOffsets(map[string]map[int]int64{j.cfg.Topic: {0: next}})
+		if err == nil {
+			if commitFailed {
+				j.log.Info().Msg("peer stage: committing again")
 			}
-			if ctx.Err() != nil || attempt == 5 {
-				j.log.Warn().Str("error", err.Error()).Msg("peer stage: commit failed; the next owner judges again")
-				return false
-			}
-			sleepCtx(ctx, 200*time.Millisecond)
+			done, commitFailed = next, false
+			return
 		}
+		if !commitFailed && ctx.Err() == nil {
+			j.log.Warn().Str("error", err.Error()).Msg("peer stage: commit failed; retried with the next judgement or idle second")
+		}
+		commitFailed = true
 	}
 	for {
 		if j.cfg.IdleTimeout > 0 && time.Since(lastIdleCheck) >= time.Second {
@@ -563,13 +570,17 @@ func (j *peerJudge) consume(ctx context.Context, gen *kafka.Generation, committe
 			}
 			if errors.Is(err, context.DeadlineExceeded) {
 				// Nothing new for a second: commit what is judged.
-				if !commit() {
-					return
-				}
+				commit()
 				continue
 			}
-			j.log.Warn().Str("error", err.Error()).Msg("peer stage: fetch failed")
-			return
+			// kafka-go's reader reconnects by itself; an error here is
+			// reported and the fetch tried again, for the same reason a
+			// failed commit does not end the stage.
+			j.log.Warn().Str("error", err.Error()).Msg("peer stage: fetch failed; retrying")
+			if !sleepCtx(ctx, time.Second) {
+				return
+			}
+			continue
 		}
 		var rec peerRecord
 		if err := json.Unmarshal(m.Value, &rec); err != nil {
@@ -606,8 +617,8 @@ func (j *peerJudge) consume(ctx context.Context, gen *kafka.Generation, committe
 			}
 		}
 		next = m.Offset + 1
-		if len(fs) > 0 && !commit() {
-			return
+		if len(fs) > 0 {
+			commit()
 		}
 	}
 }

@@ -333,7 +333,7 @@ func TestRunChaosKeepsFindingsAndAlerts(t *testing.T) {
 	ref := chaosEnv(t, bin, h, hook, "/ref", runOptions{})
 	ingesttest.Produce(t, ref.brokers, ref.topic, msgs)
 	c := ref.start()
-	ingesttest.WaitFor(t, 2*time.Minute, "the uninterrupted run to drain", func() bool { return ref.lag() == 0 })
+	ingesttest.WaitFor(t, 2*time.Minute, "the uninterrupted run to drain (events and peers topic)", ref.drained)
 	if err := c.signal(syscall.SIGTERM, 30*time.Second); err != nil {
 		t.Fatalf("uninterrupted run exited with %v", err)
 	}
@@ -433,7 +433,7 @@ func chaosBrokerRestart(t *testing.T, e *runEnv, hook *webhookReceiver, restart 
 	}
 	restart()
 	ingesttest.Produce(t, e.brokers, e.topic, msgs[half:])
-	ingesttest.WaitFor(t, 3*time.Minute, "lag 0 after the broker restart", func() bool { return e.lag() == 0 })
+	ingesttest.WaitFor(t, 3*time.Minute, "lag 0 on the events and the peers topic after the broker restart", e.drained)
 	settle(hook, "/broker")
 	if err := c.signal(syscall.SIGTERM, 30*time.Second); err != nil {
 		t.Errorf("ehrwatch exited with %v after SIGTERM", err)
@@ -496,7 +496,7 @@ func chaosKills(t *testing.T, e *runEnv, hook *webhookReceiver, msgs []ingesttes
 	if !final.waitUntil(40*time.Second, "partition assignment", func() bool { return len(final.members) > 0 }) {
 		t.Fatal("final run: no partition assignment within 40s")
 	}
-	ingesttest.WaitFor(t, 3*time.Minute, "lag 0 after the last restart", func() bool { return e.lag() == 0 })
+	ingesttest.WaitFor(t, 3*time.Minute, "lag 0 on the events and the peers topic after the last restart", e.drained)
 	settle(hook, "/kill")
 	if err := final.signal(syscall.SIGTERM, 30*time.Second); err != nil {
 		t.Errorf("final run exited with %v after SIGTERM", err)
@@ -554,7 +554,7 @@ func chaosRebalances(t *testing.T, e *runEnv, hook *webhookReceiver, proxy *inge
 		}
 	}
 	t.Logf("%d joins and leaves; the first instance went through %d generations", cycles, gensOf(a))
-	ingesttest.WaitFor(t, 3*time.Minute, "lag 0 after the rebalances", func() bool { return e.lag() == 0 })
+	ingesttest.WaitFor(t, 3*time.Minute, "lag 0 on the events and the peers topic after the rebalances", e.drained)
 	settle(hook, "/rebalance")
 	if err := a.signal(syscall.SIGTERM, 30*time.Second); err != nil {
 		t.Errorf("the first instance exited with %v after SIGTERM", err)

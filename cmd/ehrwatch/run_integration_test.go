@@ -293,6 +293,14 @@ func (e *runEnv) lag() int64 {
 	return ingesttest.Lag(e.t, e.brokers, e.group, e.topic, e.partitions)
 }
 
+// drained reports lag 0 on the events and on the peers topic (the peer
+// stage, peers.mode group, stores volume findings and break_glass's peer
+// comparison after the partitions' offsets are committed, and commits
+// the peers topic once they are stored).
+func (e *runEnv) drained() bool {
+	return e.lag() == 0 && ingesttest.Lag(e.t, e.brokers, e.group+"-peers", e.group+".peers", 1) == 0
+}
+
 // TestRunSurvivesRepeatedSIGKILL runs `ehrwatch run` over 200 000 events
 // and SIGKILLs it 21 times (at random moments, in the middle of a flush,
 // right after a flush before its commit), restarting it each time. The
