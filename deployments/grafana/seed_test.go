@@ -147,6 +147,7 @@ func newDemo(t *testing.T) *demo {
 
 	// The patient and user the investigation dashboards are run for.
 	d.choosePatient(t, findings, alertsByFinding)
+	d.deletedEncounter(t)
 	events = append(events, d.craftEvents(t)...)
 
 	// Events and findings through the pipeline's writer, three partitions.
@@ -232,6 +233,24 @@ func (d *demo) choosePatient(t *testing.T, findings []schemas.Finding, alerted m
 	}
 	if d.patientID == "" {
 		t.Fatal("no patient with an alerted finding and both explained and unexplained accesses")
+	}
+}
+
+// deletedEncounter stores, for the chosen patient, an encounter over the
+// whole data range with every user on its care team and every department
+// of the users, marked deleted (migration 0082): it would explain every
+// access, so a dashboard that reads deleted encounters reports the
+// patient's accesses explained where the detectors do not.
+func (d *demo) deletedEncounter(t *testing.T) {
+	t.Helper()
+	team := make([]string, 0, len(d.h.Users))
+	for _, u := range d.h.Users {
+		team = append(team, u.UserID)
+	}
+	if err := d.conn.Exec(context.Background(), `INSERT INTO encounters
+ (encounter_id, patient_id, department, start_time, end_time, care_team, deleted)
+ VALUES (?, ?, ?, ?, ?, ?, true)`, "enc-deleted-everyone", d.patientID, d.h.Users[0].Department, d.from, d.to, team); err != nil {
+		t.Fatalf("insert the deleted encounter: %v", err)
 	}
 }
 
