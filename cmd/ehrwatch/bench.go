@@ -71,6 +71,7 @@ func runBenchPipeline(ctx context.Context, args []string, stdout, stderr io.Writ
 	skipCH := fs.Bool("skip-clickhouse", false, "skip (c), the run into ClickHouse")
 	keep := fs.Bool("keep", false, "keep the benchmark topic and database")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the (b) runs to this file")
+	memProfile := fs.String("memprofile", "", "write an allocation profile of the process after the (b) runs to this file (go tool pprof -sample_index=alloc_space)")
 	if err := parseFlags(fs, args, stdout); err != nil {
 		return err
 	}
@@ -144,6 +145,11 @@ func runBenchPipeline(ctx context.Context, args []string, stdout, stderr io.Writ
 	}
 	if *cpuProfile != "" {
 		pprof.StopCPUProfile()
+	}
+	if *memProfile != "" {
+		if err := writeHeapProfile(*memProfile); err != nil {
+			return err
+		}
 	}
 
 	if *skipCH {
@@ -479,4 +485,18 @@ func (d *dropOnClose) Close() error {
 	defer cancel()
 	_ = d.Exec(ctx, "DROP DATABASE IF EXISTS `"+d.db+"`")
 	return d.Conn.Close()
+}
+
+// writeHeapProfile writes the process's allocation profile (every
+// allocation since start, sampled at runtime.MemProfileRate) to path.
+func writeHeapProfile(path string) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if err := pprof.Lookup("allocs").WriteTo(f, 0); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }
