@@ -239,7 +239,7 @@ func (c *chunker) flush(ctx context.Context) bool {
 	if !c.p.sink.submitChunk(ctx, c.recs) {
 		return false
 	}
-	c.recs = make([]record, 0, handoffChunk) // the sink owns the old one
+	c.recs = newChunk() // the sink owns the old one
 	c.stopLinger()
 	return true
 }
@@ -291,7 +291,7 @@ func (p *Pipeline) consumePartition(ctx context.Context, pt *partition) {
 	snap := p.newSnapshotter(pt, proc)
 	warm := &warmup{p: p, pt: pt, snap: snap, from: from, last: -1, started: time.Now()}
 	fetchBackoff := newBackoff(p.cfg.Retry)
-	chunk := &chunker{p: p, linger: p.cfg.HandoffLinger, recs: make([]record, 0, handoffChunk)}
+	chunk := &chunker{p: p, linger: p.cfg.HandoffLinger, recs: newChunk()}
 	defer chunk.stopLinger()
 	for {
 		m, err := r.FetchMessage(chunk.fetchContext(ctx))

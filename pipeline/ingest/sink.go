@@ -275,14 +275,14 @@ func (s *sink) submitChunk(ctx context.Context, recs []record) bool {
 	if !s.credits.acquire(ctx, n, s.failed) {
 		return false
 	}
+	events := 0 // counted before the hand-off: the batcher recycles recs
+	for i := range recs {
+		if recs[i].snapshot == nil {
+			events++
+		}
+	}
 	select {
 	case s.in <- item{recs: recs, credits: n}:
-		events := 0
-		for i := range recs {
-			if recs[i].snapshot == nil {
-				events++
-			}
-		}
 		if events > 0 {
 			s.m.inFlight.Add(float64(events))
 		}
@@ -320,9 +320,15 @@ func (s *sink) barrier(ctx context.Context) error {
 
 func (s *sink) batch(ctx context.Context) {
 	var seq uint64
+	lastEvents := 0 // the previous batch's events: the next one's capacity
 	next := func() *pending {
 		seq++
-		return &pending{seq: seq}
+		p := &pending{seq: seq}
+		if lastEvents > 0 {
+			p.batch.Events = make([]store.EventRow, 0, lastEvents)
+			p.received = make([]time.Time, 0, lastEvents)
+		}
+		return p
 	}
 	cur := next()
 	timer := time.NewTimer(time.Hour)
@@ -331,6 +337,7 @@ func (s *sink) batch(ctx context.Context) {
 	dispatch := func() bool {
 		timer.Stop()
 		p := cur
+		lastEvents = min(len(p.batch.Events), s.cfg.BatchMaxRows)
 		cur = next()
 		select {
 		case s.flushCh <- p:
@@ -364,6 +371,7 @@ func (s *sink) batch(ctx context.Context) {
 			// Only now is the whole chunk in batches: until here, the
 			// records still to add counted against the queue.
 			s.credits.release(it.credits)
+			recycleChunk(it.recs)
 		case <-timer.C:
 			if cur.items > 0 && !dispatch() {
 				return
@@ -647,4 +655,27 @@ func (s *sink) account(p *pending, took time.Duration) {
 	for i := range p.batch.Findings {
 		s.m.findings.WithLabelValues(p.batch.Findings[i].Finding.Detector).Inc()
 	}
+}
+
+// chunkPool holds the partition consumers' chunk slices (handoffChunk
+// records) for reuse once the batcher has copied their records into
+// batches: pending.add keeps no reference to a record, only to what it
+// points at.
+var chunkPool = sync.Pool{New: func() any {
+	recs := make([]record, 0, handoffChunk)
+	return &recs
+}}
+
+// newChunk returns an empty chunk slice.
+func newChunk() []record { return (*chunkPool.Get().(*[]record))[:0] }
+
+// recycleChunk returns a chunk slice to chunkPool, cleared so it holds
+// no events, findings or trackers alive.
+func recycleChunk(recs []record) {
+	if cap(recs) != handoffChunk {
+		return
+	}
+	clear(recs)
+	recs = recs[:0]
+	chunkPool.Put(&recs)
 }
