@@ -114,16 +114,11 @@ func runBenchPipeline(ctx context.Context, args []string, stdout, stderr io.Writ
 	}
 	b.report("(a) kafka-go fetch loop", raw, measurement{})
 
-	if *cpuProfile != "" {
-		pf, err := os.Create(*cpuProfile)
-		if err != nil {
-			return err
-		}
-		defer pf.Close()
-		if err := pprof.StartCPUProfile(pf); err != nil {
-			return err
-		}
+	stopProfile, err := startCPUProfile(*cpuProfile)
+	if err != nil {
+		return err
 	}
+	defer stopProfile()
 	noSink, err := b.pipeline(ctx, "discard", ingest.Deps{Sink: ingest.DiscardSink{}, DeadLetters: discardDLQ{}})
 	if err != nil {
 		return fmt.Errorf("(b) pipeline without sink: %w", err)
@@ -143,9 +138,7 @@ func runBenchPipeline(ctx context.Context, args []string, stdout, stderr io.Writ
 		}
 		b.report("(d) warm-up, detectors only", warm, raw)
 	}
-	if *cpuProfile != "" {
-		pprof.StopCPUProfile()
-	}
+	stopProfile() // the (b) runs only
 	if *memProfile != "" {
 		if err := writeHeapProfile(*memProfile); err != nil {
 			return err
@@ -485,6 +478,29 @@ func (d *dropOnClose) Close() error {
 	defer cancel()
 	_ = d.Exec(ctx, "DROP DATABASE IF EXISTS `"+d.db+"`")
 	return d.Conn.Close()
+}
+
+// startCPUProfile starts a CPU profile into path (nothing when path is
+// empty); stop ends it and closes the file, and may be called again.
+func startCPUProfile(path string) (stop func(), err error) {
+	if path == "" {
+		return func() {}, nil
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, err
+	}
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			pprof.StopCPUProfile()
+			f.Close()
+		})
+	}, nil
 }
 
 // writeHeapProfile writes the process's allocation profile (every

@@ -7,10 +7,8 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"os"
 	"runtime"
 	"runtime/debug"
-	"runtime/pprof"
 	"slices"
 	"sort"
 	"strings"
@@ -152,17 +150,11 @@ func runBenchDetectors(ctx context.Context, args []string, stdout, stderr io.Wri
 	fmt.Fprintf(stdout, "hospital: %d users, %d patients, %d encounters, %d days, %d events, generated and decoded in memory in %s\n",
 		len(h.Users), len(h.Patients), len(h.Encounters), *days, len(events), time.Since(began).Round(time.Millisecond))
 	fmt.Fprintf(stdout, "machine: %s/%s, %d CPUs, %s; load average %s\n", runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), runtime.Version(), loadAverage())
-	if *cpuProfile != "" {
-		pf, err := os.Create(*cpuProfile)
-		if err != nil {
-			return err
-		}
-		defer pf.Close()
-		if err := pprof.StartCPUProfile(pf); err != nil {
-			return err
-		}
-		defer pprof.StopCPUProfile()
+	stopProfile, err := startCPUProfile(*cpuProfile)
+	if err != nil {
+		return err
 	}
+	defer stopProfile()
 	prev := runtime.GOMAXPROCS(0)
 	defer runtime.GOMAXPROCS(prev)
 	for _, n := range counts {

@@ -51,13 +51,7 @@ func TestDemoStageVersionWinsInClickHouse(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	opts := detectors.DefaultReferenceOptions()
-	opts.HashKey = newHashKey()
-	idx, err := detectors.NewReferenceIndex(h.Users, h.Patients, h.Encounters, opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	newEngine, err := replay.NewEngineFactory(idx, h.TimeZones(), detectors.DefaultEngineConfig(detectors.Registry()))
+	newEngine, err := benchEngines(h) // every detector over h's reference data
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -13,7 +13,6 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
-	"runtime/pprof"
 	"slices"
 	"strings"
 	"sync"
@@ -249,17 +248,11 @@ func replayFile(ctx context.Context, o replayOptions, stdout, stderr io.Writer) 
 		},
 	}
 	setup := time.Since(began)
-	if o.cpuProfile != "" {
-		pf, err := os.Create(o.cpuProfile)
-		if err != nil {
-			return fmt.Errorf("replay: --cpuprofile: %w", err)
-		}
-		defer pf.Close()
-		if err := pprof.StartCPUProfile(pf); err != nil {
-			return fmt.Errorf("replay: --cpuprofile: %w", err)
-		}
-		defer pprof.StopCPUProfile()
+	stopProfile, err := startCPUProfile(o.cpuProfile)
+	if err != nil {
+		return fmt.Errorf("replay: --cpuprofile: %w", err)
 	}
+	defer stopProfile()
 	src, err := openSource(in, o.csvMapping, fhirCfg)
 	if err != nil {
 		return fmt.Errorf("replay: %w", err)
