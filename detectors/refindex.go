@@ -44,11 +44,11 @@ type ReferenceIndex struct {
 	users   map[string]*schemas.User
 	userTok map[string]DemographicTokens
 
-	pbase  *patientTable
-	pdelta map[string]*patientRec // overrides pbase; nil = deleted
-
-	care      map[string]*patientCare // base, shared between versions
-	careDelta map[string]*patientCare // overrides care; nil = no encounters
+	// pbase holds the patients and their care records of the last whole
+	// build, shared between versions; the deltas override it.
+	pbase     *patientTable
+	pdelta    map[string]*patientRec  // overrides pbase's patient; nil = deleted
+	careDelta map[string]*patientCare // overrides pbase's care; nil = no encounters
 
 	// employeeOf and patientOf link a person's account and chart, read
 	// from both sides: patients.employee_user_id and users.patient_id.
@@ -74,17 +74,29 @@ type ReferenceIndex struct {
 type patientRec struct {
 	tok DemographicTokens
 	// full is the patient with demographics cleared, or nil for a plain
-	// patient (no flag, no link; see plainPatient).
+	// patient (no flag, no link; see plainPatient), or noPatient in the
+	// base table for encounters whose patient is not in the patients.
 	full *schemas.Patient
+	// care is the patient's care record in the base table (nil: no
+	// encounters); unused in pdelta, where careDelta overrides it.
+	care *patientCare
 }
 
 // patientTable is the immutable bulk of the patients: ids to records,
-// and the positions of the records with a full patient.
+// and the positions of the records with a full patient. A patient's
+// record and care record are found with one lookup, and the repeated
+// lookups of one event hit the cache: every event needs both
+// (docs/benchmarks.md §2, "One table per patient").
 type patientTable struct {
 	ids      map[string]uint32
 	recs     []patientRec
 	specials []uint32
+	patients int // records that are patients (not noPatient)
 }
+
+// noPatient marks a base-table record that holds only the care record of
+// a patient id that is not in the patients.
+var noPatient = &schemas.Patient{}
 
 // plainPatient is the record Patient returns for every patient with no
 // flag and no link. It is shared and its PatientID is empty: detectors
@@ -181,7 +193,6 @@ func NewReferenceBuilder(vocabulary []schemas.VocabularyEntry, opts ReferenceOpt
 		users:     map[string]*schemas.User{},
 		userTok:   map[string]DemographicTokens{},
 		pbase:     &patientTable{ids: map[string]uint32{}},
-		care:      map[string]*patientCare{},
 		encDepts:  map[string]int{},
 		slackB:    int64(opts.CareSlackBefore),
 		slackA:    int64(opts.CareSlackAfter),
@@ -215,6 +226,9 @@ func (b *ReferenceBuilder) HasUser(id string) bool { _, ok := b.x.users[id]; ret
 
 // HasPatient reports whether a patient with this id was added.
 func (b *ReferenceBuilder) HasPatient(id string) bool { _, ok := b.x.pbase.ids[id]; return ok }
+
+// The builder's table holds only patients until Build adds the care
+// records, so HasPatient can ask ids alone.
 
 // HasEncounter reports whether an encounter with this id was added for
 // the patient.
@@ -335,10 +349,17 @@ func (b *ReferenceBuilder) pendingOf(e *schemas.Encounter) pendingEncounter {
 // Build finishes the index.
 func (b *ReferenceBuilder) Build() *ReferenceIndex {
 	x := b.x
+	t := x.pbase
+	t.patients = len(t.recs)
 	for pid, list := range b.pending {
 		pc, dups := buildCare(list, b.intern)
 		b.stats.Duplicates += dups
-		x.care[pid] = pc
+		if i, ok := t.ids[pid]; ok {
+			t.recs[i].care = pc
+		} else {
+			t.ids[pid] = uint32(len(t.recs))
+			t.recs = append(t.recs, patientRec{full: noPatient, care: pc})
+		}
 		b.stats.Encounters += len(pc.encs)
 		for _, e := range pc.encs {
 			if foldKey(e.dept) != "" {
@@ -347,13 +368,12 @@ func (b *ReferenceBuilder) Build() *ReferenceIndex {
 		}
 		delete(b.pending, pid)
 	}
-	t := x.pbase
 	for i := range t.recs {
-		if t.recs[i].full != nil {
+		if f := t.recs[i].full; f != nil && f != noPatient {
 			t.specials = append(t.specials, uint32(i))
 		}
 	}
-	b.stats.Users, b.stats.Patients = len(x.users), len(t.recs)
+	b.stats.Users, b.stats.Patients = len(x.users), t.patients
 	x.stats = b.stats
 	x.derive()
 	b.x = nil
@@ -484,14 +504,26 @@ func (x *ReferenceIndex) User(userID string) (*schemas.User, bool) {
 }
 
 func (x *ReferenceIndex) patient(id string) (*patientRec, bool) {
-	if r, ok := x.pdelta[id]; ok {
-		return r, r != nil
+	if len(x.pdelta) > 0 {
+		if r, ok := x.pdelta[id]; ok {
+			return r, r != nil
+		}
 	}
-	i, ok := x.pbase.ids[id]
-	if !ok {
+	r := x.base(id)
+	if r == nil || r.full == noPatient {
 		return nil, false
 	}
-	return &x.pbase.recs[i], true
+	return r, true
+}
+
+// base returns the base table's record of id, patient or care-only, or
+// nil.
+func (x *ReferenceIndex) base(id string) *patientRec {
+	i, ok := x.pbase.ids[id]
+	if !ok {
+		return nil
+	}
+	return &x.pbase.recs[i]
 }
 
 // Patient returns the patient behind patientID, with names, address and
@@ -529,10 +561,15 @@ func (x *ReferenceIndex) Stats() ReferenceStats { return x.stats }
 
 // careOf returns a patient's care record, or nil.
 func (x *ReferenceIndex) careOf(patientID string) *patientCare {
-	if pc, ok := x.careDelta[patientID]; ok {
-		return pc
+	if len(x.careDelta) > 0 {
+		if pc, ok := x.careDelta[patientID]; ok {
+			return pc
+		}
 	}
-	return x.care[patientID]
+	if r := x.base(patientID); r != nil {
+		return r.care
+	}
+	return nil
 }
 
 // careEncounter is one encounter as the care index keeps it.

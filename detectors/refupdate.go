@@ -124,7 +124,8 @@ func (u *ReferenceUpdate) Apply() *ReferenceIndex {
 		}
 		for id, rec := range u.patients {
 			_, had := x.patient(id)
-			_, inBase := x.pbase.ids[id]
+			r := x.base(id)
+			inBase := r != nil && r.full != noPatient
 			switch {
 			case rec != nil:
 				nx.pdelta[id] = rec
@@ -170,7 +171,8 @@ func (u *ReferenceUpdate) Apply() *ReferenceIndex {
 					}
 				}
 			}
-			_, inBase := x.care[pid]
+			r := x.base(pid)
+			inBase := r != nil && r.care != nil
 			switch {
 			case pc != nil || inBase:
 				nx.careDelta[pid] = pc

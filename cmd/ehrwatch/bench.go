@@ -12,6 +12,7 @@ import (
 	"os"
 	"runtime"
 	"runtime/pprof"
+	"runtime/trace"
 	"sync"
 	"time"
 
@@ -71,6 +72,7 @@ func runBenchPipeline(ctx context.Context, args []string, stdout, stderr io.Writ
 	skipCH := fs.Bool("skip-clickhouse", false, "skip (c), the run into ClickHouse")
 	keep := fs.Bool("keep", false, "keep the benchmark topic and database")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the (b) runs to this file")
+	traceFile := fs.String("trace", "", "write an execution trace of the (b) runs to this file (go tool trace; -pprof=sync shows what the goroutines wait on)")
 	memProfile := fs.String("memprofile", "", "write an allocation profile of the process after the (b) runs to this file (go tool pprof -sample_index=alloc_space)")
 	if err := parseFlags(fs, args, stdout); err != nil {
 		return err
@@ -119,6 +121,11 @@ func runBenchPipeline(ctx context.Context, args []string, stdout, stderr io.Writ
 		return err
 	}
 	defer stopProfile()
+	stopTrace, err := startTrace(*traceFile)
+	if err != nil {
+		return err
+	}
+	defer stopTrace()
 	noSink, err := b.pipeline(ctx, "discard", ingest.Deps{Sink: ingest.DiscardSink{}, DeadLetters: discardDLQ{}})
 	if err != nil {
 		return fmt.Errorf("(b) pipeline without sink: %w", err)
@@ -139,6 +146,7 @@ func runBenchPipeline(ctx context.Context, args []string, stdout, stderr io.Writ
 		b.report("(d) warm-up, detectors only", warm, raw)
 	}
 	stopProfile() // the (b) runs only
+	stopTrace()
 	if *memProfile != "" {
 		if err := writeHeapProfile(*memProfile); err != nil {
 			return err
@@ -498,6 +506,29 @@ func startCPUProfile(path string) (stop func(), err error) {
 	return func() {
 		once.Do(func() {
 			pprof.StopCPUProfile()
+			f.Close()
+		})
+	}, nil
+}
+
+// startTrace starts an execution trace into path (nothing when path is
+// empty); stop ends it and closes the file, and may be called again.
+func startTrace(path string) (stop func(), err error) {
+	if path == "" {
+		return func() {}, nil
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := trace.Start(f); err != nil {
+		f.Close()
+		return nil, err
+	}
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			trace.Stop()
 			f.Close()
 		})
 	}, nil
