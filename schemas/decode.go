@@ -3,6 +3,7 @@ package schemas
 import (
 	"strings"
 	"time"
+	"unsafe"
 )
 
 // Format is the wire format a message was decoded from.
@@ -39,7 +40,26 @@ func DecodeEvent(data []byte) (*AccessEvent, error) {
 		ev AccessEvent
 		lt time.Time
 	})
-	if _, err := decodeEvent(data, &h.ev, &h.lt, defaultFHIROpts); err != nil {
+	if _, err := decodeEvent(data, &h.ev, &h.lt, defaultFHIROpts, false); err != nil {
+		return nil, err
+	}
+	return &h.ev, nil
+}
+
+// DecodeEventOwned is DecodeEvent for a payload the caller hands over:
+// the event's string fields may point into data instead of into a copy,
+// so data must never be modified or reused afterwards, and the event (or
+// any string kept from it) keeps all of data alive. A Kafka message's
+// value, which kafka-go allocates for each message, is such a payload; a
+// line buffer that is read into again is not. Canonical events without
+// escapes save an allocation and a copy of their strings this way; the
+// result is the same as DecodeEvent's (docs/benchmarks.md §2).
+func DecodeEventOwned(data []byte) (*AccessEvent, error) {
+	h := new(struct {
+		ev AccessEvent
+		lt time.Time
+	})
+	if _, err := decodeEvent(data, &h.ev, &h.lt, defaultFHIROpts, true); err != nil {
 		return nil, err
 	}
 	return &h.ev, nil
@@ -57,16 +77,18 @@ func DecodeEvent(data []byte) (*AccessEvent, error) {
 // strings.Clone it, or it pins the whole event's strings, patient id
 // included.
 func DecodeEventInto(data []byte, ev *AccessEvent) (Format, error) {
-	return decodeEvent(data, ev, nil, defaultFHIROpts)
+	return decodeEvent(data, ev, nil, defaultFHIROpts, false)
 }
 
-func decodeEvent(data []byte, ev *AccessEvent, lt *time.Time, opts *fhirOpts) (Format, error) {
+// decodeEvent decodes data into ev; with owned set, canonical string
+// fields may point into data (DecodeEventOwned).
+func decodeEvent(data []byte, ev *AccessEvent, lt *time.Time, opts *fhirOpts, owned bool) (Format, error) {
 	if len(data) > MaxFHIRMessageSize {
 		*ev = AccessEvent{}
 		return FormatUnknown, newErr("", ClassTooLarge, rMessageTooLarge, -1)
 	}
 	format := FormatCanonical
-	maybeFHIR, de := decodeCanonical(data, ev, lt, true)
+	maybeFHIR, de := decodeCanonical(data, ev, lt, true, owned)
 	if maybeFHIR {
 		var ignore IgnoreReason
 		format, de, ignore = decodeFHIR(data, ev, lt, de, opts)
@@ -104,7 +126,7 @@ func DecodeCanonical(data []byte, ev *AccessEvent) error {
 		*ev = AccessEvent{}
 		return newErr("", ClassTooLarge, rMessageTooLarge, -1)
 	}
-	if _, de := decodeCanonical(data, ev, nil, false); de != nil {
+	if _, de := decodeCanonical(data, ev, nil, false, false); de != nil {
 		*ev = AccessEvent{}
 		return de
 	}
@@ -117,11 +139,12 @@ func DecodeCanonical(data []byte, ev *AccessEvent) error {
 // with the unknown_field error to report if the message is not FHIR after
 // all. lt, if not nil, is where a logged_time is stored (saving an
 // allocation). It builds the event in *ev itself; on an error the callers
-// zero *ev. Members are expected in json.Marshal's order (the schema's):
+// zero *ev. With owned set and no escaped string, the string fields
+// point into data (DecodeEventOwned). Members are expected in json.Marshal's order (the schema's):
 // the next one is matched with one comparison before falling back to the
 // key scan, which was the largest share of the decoder's profile
 // (docs/benchmarks.md §2).
-func decodeCanonical(data []byte, ev *AccessEvent, lt *time.Time, detectFHIR bool) (maybeFHIR bool, _ *DecodeError) {
+func decodeCanonical(data []byte, ev *AccessEvent, lt *time.Time, detectFHIR, owned bool) (maybeFHIR bool, _ *DecodeError) {
 	l := lexer{data: data}
 	var (
 		vals       [numEventFields]span
@@ -319,7 +342,8 @@ func decodeCanonical(data []byte, ev *AccessEvent, lt *time.Time, detectFHIR boo
 		out.LoggedTime = lt
 	}
 
-	// Every other string goes into one allocation.
+	// Every other string goes into one allocation, or, from an owned
+	// payload without escapes, points into it.
 	strFields := [...]struct {
 		f   eventField
 		dst *string
@@ -337,9 +361,22 @@ func decodeCanonical(data []byte, ev *AccessEvent, lt *time.Time, detectFHIR boo
 		{fResource, &out.Resource},
 		{fBreakGlassReason, &out.BreakGlassReason},
 	}
-	total := 0
+	total, esc := 0, false
 	for _, sf := range strFields {
 		total += vals[sf.f].dlen
+		esc = esc || vals[sf.f].esc
+	}
+	if owned && !esc {
+		for _, sf := range strFields {
+			*sf.dst = ""
+			if sp := vals[sf.f]; sp.dlen > 0 {
+				*sf.dst = unsafe.String(&data[sp.start], sp.dlen)
+			}
+		}
+		if de := out.validate(0); de != nil {
+			return false, de
+		}
+		return false, nil
 	}
 	var b strings.Builder
 	b.Grow(total)

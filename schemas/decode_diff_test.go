@@ -1,6 +1,7 @@
 package schemas
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"os"
@@ -18,18 +19,23 @@ import (
 // detail and offset, hence the same dead-letter class and field.
 
 // DecodeDisagreement decodes data with the decoder and with the oracle,
-// through DecodeEvent's path (with a logged-time slot), DecodeEventInto's
-// and DecodeCanonical's, and describes the first difference, or returns
+// through DecodeEvent's path (with a logged-time slot), DecodeEventOwned's,
+// DecodeEventInto's and DecodeCanonical's, and describes the first difference, or returns
 // "" when they agree. Exported for the synthetic hospital's test in
 // package schemas_test.
 func DecodeDisagreement(data []byte) string {
-	for _, withLT := range []bool{false, true} {
+	for i := range 3 {
+		withLT, owned := i > 0, i == 2 // owned: DecodeEventOwned's path
 		var got, want AccessEvent
 		var gotLT, wantLT *time.Time
 		if withLT {
 			gotLT, wantLT = new(time.Time), new(time.Time)
 		}
-		gf, gerr := decodeEvent(data, &got, gotLT, defaultFHIROpts)
+		in := data
+		if owned {
+			in = bytes.Clone(data) // handed over
+		}
+		gf, gerr := decodeEvent(in, &got, gotLT, defaultFHIROpts, owned)
 		wf, werr := decodeEventOracle(data, &want, wantLT, defaultFHIROpts)
 		if gf != wf {
 			return fmt.Sprintf("format %v, oracle %v", gf, wf)

@@ -204,7 +204,20 @@ func (d *Decoder) Decode(data []byte) (*AccessEvent, error) {
 		ev AccessEvent
 		lt time.Time
 	})
-	if _, err := decodeEvent(data, &h.ev, &h.lt, d.fhir); err != nil {
+	if _, err := decodeEvent(data, &h.ev, &h.lt, d.fhir, false); err != nil {
+		return nil, err
+	}
+	return &h.ev, nil
+}
+
+// DecodeOwned is DecodeEventOwned with the decoder's configuration: data
+// must never be modified or reused afterwards.
+func (d *Decoder) DecodeOwned(data []byte) (*AccessEvent, error) {
+	h := new(struct {
+		ev AccessEvent
+		lt time.Time
+	})
+	if _, err := decodeEvent(data, &h.ev, &h.lt, d.fhir, true); err != nil {
 		return nil, err
 	}
 	return &h.ev, nil
@@ -212,5 +225,5 @@ func (d *Decoder) Decode(data []byte) (*AccessEvent, error) {
 
 // DecodeInto is DecodeEventInto with the decoder's configuration.
 func (d *Decoder) DecodeInto(data []byte, ev *AccessEvent) (Format, error) {
-	return decodeEvent(data, ev, nil, d.fhir)
+	return decodeEvent(data, ev, nil, d.fhir, false)
 }

@@ -221,7 +221,7 @@ func runRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	p, err := ingest.New(cfg.Pipeline, cfg.Kafka, ingest.Deps{
 		Logger:       log,
 		ClickHouse:   conn,
-		Decode:       dec.Decode,
+		Decode:       dec.DecodeOwned,
 		Metrics:      reg,
 		Health:       health,
 		NewProcessor: newProcessor,

@@ -94,7 +94,9 @@ type Deps struct {
 	// AfterStore, when set, sees every stored batch's findings before its
 	// offsets are committed (alerting); see AfterStoreFunc.
 	AfterStore AfterStoreFunc
-	// Decode overrides schemas.DecodeEvent.
+	// Decode overrides schemas.DecodeEventOwned. It is handed each
+	// message's value, which kafka-go allocates for that message and the
+	// pipeline never modifies, so the event may point into it.
 	Decode func([]byte) (*schemas.AccessEvent, error)
 	// Metrics is the process's registry, which the pipeline registers its
 	// metrics (and the Go and process collectors) with; nil: its own.
@@ -165,7 +167,7 @@ func New(cfg Config, kafkaCfg KafkaConfig, deps Deps) (*Pipeline, error) {
 		p.health = NewHealth(reg)
 	}
 	if p.decode == nil {
-		p.decode = schemas.DecodeEvent
+		p.decode = schemas.DecodeEventOwned
 	}
 	if p.newProcessor == nil {
 		p.newProcessor = func(string, int) (Processor, error) { return nopProcessor{}, nil }
