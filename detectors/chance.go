@@ -40,7 +40,7 @@ type patientKinds struct {
 // patients with a flag or a link (the others are of no kind but may be an
 // employee's chart, linked from the user's side); exists reports whether
 // a patient is known.
-func countPatientKinds(n int, specials map[string]*schemas.Patient, users map[string]*schemas.User, employeeOf map[string]string,
+func countPatientKinds(n int, specials map[string]*schemas.Patient, user func(string) (*schemas.User, bool), employeeOf map[string]string,
 	exists func(patientID string) bool) patientKinds {
 	k := patientKinds{patients: n, employeesByDept: map[string]int{}}
 	// Employees linked from either side (patients.employee_user_id,
@@ -50,7 +50,7 @@ func countPatientKinds(n int, specials map[string]*schemas.Patient, users map[st
 			continue
 		}
 		k.employees++
-		if u, ok := users[uid]; ok && u.Department != "" {
+		if u, ok := user(uid); ok && u.Department != "" {
 			k.employeesByDept[foldKey(u.Department)]++
 		}
 	}

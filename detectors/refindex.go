@@ -41,8 +41,9 @@ type ReferenceStats struct {
 // An index derived by Apply shares everything unchanged with its parent
 // and keeps the changed patients and care records in small overlays.
 type ReferenceIndex struct {
-	users   map[string]*schemas.User
-	userTok map[string]DemographicTokens
+	// users holds each user's account and demographic tokens in one
+	// slot: an event that needs both finds the second in the cache.
+	users map[string]userRec
 
 	// pbase holds the patients and their care records of the last whole
 	// build, shared between versions; the deltas override it.
@@ -68,6 +69,12 @@ type ReferenceIndex struct {
 	opts      ReferenceOptions
 	stats     ReferenceStats
 	kinds     patientKinds // shares of patient kinds, for chance ranking (chance.go)
+}
+
+// userRec is what the index keeps of a user.
+type userRec struct {
+	u   *schemas.User // names and address cleared
+	tok DemographicTokens
 }
 
 // patientRec is what the index keeps of a patient.
@@ -190,8 +197,7 @@ func NewReferenceBuilder(vocabulary []schemas.VocabularyEntry, opts ReferenceOpt
 	}
 	x := &ReferenceIndex{
 		vocab:     vocab,
-		users:     map[string]*schemas.User{},
-		userTok:   map[string]DemographicTokens{},
+		users:     map[string]userRec{},
 		pbase:     &patientTable{ids: map[string]uint32{}},
 		encDepts:  map[string]int{},
 		slackB:    int64(opts.CareSlackBefore),
@@ -248,8 +254,7 @@ func (b *ReferenceBuilder) AddUser(u *schemas.User) {
 		b.stats.Duplicates++
 	}
 	id, tok, cu := userRecord(b.mac, u, b.intern)
-	b.x.users[id] = cu
-	b.x.userTok[id] = tok
+	b.x.users[id] = userRec{u: cu, tok: tok}
 }
 
 // userRecord returns what the index keeps of a user.
@@ -334,8 +339,8 @@ func (b *ReferenceBuilder) pendingOf(e *schemas.Encounter) pendingEncounter {
 		if m == "" {
 			continue
 		}
-		if u, ok := b.x.users[m]; ok {
-			m = u.UserID
+		if r, ok := b.x.users[m]; ok {
+			m = r.u.UserID
 		} else {
 			m = b.intern(m)
 		}
@@ -387,7 +392,8 @@ func (x *ReferenceIndex) derive() {
 	x.refNames = [2]map[string]int{{}, maps2(x.encDepts)}
 	x.userDept = make(map[string]string, len(x.users))
 	folded := map[string]string{}
-	for id, u := range x.users {
+	for id, r := range x.users {
+		u := r.u
 		if u.Department != "" {
 			d, ok := folded[u.Department]
 			if !ok {
@@ -417,7 +423,7 @@ func (x *ReferenceIndex) derive() {
 		}
 	}
 	x.linkPersons(specials)
-	x.kinds = countPatientKinds(x.stats.Patients, specials, x.users, x.employeeOf, func(id string) bool { _, ok := x.patient(id); return ok })
+	x.kinds = countPatientKinds(x.stats.Patients, specials, x.User, x.employeeOf, func(id string) bool { _, ok := x.patient(id); return ok })
 }
 
 func maps2(m map[string]int) map[string]int {
@@ -435,7 +441,7 @@ func maps2(m map[string]int) map[string]int {
 func (x *ReferenceIndex) linkPersons(specials map[string]*schemas.Patient) {
 	x.employeeOf, x.patientOf = map[string]string{}, map[string]string{}
 	for _, id := range sortedKeys(x.users) {
-		if pid := x.users[id].PatientID; pid != "" {
+		if pid := x.users[id].u.PatientID; pid != "" {
 			x.patientOf[id] = pid
 			if _, ok := x.employeeOf[pid]; !ok {
 				x.employeeOf[pid] = id
@@ -499,8 +505,8 @@ func tokenOf(mac hash.Hash, domain, normalised string) Token {
 // User returns the account behind userID, with names and address cleared.
 // The result is shared: callers must not modify it.
 func (x *ReferenceIndex) User(userID string) (*schemas.User, bool) {
-	u, ok := x.users[userID]
-	return u, ok
+	r, ok := x.users[userID]
+	return r.u, ok
 }
 
 func (x *ReferenceIndex) patient(id string) (*patientRec, bool) {
@@ -543,8 +549,8 @@ func (x *ReferenceIndex) Patient(patientID string) (*schemas.Patient, bool) {
 
 // UserTokens returns the demographic tokens of a user.
 func (x *ReferenceIndex) UserTokens(userID string) (DemographicTokens, bool) {
-	t, ok := x.userTok[userID]
-	return t, ok
+	r, ok := x.users[userID]
+	return r.tok, ok
 }
 
 // PatientTokens returns the demographic tokens of a patient.
@@ -786,8 +792,8 @@ func (x *ReferenceIndex) Care(ev *schemas.AccessEvent) CareRelationship {
 func (x *ReferenceIndex) care1(ev *schemas.AccessEvent, reason bool) CareRelationship {
 	dept := ev.UserDepartment
 	if dept == "" {
-		if u, ok := x.users[ev.UserID]; ok {
-			dept = u.Department
+		if r, ok := x.users[ev.UserID]; ok {
+			dept = r.u.Department
 		}
 	}
 	if pc := x.careOf(ev.PatientID); pc != nil {

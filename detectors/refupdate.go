@@ -107,14 +107,13 @@ func (u *ReferenceUpdate) Apply() *ReferenceIndex {
 	nx.vocab = u.vocab
 	nx.stats.InvalidEncounters += u.invalid
 	if len(u.users) > 0 {
-		nx.users, nx.userTok = maps.Clone(x.users), maps.Clone(x.userTok)
+		nx.users = maps.Clone(x.users)
 		for id, c := range u.users {
 			if c == nil {
 				delete(nx.users, id)
-				delete(nx.userTok, id)
 				continue
 			}
-			nx.users[id], nx.userTok[id] = c, u.userTok[id]
+			nx.users[id] = userRec{u: c, tok: u.userTok[id]}
 		}
 	}
 	if len(u.patients) > 0 {
