@@ -583,3 +583,19 @@ func TestDecodeAllocations(t *testing.T) {
 		t.Errorf("DecodeFHIR: %v allocs, want ≤ 2", n)
 	}
 }
+
+// The pipeline asks IgnoreReasonOf of every decoded event's error, nil
+// almost always: that must not allocate (it did, one object per event,
+// through errors.As).
+func TestIgnoreReasonOfNilAllocatesNothing(t *testing.T) {
+	if n := testing.AllocsPerRun(100, func() {
+		if _, ok := IgnoreReasonOf(nil); ok {
+			t.Fatal("nil error has an ignore reason")
+		}
+	}); n != 0 {
+		t.Fatalf("IgnoreReasonOf(nil) allocates %v objects", n)
+	}
+	if r, ok := IgnoreReasonOf(&NotAccessError{Reason: IgnoreAuthentication}); !ok || r != IgnoreAuthentication {
+		t.Fatalf("IgnoreReasonOf(NotAccessError) = %q, %v", r, ok)
+	}
+}

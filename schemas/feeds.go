@@ -62,6 +62,11 @@ func (e *NotAccessError) Is(target error) bool { return target == ErrNotAccess }
 // IgnoreReasonOf returns the reason of the first *NotAccessError in err's
 // chain, and whether there is one.
 func IgnoreReasonOf(err error) (IgnoreReason, bool) {
+	if err == nil {
+		// errors.As moves na to the heap: one allocation per decoded
+		// event in the pipeline before this check.
+		return "", false
+	}
 	var na *NotAccessError
 	if errors.As(err, &na) && na != nil {
 		return na.Reason, true
