@@ -35,12 +35,17 @@ func (f Format) String() string {
 // canonical JSON, and switches to the FHIR AuditEvent decoder when the
 // top-level object has a "resourceType" member. See DecodeEventInto.
 func DecodeEvent(data []byte) (*AccessEvent, error) {
+	return newEvent(data, defaultFHIROpts, false)
+}
+
+// newEvent decodes data into a new event (see decodeEvent).
+func newEvent(data []byte, opts *fhirOpts, owned bool) (*AccessEvent, error) {
 	// One allocation holds the event and its logged time.
 	h := new(struct {
 		ev AccessEvent
 		lt time.Time
 	})
-	if _, err := decodeEvent(data, &h.ev, &h.lt, defaultFHIROpts, false); err != nil {
+	if _, err := decodeEvent(data, &h.ev, &h.lt, opts, owned); err != nil {
 		return nil, err
 	}
 	return &h.ev, nil
@@ -55,14 +60,7 @@ func DecodeEvent(data []byte) (*AccessEvent, error) {
 // escapes save an allocation and a copy of their strings this way; the
 // result is the same as DecodeEvent's (docs/benchmarks.md §2).
 func DecodeEventOwned(data []byte) (*AccessEvent, error) {
-	h := new(struct {
-		ev AccessEvent
-		lt time.Time
-	})
-	if _, err := decodeEvent(data, &h.ev, &h.lt, defaultFHIROpts, true); err != nil {
-		return nil, err
-	}
-	return &h.ev, nil
+	return newEvent(data, defaultFHIROpts, true)
 }
 
 // DecodeEventInto is DecodeEvent into a caller-owned event, reporting the

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"slices"
 	"sort"
-	"time"
 )
 
 // ErrNotAccess is what errors.Is reports for an event that is well formed
@@ -205,27 +204,13 @@ func NewDecoder(cfg FHIRConfig) (*Decoder, error) {
 
 // Decode is DecodeEvent with the decoder's configuration.
 func (d *Decoder) Decode(data []byte) (*AccessEvent, error) {
-	h := new(struct {
-		ev AccessEvent
-		lt time.Time
-	})
-	if _, err := decodeEvent(data, &h.ev, &h.lt, d.fhir, false); err != nil {
-		return nil, err
-	}
-	return &h.ev, nil
+	return newEvent(data, d.fhir, false)
 }
 
 // DecodeOwned is DecodeEventOwned with the decoder's configuration: data
 // must never be modified or reused afterwards.
 func (d *Decoder) DecodeOwned(data []byte) (*AccessEvent, error) {
-	h := new(struct {
-		ev AccessEvent
-		lt time.Time
-	})
-	if _, err := decodeEvent(data, &h.ev, &h.lt, d.fhir, true); err != nil {
-		return nil, err
-	}
-	return &h.ev, nil
+	return newEvent(data, d.fhir, true)
 }
 
 // DecodeInto is DecodeEventInto with the decoder's configuration.

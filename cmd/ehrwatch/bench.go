@@ -491,29 +491,17 @@ func (d *dropOnClose) Close() error {
 // startCPUProfile starts a CPU profile into path (nothing when path is
 // empty); stop ends it and closes the file, and may be called again.
 func startCPUProfile(path string) (stop func(), err error) {
-	if path == "" {
-		return func() {}, nil
-	}
-	f, err := os.Create(path)
-	if err != nil {
-		return nil, err
-	}
-	if err := pprof.StartCPUProfile(f); err != nil {
-		f.Close()
-		return nil, err
-	}
-	var once sync.Once
-	return func() {
-		once.Do(func() {
-			pprof.StopCPUProfile()
-			f.Close()
-		})
-	}, nil
+	return startRecording(path, pprof.StartCPUProfile, pprof.StopCPUProfile)
 }
 
-// startTrace starts an execution trace into path (nothing when path is
-// empty); stop ends it and closes the file, and may be called again.
+// startTrace is startCPUProfile for an execution trace (go tool trace).
 func startTrace(path string) (stop func(), err error) {
+	return startRecording(path, trace.Start, trace.Stop)
+}
+
+// startRecording creates path and starts a recording into it with start;
+// the returned function ends it with end and closes the file, once.
+func startRecording(path string, start func(io.Writer) error, end func()) (stop func(), err error) {
 	if path == "" {
 		return func() {}, nil
 	}
@@ -521,14 +509,14 @@ func startTrace(path string) (stop func(), err error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := trace.Start(f); err != nil {
+	if err := start(f); err != nil {
 		f.Close()
 		return nil, err
 	}
 	var once sync.Once
 	return func() {
 		once.Do(func() {
-			trace.Stop()
+			end()
 			f.Close()
 		})
 	}, nil
