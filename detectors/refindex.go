@@ -93,7 +93,7 @@ type patientRec struct {
 // and the positions of the records with a full patient. A patient's
 // record and care record are found with one lookup, and the repeated
 // lookups of one event hit the cache: every event needs both
-// (docs/benchmarks.md §2, "One table per patient").
+// (docs/benchmarks.md §2, "One table per patient, one slot per user").
 type patientTable struct {
 	ids      map[string]uint32
 	recs     []patientRec
@@ -230,11 +230,9 @@ func (in interner) intern(s string) string {
 // HasUser reports whether a user with this id was added.
 func (b *ReferenceBuilder) HasUser(id string) bool { _, ok := b.x.users[id]; return ok }
 
-// HasPatient reports whether a patient with this id was added.
+// HasPatient reports whether a patient with this id was added. (The
+// table holds only patients until Build adds the care-only rows.)
 func (b *ReferenceBuilder) HasPatient(id string) bool { _, ok := b.x.pbase.ids[id]; return ok }
-
-// The builder's table holds only patients until Build adds the care
-// records, so HasPatient can ask ids alone.
 
 // HasEncounter reports whether an encounter with this id was added for
 // the patient.
