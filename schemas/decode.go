@@ -138,10 +138,10 @@ func DecodeCanonical(data []byte, ev *AccessEvent) error {
 // all. lt, if not nil, is where a logged_time is stored (saving an
 // allocation). It builds the event in *ev itself; on an error the callers
 // zero *ev. With owned set and no escaped string, the string fields
-// point into data (DecodeEventOwned). Members are expected in json.Marshal's order (the schema's):
-// the next one is matched with one comparison before falling back to the
-// key scan, which was the largest share of the decoder's profile
-// (docs/benchmarks.md §2).
+// point into data (DecodeEventOwned). Members are expected in
+// json.Marshal's order (the schema's): the next one is matched with one
+// comparison before falling back to the key scan, which was the largest
+// share of the decoder's profile (docs/benchmarks.md §2).
 func decodeCanonical(data []byte, ev *AccessEvent, lt *time.Time, detectFHIR, owned bool) (maybeFHIR bool, _ *DecodeError) {
 	l := lexer{data: data}
 	var (
