@@ -508,10 +508,8 @@ func (x *ReferenceIndex) User(userID string) (*schemas.User, bool) {
 }
 
 func (x *ReferenceIndex) patient(id string) (*patientRec, bool) {
-	if len(x.pdelta) > 0 {
-		if r, ok := x.pdelta[id]; ok {
-			return r, r != nil
-		}
+	if r, ok := x.pdelta[id]; ok {
+		return r, r != nil
 	}
 	r := x.base(id)
 	if r == nil || r.full == noPatient {
@@ -565,10 +563,8 @@ func (x *ReferenceIndex) Stats() ReferenceStats { return x.stats }
 
 // careOf returns a patient's care record, or nil.
 func (x *ReferenceIndex) careOf(patientID string) *patientCare {
-	if len(x.careDelta) > 0 {
-		if pc, ok := x.careDelta[patientID]; ok {
-			return pc
-		}
+	if pc, ok := x.careDelta[patientID]; ok {
+		return pc
 	}
 	if r := x.base(patientID); r != nil {
 		return r.care

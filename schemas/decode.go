@@ -371,28 +371,24 @@ func decodeCanonical(data []byte, ev *AccessEvent, lt *time.Time, detectFHIR, ow
 				*sf.dst = unsafe.String(&data[sp.start], sp.dlen)
 			}
 		}
-		if de := out.validate(0); de != nil {
-			return false, de
+	} else {
+		var b strings.Builder
+		b.Grow(total)
+		var offs [len(strFields)]int
+		for i, sf := range strFields {
+			offs[i] = b.Len()
+			sp := vals[sf.f]
+			if sp.esc {
+				writeUnescaped(&b, data[sp.start:sp.end])
+			} else {
+				b.Write(data[sp.start:sp.end])
+			}
 		}
-		return false, nil
-	}
-	var b strings.Builder
-	b.Grow(total)
-	var offs [len(strFields)]int
-	for i, sf := range strFields {
-		offs[i] = b.Len()
-		sp := vals[sf.f]
-		if sp.esc {
-			writeUnescaped(&b, data[sp.start:sp.end])
-		} else {
-			b.Write(data[sp.start:sp.end])
+		all := b.String()
+		for i, sf := range strFields {
+			*sf.dst = all[offs[i] : offs[i]+vals[sf.f].dlen]
 		}
 	}
-	all := b.String()
-	for i, sf := range strFields {
-		*sf.dst = all[offs[i] : offs[i]+vals[sf.f].dlen]
-	}
-
 	if de := out.validate(0); de != nil {
 		return false, de
 	}

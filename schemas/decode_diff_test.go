@@ -20,9 +20,9 @@ import (
 
 // DecodeDisagreement decodes data with the decoder and with the oracle,
 // through DecodeEvent's path (with a logged-time slot), DecodeEventOwned's,
-// DecodeEventInto's and DecodeCanonical's, and describes the first difference, or returns
-// "" when they agree. Exported for the synthetic hospital's test in
-// package schemas_test.
+// DecodeEventInto's and DecodeCanonical's, and describes the first
+// difference, or returns "" when they agree. Exported for the synthetic
+// hospital's test in package schemas_test.
 func DecodeDisagreement(data []byte) string {
 	for i := range 3 {
 		withLT, owned := i > 0, i == 2 // owned: DecodeEventOwned's path
