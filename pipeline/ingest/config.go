@@ -37,8 +37,9 @@ type KafkaConfig struct {
 	MinBytes int           `yaml:"min_bytes"`
 	MaxBytes int           `yaml:"max_bytes"`
 	MaxWait  time.Duration `yaml:"max_wait"`
-	// QueueCapacity is how many fetched messages each partition reader may
-	// hold ahead of processing.
+	// QueueCapacity is about how many fetched messages each partition may
+	// hold ahead of processing, besides the fetch response being read
+	// (handed over in slices of up to 256).
 	QueueCapacity int `yaml:"queue_capacity"`
 
 	// SessionTimeout: a member that has not sent a heartbeat for this long

@@ -8,7 +8,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"slices"
 	"strconv"
 	"sync"
@@ -66,7 +65,7 @@ type partition struct {
 	mu        sync.Mutex
 	consumed  prometheus.Counter
 	log       zerolog.Logger
-	// fetchFailedAt is when the partition's reader last reported an error
+	// fetchFailedAt is when the partition's fetcher last reported an error
 	// (unix nanoseconds; 0: none since the last fetched message), and
 	// fetchFailures how many it reported in a row, none more than
 	// fetchRecovered apart.
@@ -74,13 +73,14 @@ type partition struct {
 	fetchFailures atomic.Int32
 }
 
-// fetchFailing is how many errors in a row make a partition's reader
-// "failing" on /readyz. kafka-go retries a failed fetch after 100ms, then
-// 200ms, 400ms… (the reader's backoff), so a lost broker reaches it in
-// about 0.3s, while a single fetch that timed out under load does not.
+// fetchFailing is how many errors in a row make a partition's fetcher
+// "failing" on /readyz. The fetcher retries a failed fetch after 100ms,
+// then 200ms, 400ms… (fetchRetry), so a lost broker
+// reaches it in about 0.3s, while a single fetch that timed out under load
+// does not.
 const fetchFailing = 3
 
-// fetchError records an error reported by pt's reader.
+// fetchError records an error reported by pt's fetcher.
 func (p *Pipeline) fetchError(pt *partition) {
 	now := time.Now().UnixNano()
 	prev := pt.fetchFailedAt.Swap(now)
@@ -92,7 +92,7 @@ func (p *Pipeline) fetchError(pt *partition) {
 	}
 }
 
-// fetchKey is pt's /readyz condition while its reader fails.
+// fetchKey is pt's /readyz condition while its fetcher fails.
 func (pt *partition) fetchKey() string { return "fetch " + pt.topic + "/" + strconv.Itoa(pt.id) }
 
 func (pt *partition) setHighWater(hw int64) {
@@ -239,6 +239,7 @@ func (c *chunker) flush(ctx context.Context) bool {
 	if !c.p.sink.submitChunk(ctx, c.recs) {
 		return false
 	}
+	c.p.stats.handedOn.Add(int64(len(c.recs)))
 	c.recs = newChunk() // the sink owns the old one
 	c.stopLinger()
 	return true
@@ -279,52 +280,38 @@ func (p *Pipeline) consumePartition(ctx context.Context, pt *partition) {
 	if !ok {
 		return
 	}
-	// kafka-go retries failed fetches inside the reader and only logs them:
-	// this is how a lost broker reaches /readyz.
-	r := p.kc.reader(pt.topic, pt.id, func() { p.fetchError(pt) })
+	r := p.kc.startFetcher(ctx, pt.topic, pt.id, from, pt.log, fetchHooks{
+		onError: func(err error, pause time.Duration) {
+			p.metrics.fetchErrors.Inc()
+			p.fetchError(pt) // how a lost broker reaches /readyz
+			pt.log.Warn().Err(err).Dur("pause", pause).Msg("fetch failed; retrying")
+		},
+		onFetched: func(highWater int64) {
+			pt.setHighWater(highWater)
+			if pt.fetchFailedAt.Swap(0) != 0 && pt.fetchFailures.Swap(0) >= fetchFailing {
+				p.health.clear(pt.fetchKey())
+			}
+		},
+	})
 	defer p.health.clear(pt.fetchKey())
-	if err := r.SetOffset(from); err != nil {
-		pt.log.Error().Err(err).Msg("cannot position reader")
-		_ = r.Close()
-		return
-	}
 	snap := p.newSnapshotter(pt, proc)
 	warm := &warmup{p: p, pt: pt, snap: snap, from: from, last: -1, started: time.Now()}
-	fetchBackoff := newBackoff(p.cfg.Retry)
 	chunk := &chunker{p: p, linger: p.cfg.HandoffLinger, recs: newChunk()}
 	defer chunk.stopLinger()
 	for {
-		m, err := r.FetchMessage(chunk.fetchContext(ctx))
+		// While fetches fail, the fetcher retries them, and the linger
+		// hands on what was processed before.
+		m, err := r.Fetch(chunk.fetchContext(ctx))
 		if err != nil {
 			if chunk.lingerExpired(ctx, err) {
 				// Nothing more arrived in time: hand on what there is.
-				// kafka-go returns ctx.Err() without touching the reader,
-				// which stays usable.
 				if !chunk.flush(ctx) {
 					break
 				}
 				continue
 			}
-			if ctx.Err() != nil || errors.Is(err, io.EOF) {
-				break
-			}
-			// Hand on what was processed before pausing.
-			if !chunk.flush(ctx) {
-				break
-			}
-			p.metrics.fetchErrors.Inc()
-			pause := fetchBackoff.Next()
-			pt.log.Warn().Err(err).Dur("pause", pause).Msg("fetch failed; retrying")
-			if !sleep(ctx, pause) {
-				break
-			}
-			continue
+			break // ctx ended
 		}
-		fetchBackoff.Reset()
-		if pt.fetchFailedAt.Swap(0) != 0 && pt.fetchFailures.Swap(0) >= fetchFailing {
-			p.health.clear(pt.fetchKey())
-		}
-		pt.setHighWater(m.HighWaterMark)
 		if pt.start >= 0 && m.Offset < pt.start {
 			// Below the committed offset: stored and alerted on by a
 			// previous owner; only the detectors' state is rebuilt.
@@ -343,7 +330,7 @@ func (p *Pipeline) consumePartition(ctx context.Context, pt *partition) {
 		pt.consumed.Inc()
 		p.stats.consumed.Add(1)
 		if err := pt.tracker.Begin(m.Offset); err != nil {
-			// A partition reader delivers increasing offsets; anything else
+			// A partition fetcher delivers increasing offsets; anything else
 			// is a redelivery of something already in flight.
 			pt.log.Warn().Int64("offset", m.Offset).Err(err).Msg("skipping out-of-order message")
 			continue
@@ -366,9 +353,9 @@ func (p *Pipeline) consumePartition(ctx context.Context, pt *partition) {
 			}
 		}
 	}
-	// Stop fetching first: the reader's prefetched messages are dropped,
+	// Stop fetching first: the fetched messages not yet taken are dropped,
 	// not committed, and will be consumed again by the next owner.
-	_ = r.Close()
+	r.Close()
 	dctx, cancel := p.drainContext()
 	defer cancel()
 	start := time.Now()
@@ -575,13 +562,13 @@ func generationGone(err error) bool {
 		errors.Is(err, kafka.RebalanceInProgress) || errors.Is(err, kafka.FencedInstanceID)
 }
 
-// fetchRecovered is how long a partition reader must go without an error
-// before its /readyz condition clears on an idle partition (kafka-go's
-// reader retries within ReadBackoffMax, 2s).
+// fetchRecovered is how long a partition fetcher must go without an error
+// before its /readyz condition clears on an idle partition (the fetcher
+// retries within fetchRetry's cap, 2s).
 const fetchRecovered = 3 * time.Second
 
 // clearRecoveredFetches clears the fetch condition of partitions whose
-// reader reported no error for fetchRecovered and commit_interval.
+// fetcher reported no error for fetchRecovered and commit_interval.
 func (p *Pipeline) clearRecoveredFetches(g *generation) {
 	quiet := max(fetchRecovered, p.cfg.CommitInterval)
 	for _, pt := range g.parts {
@@ -669,7 +656,7 @@ func (p *Pipeline) committedOf(pt *partition) int64 {
 }
 
 // lagLoop measures the high watermarks of the generation's partitions
-// every LagInterval, so lag shows even when a reader is stuck.
+// every LagInterval, so lag shows even when a fetcher is stuck.
 func (p *Pipeline) lagLoop(ctx context.Context, g *generation) {
 	client := p.kc.admin()
 	req := &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{}}

@@ -13,11 +13,14 @@
 // one Generation at a time. For each generation the pipeline starts, bound
 // to the generation with Generation.Start:
 //
-//   - one consumer goroutine per assigned partition, with its own partition
-//     kafka.Reader (no GroupID) positioned at the generation's assigned
-//     offset, a Processor (the partition's detectors) and an offset tracker.
-//     It fetches (FetchMessage, never ReadMessage), decodes, runs the
-//     detectors and submits the results to the sink in chunks, in offset
+//   - one consumer goroutine per assigned partition, with a Processor (the
+//     partition's detectors) and an offset tracker, and beside it the
+//     partition's fetcher (fetch.go): a goroutine that keeps a connection
+//     to the partition's leader, positioned at the generation's assigned
+//     offset, sends one fetch request at a time (kafka-go's
+//     Conn.ReadBatchWith) and hands the consumer the fetched messages in
+//     slices of up to 256. Nothing is committed by fetching. The consumer
+//     decodes, runs the detectors and submits the results to the sink in chunks, in offset
 //     order: a chunk goes when it holds 256 records or when no message
 //     arrived within pipeline.handoff_linger of its first record, and
 //     always before the consumer waits for anything else (a snapshot, a
@@ -151,8 +154,9 @@
 //
 // # Backpressure
 //
-// Every queue is bounded: each partition reader prefetches at most
-// kafka.queue_capacity messages, each consumer's chunk at most 256 records,
+// Every queue is bounded: each partition's fetcher prefetches about
+// kafka.queue_capacity messages (in slices of up to 256) besides the fetch
+// response it is reading, each consumer's chunk at most 256 records,
 // the queue between the consumers and the batcher holds
 // pipeline.queue_size records, and at most two batches (one being
 // written, one filling) of pipeline.batch_max_rows rows exist. When
@@ -205,7 +209,7 @@
 // a message as too large (the topic's limit was lowered), the producer
 // reads the limit again, or halves its own, and retries. The dlq table
 // keeps at most pipeline.dead_letter_max_payload bytes (1 MiB) the same
-// way (payload_truncated, payload_size, payload_sha256). Partition readers
+// way (payload_truncated, payload_size, payload_sha256). Partition fetchers
 // fetch messages larger than kafka.max_bytes: the brokers return an
 // oversized first record batch whole (KIP-74) and kafka-go reads it, so a
 // message as large as the source topic accepts is consumed (the poison
@@ -222,7 +226,7 @@
 // # Readiness
 //
 // /readyz answers 503 with every reason: a consumer group that cannot be
-// joined, a partition reader whose fetches fail (three errors in a row,
+// joined, a partition fetcher whose fetches fail (three errors in a row,
 // about 0.3s after a broker is lost), an offset commit that fails (the
 // committer commits every commit_interval, the unchanged offsets too, so
 // this shows within commit_interval on an idle pipeline), a write or the

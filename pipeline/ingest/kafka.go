@@ -5,7 +5,6 @@ import (
 	"crypto/tls"
 	"fmt"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -19,7 +18,7 @@ import (
 )
 
 // kafkaClients are the kafka-go building blocks every connection shares:
-// a Dialer for the consumer group and the partition readers, a Transport
+// a Dialer for the consumer group and the partition fetchers, a Transport
 // for the DLQ writer and the admin client (lag).
 type kafkaClients struct {
 	cfg       KafkaConfig
@@ -150,40 +149,6 @@ func (k *kafkaClients) groupConfig() kafka.ConsumerGroupConfig {
 		Logger:                k.logger,
 		ErrorLogger:           k.errLogger,
 	}
-}
-
-// reader returns a reader for one partition: no group (the generation
-// owns the assignment), positioned by the caller with SetOffset. onError is
-// called (from the reader's goroutine) whenever the reader reports an
-// error, which it then retries itself.
-//
-// MaxBytes does not bound the message size: the brokers return a record
-// batch larger than the fetch's limit when it is the first one (KIP-74),
-// and kafka-go reads it whole, so a message as large as the topic accepts
-// is fetched (the poison suite fetches a 50 MB one with the 8 MiB default).
-func (k *kafkaClients) reader(topic string, partition int, onError func()) *kafka.Reader {
-	errLogger := kafka.LoggerFunc(func(msg string, args ...any) {
-		if strings.Contains(msg, "error") || strings.Contains(msg, "failed") {
-			onError() // not for notices such as skipping to the first offset
-		}
-		k.errLogger.Printf(msg, args...)
-	})
-	return kafka.NewReader(kafka.ReaderConfig{
-		Brokers:          k.cfg.Brokers,
-		Topic:            topic,
-		Partition:        partition,
-		Dialer:           k.dialer,
-		QueueCapacity:    k.cfg.QueueCapacity,
-		MinBytes:         k.cfg.MinBytes,
-		MaxBytes:         k.cfg.MaxBytes,
-		MaxWait:          k.cfg.MaxWait,
-		ReadBatchTimeout: k.cfg.RequestTimeout,
-		ReadBackoffMin:   100 * time.Millisecond,
-		ReadBackoffMax:   2 * time.Second,
-		MaxAttempts:      3,
-		Logger:           k.logger,
-		ErrorLogger:      errLogger,
-	})
 }
 
 // dlqWriter produces dead letters synchronously, acknowledged by all

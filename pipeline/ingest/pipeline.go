@@ -135,7 +135,7 @@ type Pipeline struct {
 
 // counters back Stats.
 type counters struct {
-	consumed, stored, deadLettered atomic.Int64
+	consumed, handedOn, stored, deadLettered atomic.Int64
 }
 
 // New builds a pipeline; it validates cfg and kafkaCfg and connects to
@@ -225,6 +225,7 @@ func (p *Pipeline) Ready() (ready bool, reason string) { return p.health.status(
 // Stats are running totals since New.
 type Stats struct {
 	Consumed     int64 // messages fetched
+	HandedOn     int64 // messages processed and handed to the sink
 	Stored       int64 // events durably stored
 	DeadLettered int64 // messages durably dead-lettered
 }
@@ -233,6 +234,7 @@ type Stats struct {
 func (p *Pipeline) Stats() Stats {
 	return Stats{
 		Consumed:     p.stats.consumed.Load(),
+		HandedOn:     p.stats.handedOn.Load(),
 		Stored:       p.stats.stored.Load(),
 		DeadLettered: p.stats.deadLettered.Load(),
 	}
