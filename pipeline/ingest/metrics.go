@@ -81,7 +81,7 @@ func newMetrics(reg *prometheus.Registry) *metrics {
 		Name: "ehrwatch_detector_errors_total", Help: "Events for which a detector returned an error (the event is still stored).",
 	})
 	m.fetchErrors = prometheus.NewCounter(prometheus.CounterOpts{
-		Name: "ehrwatch_fetch_errors_total", Help: "Errors returned by Kafka partition readers.",
+		Name: "ehrwatch_fetch_errors_total", Help: "Failed Kafka fetches (each retried after a pause).",
 	})
 	m.batchRows = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name: "ehrwatch_batch_rows", Help: "Rows per INSERT, by table.",
