@@ -66,7 +66,7 @@ type partition struct {
 	consumed  prometheus.Counter
 	log       zerolog.Logger
 	// fetchFailedAt is when the partition's fetcher last reported an error
-	// (unix nanoseconds; 0: none since the last fetched message), and
+	// (unix nanoseconds; 0: none since the last answered fetch), and
 	// fetchFailures how many it reported in a row, none more than
 	// fetchRecovered apart.
 	fetchFailedAt atomic.Int64
@@ -75,9 +75,8 @@ type partition struct {
 
 // fetchFailing is how many errors in a row make a partition's fetcher
 // "failing" on /readyz. The fetcher retries a failed fetch after 100ms,
-// then 200ms, 400ms… (fetchRetry), so a lost broker
-// reaches it in about 0.3s, while a single fetch that timed out under load
-// does not.
+// then 200ms, 400ms… (fetchRetry), so a lost broker reaches it in about
+// 0.3s, while a single fetch that timed out under load does not.
 const fetchFailing = 3
 
 // fetchError records an error reported by pt's fetcher.

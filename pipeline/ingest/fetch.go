@@ -53,8 +53,7 @@ type fetcher struct {
 	topic     string
 	partition int
 	log       zerolog.Logger
-	onError   func(err error, pause time.Duration)
-	onFetched func(highWater int64)
+	hooks     fetchHooks
 	// offset is the next offset to fetch, or kafka.FirstOffset or
 	// kafka.LastOffset until the first connection resolves it.
 	offset int64
@@ -89,8 +88,7 @@ func (k *kafkaClients) startFetcher(ctx context.Context, topic string, partition
 	f := &fetcher{
 		ch: make(chan []kafka.Message, slots), free: make(chan []kafka.Message, slots+2),
 		cancel: cancel, done: make(chan struct{}),
-		kc: k, topic: topic, partition: partition, log: log, onError: h.onError, onFetched: h.onFetched,
-		offset: offset,
+		kc: k, topic: topic, partition: partition, log: log, hooks: h, offset: offset,
 	}
 	stop := context.AfterFunc(ctx, f.closeConn) // interrupts a fetch waiting on the broker
 	go func() {
@@ -154,7 +152,7 @@ func (f *fetcher) run(ctx context.Context, chunk int) {
 			return
 		}
 		pause := b.Next()
-		f.onError(err, pause)
+		f.hooks.onError(err, pause)
 		if !sleep(ctx, pause) {
 			return
 		}
@@ -198,7 +196,7 @@ func (f *fetcher) fetch(ctx context.Context, chunk int) error {
 	if err := batch.Close(); err != nil {
 		return f.failed(conn, err)
 	}
-	f.onFetched(batch.HighWaterMark())
+	f.hooks.onFetched(batch.HighWaterMark())
 	return nil
 }
 
