@@ -50,7 +50,9 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 //
 //	(a) a bare kafka-go fetch loop (one partition reader per partition),
 //	(b) the whole pipeline with the sink disabled, without detectors,
-//	(b) the whole pipeline with the sink disabled, with the detectors,
+//	(b) the whole pipeline with the sink disabled, with the detectors
+//	    (both timed to the last event handed to the sink, see
+//	    pipelineNoSink),
 //	(c) the whole pipeline into ClickHouse (a fresh database, dropped after),
 //	(d) with the detectors, the warm-up of (b)'s group restarted without a
 //	    detector snapshot: every partition re-reads its events into fresh
