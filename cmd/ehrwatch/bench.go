@@ -49,6 +49,8 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 // measuring
 //
 //	(a) a bare kafka-go fetch loop (one partition reader per partition),
+//	(a') a bare kafka-go batch loop (Conn.ReadBatchWith, as the pipeline's
+//	    fetcher reads),
 //	(b) the whole pipeline with the sink disabled, without detectors,
 //	(b) the whole pipeline with the sink disabled, with the detectors
 //	    (both timed to the last event handed to the sink, see
@@ -117,6 +119,12 @@ func runBenchPipeline(ctx context.Context, args []string, stdout, stderr io.Writ
 		return fmt.Errorf("(a) raw fetch: %w", err)
 	}
 	b.report("(a) kafka-go fetch loop", raw, measurement{})
+	rawBatch, err := b.rawBatchFetch(ctx)
+	if err != nil {
+		return fmt.Errorf("(a') raw batch fetch: %w", err)
+	}
+	b.report("(a') kafka-go batch loop", rawBatch, raw)
+	b.batchBase = rawBatch
 
 	stopProfile, err := startCPUProfile(*cpuProfile)
 	if err != nil {
@@ -187,6 +195,8 @@ type bench struct {
 	log        zerolog.Logger
 	client     *kafka.Client
 	hospital   *synth.Hospital
+	// batchBase is (a'), reported beside (a) once measured.
+	batchBase measurement
 }
 
 type measurement struct {
@@ -215,7 +225,11 @@ func (m measurement) cpuPerEvent() float64 {
 func (b *bench) report(name string, m measurement, base measurement) {
 	fmt.Fprintf(b.out, "%-32s %9d events in %8s = %9.0f events/s", name, m.events, m.took.Round(time.Millisecond), m.rate())
 	if base.events > 0 {
-		fmt.Fprintf(b.out, "   (%.2f of (a))", m.rate()/base.rate())
+		fmt.Fprintf(b.out, "   (%.2f of (a)", m.rate()/base.rate())
+		if bb := b.batchBase; bb.events > 0 {
+			fmt.Fprintf(b.out, ", %.2f of (a')", m.rate()/bb.rate())
+		}
+		fmt.Fprint(b.out, ")")
 	}
 	if m.cpu > 0 {
 		fmt.Fprintf(b.out, "   cpu %.2f µs/event", m.cpuPerEvent())
@@ -354,6 +368,65 @@ func (b *bench) rawFetch(ctx context.Context) (measurement, error) {
 					return
 				}
 				if m.Offset+1 >= po.LastOffset {
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	took, cpu := time.Since(start), processCPU()-cpu0
+	runtime.ReadMemStats(&msAfter)
+	return measurement{events: b.events, took: took, cpu: cpu, mallocs: msAfter.Mallocs - msBefore.Mallocs,
+		bytes: msAfter.TotalAlloc - msBefore.TotalAlloc}, errors.Join(errs...)
+}
+
+// rawBatchFetch reads every partition to its end as the pipeline's
+// fetcher does, with nothing else: one fetch request at a time on a
+// connection to the leader (Conn.ReadBatchWith), the messages read on the
+// same goroutine. It is the ceiling for a consumer that does not pay
+// kafka-go Reader's hand-over of every message, (a), which the pipeline
+// no longer pays either (docs/benchmarks.md §2).
+func (b *bench) rawBatchFetch(ctx context.Context) (measurement, error) {
+	dialer, err := b.cfg.Kafka.Dialer()
+	if err != nil {
+		return measurement{}, err
+	}
+	var rs []kafka.OffsetRequest
+	for p := range b.partitions {
+		rs = append(rs, kafka.LastOffsetOf(p))
+	}
+	lo, err := b.client.ListOffsets(ctx, &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{b.topic: rs}})
+	if err != nil {
+		return measurement{}, err
+	}
+	k := b.cfg.Kafka
+	var msBefore, msAfter runtime.MemStats
+	runtime.ReadMemStats(&msBefore)
+	start, cpu0 := time.Now(), processCPU()
+	var wg sync.WaitGroup
+	errs := make([]error, b.partitions)
+	for _, po := range lo.Topics[b.topic] {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			conn, err := dialer.DialLeader(ctx, "tcp", k.Brokers[0], b.topic, po.Partition)
+			if err != nil {
+				errs[po.Partition] = err
+				return
+			}
+			defer conn.Close()
+			for offset := int64(0); offset < po.LastOffset; {
+				_ = conn.SetReadDeadline(time.Now().Add(k.MaxWait + k.RequestTimeout))
+				batch := conn.ReadBatchWith(kafka.ReadBatchConfig{MinBytes: k.MinBytes, MaxBytes: k.MaxBytes, MaxWait: k.MaxWait})
+				for {
+					m, err := batch.ReadMessage()
+					if err != nil {
+						break
+					}
+					offset = m.Offset + 1
+				}
+				if err := batch.Close(); err != nil {
+					errs[po.Partition] = err
 					return
 				}
 			}
