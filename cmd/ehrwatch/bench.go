@@ -330,54 +330,28 @@ func (b *bench) deleteTopic() {
 }
 
 // rawFetch reads every partition to its end with FetchMessage and nothing
-// else: the ceiling for the pipeline.
+// else: the ceiling for the pipeline when it read with a kafka.Reader.
 func (b *bench) rawFetch(ctx context.Context) (measurement, error) {
-	dialer, err := b.cfg.Kafka.Dialer()
-	if err != nil {
-		return measurement{}, err
-	}
-	lo, err := b.client.ListOffsets(ctx, &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{b.topic: func() []kafka.OffsetRequest {
-		var rs []kafka.OffsetRequest
-		for p := range b.partitions {
-			rs = append(rs, kafka.LastOffsetOf(p))
+	k := b.cfg.Kafka
+	return b.rawLoop(ctx, func(dialer *kafka.Dialer, partition int, last int64) error {
+		if last == 0 {
+			return nil
 		}
-		return rs
-	}()}})
-	if err != nil {
-		return measurement{}, err
-	}
-	var msBefore, msAfter runtime.MemStats
-	runtime.ReadMemStats(&msBefore)
-	start, cpu0 := time.Now(), processCPU()
-	var wg sync.WaitGroup
-	errs := make([]error, b.partitions)
-	for _, po := range lo.Topics[b.topic] {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			r := kafka.NewReader(kafka.ReaderConfig{
-				Brokers: b.cfg.Kafka.Brokers, Topic: b.topic, Partition: po.Partition, Dialer: dialer,
-				MinBytes: b.cfg.Kafka.MinBytes, MaxBytes: b.cfg.Kafka.MaxBytes, MaxWait: b.cfg.Kafka.MaxWait,
-				QueueCapacity: b.cfg.Kafka.QueueCapacity,
-			})
-			defer r.Close()
-			for {
-				m, err := r.FetchMessage(ctx)
-				if err != nil {
-					errs[po.Partition] = err
-					return
-				}
-				if m.Offset+1 >= po.LastOffset {
-					return
-				}
+		r := kafka.NewReader(kafka.ReaderConfig{
+			Brokers: k.Brokers, Topic: b.topic, Partition: partition, Dialer: dialer,
+			MinBytes: k.MinBytes, MaxBytes: k.MaxBytes, MaxWait: k.MaxWait, QueueCapacity: k.QueueCapacity,
+		})
+		defer r.Close()
+		for {
+			m, err := r.FetchMessage(ctx)
+			if err != nil {
+				return err
 			}
-		}()
-	}
-	wg.Wait()
-	took, cpu := time.Since(start), processCPU()-cpu0
-	runtime.ReadMemStats(&msAfter)
-	return measurement{events: b.events, took: took, cpu: cpu, mallocs: msAfter.Mallocs - msBefore.Mallocs,
-		bytes: msAfter.TotalAlloc - msBefore.TotalAlloc}, errors.Join(errs...)
+			if m.Offset+1 >= last {
+				return nil
+			}
+		}
+	})
 }
 
 // rawBatchFetch reads every partition to its end as the pipeline's
@@ -387,6 +361,34 @@ func (b *bench) rawFetch(ctx context.Context) (measurement, error) {
 // kafka-go Reader's hand-over of every message, (a), which the pipeline
 // no longer pays either (docs/benchmarks.md §2).
 func (b *bench) rawBatchFetch(ctx context.Context) (measurement, error) {
+	k := b.cfg.Kafka
+	return b.rawLoop(ctx, func(dialer *kafka.Dialer, partition int, last int64) error {
+		conn, err := dialer.DialLeader(ctx, "tcp", k.Brokers[0], b.topic, partition)
+		if err != nil {
+			return err
+		}
+		defer conn.Close()
+		for offset := int64(0); offset < last; {
+			_ = conn.SetReadDeadline(time.Now().Add(k.MaxWait + k.RequestTimeout))
+			batch := conn.ReadBatchWith(kafka.ReadBatchConfig{MinBytes: k.MinBytes, MaxBytes: k.MaxBytes, MaxWait: k.MaxWait})
+			for {
+				m, err := batch.ReadMessage()
+				if err != nil {
+					break
+				}
+				offset = m.Offset + 1
+			}
+			if err := batch.Close(); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// rawLoop times read over every partition at once, each on a goroutine
+// of its own, with the partition's end offset.
+func (b *bench) rawLoop(ctx context.Context, read func(dialer *kafka.Dialer, partition int, last int64) error) (measurement, error) {
 	dialer, err := b.cfg.Kafka.Dialer()
 	if err != nil {
 		return measurement{}, err
@@ -399,38 +401,13 @@ func (b *bench) rawBatchFetch(ctx context.Context) (measurement, error) {
 	if err != nil {
 		return measurement{}, err
 	}
-	k := b.cfg.Kafka
 	var msBefore, msAfter runtime.MemStats
 	runtime.ReadMemStats(&msBefore)
 	start, cpu0 := time.Now(), processCPU()
 	var wg sync.WaitGroup
 	errs := make([]error, b.partitions)
 	for _, po := range lo.Topics[b.topic] {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			conn, err := dialer.DialLeader(ctx, "tcp", k.Brokers[0], b.topic, po.Partition)
-			if err != nil {
-				errs[po.Partition] = err
-				return
-			}
-			defer conn.Close()
-			for offset := int64(0); offset < po.LastOffset; {
-				_ = conn.SetReadDeadline(time.Now().Add(k.MaxWait + k.RequestTimeout))
-				batch := conn.ReadBatchWith(kafka.ReadBatchConfig{MinBytes: k.MinBytes, MaxBytes: k.MaxBytes, MaxWait: k.MaxWait})
-				for {
-					m, err := batch.ReadMessage()
-					if err != nil {
-						break
-					}
-					offset = m.Offset + 1
-				}
-				if err := batch.Close(); err != nil {
-					errs[po.Partition] = err
-					return
-				}
-			}
-		}()
+		wg.Go(func() { errs[po.Partition] = read(dialer, po.Partition, po.LastOffset) })
 	}
 	wg.Wait()
 	took, cpu := time.Since(start), processCPU()-cpu0
