@@ -291,6 +291,14 @@ func (p *Pipeline) consumePartition(ctx context.Context, pt *partition) {
 				p.health.clear(pt.fetchKey())
 			}
 		},
+		onSkipped: func(from, to int64) {
+			if pt.start >= 0 {
+				from = max(from, pt.start) // below it: consumed by an earlier owner, only re-read to warm up
+			}
+			if to > from {
+				p.metrics.fetchSkipped.Add(float64(to - from))
+			}
+		},
 	})
 	defer p.health.clear(pt.fetchKey())
 	snap := p.newSnapshotter(pt, proc)

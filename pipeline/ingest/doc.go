@@ -165,7 +165,10 @@
 // package pipeline/internal/backoff, which the alert deliveries use too), the
 // batcher fills up and stops reading, the consumers block and stop
 // fetching, and /readyz answers 503 with the reason. Nothing is dropped
-// and nothing unstored is committed: Kafka is the buffer. Data never stops the pipeline: a message it cannot
+// and nothing unstored is committed: Kafka is the buffer, as long as the
+// topic's retention keeps the events (offsets it deletes before they are
+// fetched are skipped, logged and counted in
+// ehrwatch_fetch_skipped_offsets_total). Data never stops the pipeline: a message it cannot
 // decode, an implausible event time and a row the server refuses each
 // become a dead letter and the partition moves on (see Dead letters). Only
 // errors about the deployment that retrying cannot fix (unknown table or

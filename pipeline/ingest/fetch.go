@@ -28,7 +28,8 @@ import (
 // The fetch goroutine does what the partition reader did: it finds the
 // leader (each bootstrap broker in turn), resolves kafka.FirstOffset and
 // kafka.LastOffset, skips ahead to the first offset when retention deleted
-// the one it wants (logged as an error), and reconnects after connection
+// the one it wants (logged as an error and reported to onSkipped), and
+// reconnects after connection
 // and leadership errors. It reports every failed fetch to onError and
 // retries it after a pause (fetchRetry), and every fetch that was answered
 // (with messages or none) to onFetched.
@@ -73,10 +74,13 @@ const fetchChunk = 256
 // until a fetch succeeds.
 var fetchRetry = backoff.Policy{Initial: 100 * time.Millisecond, Max: 2 * time.Second, Multiplier: 2, Jitter: 0.2}
 
-// fetchHooks are the fetch goroutine's reports (see fetcher).
+// fetchHooks are the fetch goroutine's reports (see fetcher): a failed
+// fetch, an answered one, and offsets [from, to) that retention deleted
+// before they were consumed, which the fetcher skips.
 type fetchHooks struct {
 	onError   func(err error, pause time.Duration)
 	onFetched func(highWater int64)
+	onSkipped func(from, to int64)
 }
 
 // startFetcher starts fetching the partition from offset (an offset, or
@@ -251,10 +255,12 @@ func (f *fetcher) failed(conn *kafka.Conn, err error) error {
 }
 
 // skipDeleted moves the offset to first, the partition's first offset,
-// which retention moved past messages that were never consumed.
+// which retention moved past messages the fetcher was asked for; it
+// reports them to onSkipped.
 func (f *fetcher) skipDeleted(first int64) {
 	f.log.Error().Int64("from", f.offset).Int64("to", first).
-		Msg("offsets deleted by retention before they were consumed; skipping to the first offset")
+		Msg("offsets deleted by retention before they were fetched; skipping to the first offset")
+	f.hooks.onSkipped(f.offset, first)
 	f.offset = first
 }
 

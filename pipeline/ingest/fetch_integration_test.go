@@ -11,6 +11,7 @@ import (
 
 	"github.com/rs/zerolog"
 	"github.com/segmentio/kafka-go"
+	"github.com/segmentio/kafka-go/protocol"
 
 	"github.com/ehrwatch/ehrwatch/pipeline/ingest/ingesttest"
 	"github.com/ehrwatch/ehrwatch/pipeline/testenv"
@@ -21,6 +22,7 @@ type fetchRecorder struct {
 	mu        sync.Mutex
 	errs      []error
 	highWater int64
+	skipped   [][2]int64
 }
 
 func (r *fetchRecorder) hooks() fetchHooks {
@@ -35,6 +37,11 @@ func (r *fetchRecorder) hooks() fetchHooks {
 			r.highWater = max(r.highWater, hw)
 			r.mu.Unlock()
 		},
+		onSkipped: func(from, to int64) {
+			r.mu.Lock()
+			r.skipped = append(r.skipped, [2]int64{from, to})
+			r.mu.Unlock()
+		},
 	}
 }
 
@@ -46,11 +53,14 @@ func (r *fetchRecorder) state() (int, int64) {
 
 // TestFetcher reads a partition of the real broker: every message in
 // offset order from where it is asked to start (an offset, the first, the
-// last), through hand-overs smaller than a fetch response, waits for new
-// ones until its context's deadline, reports an offset beyond the end as
-// an error instead of a message, and stops at once when closed.
+// last), through hand-overs smaller than a fetch response and across a
+// lost connection, waits for new ones until its context's deadline,
+// reports an offset beyond the end as an error instead of a message,
+// skips and reports offsets retention deleted, and stops at once when
+// closed.
 func TestFetcher(t *testing.T) {
-	t.Parallel() // own topic
+	t.Parallel() // own topics
+	var startOn func(t *testing.T, topic string, queue int, offset int64, maxBytes ...int) (*fetcher, *fetchRecorder)
 	brokers := testenv.Kafka(t)
 	topic := testenv.NewTopic(t, brokers, 1)
 	const n = 1000
@@ -66,6 +76,9 @@ func TestFetcher(t *testing.T) {
 	cfg.Brokers = strings.Split(brokers, ",")
 	cfg.MaxWait = 200 * time.Millisecond
 	start := func(t *testing.T, queue int, offset int64, maxBytes ...int) (*fetcher, *fetchRecorder) {
+		return startOn(t, topic, queue, offset, maxBytes...)
+	}
+	startOn = func(t *testing.T, topic string, queue int, offset int64, maxBytes ...int) (*fetcher, *fetchRecorder) {
 		t.Helper()
 		c := cfg
 		c.QueueCapacity = queue
@@ -150,6 +163,30 @@ func TestFetcher(t *testing.T) {
 			return errs > 0
 		})
 	})
+	t.Run("after retention deleted offsets", func(t *testing.T) {
+		gone := testenv.NewTopic(t, brokers, 1)
+		for i := 0; i < 100; i += 50 {
+			ingesttest.Produce(t, brokers, gone, msgs[i:i+50])
+		}
+		deleteRecords(t, brokers, gone, 60) // offsets 0-59, as retention would
+		for _, from := range []int64{10, kafka.FirstOffset} {
+			f, rec := startOn(t, gone, 1000, from)
+			m, err := fetch(t, f, 30*time.Second)
+			if err != nil || m.Offset != 60 || string(m.Value) != "message-60" {
+				t.Fatalf("from %d: fetched %d %q (%v), want offset 60, the first left", from, m.Offset, m.Value, err)
+			}
+			rec.mu.Lock()
+			skipped := rec.skipped
+			rec.mu.Unlock()
+			want := [][2]int64{{10, 60}}
+			if from == kafka.FirstOffset {
+				want = nil // nothing asked for was deleted
+			}
+			if fmt.Sprint(skipped) != fmt.Sprint(want) {
+				t.Errorf("from %d: skipped %v, want %v", from, skipped, want)
+			}
+		}
+	})
 	t.Run("close while waiting", func(t *testing.T) {
 		f, _ := start(t, 1000, n+10) // nothing there yet: the fetch waits on the broker
 		fetched := make(chan error, 1)
@@ -169,3 +206,71 @@ func TestFetcher(t *testing.T) {
 		}
 	})
 }
+
+// deleteRecords deletes a single-partition topic's records below offset
+// with Kafka's DeleteRecords request (API key 21), which kafka-go 0.4
+// does not wrap: what retention does to a partition, at once.
+func deleteRecords(t *testing.T, brokers, topic string, offset int64) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	req := &deleteRecordsRequest{TimeoutMs: 10_000, Topics: []deleteRecordsTopic{{
+		Name: topic, Partitions: []deleteRecordsPartition{{Partition: 0, Offset: offset}}}}}
+	res, err := (&kafka.Transport{}).RoundTrip(ctx, kafka.TCP(strings.Split(brokers, ",")[0]), req)
+	if err != nil {
+		t.Fatalf("delete records: %v", err)
+	}
+	for _, rt := range res.(*deleteRecordsResponse).Topics {
+		for _, rp := range rt.Partitions {
+			if rp.ErrorCode != 0 || rp.LowWatermark != offset {
+				t.Fatalf("delete records of %s/%d: error %d, low watermark %d", rt.Name, rp.Partition, rp.ErrorCode, rp.LowWatermark)
+			}
+		}
+	}
+}
+
+func init() { protocol.Register(&deleteRecordsRequest{}, &deleteRecordsResponse{}) }
+
+type deleteRecordsRequest struct {
+	Topics    []deleteRecordsTopic `kafka:"min=v0,max=v1"`
+	TimeoutMs int32                `kafka:"min=v0,max=v1"`
+}
+
+type deleteRecordsTopic struct {
+	Name       string                   `kafka:"min=v0,max=v1"`
+	Partitions []deleteRecordsPartition `kafka:"min=v0,max=v1"`
+}
+
+type deleteRecordsPartition struct {
+	Partition int32 `kafka:"min=v0,max=v1"`
+	Offset    int64 `kafka:"min=v0,max=v1"`
+}
+
+func (*deleteRecordsRequest) ApiKey() protocol.ApiKey { return protocol.DeleteRecords }
+
+// Broker is the partition's leader (the test's topics have one partition).
+func (r *deleteRecordsRequest) Broker(c protocol.Cluster) (protocol.Broker, error) {
+	p, ok := c.Topics[r.Topics[0].Name].Partitions[0]
+	if !ok {
+		return protocol.Broker{}, fmt.Errorf("no partition 0 of %s in the metadata", r.Topics[0].Name)
+	}
+	return c.Brokers[p.Leader], nil
+}
+
+type deleteRecordsResponse struct {
+	ThrottleTimeMs int32                        `kafka:"min=v0,max=v1"`
+	Topics         []deleteRecordsResponseTopic `kafka:"min=v0,max=v1"`
+}
+
+type deleteRecordsResponseTopic struct {
+	Name       string                           `kafka:"min=v0,max=v1"`
+	Partitions []deleteRecordsResponsePartition `kafka:"min=v0,max=v1"`
+}
+
+type deleteRecordsResponsePartition struct {
+	Partition    int32 `kafka:"min=v0,max=v1"`
+	LowWatermark int64 `kafka:"min=v0,max=v1"`
+	ErrorCode    int16 `kafka:"min=v0,max=v1"`
+}
+
+func (*deleteRecordsResponse) ApiKey() protocol.ApiKey { return protocol.DeleteRecords }

@@ -23,6 +23,7 @@ type metrics struct {
 	findings       *prometheus.CounterVec // detector
 	detectorErrors prometheus.Counter
 	fetchErrors    prometheus.Counter
+	fetchSkipped   prometheus.Counter
 	batchRows      *prometheus.HistogramVec // table
 	insertSeconds  *prometheus.HistogramVec // table
 	flushSeconds   prometheus.Histogram
@@ -82,6 +83,10 @@ func newMetrics(reg *prometheus.Registry) *metrics {
 	})
 	m.fetchErrors = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "ehrwatch_fetch_errors_total", Help: "Failed Kafka fetches (each retried after a pause).",
+	})
+	m.fetchSkipped = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "ehrwatch_fetch_skipped_offsets_total",
+		Help: "Offsets that retention deleted before they were consumed, skipped: access events ehrwatch never saw.",
 	})
 	m.batchRows = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name: "ehrwatch_batch_rows", Help: "Rows per INSERT, by table.",
@@ -149,7 +154,7 @@ func newMetrics(reg *prometheus.Registry) *metrics {
 	})
 	for _, c := range []prometheus.Collector{
 		m.afterStoreSeconds, m.eventToStored, m.snapshots, m.snapshotBytes, m.snapshotSeconds, m.restores, m.replayed,
-		m.consumed, m.stored, m.deadLettered, m.findings, m.detectorErrors, m.fetchErrors,
+		m.consumed, m.stored, m.deadLettered, m.findings, m.detectorErrors, m.fetchErrors, m.fetchSkipped,
 		m.batchRows, m.insertSeconds, m.flushSeconds, m.retries, m.inFlight, m.lag, m.committed,
 		m.commits, m.lastCommit, m.assigned, m.generations,
 		collectors.NewGoCollector(),
