@@ -4,8 +4,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"os"
-	"path/filepath"
 	"regexp"
 	"strconv"
 	"testing"
@@ -23,12 +21,9 @@ func TestBenchLatencySmoke(t *testing.T) {
 	}
 	brokers := testenv.Kafka(t)
 	chAddr := testenv.ClickHouseAddr(t)
-	cfg := filepath.Join(t.TempDir(), "ehrwatch.yaml")
 	yaml := fmt.Sprintf("kafka:\n  brokers: [%q]\n  group_id: unused\n  topics: [unused]\n  max_wait: 200ms\n"+
 		"clickhouse:\n  addrs: [%q]\n  protocol: http\n  database: latsmoke\npipeline:\n  batch_max_wait: 300ms\n", brokers, chAddr)
-	if err := os.WriteFile(cfg, []byte(yaml), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	cfg := writeConfig(t, yaml)
 	var out, errOut bytes.Buffer
 	err := run(context.Background(), []string{"bench", "latency", "--config", cfg, "--rates", "200",
 		"--duration", "3s", "--burst", "2x500ms/2s", "--users", "120", "--days", "2", "--partitions", "2",

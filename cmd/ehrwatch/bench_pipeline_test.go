@@ -4,8 +4,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"os"
-	"path/filepath"
 	"regexp"
 	"testing"
 
@@ -22,12 +20,9 @@ func TestBenchPipelineSmoke(t *testing.T) {
 		t.Skip("integration test")
 	}
 	brokers := testenv.Kafka(t)
-	cfg := filepath.Join(t.TempDir(), "ehrwatch.yaml")
 	yaml := fmt.Sprintf("kafka:\n  brokers: [%q]\n  group_id: unused\n  topics: [unused]\n  max_wait: 200ms\n"+
 		"pipeline:\n  batch_max_wait: 300ms\n", brokers)
-	if err := os.WriteFile(cfg, []byte(yaml), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	cfg := writeConfig(t, yaml)
 	var out, errOut bytes.Buffer
 	err := run(context.Background(), []string{"bench", "pipeline", "--config", cfg, "--events", "3000",
 		"--users", "60", "--days", "2", "--partitions", "3", "--skip-clickhouse"}, &out, &errOut)
