@@ -58,7 +58,9 @@ type fetcher struct {
 	// offset is the next offset to fetch, or kafka.FirstOffset or
 	// kafka.LastOffset until the first connection resolves it.
 	offset int64
-	next   int // the bootstrap broker to look the leader up with next
+	// last is the partition's last offset when the connection was made.
+	last int64
+	next int // the bootstrap broker to look the leader up with next
 
 	mu     sync.Mutex
 	conn   *kafka.Conn // nil: connect at the next fetch
@@ -198,7 +200,7 @@ func (f *fetcher) fetch(ctx context.Context, chunk int) error {
 	// network failure.
 	f.offset = max(f.offset, batch.Offset())
 	if err := batch.Close(); err != nil {
-		return f.failed(conn, err)
+		return f.failed(ctx, conn, err)
 	}
 	f.hooks.onFetched(batch.HighWaterMark())
 	return nil
@@ -226,30 +228,29 @@ func (f *fetcher) send(ctx context.Context, msgs []kafka.Message) bool {
 
 // failed handles an error of a fetch on conn: it returns nil when the next
 // fetch should simply go ahead (the broker timed out, or the offset moved
-// to where the partition's messages are), and the error otherwise, having
-// dropped the connection when it is of no use any more.
-func (f *fetcher) failed(conn *kafka.Conn, err error) error {
+// to where the partition's messages are), and the error otherwise.
+//
+// Either way it drops conn. kafka-go stops reading a fetch response at
+// its error code (and a response its deadline cut short), leaving the
+// rest on the connection, where the next request would read it as its
+// own answer. (kafka-go closes the connection itself only after errors
+// that are not Kafka's.)
+func (f *fetcher) failed(ctx context.Context, conn *kafka.Conn, err error) error {
+	f.dropConn(conn)
 	switch {
 	case errors.Is(err, kafka.RequestTimedOut):
 		return nil
 	case errors.Is(err, kafka.OffsetOutOfRange):
-		first, last, oerr := readOffsets(conn, f.kc.cfg.RequestTimeout)
-		switch {
-		case oerr != nil:
-			f.dropConn(conn)
-			return fmt.Errorf("offset %d out of range, and reading the partition's offsets failed: %w", f.offset, oerr)
-		case f.offset < first:
-			f.skipDeleted(first)
-			return f.seek(conn)
-		case f.offset < last:
-			return f.seek(conn) // the leader has caught up
+		// A new connection reads the partition's offsets and skips what
+		// retention deleted (position).
+		off := f.offset
+		if _, cerr := f.connection(ctx); cerr != nil {
+			return fmt.Errorf("offset %d out of range, and reading the partition's offsets failed: %w", off, cerr)
 		}
-		return fmt.Errorf("offset %d is beyond the partition's last offset %d", f.offset, last)
-	}
-	var kerr kafka.Error
-	if !errors.As(err, &kerr) || errors.Is(err, kafka.NotLeaderForPartition) ||
-		errors.Is(err, kafka.UnknownTopicOrPartition) || errors.Is(err, kafka.LeaderNotAvailable) {
-		f.dropConn(conn) // the next fetch connects to the (new) leader
+		if f.offset >= f.last {
+			return fmt.Errorf("offset %d is beyond the partition's last offset %d", f.offset, f.last)
+		}
+		return nil // the leader has caught up, or the offset moved past deleted ones
 	}
 	return err
 }
@@ -320,6 +321,7 @@ func (f *fetcher) position(conn *kafka.Conn) error {
 	case f.offset < first:
 		f.skipDeleted(first)
 	}
+	f.last = last
 	return f.seek(conn)
 }
 

@@ -56,8 +56,8 @@ func (r *fetchRecorder) state() (int, int64) {
 // last), through hand-overs smaller than a fetch response and across a
 // lost connection, waits for new ones until its context's deadline,
 // reports an offset beyond the end as an error instead of a message,
-// skips and reports offsets retention deleted, and stops at once when
-// closed.
+// skips and reports offsets retention deleted (before it starts and while
+// it reads), and stops at once when closed.
 func TestFetcher(t *testing.T) {
 	t.Parallel() // own topics
 	var startOn func(t *testing.T, topic string, queue int, offset int64, maxBytes ...int) (*fetcher, *fetchRecorder)
@@ -185,6 +185,35 @@ func TestFetcher(t *testing.T) {
 			if fmt.Sprint(skipped) != fmt.Sprint(want) {
 				t.Errorf("from %d: skipped %v, want %v", from, skipped, want)
 			}
+		}
+	})
+	t.Run("when retention deletes offsets while it reads", func(t *testing.T) {
+		gone := testenv.NewTopic(t, brokers, 1)
+		for i := 0; i < 100; i += 10 {
+			ingesttest.Produce(t, brokers, gone, msgs[i:i+10])
+		}
+		// A record batch per fetch and a hand-over of one message: while
+		// the test has not read offsets 0-9, the fetcher holds them and
+		// has not asked for offset 10 yet.
+		f, rec := startOn(t, gone, 1, 0, 64)
+		read := func(from, to int) {
+			t.Helper()
+			for want := from; want < to; want++ {
+				m, err := fetch(t, f, 30*time.Second)
+				if err != nil || m.Offset != int64(want) || string(m.Value) != fmt.Sprintf("message-%d", want) {
+					t.Fatalf("fetched %d %q (%v), want offset %d", m.Offset, m.Value, err, want)
+				}
+			}
+		}
+		read(0, 5)
+		deleteRecords(t, brokers, gone, 60) // offsets 0-59, 5-9 already fetched
+		read(5, 10)
+		read(60, 100) // the next fetch, of offset 10, finds it deleted
+		rec.mu.Lock()
+		skipped, errs := rec.skipped, len(rec.errs)
+		rec.mu.Unlock()
+		if want := [][2]int64{{10, 60}}; fmt.Sprint(skipped) != fmt.Sprint(want) || errs != 0 {
+			t.Errorf("skipped %v with %d errors reported, want %v and none (the skip is not an error of the fetch)", skipped, errs, want)
 		}
 	})
 	t.Run("close while waiting", func(t *testing.T) {

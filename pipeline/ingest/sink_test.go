@@ -130,6 +130,8 @@ func TestSinkFlushesAtMaxRows(t *testing.T) {
 	if len(got[0]) != 10 || len(got[1]) != 10 || got[0][0] != 0 || got[1][0] != 10 {
 		t.Fatalf("batches %v, want 0..9 and 10..19", got)
 	}
+	// A batch is stored before its offsets are marked done: wait for them.
+	waitFor(t, "offsets up to 20 committable", func() bool { return committable(t, tr) >= 20 })
 	if next := committable(t, tr); next != 20 {
 		t.Fatalf("committable %d, want 20", next)
 	}
