@@ -41,8 +41,9 @@ ClickHouse database (dropped after) and alerts into a webhook receiver on
   (a) produce -> event stored       ehrwatch_event_to_stored_seconds{table="access_events"}
   (b) produce -> finding stored     ehrwatch_event_to_stored_seconds{table="findings"}
   (c) produce -> alert delivered    ehrwatch_event_to_alert_seconds{output="webhook"}, per detector
-read from the pipeline's own histograms (25% buckets), and the settings that
-bound each (docs/benchmarks.md, "Latency").
+read from the pipeline's own histograms (25% buckets), the settings that
+bound each, and the INSERTs that carried the events (rows per insert and
+inserts per second, by table; docs/benchmarks.md, "Latency").
 `
 
 // runBenchLatency is `ehrwatch bench latency`.
@@ -317,6 +318,7 @@ func (r *latencyRun) run(ctx context.Context, replication int) error {
 	}); err != nil {
 		return err
 	}
+	began := time.Now()
 	produced, incidents, err := r.produce(ctx, tr, done)
 	if err != nil {
 		return err
@@ -327,6 +329,7 @@ func (r *latencyRun) run(ctx context.Context, replication int) error {
 	}); err != nil {
 		return err
 	}
+	stored := time.Since(began)
 	var last float64
 	var quietSince time.Time
 	if err := r.waitFor(ctx, done, 30*time.Second, "alerting quiet", func() bool {
@@ -351,7 +354,28 @@ func (r *latencyRun) run(ctx context.Context, replication int) error {
 	for _, det := range labelValues(reg, "ehrwatch_event_to_alert_seconds", "detector") {
 		r.line("(c)   "+det, latencyHist(reg, "ehrwatch_event_to_alert_seconds", "detector", det))
 	}
+	r.batching(reg, stored)
 	return nil
+}
+
+// batching prints what the sink's INSERTs were like over the run
+// (ehrwatch_batch_rows), from the first event produced to the last
+// stored: the latency must not be bought with small, frequent inserts,
+// which ClickHouse's MergeTree tables cannot take for long.
+func (r *latencyRun) batching(reg *prometheus.Registry, over time.Duration) {
+	fmt.Fprintf(r.out, "  INSERTs over %s, from the first event produced to the last stored (ehrwatch_batch_rows):\n", over.Round(100*time.Millisecond))
+	fmt.Fprintf(r.out, "  %-34s %8s %9s %12s %10s %18s\n", "", "inserts", "rows", "rows/insert", "inserts/s", "above 1024 rows")
+	for _, table := range labelValues(reg, "ehrwatch_batch_rows", "table") {
+		h := latencyHist(reg, "ehrwatch_batch_rows", "table", table)
+		above := h.count
+		for i, b := range h.bounds {
+			if b == 1024 {
+				above = h.count - h.cum[i]
+			}
+		}
+		fmt.Fprintf(r.out, "  %-34s %8d %9.0f %12.0f %10.2f %18d\n", table, h.count, h.sum,
+			h.sum/float64(h.count), float64(h.count)/over.Seconds(), above)
+	}
 }
 
 // produce writes the hospital's stream at the run's rate (bursts
@@ -480,6 +504,7 @@ func secs(s float64) string {
 // hist is a cumulative histogram merged over series.
 type hist struct {
 	count  uint64
+	sum    float64
 	bounds []float64 // upper bounds, ascending
 	cum    []uint64  // cumulative counts per bound
 }
@@ -503,6 +528,7 @@ func latencyHist(reg *prometheus.Registry, name, label, val string) hist {
 			h.cum[i] += b.GetCumulativeCount()
 		}
 		h.count += hh.GetSampleCount()
+		h.sum += hh.GetSampleSum()
 	}
 	return h
 }

@@ -44,6 +44,15 @@ func TestBenchLatencySmoke(t *testing.T) {
 			t.Errorf("%s: no samples", what)
 		}
 	}
+	// Every event reached access_events in some INSERT; how many rows
+	// each had depends on the machine.
+	if m := regexp.MustCompile(`(?m)^\s+access_events\s+(\d+)\s+(\d+)\s+(\d+)\s+(\d+\.\d+)\s+(\d+)$`).FindStringSubmatch(out.String()); m == nil {
+		t.Errorf("no INSERT line for access_events")
+	} else if inserts, _ := strconv.Atoi(m[1]); inserts == 0 {
+		t.Errorf("access_events: no INSERT counted")
+	} else if p := regexp.MustCompile(`(\d+) events produced`).FindStringSubmatch(out.String()); p == nil || p[1] != m[2] {
+		t.Errorf("access_events: %s rows inserted, want every event produced (%v)", m[2], p)
+	}
 	if !regexp.MustCompile(`batch_max_wait 300ms`).MatchString(out.String()) {
 		t.Errorf("the bounds are not printed with the configured values")
 	}
