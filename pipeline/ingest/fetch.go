@@ -247,10 +247,12 @@ func (f *fetcher) failed(ctx context.Context, conn *kafka.Conn, err error) error
 		if _, cerr := f.connection(ctx); cerr != nil {
 			return fmt.Errorf("offset %d out of range, and reading the partition's offsets failed: %w", off, cerr)
 		}
-		if f.offset >= f.last {
+		if f.offset > f.last {
 			return fmt.Errorf("offset %d is beyond the partition's last offset %d", f.offset, f.last)
 		}
-		return nil // the leader has caught up, or the offset moved past deleted ones
+		// The leader has caught up, or the offset moved past deleted ones
+		// (to the end, when retention deleted everything).
+		return nil
 	}
 	return err
 }

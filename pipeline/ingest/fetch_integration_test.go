@@ -100,17 +100,21 @@ func TestFetcher(t *testing.T) {
 		defer cancel()
 		return f.Fetch(ctx)
 	}
-	read := func(t *testing.T, f *fetcher, from, to int) {
+	readFrom := func(t *testing.T, f *fetcher, topic string, from, to int) {
 		t.Helper()
 		for want := from; want < to; want++ {
 			m, err := fetch(t, f, 30*time.Second)
 			if err != nil {
 				t.Fatalf("fetch of offset %d: %v", want, err)
 			}
-			if m.Offset != int64(want) || string(m.Value) != fmt.Sprintf("message-%d", want) || m.Partition != 0 || m.Topic != topic {
+			if m.Offset != int64(want) || string(m.Value) != fmt.Sprintf("message-%d", want%n) || m.Partition != 0 || m.Topic != topic {
 				t.Fatalf("fetched offset %d %q of %s/%d, want offset %d", m.Offset, m.Value, m.Topic, m.Partition, want)
 			}
 		}
+	}
+	read := func(t *testing.T, f *fetcher, from, to int) {
+		t.Helper()
+		readFrom(t, f, topic, from, to)
 	}
 
 	t.Run("from an offset, in small hand-overs", func(t *testing.T) {
@@ -189,32 +193,44 @@ func TestFetcher(t *testing.T) {
 	})
 	t.Run("when retention deletes offsets while it reads", func(t *testing.T) {
 		gone := testenv.NewTopic(t, brokers, 1)
-		for i := 0; i < 100; i += 10 {
-			ingesttest.Produce(t, brokers, gone, msgs[i:i+10])
+		produce := func(from, to int) {
+			for i := from; i < to; i += 10 { // a record batch each
+				ingesttest.Produce(t, brokers, gone, msgs[i%n:i%n+10])
+			}
 		}
+		produce(0, 100)
 		// A record batch per fetch and a hand-over of one message: while
 		// the test has not read offsets 0-9, the fetcher holds them and
 		// has not asked for offset 10 yet.
 		f, rec := startOn(t, gone, 1, 0, 64)
-		read := func(from, to int) {
+		check := func(want [][2]int64) {
 			t.Helper()
-			for want := from; want < to; want++ {
-				m, err := fetch(t, f, 30*time.Second)
-				if err != nil || m.Offset != int64(want) || string(m.Value) != fmt.Sprintf("message-%d", want) {
-					t.Fatalf("fetched %d %q (%v), want offset %d", m.Offset, m.Value, err, want)
-				}
+			rec.mu.Lock()
+			skipped, errs := rec.skipped, len(rec.errs)
+			rec.mu.Unlock()
+			if fmt.Sprint(skipped) != fmt.Sprint(want) || errs != 0 {
+				t.Fatalf("skipped %v with %d errors reported, want %v and none (a skip is not a failed fetch)", skipped, errs, want)
 			}
 		}
-		read(0, 5)
+		readFrom(t, f, gone, 0, 5)
 		deleteRecords(t, brokers, gone, 60) // offsets 0-59, 5-9 already fetched
-		read(5, 10)
-		read(60, 100) // the next fetch, of offset 10, finds it deleted
-		rec.mu.Lock()
-		skipped, errs := rec.skipped, len(rec.errs)
-		rec.mu.Unlock()
-		if want := [][2]int64{{10, 60}}; fmt.Sprint(skipped) != fmt.Sprint(want) || errs != 0 {
-			t.Errorf("skipped %v with %d errors reported, want %v and none (the skip is not an error of the fetch)", skipped, errs, want)
-		}
+		readFrom(t, f, gone, 5, 10)
+		readFrom(t, f, gone, 60, 100) // the next fetch, of offset 10, finds it deleted
+		check([][2]int64{{10, 60}})
+
+		// Everything deleted: the fetcher skips to the end and waits there.
+		produce(100, 120)
+		readFrom(t, f, gone, 100, 105)
+		deleteRecords(t, brokers, gone, 120)
+		readFrom(t, f, gone, 105, 110)
+		ingesttest.WaitFor(t, 30*time.Second, "the second skip", func() bool {
+			rec.mu.Lock()
+			defer rec.mu.Unlock()
+			return len(rec.skipped) == 2
+		})
+		produce(120, 130) // only now: the fetcher skipped to an empty partition's end
+		readFrom(t, f, gone, 120, 130)
+		check([][2]int64{{10, 60}, {110, 120}})
 	})
 	t.Run("close while waiting", func(t *testing.T) {
 		f, _ := start(t, 1000, n+10) // nothing there yet: the fetch waits on the broker
