@@ -364,12 +364,25 @@ func (r *latencyRun) run(ctx context.Context, replication int) error {
 // which ClickHouse's MergeTree tables cannot take for long.
 func (r *latencyRun) batching(reg *prometheus.Registry, over time.Duration) {
 	fmt.Fprintf(r.out, "  INSERTs over %s, from the first event produced to the last stored (ehrwatch_batch_rows):\n", over.Round(100*time.Millisecond))
-	fmt.Fprintf(r.out, "  %-34s %8s %9s %12s %10s %18s\n", "", "inserts", "rows", "rows/insert", "inserts/s", "above 1024 rows")
-	for _, table := range labelValues(reg, "ehrwatch_batch_rows", "table") {
+	tables := labelValues(reg, "ehrwatch_batch_rows", "table")
+	// The "≥ 1 000 rows per insert", at the histogram's first
+	// bucket bound from 1 000 (1 024).
+	var bound float64
+	if len(tables) > 0 {
+		for _, b := range latencyHist(reg, "ehrwatch_batch_rows", "table", tables[0]).bounds {
+			if b >= 1000 {
+				bound = b
+				break
+			}
+		}
+	}
+	fmt.Fprintf(r.out, "  %-34s %8s %9s %12s %10s %18s\n", "", "inserts", "rows", "rows/insert", "inserts/s",
+		fmt.Sprintf("above %.0f rows", bound))
+	for _, table := range tables {
 		h := latencyHist(reg, "ehrwatch_batch_rows", "table", table)
-		above := h.count
+		above := uint64(0)
 		for i, b := range h.bounds {
-			if b == 1024 {
+			if b == bound {
 				above = h.count - h.cum[i]
 			}
 		}
