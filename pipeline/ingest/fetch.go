@@ -226,35 +226,39 @@ func (f *fetcher) send(ctx context.Context, msgs []kafka.Message) bool {
 	}
 }
 
-// failed handles an error of a fetch on conn: it returns nil when the next
-// fetch should simply go ahead (the broker timed out, or the offset moved
-// to where the partition's messages are), and the error otherwise.
+// failed handles an error of a fetch on conn: it returns nil when the
+// next fetch should simply go ahead (the broker had nothing within
+// kafka.max_wait, or the offset was out of range and a new connection
+// found where the partition's messages are), and the error otherwise.
 //
-// Either way it drops conn. kafka-go stops reading a fetch response at
-// its error code (and a response its deadline cut short), leaving the
-// rest on the connection, where the next request would read it as its
-// own answer. (kafka-go closes the connection itself only after errors
-// that are not Kafka's.)
+// Every other error drops conn. kafka-go stops reading a fetch response
+// at its error code, leaving the rest on the connection, where the next
+// request would read it as its own answer; and it closes the connection
+// itself only after errors that are not Kafka's.
 func (f *fetcher) failed(ctx context.Context, conn *kafka.Conn, err error) error {
-	f.dropConn(conn)
-	switch {
-	case errors.Is(err, kafka.RequestTimedOut):
-		return nil
-	case errors.Is(err, kafka.OffsetOutOfRange):
-		// A new connection reads the partition's offsets and skips what
-		// retention deleted (position).
-		off := f.offset
-		if _, cerr := f.connection(ctx); cerr != nil {
-			return fmt.Errorf("offset %d out of range, and reading the partition's offsets failed: %w", off, cerr)
-		}
-		if f.offset > f.last {
-			return fmt.Errorf("offset %d is beyond the partition's last offset %d", f.offset, f.last)
-		}
-		// The leader has caught up, or the offset moved past deleted ones
-		// (to the end, when retention deleted everything).
+	if errors.Is(err, kafka.RequestTimedOut) {
+		// An empty fetch past its deadline: read to its end, conn is
+		// fine. (A response the deadline cut short reads the same and
+		// leaves bytes behind; the next fetch then fails with an error
+		// that is not Kafka's, is reported, and drops conn.)
 		return nil
 	}
-	return err
+	f.dropConn(conn)
+	if !errors.Is(err, kafka.OffsetOutOfRange) {
+		return err
+	}
+	// A new connection reads the partition's offsets and skips what
+	// retention deleted (position).
+	off := f.offset
+	if _, cerr := f.connection(ctx); cerr != nil {
+		return fmt.Errorf("offset %d out of range, and reading the partition's offsets failed: %w", off, cerr)
+	}
+	if f.offset > f.last {
+		return fmt.Errorf("offset %d is beyond the partition's last offset %d", f.offset, f.last)
+	}
+	// The leader has caught up, or the offset moved past deleted ones (to
+	// the end, when retention deleted everything).
+	return nil
 }
 
 // skipDeleted moves the offset to first, the partition's first offset,

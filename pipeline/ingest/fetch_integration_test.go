@@ -147,9 +147,22 @@ func TestFetcher(t *testing.T) {
 		read(t, f, 500, n)
 	})
 	t.Run("from the last offset", func(t *testing.T) {
-		f, _ := start(t, 1000, kafka.LastOffset)
-		if m, err := fetch(t, f, time.Second); err == nil {
+		f, rec := start(t, 1000, kafka.LastOffset)
+		conn := func() *kafka.Conn {
+			f.mu.Lock()
+			defer f.mu.Unlock()
+			return f.conn
+		}
+		ingesttest.WaitFor(t, 30*time.Second, "a connection", func() bool { return conn() != nil })
+		first := conn()
+		if m, err := fetch(t, f, time.Second); err == nil { // five fetches that wait kafka.max_wait for nothing
 			t.Fatalf("fetched offset %d before anything new was produced", m.Offset)
+		}
+		if c := conn(); c != first {
+			t.Errorf("the connection changed while the partition was idle (%p, then %p): empty fetches are not failures", first, c)
+		}
+		if errs, _ := rec.state(); errs != 0 {
+			t.Errorf("%d errors reported while the partition was idle", errs)
 		}
 		ingesttest.Produce(t, brokers, topic, []ingesttest.Message{{Message: kafka.Message{Key: []byte("k"), Value: []byte("late")}}})
 		m, err := fetch(t, f, 30*time.Second)
