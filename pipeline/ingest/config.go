@@ -245,6 +245,8 @@ type Config struct {
 	// restarted or rebalanced partition restores the newest one below its
 	// committed offset and replays from there (see the package
 	// documentation). 0 turns a trigger off; both 0 turn snapshots off.
+	// While a warm-up re-reads a partition, only SnapshotInterval counts
+	// (when set).
 	SnapshotEvents   int           `yaml:"snapshot_events"`
 	SnapshotInterval time.Duration `yaml:"snapshot_interval"`
 	// SnapshotMaxBytes bounds one compressed snapshot; a larger one is not

@@ -326,7 +326,7 @@ func (p *Pipeline) consumePartition(ctx context.Context, pt *partition) {
 				continue // a redelivery
 			}
 			warm.process(ctx, proc, &m)
-			if snap != nil && snap.due() {
+			if snap != nil && snap.due(true) {
 				if row := snap.take(m.Offset); row != nil && !p.sink.submit(ctx, record{snapshot: row}) {
 					break
 				}
@@ -349,7 +349,7 @@ func (p *Pipeline) consumePartition(ctx context.Context, pt *partition) {
 		if !chunk.add(ctx, rec) {
 			break
 		}
-		if snap != nil && snap.due() {
+		if snap != nil && snap.due(false) {
 			// Hand on the chunk (which ends with the event at m.Offset)
 			// before snapshotting; the snapshot follows it.
 			if !chunk.flush(ctx) {

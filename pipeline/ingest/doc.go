@@ -99,7 +99,8 @@
 //     if the detectors processed anything since the last snapshot;
 //   - every pipeline.snapshot_events events or pipeline.snapshot_interval
 //     (checked at each event), so a process that is killed loses at most
-//     that much detector progress.
+//     that much detector progress; while a warm-up re-reads (below), only
+//     every snapshot_interval, and once more at its first new event.
 //
 // When a partition is assigned with a committed offset C, the new owner
 // loads the newest snapshot of its consumer group, topic and partition

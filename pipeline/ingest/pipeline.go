@@ -135,7 +135,7 @@ type Pipeline struct {
 
 // counters back Stats.
 type counters struct {
-	consumed, handedOn, stored, deadLettered atomic.Int64
+	consumed, handedOn, stored, deadLettered, replayed atomic.Int64
 }
 
 // New builds a pipeline; it validates cfg and kafkaCfg and connects to
@@ -228,6 +228,9 @@ type Stats struct {
 	HandedOn     int64 // messages processed and handed to the sink
 	Stored       int64 // events durably stored
 	DeadLettered int64 // messages durably dead-lettered
+	// Replayed counts messages below the committed offset re-read into
+	// the detectors only, to rebuild their state (the warm-up).
+	Replayed int64
 }
 
 // Stats returns running totals.
@@ -237,6 +240,7 @@ func (p *Pipeline) Stats() Stats {
 		HandedOn:     p.stats.handedOn.Load(),
 		Stored:       p.stats.stored.Load(),
 		DeadLettered: p.stats.deadLettered.Load(),
+		Replayed:     p.stats.replayed.Load(),
 	}
 }
 

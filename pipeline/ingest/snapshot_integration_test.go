@@ -206,6 +206,9 @@ func TestDetectorStateSurvivesRestarts(t *testing.T) {
 			restored += r.metric(t, `ehrwatch_detector_restores_total{result="restored"}`)
 			rebuilt := r.metric(t, "ehrwatch_replayed_messages_total")
 			replayed += rebuilt
+			if n := r.p.Stats().Replayed; float64(n) != rebuilt {
+				t.Errorf("restart %d: Stats().Replayed %d, metric %v", i, n, rebuilt)
+			}
 			failed := r.metric(t, `ehrwatch_detector_restores_total{result="failed"}`)
 			none := r.metric(t, `ehrwatch_detector_restores_total{result="none"}`)
 			wantFailed, wantNone := 0.0, 0.0
