@@ -454,7 +454,7 @@ func (b *bench) warmup(ctx context.Context, name string, deps ingest.Deps) (meas
 	return b.run(ctx, name, deps, func(p *ingest.Pipeline) runProgress {
 		// Stats, not the registry: a Gather every 5 ms (and the process
 		// collector's reads of /proc) cost the run about two allocations
-		// and a tenth of its CPU per event on one partition.
+		// per event on one partition.
 		n := p.Stats().Replayed
 		return runProgress{started: n, done: n, stored: int64(b.events)}
 	})
