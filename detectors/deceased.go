@@ -109,7 +109,7 @@ func (d *Deceased) relationshipBefore(ref Reference, ev *schemas.AccessEvent, de
 	}
 	if x := d.env.explain; x != nil {
 		if us := x.state.Users[ev.UserID]; us != nil {
-			if o, ok := us.Own[ev.PatientID]; ok && o != nil && o.At <= died.UnixNano() {
+			if o, ok := us.Own[fnv64a(ev.PatientID)]; ok && o.At <= died.UnixNano() {
 				return "the user's own access explained by encounter " + o.EncounterID + " before the death"
 			}
 		}

@@ -538,8 +538,10 @@ func (e *Engine) Stats() EngineStats {
 	return s
 }
 
-// engineSnapshotVersion is the version of the snapshot envelope.
-const engineSnapshotVersion = 1
+// engineSnapshotVersion is the version of the snapshot envelope. Version
+// 2 keys the explainer's own continuity by patient-id hash (own_h);
+// Restore still reads version 1, whose "own" is keyed by patient id.
+const engineSnapshotVersion = 2
 
 type engineSnapshot struct {
 	Version      int                `json:"version"`
@@ -592,8 +594,8 @@ func (e *Engine) Restore(r io.Reader) error {
 	if err := dec.Decode(&s); err != nil {
 		return fmt.Errorf("detectors: decoding engine snapshot: %w", err)
 	}
-	if s.Version != engineSnapshotVersion {
-		return fmt.Errorf("detectors: engine snapshot version %d, want %d", s.Version, engineSnapshotVersion)
+	if s.Version != engineSnapshotVersion && s.Version != 1 {
+		return fmt.Errorf("detectors: engine snapshot version %d, want %d or 1", s.Version, engineSnapshotVersion)
 	}
 	byName := map[string][]byte{}
 	for _, d := range s.Detectors {
@@ -614,6 +616,9 @@ func (e *Engine) Restore(r io.Reader) error {
 		e.explain.state = *s.Explanation
 		if e.explain.state.Users == nil {
 			e.explain.state.Users = map[string]*userExplain{}
+		}
+		for _, us := range e.explain.state.Users {
+			us.upgradeOwn()
 		}
 	}
 	e.open = make(map[string]*openFinding, len(s.Open))

@@ -338,7 +338,7 @@ func TestEngineSnapshotRestore(t *testing.T) {
 
 func TestEngineRestoreRejectsBadSnapshots(t *testing.T) {
 	e := newTestEngine(t, detectors.EngineConfig{}, fakeFactory(&fakeDetector{name: "fake"}))
-	for _, in := range []string{`{"version":2}`, `not json`} {
+	for _, in := range []string{`{"version":3}`, `{"version":0}`, `not json`} {
 		if err := e.Restore(strings.NewReader(in)); err == nil {
 			t.Errorf("Restore(%s) accepted", in)
 		}

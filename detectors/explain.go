@@ -69,9 +69,15 @@ type explainerState struct {
 
 // userExplain is what the explainer keeps per user.
 type userExplain struct {
-	// Own maps a patient to the user's latest access to them that an
-	// encounter explained.
-	Own map[string]*ownAccess `json:"own,omitempty"`
+	// Own maps a patient (the FNV-1a hash of the id, as Breadth.Today)
+	// to the user's latest access to them that an encounter explained.
+	// Keyed by hash with the record inline, an entry takes a map slot and
+	// nothing else: it is most of the Engine's state per user
+	// (docs/benchmarks.md §3).
+	Own map[uint64]ownAccess `json:"own_h,omitempty"`
+	// LegacyOwn is Own as version 1 snapshots hold it, keyed by patient
+	// id; Restore moves it into Own.
+	LegacyOwn map[string]ownAccess `json:"own,omitempty"`
 	// Related maps a related patient (employee, VIP, relative, deceased) to
 	// the days the user opened their chart unexplained.
 	Related map[string]relatedSeen `json:"related,omitempty"`
@@ -133,11 +139,11 @@ func (x *explainer) begin(ev *schemas.AccessEvent, ref Reference) {
 	}
 	if !care.Explained && x.cfg.OwnHorizon > 0 {
 		if us := x.state.Users[ev.UserID]; us != nil {
-			if prev, ok := us.Own[ev.PatientID]; ok && prev != nil {
+			if prev, ok := us.Own[fnv64a(ev.PatientID)]; ok {
 				t := ev.EventTime.UnixNano()
 				if prev.At <= t && t-prev.At <= int64(x.cfg.OwnHorizon) {
 					care = CareRelationship{Explained: true, EncounterID: prev.EncounterID, By: ExplainedByOwnContinuity,
-						Reason: continuityReason(ev.UserID, *prev, x.cfg.OwnHorizon)}
+						Reason: continuityReason(ev.UserID, prev, x.cfg.OwnHorizon)}
 					x.reason = true
 				}
 			}
@@ -172,18 +178,15 @@ func (x *explainer) end(ev *schemas.AccessEvent, ref Reference) {
 	if us == nil {
 		return
 	}
+	pk := fnv64a(ev.PatientID)
 	if by == ExplainedByCareTeam || by == ExplainedByDepartmentEncounter {
-		// Updated in place: assigning with the event's patient id would
-		// keep the decoded event's buffer alive. The encounter id is the
-		// reference index's, not the event's.
+		// The encounter id is the reference index's, not the event's.
 		t := ev.EventTime.UnixNano()
-		if prev, ok := us.Own[ev.PatientID]; !ok || prev == nil {
+		if prev, ok := us.Own[pk]; !ok || t > prev.At {
 			if us.Own == nil {
-				us.Own = map[string]*ownAccess{}
+				us.Own = map[uint64]ownAccess{}
 			}
-			us.Own[strings.Clone(ev.PatientID)] = &ownAccess{At: t, EncounterID: care.EncounterID}
-		} else if t > prev.At {
-			prev.At, prev.EncounterID = t, care.EncounterID
+			us.Own[pk] = ownAccess{At: t, EncounterID: care.EncounterID}
 		}
 	}
 	b := &us.Breadth
@@ -208,11 +211,30 @@ func (x *explainer) end(ev *schemas.AccessEvent, ref Reference) {
 		if b.Today == nil {
 			b.Today = map[uint64]bool{}
 		}
-		k := fnv64a(ev.PatientID)
-		if was, ok := b.Today[k]; !ok || (!was && care.Explained) {
-			b.Today[k] = care.Explained
+		if was, ok := b.Today[pk]; !ok || (!was && care.Explained) {
+			b.Today[pk] = care.Explained
 		}
 	}
+}
+
+// upgradeOwn moves a version 1 snapshot's own continuity, keyed by
+// patient id, into Own; of two ids with one hash (never seen), the later
+// access wins.
+func (us *userExplain) upgradeOwn() {
+	if us == nil || len(us.LegacyOwn) == 0 {
+		us.LegacyOwn = nil
+		return
+	}
+	if us.Own == nil {
+		us.Own = make(map[uint64]ownAccess, len(us.LegacyOwn))
+	}
+	for pid, o := range us.LegacyOwn {
+		k := fnv64a(pid)
+		if prev, ok := us.Own[k]; !ok || o.At > prev.At {
+			us.Own[k] = o
+		}
+	}
+	us.LegacyOwn = nil
 }
 
 // user returns the user's state, creating it while below MaxTrackedUsers.

@@ -2,6 +2,8 @@ package detectors_test
 
 import (
 	"bytes"
+	"regexp"
+	"strings"
 	"testing"
 
 	"github.com/ehrwatch/ehrwatch/detectors"
@@ -73,6 +75,21 @@ func TestContinuitySurvivesSnapshot(t *testing.T) {
 	}
 	if c := a.Coverage(); c.By[detectors.ExplainedByCareTeam] != 1 || c.ByDepartment["Surgery"][detectors.ExplainedByCareTeam] != 1 {
 		t.Errorf("coverage before the snapshot %+v", c)
+	}
+
+	// The same state in the version 1 form (continuity keyed by patient
+	// id, as snapshots before December 3, 2026 hold it) restores to the
+	// same continuity.
+	v1 := regexp.MustCompile(`"own_h":\{"\d+"`).ReplaceAllString(strings.Replace(snap.String(), `"version":2`, `"version":1`, 1), `"own":{"p1"`)
+	if !strings.Contains(v1, `"own":{"p1":`) || !strings.Contains(v1, `"version":1`) {
+		t.Fatalf("no version 1 form made of %s", snap.String())
+	}
+	c := newEngine()
+	if err := c.Restore(strings.NewReader(v1)); err != nil {
+		t.Fatal(err)
+	}
+	if fs := process(t, c, later); len(fs) != 0 {
+		t.Errorf("after restoring the version 1 form, continuity should explain the access; got %s", fs[0].Explanation)
 	}
 
 	fresh := newEngine()
