@@ -617,7 +617,11 @@ func (e *Engine) Restore(r io.Reader) error {
 		if e.explain.state.Users == nil {
 			e.explain.state.Users = map[string]*userExplain{}
 		}
-		for _, us := range e.explain.state.Users {
+		for id, us := range e.explain.state.Users {
+			if us == nil { // "null" in the snapshot: nothing kept for the user
+				delete(e.explain.state.Users, id)
+				continue
+			}
 			us.upgradeOwn()
 		}
 	}

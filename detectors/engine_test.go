@@ -343,6 +343,13 @@ func TestEngineRestoreRejectsBadSnapshots(t *testing.T) {
 			t.Errorf("Restore(%s) accepted", in)
 		}
 	}
+	// A user recorded as null in the explainer's state is dropped, not
+	// kept to crash the next prune.
+	if err := e.Restore(strings.NewReader(`{"version":2,"explanation":{"users":{"u1":null}}}`)); err != nil {
+		t.Errorf("null user: %v", err)
+	}
+	process(t, e, access("n1", "2026-03-02T10:00:00Z", "u1", "nurse", "Surgery", "p1"))
+	process(t, e, access("n2", "2026-03-04T10:00:00Z", "u1", "nurse", "Surgery", "p1")) // a new day: prune
 	// The state of a detector that is not running is ignored.
 	if err := e.Restore(strings.NewReader(`{"version":1,"detectors":[{"name":"break_glass","state":"AA=="}]}`)); err != nil {
 		t.Errorf("state of an absent detector: %v", err)

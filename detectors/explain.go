@@ -221,7 +221,7 @@ func (x *explainer) end(ev *schemas.AccessEvent, ref Reference) {
 // patient id, into Own; of two ids with one hash (never seen), the later
 // access wins.
 func (us *userExplain) upgradeOwn() {
-	if us == nil || len(us.LegacyOwn) == 0 {
+	if len(us.LegacyOwn) == 0 {
 		us.LegacyOwn = nil
 		return
 	}
