@@ -100,7 +100,8 @@
 //   - every pipeline.snapshot_events events or pipeline.snapshot_interval
 //     (checked at each event), so a process that is killed loses at most
 //     that much detector progress; while a warm-up re-reads (below), only
-//     every snapshot_interval, and once more at its first new event.
+//     every snapshot_interval (and at its first new event, when it re-read
+//     snapshot_events or more).
 //
 // When a partition is assigned with a committed offset C, the new owner
 // loads the newest snapshot of its consumer group, topic and partition

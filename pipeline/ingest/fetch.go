@@ -29,10 +29,10 @@ import (
 // leader (each bootstrap broker in turn), resolves kafka.FirstOffset and
 // kafka.LastOffset, skips ahead to the first offset when retention deleted
 // the one it wants (logged as an error and reported to onSkipped), and
-// reconnects after connection
-// and leadership errors. It reports every failed fetch to onError and
-// retries it after a pause (fetchRetry), and every fetch that was answered
-// (with messages or none) to onFetched.
+// connects afresh after every failed fetch but an empty one (see failed).
+// It reports every failed fetch to onError and retries it after a pause
+// (fetchRetry), and every fetch that was answered (with messages or none)
+// to onFetched.
 //
 // Memory is bounded by the channel and, in the fetch goroutine, one fetch
 // response (kafka.max_bytes, or the first record batch when that is

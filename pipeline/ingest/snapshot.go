@@ -236,8 +236,8 @@ func (s *snapshotter) processed(offset int64) {
 // snapshot_events would encode the whole state several times a second
 // (a third more CPU per event on the benchmark's stream, docs/benchmarks.md
 // §5). A kill during a warm-up then loses at most snapshot_interval of it.
-// The events still count, so the first event after the warm-up snapshots
-// the rebuilt state.
+// The events still count, so after a warm-up of snapshot_events or more
+// its first new event snapshots the rebuilt state.
 func (s *snapshotter) due(warm bool) bool {
 	s.events++
 	cfg := s.p.cfg

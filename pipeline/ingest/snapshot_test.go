@@ -7,7 +7,8 @@ import (
 
 // TestSnapshotterDue: snapshot_events and snapshot_interval both count
 // on new events; while a warm-up re-reads, only the interval does (when
-// set), and the first new event after it snapshots the rebuilt state.
+// set), and the first new event after one of snapshot_events or more
+// snapshots the rebuilt state.
 func TestSnapshotterDue(t *testing.T) {
 	newSnap := func(events int, interval time.Duration, sinceLast time.Duration) *snapshotter {
 		return &snapshotter{p: &Pipeline{cfg: Config{SnapshotEvents: events, SnapshotInterval: interval}}, last: time.Now().Add(-sinceLast)}
