@@ -53,8 +53,9 @@ const LocalSuffix = "_local"
 const DefaultReplicaPath = "/clickhouse/tables/{uuid}/{shard}"
 
 var (
-	byUser     = Placement{ShardingKey: "cityHash64(user_id)"}
-	everywhere = Placement{}
+	byUser             = Placement{ShardingKey: "cityHash64(user_id)"}
+	snapshotsPlacement = Placement{ShardingKey: "cityHash64(consumer_group, kafka_topic, kafka_partition)"}
+	everywhere         = Placement{}
 )
 
 // clusterPlacements is the placement of every table the migrations create.
@@ -71,8 +72,10 @@ var clusterPlacements = map[string]Placement{
 	"user_hourly_activity": byUser,
 	// Dead letters and snapshots are keyed by where they came from; their
 	// payloads can be large, so they are sharded, not copied to every node.
-	"dlq":                {ShardingKey: "cityHash64(kafka_topic, kafka_partition)"},
-	"detector_snapshots": {ShardingKey: "cityHash64(consumer_group, kafka_topic, kafka_partition)"},
+	"dlq":                     {ShardingKey: "cityHash64(kafka_topic, kafka_partition)"},
+	"detector_snapshots":      snapshotsPlacement,
+	"detector_snapshots_next": snapshotsPlacement, // migration 0090's rebuild
+	"detector_snapshots_old":  snapshotsPlacement,
 
 	"schema_migrations":       everywhere,
 	"alerts":                  everywhere,
@@ -122,7 +125,7 @@ var (
 	reDrop        = regexp.MustCompile(`(?is)^DROP TABLE (IF EXISTS )?(\w+)$`)
 	reRename      = regexp.MustCompile(`(?is)^RENAME TABLE (.*)$`)
 	reRenamePair  = regexp.MustCompile(`(?is)^\s*(\w+)\s+TO\s+(\w+)\s*$`)
-	reInsert      = regexp.MustCompile(`(?is)^INSERT INTO (\w+) SELECT \* FROM (\w+)$`)
+	reInsert      = regexp.MustCompile(`(?is)^INSERT INTO (\w+) SELECT \* FROM (\w+)(?:\s.*)?$`)
 	reColumnCmd   = regexp.MustCompile(`(?is)^(ADD|DROP|MODIFY|RENAME|COMMENT) COLUMN\b`)
 	reSettingCmd  = regexp.MustCompile(`(?is)^MODIFY SETTING\b`)
 	reNonRepl     = regexp.MustCompile(`\bnon_replicated_deduplication_window\b`)
@@ -191,7 +194,9 @@ func (r *clusterRenderer) statement(s string) ([]string, error) {
 	case reInsert.MatchString(s):
 		// INSERT … SELECT between two tables of the same placement: through
 		// the Distributed tables it reads every shard and writes each row
-		// to its shard again.
+		// to its shard again. What follows FROM (ORDER BY, LIMIT BY) must
+		// group by the sharding key's columns, so a shard's answer is its
+		// rows' own.
 		g := reInsert.FindStringSubmatch(s)
 		if _, err := r.samePlacement(g[1], g[2], "INSERT INTO %s SELECT FROM %s"); err != nil {
 			return nil, err

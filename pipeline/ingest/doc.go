@@ -134,8 +134,11 @@
 // differ in score or be missed. Re-reading costs what detection costs
 // without storage (figures in README.md and docs/benchmarks.md).
 // Reference data and the allowlist are those loaded now, not those of
-// the time the events were first seen. Snapshots live three days
-// (migration 0040); only the newest matters.
+// the time the events were first seen. Snapshots live three days, and of
+// each partition's snapshots of one hour only the latest taken is kept
+// (migrations 0040, 0090): after a lost commit (the newest snapshot of
+// its hour past C) the newest of an earlier hour serves, and about an
+// hour more is re-read.
 //
 // # Ordering
 //
