@@ -123,7 +123,9 @@ func TestReadReferenceAndAllowlist(t *testing.T) {
 }
 
 // TestSnapshotReaderLatest: the newest snapshot strictly below the given
-// offset, of the given group, topic and partition only.
+// offset, of the given group, topic and partition only. The snapshots of
+// one partition are an hour apart: of one hour the table keeps only the
+// latest (migration 0090).
 func TestSnapshotReaderLatest(t *testing.T) {
 	conn, _ := testenv.ClickHouse(t)
 	ctx := context.Background()
@@ -133,6 +135,7 @@ func TestSnapshotReaderLatest(t *testing.T) {
 	w := store.NewWriter(conn)
 	b := &store.Batch{}
 	now := time.Now().UTC().Truncate(time.Millisecond)
+	takenAt := func(off int64) time.Time { return now.Add(-time.Duration(40-off) * 6 * time.Minute) }
 	for _, s := range []struct {
 		group, topic string
 		part         int32
@@ -140,7 +143,7 @@ func TestSnapshotReaderLatest(t *testing.T) {
 	}{{"g", "t", 0, 10}, {"g", "t", 0, 20}, {"g", "t", 0, 30}, {"g", "t", 1, 25}, {"other", "t", 0, 24}, {"g", "u", 0, 24}} {
 		b.Snapshots = append(b.Snapshots, store.SnapshotRow{
 			Position: store.Position{Topic: s.topic, Partition: s.part, Offset: s.off}, Group: s.group,
-			Data: []byte{0x1f, 0x8b, 0, byte(s.off), 0xff}, TakenAt: now,
+			Data: []byte{0x1f, 0x8b, 0, byte(s.off), 0xff}, TakenAt: takenAt(s.off),
 		})
 	}
 	if err := w.Write(ctx, b); err != nil {
@@ -157,7 +160,7 @@ func TestSnapshotReaderLatest(t *testing.T) {
 			t.Errorf("before %d: got the snapshot at %d, want none", before, s.Offset)
 		case want >= 0 && (!ok || s.Offset != want):
 			t.Errorf("before %d: got %d (found %v), want %d", before, s.Offset, ok, want)
-		case ok && (len(s.Data) != 5 || s.Data[3] != byte(want) || s.Data[4] != 0xff || !s.TakenAt.Equal(now)):
+		case ok && (len(s.Data) != 5 || s.Data[3] != byte(want) || s.Data[4] != 0xff || !s.TakenAt.Equal(takenAt(want))):
 			t.Errorf("before %d: snapshot bytes %v taken %s do not round-trip", before, s.Data, s.TakenAt)
 		}
 	}
