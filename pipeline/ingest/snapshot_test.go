@@ -1,8 +1,14 @@
 package ingest
 
 import (
+	"bytes"
+	stdgzip "compress/gzip"
+	"io"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/rs/zerolog"
 )
 
 // TestSnapshotterDue: snapshot_events and snapshot_interval both count
@@ -39,5 +45,56 @@ func TestSnapshotterDue(t *testing.T) {
 	}
 	if n := firstDue(newSnap(0, time.Hour, 2*time.Hour), false, 10); n != 1 {
 		t.Errorf("new events past the interval: due at event %d, want 1", n)
+	}
+}
+
+// bytesState is a StatefulProcessor whose state is bytes.
+type bytesState struct {
+	Processor
+	state []byte
+}
+
+func (b *bytesState) Snapshot(w io.Writer) error { _, err := w.Write(b.state); return err }
+
+func (b *bytesState) Restore(r io.Reader) (err error) { b.state, err = io.ReadAll(r); return err }
+
+// TestRestoreFromReadsStdlibGzip: snapshots are gzip (RFC 1952) whichever
+// library wrote them. Those stored before session 9 were compressed with
+// the standard library's compress/gzip and must still restore, and a
+// snapshot taken now must be readable by it (an older binary, or a
+// person with gunzip), within the decompression bound.
+func TestRestoreFromReadsStdlibGzip(t *testing.T) {
+	state := bytes.Repeat([]byte(`{"users":{"u1":{"own_h":{"1":{"at":1}}}}}`), 1000)
+	var old bytes.Buffer
+	zw, _ := stdgzip.NewWriterLevel(&old, stdgzip.BestSpeed)
+	if _, err := zw.Write(state); err != nil {
+		t.Fatal(err)
+	}
+	if err := zw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	var got bytesState
+	if err := restoreFrom(&got, old.Bytes(), len(state)); err != nil {
+		t.Fatalf("a snapshot written by compress/gzip: %v", err)
+	}
+	if !bytes.Equal(got.state, state) {
+		t.Fatal("a snapshot written by compress/gzip restored different bytes")
+	}
+	if err := restoreFrom(&got, old.Bytes(), len(state)-1); err == nil {
+		t.Fatal("a snapshot larger than the bound restored")
+	}
+
+	s := &snapshotter{p: &Pipeline{cfg: Config{SnapshotMaxBytes: 1 << 20}, metrics: newMetrics(prometheus.NewRegistry()), kc: &kafkaClients{}},
+		pt: &partition{log: zerolog.Nop()}, sp: &bytesState{state: state}}
+	row := s.take(7)
+	if row == nil {
+		t.Fatal("no snapshot taken")
+	}
+	zr, err := stdgzip.NewReader(bytes.NewReader(row.Data))
+	if err != nil {
+		t.Fatalf("compress/gzip cannot open a snapshot taken now: %v", err)
+	}
+	if raw, err := io.ReadAll(zr); err != nil || !bytes.Equal(raw, state) {
+		t.Fatalf("compress/gzip reads a snapshot taken now as %d bytes (%v), want the state", len(raw), err)
 	}
 }
