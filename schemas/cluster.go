@@ -195,8 +195,8 @@ func (r *clusterRenderer) statement(s string) ([]string, error) {
 		// INSERT … SELECT between two tables of the same placement: through
 		// the Distributed tables it reads every shard and writes each row
 		// to its shard again. What follows FROM (ORDER BY, LIMIT BY) must
-		// group by the sharding key's columns, so a shard's answer is its
-		// rows' own.
+		// group by the sharding key's columns, so every group lies on one
+		// shard.
 		g := reInsert.FindStringSubmatch(s)
 		if _, err := r.samePlacement(g[1], g[2], "INSERT INTO %s SELECT FROM %s"); err != nil {
 			return nil, err
