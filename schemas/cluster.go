@@ -125,7 +125,7 @@ var (
 	reDrop        = regexp.MustCompile(`(?is)^DROP TABLE (IF EXISTS )?(\w+)$`)
 	reRename      = regexp.MustCompile(`(?is)^RENAME TABLE (.*)$`)
 	reRenamePair  = regexp.MustCompile(`(?is)^\s*(\w+)\s+TO\s+(\w+)\s*$`)
-	reInsert      = regexp.MustCompile(`(?is)^INSERT INTO (\w+) SELECT \* FROM (\w+)(?:\s.*)?$`)
+	reInsert      = regexp.MustCompile(`(?is)^INSERT INTO (\w+) SELECT \* FROM (\w+)$`)
 	reColumnCmd   = regexp.MustCompile(`(?is)^(ADD|DROP|MODIFY|RENAME|COMMENT) COLUMN\b`)
 	reSettingCmd  = regexp.MustCompile(`(?is)^MODIFY SETTING\b`)
 	reNonRepl     = regexp.MustCompile(`\bnon_replicated_deduplication_window\b`)
@@ -194,9 +194,7 @@ func (r *clusterRenderer) statement(s string) ([]string, error) {
 	case reInsert.MatchString(s):
 		// INSERT … SELECT between two tables of the same placement: through
 		// the Distributed tables it reads every shard and writes each row
-		// to its shard again. What follows FROM (ORDER BY, LIMIT BY) must
-		// group by the sharding key's columns, so every group lies on one
-		// shard.
+		// to its shard again.
 		g := reInsert.FindStringSubmatch(s)
 		if _, err := r.samePlacement(g[1], g[2], "INSERT INTO %s SELECT FROM %s"); err != nil {
 			return nil, err

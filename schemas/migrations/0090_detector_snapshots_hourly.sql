@@ -14,11 +14,13 @@
 -- replayed.
 --
 -- ClickHouse cannot change a sorting key in place, so the table is
--- rebuilt as 0070 rebuilt findings: the newest snapshot of each hour is
--- copied into detector_snapshots_next, swapped in by one RENAME, and the
--- old table dropped. Each step can be re-run after a failure. Stop
--- `ehrwatch run` while it runs: a snapshot written during the copy is
--- lost, and its partition restores an older one and replays further.
+-- rebuilt as 0070 rebuilt findings: copied into detector_snapshots_next,
+-- swapped in by one RENAME, and the old table dropped. The copy streams
+-- (no sort: sorting the snapshots of three days would hold them all in
+-- memory); the new table collapses each inserted block and its merges do
+-- the rest. Each step can be re-run after a failure. Stop `ehrwatch run`
+-- while it runs: a snapshot written during the copy is lost, and its
+-- partition restores an older one and replays further.
 DROP TABLE IF EXISTS detector_snapshots_old;
 DROP TABLE IF EXISTS detector_snapshots_next;
 CREATE TABLE detector_snapshots_next
@@ -35,7 +37,6 @@ PARTITION BY toDate(taken_at)
 ORDER BY (consumer_group, kafka_topic, kafka_partition, toStartOfHour(taken_at))
 TTL toDateTime(taken_at) + INTERVAL 3 DAY
 SETTINGS non_replicated_deduplication_window = 1000, ttl_only_drop_parts = 1;
-INSERT INTO detector_snapshots_next SELECT * FROM detector_snapshots
-ORDER BY taken_at DESC LIMIT 1 BY consumer_group, kafka_topic, kafka_partition, toStartOfHour(taken_at);
+INSERT INTO detector_snapshots_next SELECT * FROM detector_snapshots;
 RENAME TABLE detector_snapshots TO detector_snapshots_old, detector_snapshots_next TO detector_snapshots;
 DROP TABLE detector_snapshots_old;

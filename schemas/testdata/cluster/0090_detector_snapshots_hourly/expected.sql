@@ -32,8 +32,7 @@ CREATE TABLE detector_snapshots_next ON CLUSTER `ehrwatch`
 )
 ENGINE = Distributed('ehrwatch', 'ehrwatch', 'detector_snapshots_next_local', cityHash64(consumer_group, kafka_topic, kafka_partition));
 
-INSERT INTO detector_snapshots_next SELECT * FROM detector_snapshots
-ORDER BY taken_at DESC LIMIT 1 BY consumer_group, kafka_topic, kafka_partition, toStartOfHour(taken_at);
+INSERT INTO detector_snapshots_next SELECT * FROM detector_snapshots;
 
 RENAME TABLE detector_snapshots_local TO detector_snapshots_old_local, detector_snapshots_next_local TO detector_snapshots_local ON CLUSTER `ehrwatch`;
 
