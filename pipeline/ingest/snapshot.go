@@ -183,20 +183,56 @@ func (p *Pipeline) listOffset(ctx context.Context, pt *partition, req kafka.Offs
 	return 0, fmt.Errorf("no offsets for %s/%d", pt.topic, pt.id)
 }
 
-// restoreFrom decompresses data and restores sp from it.
+// restoreFrom decompresses data into sp's Restore as it reads, so the
+// decompressed snapshot is never held whole beside what Restore decodes
+// from it, and checks the gzip checksum by reading to the end. An error
+// means sp may hold part of the snapshot: the caller discards it.
 func restoreFrom(sp StatefulProcessor, data []byte, limit int) error {
 	zr, err := gzip.NewReader(bytes.NewReader(data))
 	if err != nil {
 		return fmt.Errorf("snapshot is not gzip: %w", err)
 	}
-	raw, err := io.ReadAll(io.LimitReader(zr, int64(limit)+1))
-	if err != nil {
-		return fmt.Errorf("decompress snapshot: %w", err)
+	br := &boundedReader{r: zr, left: int64(limit)}
+	err = sp.Restore(br)
+	if err == nil {
+		// Restore may stop at the end of what it decodes; the checksum
+		// is read with the rest.
+		_, err = io.Copy(io.Discard, br)
+		if err != nil && !errors.Is(err, errSnapshotTooLarge) {
+			err = fmt.Errorf("decompress snapshot: %w", err)
+		}
 	}
-	if len(raw) > limit {
+	if errors.Is(err, errSnapshotTooLarge) || br.over {
 		return fmt.Errorf("snapshot decompresses to more than %d bytes", limit)
 	}
-	return sp.Restore(bytes.NewReader(raw))
+	return err
+}
+
+var errSnapshotTooLarge = errors.New("snapshot too large")
+
+// boundedReader reads at most left bytes from r, then fails with
+// errSnapshotTooLarge if r has more.
+type boundedReader struct {
+	r    io.Reader
+	left int64
+	over bool
+}
+
+func (b *boundedReader) Read(p []byte) (int, error) {
+	if b.left <= 0 {
+		var one [1]byte
+		if n, err := io.ReadFull(b.r, one[:]); n == 0 {
+			return 0, err // io.EOF at the end, or the gzip checksum's error
+		}
+		b.over = true
+		return 0, errSnapshotTooLarge
+	}
+	if int64(len(p)) > b.left {
+		p = p[:b.left]
+	}
+	n, err := b.r.Read(p)
+	b.left -= int64(n)
+	return n, err
 }
 
 // snapshotter decides when a partition's detectors are snapshotted and

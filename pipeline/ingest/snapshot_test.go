@@ -4,6 +4,7 @@ import (
 	"bytes"
 	stdgzip "compress/gzip"
 	"io"
+	"strings"
 	"testing"
 	"time"
 
@@ -58,11 +59,27 @@ func (b *bytesState) Snapshot(w io.Writer) error { _, err := w.Write(b.state); r
 
 func (b *bytesState) Restore(r io.Reader) (err error) { b.state, err = io.ReadAll(r); return err }
 
+// prefixState is a StatefulProcessor that restores the first 16 bytes of
+// its snapshot and reads no further.
+type prefixState struct {
+	Processor
+	state []byte
+}
+
+func (p *prefixState) Snapshot(w io.Writer) error { _, err := w.Write(p.state); return err }
+
+func (p *prefixState) Restore(r io.Reader) error {
+	p.state = make([]byte, 16)
+	_, err := io.ReadFull(r, p.state)
+	return err
+}
+
 // TestRestoreFromReadsStdlibGzip: snapshots are gzip (RFC 1952) whichever
 // library wrote them. Those stored before session 9 were compressed with
 // the standard library's compress/gzip and must still restore, and a
 // snapshot taken now must be readable by it (an older binary, or a
-// person with gunzip), within the decompression bound.
+// person with gunzip). The decompression bound and the gzip checksum hold
+// although restoreFrom streams, also when Restore stops reading early.
 func TestRestoreFromReadsStdlibGzip(t *testing.T) {
 	state := bytes.Repeat([]byte(`{"users":{"u1":{"own_h":{"1":{"at":1}}}}}`), 1000)
 	var old bytes.Buffer
@@ -80,8 +97,22 @@ func TestRestoreFromReadsStdlibGzip(t *testing.T) {
 	if !bytes.Equal(got.state, state) {
 		t.Fatal("a snapshot written by compress/gzip restored different bytes")
 	}
-	if err := restoreFrom(&got, old.Bytes(), len(state)-1); err == nil {
-		t.Fatal("a snapshot larger than the bound restored")
+	if err := restoreFrom(&got, old.Bytes(), len(state)-1); err == nil || !strings.Contains(err.Error(), "more than") {
+		t.Fatalf("a snapshot larger than the bound: %v, want refused", err)
+	}
+	// A Restore that stops before the end (a JSON decoder reads one
+	// value) still has the checksum checked, and the bound.
+	var head prefixState
+	if err := restoreFrom(&head, old.Bytes(), len(state)); err != nil || len(head.state) != 16 {
+		t.Fatalf("a Restore that reads 16 bytes: %v, %d bytes", err, len(head.state))
+	}
+	if err := restoreFrom(&head, old.Bytes(), len(state)-1); err == nil || !strings.Contains(err.Error(), "more than") {
+		t.Fatalf("a Restore that reads 16 bytes of a snapshot larger than the bound: %v, want refused", err)
+	}
+	corrupt := bytes.Clone(old.Bytes())
+	corrupt[len(corrupt)-8] ^= 0xff // the CRC-32 of the gzip trailer
+	if err := restoreFrom(&head, corrupt, len(state)); err == nil {
+		t.Fatal("a snapshot with a wrong checksum restored")
 	}
 
 	s := &snapshotter{p: &Pipeline{cfg: Config{SnapshotMaxBytes: 1 << 20}, metrics: newMetrics(prometheus.NewRegistry()), kc: &kafkaClients{}},
