@@ -197,12 +197,11 @@ func restoreFrom(sp StatefulProcessor, data []byte, limit int) error {
 	if err == nil {
 		// Restore may stop at the end of what it decodes; the checksum
 		// is read with the rest.
-		_, err = io.Copy(io.Discard, br)
-		if err != nil && !errors.Is(err, errSnapshotTooLarge) {
-			err = fmt.Errorf("decompress snapshot: %w", err)
+		if _, cerr := io.Copy(io.Discard, br); cerr != nil {
+			err = fmt.Errorf("decompress snapshot: %w", cerr)
 		}
 	}
-	if errors.Is(err, errSnapshotTooLarge) || br.over {
+	if br.over { // whatever Restore made of the error
 		return fmt.Errorf("snapshot decompresses to more than %d bytes", limit)
 	}
 	return err
@@ -211,7 +210,7 @@ func restoreFrom(sp StatefulProcessor, data []byte, limit int) error {
 var errSnapshotTooLarge = errors.New("snapshot too large")
 
 // boundedReader reads at most left bytes from r, then fails with
-// errSnapshotTooLarge if r has more.
+// errSnapshotTooLarge (and sets over) if r has more.
 type boundedReader struct {
 	r    io.Reader
 	left int64

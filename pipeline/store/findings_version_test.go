@@ -16,21 +16,6 @@ import (
 func TestFindingsNewestVersionWins(t *testing.T) {
 	conn, _ := testenv.ClickHouse(t)
 	ctx := context.Background()
-	ms, err := schemas.Migrations()
-	if err != nil {
-		t.Fatal(err)
-	}
-	// Migrate up to 0070, leave a row written under the old engine, then
-	// apply 0070.
-	var m0070 schemas.Migration
-	for _, m := range ms {
-		if m.Version == 70 {
-			m0070 = m
-		}
-	}
-	if m0070.Version == 0 {
-		t.Fatal("no migration 0070")
-	}
 	if _, err := store.Migrate(ctx, conn, schemas.DefaultMigrationParams()); err != nil {
 		t.Fatal(err)
 	}
@@ -58,15 +43,7 @@ func TestFindingsNewestVersionWins(t *testing.T) {
 	}
 	// Run the rebuild again, as after an interruption: the rows survive
 	// and the newest version still wins.
-	stmts, err := m0070.Statements(schemas.DefaultMigrationParams())
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, s := range stmts {
-		if err := conn.Exec(ctx, s); err != nil {
-			t.Fatalf("re-running 0070: %v\n%s", err, s)
-		}
-	}
+	applyMigration(t, ctx, conn, 70)
 	insert(9, `['e0']`)
 	if got := read(); len(got) != 2 {
 		t.Fatalf("after re-running 0070: event_ids %v, want [e1 e2]", got)

@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+
 	"github.com/ehrwatch/ehrwatch/pipeline/store"
 	"github.com/ehrwatch/ehrwatch/pipeline/testenv"
 	"github.com/ehrwatch/ehrwatch/schemas"
@@ -185,4 +187,30 @@ func TestAccessEventsRoundTrip(t *testing.T) {
 	if got != n {
 		t.Fatalf("read back %d events, want %d", got, n)
 	}
+}
+
+// applyMigration runs one migration's statements (single-node form) on
+// conn again, as a re-run after an interruption would.
+func applyMigration(t *testing.T, ctx context.Context, conn driver.Conn, version int) {
+	t.Helper()
+	ms, err := schemas.Migrations()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range ms {
+		if m.Version != version {
+			continue
+		}
+		stmts, err := m.Statements(schemas.DefaultMigrationParams())
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, s := range stmts {
+			if err := conn.Exec(ctx, s); err != nil {
+				t.Fatalf("migration %04d: %v\n%s", version, err, s)
+			}
+		}
+		return
+	}
+	t.Fatalf("no migration %04d", version)
 }

@@ -20,32 +20,8 @@ import (
 func TestSnapshotsNewestOfEachHour(t *testing.T) {
 	conn, _ := testenv.ClickHouse(t)
 	ctx := context.Background()
-	params := schemas.DefaultMigrationParams()
-	if _, err := store.Migrate(ctx, conn, params); err != nil {
+	if _, err := store.Migrate(ctx, conn, schemas.DefaultMigrationParams()); err != nil {
 		t.Fatal(err)
-	}
-	ms, err := schemas.Migrations()
-	if err != nil {
-		t.Fatal(err)
-	}
-	apply := func(version int) {
-		t.Helper()
-		for _, m := range ms {
-			if m.Version != version {
-				continue
-			}
-			stmts, err := m.Statements(params)
-			if err != nil {
-				t.Fatal(err)
-			}
-			for _, s := range stmts {
-				if err := conn.Exec(ctx, s); err != nil {
-					t.Fatalf("migration %04d: %v\n%s", version, err, s)
-				}
-			}
-			return
-		}
-		t.Fatalf("no migration %04d", version)
 	}
 	hour := time.Now().UTC().Truncate(time.Hour).Add(-3 * time.Hour) // within the TTL
 	insert := func(partition uint32, offset uint64, at time.Duration) {
@@ -83,7 +59,7 @@ func TestSnapshotsNewestOfEachHour(t *testing.T) {
 	if err := conn.Exec(ctx, "DROP TABLE detector_snapshots SYNC"); err != nil {
 		t.Fatal(err)
 	}
-	apply(40)
+	applyMigration(t, ctx, conn, 40)
 	// Partition 0: every 20 minutes over two hours; partition 1: one
 	// hour, the newest written first.
 	for i, off := range []uint64{100, 200, 300, 400, 500, 600} {
@@ -104,7 +80,7 @@ func TestSnapshotsNewestOfEachHour(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	apply(90)
+	applyMigration(t, ctx, conn, 90)
 	optimize()
 	want := "map[0:[300 600] 1:[70]]"
 	if got := kept(); got != want {
@@ -146,7 +122,7 @@ func TestSnapshotsNewestOfEachHour(t *testing.T) {
 	}
 
 	// Re-run the upgrade, as after an interruption: it keeps what is kept.
-	apply(90)
+	applyMigration(t, ctx, conn, 90)
 	optimize()
 	if got := kept(); got != want {
 		t.Fatalf("after re-running 0090 the table keeps %s, want %s", got, want)
