@@ -1,6 +1,7 @@
 package detectors
 
 import (
+	"cmp"
 	"crypto/hmac"
 	"crypto/sha256"
 	"hash"
@@ -592,12 +593,22 @@ const (
 // end after t−slack?" takes one binary search.
 type careSpan struct {
 	key    string
-	kind   uint8
+	h      uint32 // spanHash(key): the search compares it, not the key
 	off, n int32
+	kind   uint8
+}
+
+// spanHash is the 32-bit hash a patient's spans are searched by: a binary
+// search over inline integers touches no key bytes but the one it verifies
+// (the key strings live elsewhere on the heap; comparing them cost a cache
+// miss a step, docs/benchmarks.md §2).
+func spanHash(key string) uint32 {
+	h := fnv64a(key)
+	return uint32(h) ^ uint32(h>>32)
 }
 
 // patientCare holds a patient's encounters, sorted by start then id, and
-// the spans over them sorted by kind and key.
+// the spans over them sorted by kind, key hash and key.
 type patientCare struct {
 	encs         []careEncounter
 	spans        []careSpan
@@ -670,13 +681,16 @@ func buildCare(list []pendingEncounter, intern func(string) string) (*patientCar
 		if a.kind != b.kind {
 			return int(a.kind) - int(b.kind)
 		}
+		if ha, hb := spanHash(a.key), spanHash(b.key); ha != hb {
+			return cmp.Compare(ha, hb)
+		}
 		return strings.Compare(a.key, b.key)
 	})
 	pc.spans = make([]careSpan, len(keys))
 	pc.idx, pc.lastEnd = make([]int32, 0, total), make([]int32, 0, total)
 	for n, k := range keys {
 		g := groups[k]
-		pc.spans[n] = careSpan{key: k.key, kind: k.kind, off: int32(len(pc.idx)), n: int32(len(g))}
+		pc.spans[n] = careSpan{key: k.key, h: spanHash(k.key), kind: k.kind, off: int32(len(pc.idx)), n: int32(len(g))}
 		best := g[0]
 		for _, i := range g {
 			if pc.encs[i].end > pc.encs[best].end {
@@ -694,16 +708,24 @@ func (pc *patientCare) span(kind uint8, key string) *careSpan {
 	if pc == nil {
 		return nil
 	}
-	i, found := slices.BinarySearchFunc(pc.spans, key, func(s careSpan, k string) int {
-		if s.kind != kind {
-			return int(s.kind) - int(kind)
+	h := spanHash(key)
+	// The first span not below (kind, h), then the key among those with
+	// its hash (one, but for a collision).
+	lo, hi := 0, len(pc.spans)
+	for lo < hi {
+		mid := int(uint(lo+hi) >> 1)
+		if s := &pc.spans[mid]; s.kind < kind || (s.kind == kind && s.h < h) {
+			lo = mid + 1
+		} else {
+			hi = mid
 		}
-		return strings.Compare(s.key, k)
-	})
-	if !found {
-		return nil
 	}
-	return &pc.spans[i]
+	for i := lo; i < len(pc.spans) && pc.spans[i].kind == kind && pc.spans[i].h == h; i++ {
+		if pc.spans[i].key == key {
+			return &pc.spans[i]
+		}
+	}
+	return nil
 }
 
 // find returns the encounter of the patient's span (kind, key) that
