@@ -63,10 +63,22 @@ func benchHospitalEnv(b *testing.B) (*synth.Hospital, detectors.Env) {
 // less than wall-clock ns/op. Its -cpuprofile is the detectors' profile
 // of docs/benchmarks.md §2.
 func BenchmarkEngine_Hospital(b *testing.B) {
+	benchEngineHospital(b, detectors.Registry())
+}
+
+// BenchmarkEngine_Explainer is BenchmarkEngine_Hospital with no
+// detector enabled: what every event costs before any detector runs (the
+// Engine's explanation of the access, its learning and its watermark;
+// docs/benchmarks.md §2, "The explanation's share").
+func BenchmarkEngine_Explainer(b *testing.B) {
+	benchEngineHospital(b, nil)
+}
+
+func benchEngineHospital(b *testing.B, factories []detectors.Factory) {
 	h, env := benchHospitalEnv(b)
-	cfg := detectors.DefaultEngineConfig(detectors.Registry())
+	cfg := detectors.DefaultEngineConfig(factories)
 	newEngine := func() *detectors.Engine {
-		e, err := detectors.NewEngine(cfg, detectors.Registry(), env)
+		e, err := detectors.NewEngine(cfg, factories, env)
 		if err != nil {
 			b.Fatal(err)
 		}
