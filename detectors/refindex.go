@@ -671,26 +671,27 @@ func buildCare(list []pendingEncounter, intern func(string) string) (*patientCar
 			add(spanMember, m, int32(i))
 		}
 	}
-	keys := make([]member, 0, len(groups))
+	// Each key hashed once, then sorted by kind, hash and key.
+	pc.spans = make([]careSpan, 0, len(groups))
 	total := 0
 	for k, g := range groups {
-		keys = append(keys, k)
+		pc.spans = append(pc.spans, careSpan{key: k.key, h: spanHash(k.key), kind: k.kind})
 		total += len(g)
 	}
-	slices.SortFunc(keys, func(a, b member) int {
+	slices.SortFunc(pc.spans, func(a, b careSpan) int {
 		if a.kind != b.kind {
 			return int(a.kind) - int(b.kind)
 		}
-		if ha, hb := spanHash(a.key), spanHash(b.key); ha != hb {
-			return cmp.Compare(ha, hb)
+		if a.h != b.h {
+			return cmp.Compare(a.h, b.h)
 		}
 		return strings.Compare(a.key, b.key)
 	})
-	pc.spans = make([]careSpan, len(keys))
 	pc.idx, pc.lastEnd = make([]int32, 0, total), make([]int32, 0, total)
-	for n, k := range keys {
-		g := groups[k]
-		pc.spans[n] = careSpan{key: k.key, h: spanHash(k.key), kind: k.kind, off: int32(len(pc.idx)), n: int32(len(g))}
+	for n := range pc.spans {
+		sp := &pc.spans[n]
+		g := groups[member{sp.kind, sp.key}]
+		sp.off, sp.n = int32(len(pc.idx)), int32(len(g))
 		best := g[0]
 		for _, i := range g {
 			if pc.encs[i].end > pc.encs[best].end {
